@@ -1,0 +1,22 @@
+"""skintrack: longitudinal skin analysis from Skin Analyze Pro responses.
+
+Example
+-------
+>>> import skintrack
+>>> "score.total" in set(skintrack.catalog()["key"])
+True
+"""
+from .catalog import catalog
+from .errors import (ApiError, AuthError, FaceQualityError, InvalidInput, InvalidManifest, InvalidResponse,
+                     ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, TransportError,
+                     UnknownMetric, UsageError)
+from .flatten import flatten
+from .ingest import IngestReport, ingest
+from .study import Study, open
+
+__version__ = "0.1.0"
+__all__ = [
+    "ApiError", "AuthError", "FaceQualityError", "IngestReport", "InvalidInput", "InvalidManifest", "InvalidResponse",
+    "ParameterError", "PhotoRejected", "RateLimited", "ServerError", "SkintrackError", "Study", "TransportError",
+    "UnknownMetric", "UsageError", "catalog", "flatten", "ingest", "open",
+]

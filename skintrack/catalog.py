@@ -1,0 +1,115 @@
+"""The metric catalog: one row per metric key, derived from the declarations in `skintrack.schema`.
+
+Example
+-------
+>>> cat = catalog()
+>>> cat.set_index("key").loc["score.total", ["unit", "better"]].tolist()
+['points', 'higher']
+>>> "count.acne.front" in set(cat["key"])
+True
+"""
+from __future__ import annotations
+
+import functools
+import json
+
+import pandas as pd
+
+from .errors import UnknownMetric
+from .schema import DECLARED_BLOCKS, DECLARED_FIELDS, DETECTION_KINDS, LABELS, REGIONS, SEVERITY_100_BANDS
+
+COLUMNS = ["key", "family", "feature", "region", "measure", "description", "unit", "range", "lo", "hi",
+           "better", "labels", "paths", "table", "column"]
+
+
+def _range(lo, hi):
+    return f"[{'-inf' if lo is None else lo}, {'+inf' if hi is None else hi}]"
+
+
+def _labels(name):
+    if name is None:
+        return None
+    if name == "severity_100":
+        bands, low = {}, 0
+        for top, label in SEVERITY_100_BANDS:
+            bands[f"{low}-{top}"] = label
+            low = top + 1
+        return json.dumps(bands)
+    return json.dumps({str(k): v for k, v in LABELS[name].items()})
+
+
+@functools.lru_cache(maxsize=1)
+def _rows() -> tuple:
+    rows: dict[str, dict] = {}
+    for f in DECLARED_FIELDS:
+        key = f.metric_key
+        if key is None:
+            continue
+        parts = key.split(".")
+        family = parts[0]
+        k = dict(f.key)
+        feature = {"score": (k.get("metric") or "").split(".")[0], "tone": f.column, "skin": "age",
+                   "wrinkle": "wrinkle"}.get(family, k.get("feature"))
+        region = {"score": (k.get("metric", "").split(".") + [None])[1], "wrinkle": k.get("region")}.get(
+            family, k.get("region"))
+        measure = f.column if family == "wrinkle" else None
+        paths = [f.path, *f.variants]
+        if key in rows:
+            rows[key]["paths"] += paths
+            continue
+        rows[key] = dict(key=key, family=family, feature=feature, region=region, measure=measure,
+                         description=f.description, unit=f.unit, range=_range(*f.range), lo=f.range[0],
+                         hi=f.range[1], better=f.better, labels=_labels(f.labels), paths=paths, table=f.table,
+                         column=f.column)
+    for b in DECLARED_BLOCKS:
+        if b.handler != "detections":
+            continue
+        key = f"count.{b.kind}.{b.side}"
+        where = "front photo" if b.side == "front" else f"{b.side} side-face photo"
+        rows[key] = dict(key=key, family="count", feature=b.kind, region=b.side, measure=None,
+                         description=f"Number of {DETECTION_KINDS[b.kind]} detected, {where} (the block's `count`, "
+                                     "or its number of boxes in responses that predate `count`).",
+                         unit="count", range=_range(0, None), lo=0, hi=None, better="lower" if b.kind != "mole"
+                         else "none", labels=None, paths=[f"{b.path}.count", f"{b.path}.rectangle"],
+                         table="counts", column="value")
+    assert all(r["region"] in REGIONS or r["region"] is None for r in rows.values())
+    return tuple(rows.values())
+
+
+def catalog() -> pd.DataFrame:
+    """Every metric key skintrack knows, with family, feature, region, meaning, unit, range, direction and source.
+
+    Example
+    -------
+    >>> catalog().query("family == 'severity' and feature == 'pores'")["key"].tolist()
+    ['severity.pores.forehead', 'severity.pores.left_cheek', 'severity.pores.right_cheek', 'severity.pores.chin']
+    """
+    return pd.DataFrame([dict(r, paths=list(r["paths"])) for r in _rows()], columns=COLUMNS)
+
+
+@functools.lru_cache(maxsize=1)
+def _by_key() -> dict:
+    return {r["key"]: r for r in _rows()}
+
+
+def metric_info(key: str) -> dict:
+    """The catalog row of one metric key; raises `UnknownMetric` with close matches when it does not exist.
+
+    Example
+    -------
+    >>> metric_info("score.total")["better"]
+    'higher'
+    """
+    try:
+        return _by_key()[key]
+    except (KeyError, TypeError):
+        import difflib
+
+        close = difflib.get_close_matches(str(key), list(_by_key()), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `skintrack metrics` lists them"
+        raise UnknownMetric(f"unknown metric {key!r}{hint}") from None
+
+
+def metric_keys() -> list[str]:
+    """All metric keys, in catalog order."""
+    return list(_by_key())

@@ -1,0 +1,104 @@
+"""One exception tree for skintrack.
+
+::
+
+    SkintrackError                    root: catch this to catch everything skintrack raises
+    ├── UsageError                    a bad argument, path or option (CLI exit status 2)
+    ├── InvalidInput                  an input that cannot be taken; names the input and the problem
+    │   ├── InvalidResponse           a file that is not a Skin Analyze Pro response
+    │   ├── InvalidManifest           a manifest or subjects CSV that cannot be used
+    │   └── PhotoRejected             a photo the API would refuse; refused before paying
+    ├── UnknownMetric                 a metric key not in the catalog
+    └── ApiError                      the API answered with an error; carries .response, .code, .retryable
+        ├── AuthError                 401/403: the key is missing or refused      (retryable: no)
+        ├── ParameterError            400/413/415: the request is wrong           (retryable: no)
+        ├── FaceQualityError          422: no face, blurry, occluded, ...          (retryable: no)
+        ├── RateLimited               429 or AI_SERVICE_FLOW_RESTRICTION          (retryable: yes, except credits)
+        ├── ServerError               5xx                                         (retryable: yes)
+        └── TransportError            timeout, dropped connection, truncated body  (retryable: yes)
+
+Example
+-------
+>>> try:
+...     raise InvalidResponse("result.score_info.total_score: expected a number")
+... except SkintrackError as e:
+...     print(type(e).__name__, e)
+InvalidResponse result.score_info.total_score: expected a number
+"""
+from __future__ import annotations
+
+
+class SkintrackError(Exception):
+    """Root of every error skintrack raises."""
+
+
+class UsageError(SkintrackError):
+    """A bad argument, path or option."""
+
+
+class InvalidInput(SkintrackError):
+    """An input that cannot be taken."""
+
+
+class InvalidResponse(InvalidInput):
+    """A document that is not a Skin Analyze Pro response (the message names the JSON path)."""
+
+
+class InvalidManifest(InvalidInput):
+    """A manifest or subjects CSV that cannot be used."""
+
+
+class PhotoRejected(InvalidInput):
+    """A photo the API would refuse, refused before any call is paid for."""
+
+
+class UnknownMetric(SkintrackError, KeyError):
+    """A metric key that is not in the catalog."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+class ApiError(SkintrackError):
+    """The API answered with an error.
+
+    Attributes: ``status`` (HTTP status or None), ``code`` (the documented ``error_detail.code``),
+    ``response`` (the parsed body, if any), ``retryable`` (whether trying again can help),
+    ``retry_after`` (seconds the server asked to wait, if it said).
+    """
+
+    retryable = False
+
+    def __init__(self, message, *, status=None, code=None, response=None, retry_after=None):
+        super().__init__(message)
+        self.status, self.code, self.response, self.retry_after = status, code, response, retry_after
+
+
+class AuthError(ApiError):
+    """The API key is missing or was refused."""
+
+
+class ParameterError(ApiError):
+    """The request's parameters or file were refused."""
+
+
+class FaceQualityError(ApiError):
+    """The photo was refused for its face (none found, blurred, occluded, ...)."""
+
+
+class RateLimited(ApiError):
+    """Too many requests; trying later can help (not when credits ran out)."""
+
+    retryable = True
+
+
+class ServerError(ApiError):
+    """The service failed; trying later can help."""
+
+    retryable = True
+
+
+class TransportError(ApiError):
+    """Timeout, dropped connection or truncated body; trying again can help."""
+
+    retryable = True

@@ -1,0 +1,123 @@
+"""Manifest and subjects CSVs: how a response becomes a subject's visit.
+
+A manifest row is matched to an input by its `file` column: the full path (relative paths are taken
+from the manifest's folder), else the file name, else the name without extension (so a manifest of photos
+matches the responses named after them). Rows that cannot be used are returned as rejects, the rest apply.
+
+Example
+-------
+>>> import io, pathlib, tempfile
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "m.csv"
+>>> _ = p.write_text("file,subject_id,visit,taken_at\\nS01_D0.json,S01,D0,2024-01-08\\n")
+>>> m = Manifest.read(p)
+>>> m.match("/anywhere/S01_D0.json")["subject_id"]
+'S01'
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import InvalidManifest
+
+FIXED = ("file", "subject_id", "visit", "taken_at")
+
+
+def _read_csv(path: Path, required: str) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InvalidManifest(f"{path}: no such file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InvalidManifest(f"{path}: not a readable CSV ({e})") from None
+    df.columns = [c.strip() for c in df.columns]
+    if required not in df.columns:
+        raise InvalidManifest(f"{path}: the required column `{required}` is missing (columns: "
+                              f"{', '.join(df.columns) or 'none'})")
+    df = df.apply(lambda col: col.str.strip()).replace("", None)
+    df.insert(0, "_line", range(2, len(df) + 2))
+    return df
+
+
+def _timestamps(values: pd.Series) -> pd.Series:
+    ts = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    return ts.dt.tz_convert(None)
+
+
+class Manifest:
+    """The usable rows of a manifest, indexed for matching, plus the rejected ones."""
+
+    def __init__(self, rows: pd.DataFrame, rejects: list[tuple[str, str]], path: Path):
+        self.rows, self.rejects, self.path = rows, rejects, path
+        self.used: set[int] = set()
+        self._by = {"path": {}, "name": {}, "stem": {}}
+        for i, f in zip(rows.index, rows["file"]):
+            full = os.path.normpath(os.path.join(path.parent, f))
+            for kind, key in (("path", full), ("name", os.path.basename(f)),
+                              ("stem", os.path.splitext(os.path.basename(f))[0])):
+                self._by[kind].setdefault(key, []).append(i)
+
+    @classmethod
+    def read(cls, path) -> "Manifest":
+        """Read and check a manifest CSV (raises `InvalidManifest` when it cannot be used at all)."""
+        path = Path(path)
+        df = _read_csv(path, "file")
+        rejects = []
+        where = lambda line: f"{path}:{line}"  # noqa: E731
+        missing = df["file"].isna()
+        rejects += [(where(n), "row has no `file`") for n in df.loc[missing, "_line"]]
+        df = df[~missing]
+        dup = df["file"].duplicated(keep=False)
+        for f, group in df[dup].groupby("file"):
+            lines = ", ".join(map(str, group["_line"]))
+            rejects += [(where(n), f"`file` {f} is listed more than once (lines {lines}); none of them is used")
+                        for n in group["_line"]]
+        df = df[~dup]
+        if "taken_at" in df:
+            parsed = _timestamps(df["taken_at"])
+            bad = df["taken_at"].notna() & parsed.isna()
+            rejects += [(where(n), f"taken_at {v!r} is not an ISO 8601 date or date-time")
+                        for n, v in zip(df.loc[bad, "_line"], df.loc[bad, "taken_at"])]
+            df = df[~bad].assign(taken_at=parsed[~bad])
+        return cls(df, rejects, path)
+
+    def match(self, source, photo=None) -> dict | None:
+        """The manifest row for an input file (and the photo it came from, if known), or None."""
+        for kind, fn in (("path", os.path.normpath), ("name", os.path.basename),
+                         ("stem", lambda p: os.path.splitext(os.path.basename(p))[0])):
+            for candidate in (source, photo):
+                if candidate is None:
+                    continue
+                hits = self._by[kind].get(fn(str(candidate)), [])
+                if len(hits) == 1:
+                    self.used.add(hits[0])
+                    return self.rows.loc[hits[0]].to_dict()
+        return None
+
+    def unmatched_missing(self) -> list[tuple[str, str]]:
+        """Rows that matched no input and name a file that does not exist."""
+        out = []
+        for i, row in self.rows.iterrows():
+            full = os.path.join(self.path.parent, row["file"])
+            if i not in self.used and not os.path.exists(full):
+                out.append((f"{self.path}:{row['_line']}", f"`file` {row['file']} does not exist and matches no input"))
+        return out
+
+
+def read_subjects(path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Read a subjects CSV (`subject_id` plus any columns); numbers stay numbers. Returns (rows, rejects)."""
+    path = Path(path)
+    df = _read_csv(path, "subject_id")
+    rejects = [(f"{path}:{n}", "row has no `subject_id`") for n in df.loc[df["subject_id"].isna(), "_line"]]
+    df = df[df["subject_id"].notna()]
+    dup = df["subject_id"].duplicated(keep=False)
+    rejects += [(f"{path}:{n}", f"subject_id {s} is listed more than once; none of its rows is used")
+                for n, s in zip(df.loc[dup, "_line"], df.loc[dup, "subject_id"])]
+    df = df[~dup].drop(columns="_line")
+    for col in df.columns.drop("subject_id"):
+        numbers = pd.to_numeric(df[col], errors="coerce")
+        if numbers.notna().sum() == df[col].notna().sum():
+            df[col] = numbers
+    return df.reset_index(drop=True), rejects

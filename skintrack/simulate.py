@@ -1,0 +1,393 @@
+"""SIMULATED Skin Analyze Pro responses: the sample trial in `data/` and the emulator's answers.
+
+Nothing here is real data. Every response it builds carries ``"simulated"`` at the top level (kept in
+the `extras` table) and a request id starting with ``SIMULATED``. The responses obey the documented
+rules so they teach the right thing: the score formulas of degree-score.mdx with half-up rounding and the
+floors seen in real data (total >= 70, dark-circle score >= 30), the v1.7.6 count bins of the pore and
+blackhead severities, and the ITA and HA class bins. The oiliness and wrinkle scores have no documented
+formula; the simulator uses its own monotone rules for them (see `_oily_score`, `_wrinkle_score`).
+
+Example
+-------
+>>> doc = build_response(Latent.draw(random.Random(1)), random.Random(2))
+>>> doc["result"]["score_info"]["total_score"] >= 70
+True
+"""
+from __future__ import annotations
+
+import csv
+import math
+import random
+from dataclasses import dataclass, fields, replace
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import orjson
+
+from .schema import (COUNT_BINS, FINE_LINE_REGIONS, HA_BINS, ITA_BINS, OILY_REGIONS, WRINKLE_COUNT_REGIONS,
+                     WRINKLE_REGIONS)
+
+LABEL = "SIMULATED by skintrack.simulate - not a real API response"
+VISITS = {"D0": 0, "W4": 28, "W8": 56, "W12": 84}
+DARK_CIRCLE_POINTS = {"pigment": (0, 7, 11, 16), "rete": (0, 9, 15, 20), "structural": (0, 11, 19, 28)}
+SCORE_FLOORS = {"total_score": 70, "dark_circle_score": 30}
+
+
+def half_up(x) -> int:
+    """Round half away from zero, as the API does (47.5 -> 48)."""
+    return int(Decimal(str(x)).quantize(Decimal("1"), rounding=ROUND_HALF_UP))
+
+
+def _bin(value, bounds) -> int:
+    """Index of the count bin: bounds are the upper limits of grades 0, 1, 2."""
+    return next((i for i, top in enumerate(bounds) if value <= top), len(bounds))
+
+
+def ita_class(ita: float) -> int:
+    """ITA class from the documented bins (6 = outside every bin: abnormal lighting)."""
+    return next((c for lo, hi, c in ITA_BINS if lo < ita <= hi), 6)
+
+
+def ha_class(ha: float) -> int:
+    """HA class from the documented bins (3 = abnormal lighting)."""
+    if 49 < ha <= 90:
+        return 0
+    return next((c for lo, hi, c in HA_BINS[1:] if lo <= ha < hi), 3)
+
+
+@dataclass
+class Latent:
+    """The quantities a photo shows; every response field is derived from them by the documented rules."""
+
+    pores_forehead: float
+    pores_left_cheek: float
+    pores_right_cheek: float
+    pores_chin: float
+    blackheads: float
+    water_severity: float
+    water_area: float
+    rough_severity: float
+    rough_area: float
+    melanin: float
+    brown_area: float
+    sensitivity: float
+    sensitivity_area: float
+    oily_area: float
+    wrinkle_load: float
+    acne: float
+    comedones: float
+    spots: float
+    dark_pigment: int
+    dark_rete: int
+    dark_structural: int
+    ita: float
+    ha: float
+    skin_age: float
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    face_ratio: float = 0.3
+    hair_occlusion: float = 0.05
+    glasses: int = 0
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> "Latent":
+        """A plausible adult face."""
+        g = rng.gauss
+        return cls(
+            pores_forehead=max(20, g(260, 110)), pores_left_cheek=max(10, g(85, 35)),
+            pores_right_cheek=max(10, g(80, 35)), pores_chin=max(10, g(100, 40)), blackheads=max(0, g(60, 30)),
+            water_severity=min(80, max(5, g(35, 10))), water_area=0, rough_severity=min(60, max(3, g(20, 7))),
+            rough_area=0, melanin=min(40, max(1, g(9, 4))), brown_area=0, sensitivity=min(70, max(1, g(15, 7))),
+            sensitivity_area=0, oily_area=min(0.9, max(0.02, g(0.3, 0.12))), wrinkle_load=max(0, g(0.35, 0.2)),
+            acne=max(0, g(2, 1.5)), comedones=max(0, g(3, 2)), spots=max(0, g(14, 7)),
+            dark_pigment=rng.choice((0, 0, 1, 1, 2)), dark_rete=rng.choice((0, 1, 1, 2)),
+            dark_structural=rng.choice((0, 0, 1)), ita=g(40, 10), ha=g(40, 4), skin_age=g(38, 8),
+            face_ratio=min(0.45, max(0.15, g(0.3, 0.04))), hair_occlusion=max(0, g(0.05, 0.03)))
+
+    def shifted(self, rng: random.Random, noise: float = 1.0, **deltas) -> "Latent":
+        """This face at another visit: additive changes plus visit-to-visit noise on every quantity."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name) + deltas.get(f.name, 0.0)
+            if f.type == "int" or isinstance(v, int):
+                out[f.name] = v
+            else:
+                out[f.name] = v + rng.gauss(0, noise * _NOISE.get(f.name, 0.0))
+        return replace(self, **out)
+
+
+_NOISE = {"pores_forehead": 25, "pores_left_cheek": 12, "pores_right_cheek": 12, "pores_chin": 12, "blackheads": 7,
+          "water_severity": 4, "rough_severity": 2.5, "melanin": 1.2, "sensitivity": 4, "oily_area": 0.05,
+          "wrinkle_load": 0.04, "acne": 0.8, "comedones": 1, "spots": 2.5, "ita": 1.5, "ha": 1.0, "skin_age": 1.5,
+          "yaw": 4, "pitch": 4, "roll": 2, "face_ratio": 0.01, "hair_occlusion": 0.01}
+
+
+def _clip(x, lo, hi):
+    return min(hi, max(lo, x))
+
+
+def _boxes(rng, n, face):
+    left, top, size = face
+    rects, polys, conf = [], [], []
+    for _ in range(n):
+        w, h = rng.randint(6, 30), rng.randint(6, 30)
+        x, y = left + rng.randint(0, max(1, size - w)), top + rng.randint(0, max(1, size - h))
+        rects.append({"left": x, "top": y, "width": w, "height": h})
+        k = rng.randint(3, 7)
+        polys.append([{"x": x + round(w / 2 + w / 2 * math.cos(2 * math.pi * i / k)),
+                       "y": y + round(h / 2 + h / 2 * math.sin(2 * math.pi * i / k))} for i in range(k)])
+        conf.append(round(rng.uniform(0.3, 0.95), 8))
+    return {"rectangle": rects, "confidence": conf, "polygon": polys, "count": n}
+
+
+def _oily_score(area: float) -> int:
+    """Simulator's own rule (the API documents none): 100 at no shine, 30 at 70% of the face shiny."""
+    return half_up(_clip(100 - 100 * area, 30, 100))
+
+
+def _wrinkle_score(region_scores: list[int]) -> int:
+    """Simulator's own rule (the API documents none): 100 minus the mean regional wrinkle score."""
+    return half_up(_clip(100 - sum(region_scores) / len(region_scores), 30, 100))
+
+
+def build_response(z: Latent, rng: random.Random, size=(1000, 1000), request_id="SIMULATED") -> dict:
+    """A full current-format (v1.7.6) response for the face `z`, without maps or marks."""
+    D = Decimal
+    width, height = size
+    face_size = int(min(width, height) * 0.55)
+    face = ((width - face_size) // 2, (height - face_size) // 2, face_size)
+    pores = {"forehead": round(z.pores_forehead), "left_cheek": round(z.pores_left_cheek),
+             "right_cheek": round(z.pores_right_cheek), "chin": round(z.pores_chin)}
+    pores = {k: max(0, v) for k, v in pores.items()}
+    blackheads = max(0, round(z.blackheads))
+    water, rough = round(_clip(z.water_severity, 0, 100)), round(_clip(z.rough_severity, 0, 100))
+    melanin, sensitivity = round(_clip(z.melanin, 0, 100)), round(_clip(z.sensitivity, 0, 100))
+    load = max(0.0, z.wrinkle_load)
+    wrinkle_counts = {r: max(0, round(load * rng.uniform(2, 12))) for r in WRINKLE_COUNT_REGIONS}
+    fine_counts = {r: max(0, round(load * rng.uniform(4, 25))) for r in FINE_LINE_REGIONS}
+    det = {k: _boxes(rng, max(0, round(n)), face) for k, n in
+           [("acne", z.acne), ("acne_pustule", z.acne / 6), ("acne_nodule", 0), ("acne_mark", z.acne / 2),
+            ("closed_comedones", z.comedones), ("mole", rng.random() < 0.3), ("brown_spot", z.spots)]}
+
+    region_pore_score = {"forehead": 100 - pores["forehead"] * D("0.1"), "leftcheek": 100 - pores["left_cheek"] * D("0.22"),
+                         "rightcheek": 100 - pores["right_cheek"] * D("0.22"), "jaw": 100 - pores["chin"] * D("0.16")}
+    pores_type = {f"pores_{k}_score": half_up(_clip(v, 0, 100)) for k, v in region_pore_score.items()}
+    dark = {}
+    for side in ("left", "right"):
+        shift = 0 if side == "left" else rng.choice((-1, 0, 0, 1))
+        grades = {k: int(_clip(getattr(z, f"dark_{k}") + shift, 0, 3)) for k in DARK_CIRCLE_POINTS}
+        dark[side] = grades
+    dc_side = {s: 100 - sum(DARK_CIRCLE_POINTS[k][g] for k, g in dark[s].items()) for s in dark}
+
+    wrinkle_info, region_scores = {}, []
+    for region in WRINKLE_REGIONS:
+        count_key = {"left_eye": "left_undereye", "right_eye": "right_undereye"}.get(region, region)
+        deep, shallow = wrinkle_counts[count_key], fine_counts.get(count_key, 0)
+        score = int(_clip(round(load * 60 * rng.uniform(0.5, 1.5)) if deep + shallow else 0, 0, 100))
+        region_scores.append(score)
+        level = _bin(score, (9, 29, 59))
+        wrinkle_info[region] = {
+            "wrinkle_score": score, "wrinkle_severity_level": level,
+            "wrinkle_norm_length": round(load * rng.uniform(0.2, 1.2), 6) if deep + shallow else 0,
+            "wrinkle_norm_depth": round(_clip(load * rng.uniform(0.3, 1.0), 0, 1), 6) if deep + shallow else 0,
+            "wrinkle_pixel_density": round(load * rng.uniform(0.05, 1.1), 6) if deep + shallow else 0,
+            "wrinkle_area_ratio": round(_clip(load * rng.uniform(0.01, 0.1), 0, 1), 6) if deep + shallow else 0,
+            "wrinkle_deep_ratio": round(deep / (deep + shallow), 6) if deep + shallow else 0,
+            "wrinkle_deep_num": deep, "wrinkle_shallow_num": shallow}
+
+    oily_areas = {r: round(_clip(z.oily_area * rng.uniform(0.6, 1.6), 0, 1), 2) for r in OILY_REGIONS}
+    oily_areas["full_face"] = round(_clip(z.oily_area, 0, 1), 2)
+    oily_score = _oily_score(oily_areas["full_face"])
+    scores = {
+        "pores_score": half_up(D(sum(pores_type.values())) / 4),
+        "blackhead_score": half_up(_clip(100 - blackheads * D("0.3"), 0, 100)),
+        "acne_score": half_up(_clip(100 - det["closed_comedones"]["count"] * D("1.7") - det["acne"]["count"] * D("2.4")
+                                    - det["acne_pustule"]["count"] * D("4.8") - det["acne_nodule"]["count"] * D("9.8"),
+                                    0, 100)),
+        "water_score": 100 - water, "rough_score": 100 - rough, "melanin_score": 100 - melanin,
+        "sensitivity_score": 100 - sensitivity, "oily_intensity_score": oily_score,
+        "wrinkle_score": _wrinkle_score(region_scores),
+        "dark_circle_score": max(SCORE_FLOORS["dark_circle_score"], 100 - (100 - dc_side["left"]) - (100 - dc_side["right"])),
+    }
+    scores["skin_type_score"] = half_up(100 - D(scores["water_score"] + oily_score) / 2)
+    total = ((scores["wrinkle_score"] + scores["pores_score"] + scores["blackhead_score"] + scores["acne_score"]
+              + scores["melanin_score"]) * D("1.2") + (scores["water_score"] + oily_score + scores["rough_score"])
+             * D("0.5") + scores["sensitivity_score"] + scores["dark_circle_score"]) / 10
+    scores["total_score"] = max(SCORE_FLOORS["total_score"], half_up(total))
+
+    def area(x):
+        return round(_clip(x, 0, 1), 3)
+
+    water_area = area(water / 100 * rng.uniform(0.6, 1.2))
+    rough_area = area(rough / 100 * rng.uniform(1.2, 2.0))
+    brown_area = area(melanin / 100 * rng.uniform(0.3, 0.6))
+    ita, ha = round(z.ita, 6), round(_clip(z.ha, 0, 90), 6)
+    skin_type = 3 if oily_areas["t_zone"] > 0.3 and oily_areas["left_cheek"] < 0.3 else (
+        0 if oily_areas["full_face"] > 0.4 else 1 if water > 45 else 2)
+    grade = {"forehead": _bin(pores["forehead"], COUNT_BINS["pores.forehead"]),
+             "left_cheek": _bin(pores["left_cheek"], COUNT_BINS["pores.left_cheek"]),
+             "right_cheek": _bin(pores["right_cheek"], COUNT_BINS["pores.right_cheek"]),
+             "jaw": _bin(pores["chin"], COUNT_BINS["pores.chin"])}
+    presence = {k: int(v > 0) for k, v in [("forehead_wrinkle", wrinkle_counts["forehead"]),
+                                           ("crows_feet", wrinkle_counts["left_crowsfeet"] + wrinkle_counts["right_crowsfeet"]),
+                                           ("eye_finelines", fine_counts["left_undereye"] + fine_counts["right_undereye"]),
+                                           ("glabella_wrinkle", wrinkle_counts["glabella"]),
+                                           ("nasolabial_fold", wrinkle_counts["left_nasolabial"] + wrinkle_counts["right_nasolabial"])]}
+    dc_type = 0 if not any(dark["left"].values()) else 1 + max(range(3), key=lambda i: list(dark["left"].values())[i])
+    conf = lambda: round(rng.uniform(0.5, 1.0), 8)  # noqa: E731
+    result = {
+        "skin_age": {"value": int(_clip(round(z.skin_age), 10, 90))},
+        "eye_pouch": {"value": int(load > 0.4), "confidence": conf()},
+        "dark_circle": {"value": dc_type, "confidence": conf()},
+        "dark_circle_severity": {"value": int(_clip(max(dark["left"].values()) - 1, 0, 2)), "confidence": conf()},
+    }
+    if load > 0.4:
+        result["eye_pouch_severity"] = {"value": int(_clip(round(load * 2) - 1, 0, 2)), "confidence": conf()}
+    for k, v in presence.items():
+        result[k] = {"value": v, "confidence": conf()}
+        if v and k in ("eye_finelines", "nasolabial_fold"):
+            result[f"{k}_severity"] = {"value": int(_clip(round(load * 3) - 1, 0, 2)), "confidence": conf()}
+    result["skin_type"] = {"skin_type": skin_type, "details": [
+        {"value": int(i == skin_type), "confidence": round(0.7 if i == skin_type else 0.1, 8)} for i in range(4)]}
+    for api, g in grade.items():
+        result[f"pores_{api}"] = {"value": g, "confidence": 1}
+    result["blackhead"] = {"value": _bin(blackheads, COUNT_BINS["blackhead"]), "confidence": 1}
+    result["skintone_ita"] = {"ITA": ita, "skintone": ita_class(ita)}
+    result["skin_hue_ha"] = {"HA": ha, "skin_hue": ha_class(ha)}
+    result["sensitivity"] = {"sensitivity_area": area(z.sensitivity_area or sensitivity / 100 * 0.4),
+                             "sensitivity_intensity": sensitivity}
+    result.update(det)
+    result["blackhead_count"] = blackheads
+    result["skintone"] = {"value": min(4, max(0, ita_class(ita) - 1)) if ita_class(ita) < 6 else 2,
+                          "confidence": conf()}
+    result["fine_line"] = {f"{r}_count": fine_counts[r] for r in FINE_LINE_REGIONS}
+    result["wrinkle_count"] = {f"{r}_count": wrinkle_counts[r] for r in WRINKLE_COUNT_REGIONS}
+    result["oily_intensity"] = {r: {"area": oily_areas[r], "intensity": _bin(oily_areas[r], (0.2, 0.4))}
+                                for r in OILY_REGIONS}
+    result["enlarged_pore_count"] = {f"{k}_count": v for k, v in pores.items()}
+    result["melanin"] = {"brown_area": brown_area, "melanin_concentration": melanin,
+                         "brown_forehead": area(brown_area * rng.uniform(0.6, 1.4)),
+                         "brown_leftcheek": area(brown_area * rng.uniform(0.6, 1.4)),
+                         "brown_rightcheek": area(brown_area * rng.uniform(0.6, 1.4))}
+    for side in ("right", "left"):
+        for kind in ("rete", "pigment", "structural"):
+            result[f"{side}_dark_circle_{kind}"] = {"value": dark[side][kind]}
+    fx, fy, fs = face
+    eye = {"left_eye_rect": {"left": fx + fs // 8, "top": fy + fs // 3, "width": fs // 3, "height": fs // 4},
+           "right_eye_rect": {"left": fx + fs // 2 + fs // 8, "top": fy + fs // 3, "width": fs // 3, "height": fs // 4}}
+    result["dark_circle_mark"] = eye
+    result["water"] = {"water_severity": water, "water_area": water_area,
+                       **{f"water_{r}": {"area": area(water_area * rng.uniform(0.6, 1.4))}
+                          for r in ("forehead", "leftcheek", "rightcheek")}}
+    result["rough"] = {"rough_severity": rough, "rough_area": rough_area,
+                       **{f"rough_{r}": {"area": area(rough_area * rng.uniform(0.6, 1.4))}
+                          for r in ("forehead", "leftcheek", "rightcheek", "jaw")}}
+    for side in ("left", "right"):
+        result[f"{side}_mouth_wrinkle_severity"] = {"value": wrinkle_info[f"{side}_mouth"]["wrinkle_severity_level"]}
+    result["forehead_wrinkle_severity"] = {"value": wrinkle_info["forehead"]["wrinkle_severity_level"]}
+    for side in ("left", "right"):
+        result[f"{side}_crows_feet_severity"] = {"value": wrinkle_info[f"{side}_crowsfeet"]["wrinkle_severity_level"]}
+        result[f"{side}_eye_finelines_severity"] = {"value": wrinkle_info[f"{side}_eye"]["wrinkle_severity_level"]}
+    result["glabella_wrinkle_severity"] = {"value": wrinkle_info["glabella"]["wrinkle_severity_level"]}
+    for side in ("left", "right"):
+        result[f"{side}_nasolabial_fold_severity"] = {"value": wrinkle_info[f"{side}_nasolabial"]["wrinkle_severity_level"]}
+    for side in ("left", "right"):
+        result[f"{side}_cheek_wrinkle_severity"] = {"value": wrinkle_info[f"{side}_cheek"]["wrinkle_severity_level"]}
+    for region, info in wrinkle_info.items():
+        result[f"{region}_wrinkle_info"] = info
+    result["score_info"] = {**scores, "pores_type_score": pores_type, "dark_circle_type_score": {
+        "left_dark_circle_score": dc_side["left"], "right_dark_circle_score": dc_side["right"]}}
+    result["left_eye_pouch_rect"], result["right_eye_pouch_rect"] = eye["left_eye_rect"], eye["right_eye_rect"]
+    result["melasma"] = {"value": int(melanin > 20), "confidence": conf()}
+    result["freckle"] = {"value": int(det["brown_spot"]["count"] > 25), "confidence": conf()}
+    result["image_quality"] = {
+        "face_rect": {"left": fx, "top": fy - fs // 5, "width": fs, "height": int(fs * 1.35)},
+        "face_ratio": round(_clip(z.face_ratio, 0.01, 1), 8), "hair_occlusion": round(_clip(z.hair_occlusion, 0, 1), 8),
+        "face_orientation": {"yaw": round(z.yaw, 6), "pitch": round(z.pitch, 6), "roll": round(z.roll, 6)},
+        "glasses": int(z.glasses)}
+    result["sensitivity_type_v1"] = int(sensitivity > 30)
+    return {"simulated": LABEL, "request_id": request_id, "log_id": "SIMULATED", "error_code": 0,
+            "error_detail": {"status_code": 200, "code": "", "code_message": "", "message": ""},
+            "face_rectangle": {"top": fy, "left": fx, "width": fs, "height": fs}, "result": result}
+
+
+# ---- the sample trial -------------------------------------------------------------------------------
+# Per week of treatment, on top of what placebo does: the product hydrates, smooths and evens the skin.
+EFFECT_PER_WEEK = {"water_severity": -1.1, "rough_severity": -0.45, "melanin": -0.12}
+PLACEBO_PER_WEEK = {"water_severity": -0.25, "rough_severity": -0.05}
+
+
+def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
+    """Write a SIMULATED two-arm placebo-controlled trial (visits D0/W4/W8/W12) into `out_dir`.
+
+    Writes ``responses/<subject>_<visit>.json``, ``manifest.csv``, ``subjects.csv`` and ``README.md``.
+    """
+    import datetime as dt
+
+    out = Path(out_dir)
+    (out / "responses").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    start = dt.date(2024, 1, 8)
+    manifest, people = [], []
+    arms = ["active", "placebo"] * (subjects // 2) + ["active"] * (subjects % 2)
+    rng.shuffle(arms)
+    for n, arm in enumerate(arms, 1):
+        sid = f"S{n:02d}"
+        base = Latent.draw(rng)
+        people.append({"subject_id": sid, "arm": arm, "age": int(_clip(round(base.skin_age + rng.gauss(0, 4)), 20, 70)),
+                       "sex": rng.choice("FM"), "skin_type_self": rng.choice(["dry", "normal", "oily", "combination"])})
+        enrolled = start + dt.timedelta(days=rng.randint(0, 20))
+        for visit, day in VISITS.items():
+            weeks = day / 7
+            per_week = EFFECT_PER_WEEK if arm == "active" else {}
+            deltas = {k: (per_week.get(k, 0) + PLACEBO_PER_WEEK.get(k, 0)) * weeks
+                      for k in set(EFFECT_PER_WEEK) | set(PLACEBO_PER_WEEK)}
+            z = base.shifted(rng, noise=0 if visit == "D0" else 1.0, **deltas) if visit != "D0" else base
+            if visit == "D0":
+                z = replace(z, yaw=rng.gauss(0, 4), pitch=rng.gauss(0, 4), roll=rng.gauss(0, 2))
+            # capture problems a QC check should catch (SIMULATED): a turned head, glasses, a closer camera
+            if (sid, visit) == ("S03", "W8"):
+                z = replace(z, yaw=36.0)
+            if (sid, visit) == ("S07", "W4"):
+                z = replace(z, glasses=1)
+            if (sid, visit) == ("S11", "W12"):
+                z = replace(z, face_ratio=z.face_ratio * 1.5)
+            taken = enrolled + dt.timedelta(days=day + (rng.randint(-2, 2) if day else 0))
+            name = f"{sid}_{visit}.json"
+            doc = build_response(z, random.Random(f"{seed}-{sid}-{visit}"), request_id=f"SIMULATED-{sid}-{visit}")
+            (out / "responses" / name).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            manifest.append({"file": f"responses/{name}", "subject_id": sid, "visit": visit,
+                             "taken_at": f"{taken.isoformat()}T{rng.randint(8, 17):02d}:{rng.choice(('00', '30'))}:00",
+                             "operator": rng.choice(["op-a", "op-b"])})
+    for name, rows in (("manifest.csv", manifest), ("subjects.csv", people)):
+        with open(out / name, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    (out / "README.md").write_text(
+        "# Sample trial (SIMULATED)\n\nEvery file here is **simulated** by `skintrack.simulate.simulate_trial"
+        f"(seed={seed})`: {subjects} subjects, arms `active` and `placebo`, visits D0/W4/W8/W12. It is not real "
+        "data and no real person is behind it.\n\nThe simulated product lowers dehydration "
+        "(`severity.water`, so `score.water` rises), roughness and pigmentation over 12 weeks; every other metric "
+        "only varies from visit to visit. Three captures carry planted problems for QC to catch: S03 W8 (head "
+        "turned 36 deg), S07 W4 (glasses), S11 W12 (camera closer).\n\nRegenerate with `python -m skintrack.simulate "
+        "data/sample-trial`.\n")
+    return out
+
+
+def sample_study_dir() -> Path:
+    """The sample trial's folder: the repository's `data/sample-trial`, else regenerated into a cache folder."""
+    repo = Path(__file__).resolve().parent.parent / "data" / "sample-trial"
+    if (repo / "manifest.csv").exists():
+        return repo
+    cache = Path.home() / ".cache" / "skintrack" / "sample-trial"
+    if not (cache / "manifest.csv").exists():
+        simulate_trial(cache)
+    return cache
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(simulate_trial(sys.argv[1] if len(sys.argv) > 1 else "data/sample-trial"))

@@ -1,0 +1,236 @@
+"""`skintrack ingest` and `skintrack.open`: tables, manifest, idempotence, increments, bad input, crashes."""
+import gzip
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+import skintrack
+from skintrack.schema import TABLES
+
+from conftest import FIXTURES, load
+
+CONTRACT_COLUMNS = {
+    "analyses": "analysis_id subject_id visit taken_at source request_id log_id ok error_code error_status "
+                "error_message face_left face_top face_width face_height face_ratio yaw pitch roll hair_occlusion "
+                "glasses skin_age skin_type ingested_at",
+    "subjects": "subject_id", "scores": "analysis_id metric value", "counts": "analysis_id feature region value",
+    "areas": "analysis_id feature region value",
+    "severities": "analysis_id feature region value confidence label",
+    "tones": "analysis_id ita ita_class ha ha_class skin_tone skin_tone_confidence",
+    "wrinkles": "analysis_id region score severity_level norm_length norm_depth pixel_density area_ratio "
+                "deep_ratio deep_num shallow_num",
+    "detections": "analysis_id kind side idx left top width height confidence polygon",
+    "outlines": "analysis_id kind region idx points depth length",
+    "side_results": "analysis_id side jawline_quality jawline_angle jawline_angle_level",
+    "maps": "analysis_id name path media_type width height", "extras": "analysis_id path value",
+    "rejects": "source reason at", "metrics": "analysis_id metric value",
+    "metrics_wide": "analysis_id subject_id visit taken_at score.total count.acne.front",
+}
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+    from skintrack.simulate import sample_study_dir
+
+    src = sample_study_dir()
+    study = tmp_path_factory.mktemp("trial")
+    report = skintrack.ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    assert (report.added, report.sessions, report.subjects, report.rejected) == (96, 96, 24, [])
+    return study
+
+
+@pytest.mark.parametrize("view", CONTRACT_COLUMNS)
+def test_contract_columns(trial, view):
+    cols = set(skintrack.open(trial).sql(f'select * from "{view}" limit 0').columns)
+    assert set(CONTRACT_COLUMNS[view].split()) <= cols
+
+
+def test_empty_study_has_every_view_typed(tmp_path):
+    s = skintrack.open(tmp_path / "new")
+    for view in CONTRACT_COLUMNS:
+        assert s.sql(f'select count(*) as n from "{view}"')["n"].tolist() == [0]
+
+
+def test_manifest_and_subjects_are_joined(trial):
+    s = skintrack.open(trial)
+    row = s.sql("select subject_id, visit, taken_at, operator from analyses where source like '%S05_W8.json'").iloc[0]
+    manifest = [r for r in (Path(skintrack.simulate.sample_study_dir()) / "manifest.csv").read_text().splitlines()
+                if "S05_W8" in r][0].split(",")
+    assert (row["subject_id"], row["visit"], row["operator"]) == ("S05", "W8", manifest[4])
+    assert str(row["taken_at"]).replace(" ", "T") == manifest[3]
+    arms = s.sql("select arm, count(*) n from subjects group by arm order by arm")
+    assert arms.values.tolist() == [["active", 12], ["placebo", 12]]
+
+
+def test_metrics_view_and_wide_agree(trial):
+    s = skintrack.open(trial)
+    long = s.sql("select analysis_id, value from metrics where metric = 'score.water' order by 1")
+    wide = s.sql('select analysis_id, "score.water" as value from metrics_wide order by 1')
+    assert long.values.tolist() == wide.values.tolist() and len(long) == 96
+    keys = set(s.sql("select distinct metric from metrics")["metric"])
+    assert keys <= set(skintrack.catalog()["key"])
+
+
+def test_reingest_is_a_noop(trial):
+    before = sorted(p.name for p in (trial / "batches").iterdir())
+    src = skintrack.simulate.sample_study_dir()
+    report = skintrack.ingest([src / "responses"], trial, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    assert (report.added, report.skipped, report.sessions, report.subjects) == (0, 96, 0, 0)
+    assert sorted(p.name for p in (trial / "batches").iterdir()) == before
+
+
+def test_same_content_under_two_names_is_one_analysis(tmp_path):
+    src = FIXTURES / "real" / "community-2025-full.json"
+    (tmp_path / "in").mkdir()
+    shutil.copy(src, tmp_path / "in" / "a.json")
+    (tmp_path / "in" / "b.json.gz").write_bytes(gzip.compress(src.read_bytes()))
+    report = skintrack.ingest([tmp_path / "in"], tmp_path / "study")
+    assert (report.added, report.skipped) == (1, 1)
+    assert skintrack.open(tmp_path / "study").sql("select count(*) n from analyses")["n"].tolist() == [1]
+
+
+def test_increment_touches_only_new_files(tmp_path, sample):
+    files = sorted((sample / "responses").glob("*.json"))
+    study = tmp_path / "s"
+    first = skintrack.ingest(files[:80], study, chunk_size=20)
+    batches = set(os.listdir(study / "batches"))
+    assert (first.added, len(batches)) == (80, 4)
+    second = skintrack.ingest(files, study, chunk_size=20)
+    new = set(os.listdir(study / "batches")) - batches
+    assert (second.added, second.skipped, len(new)) == (16, 80, 1)
+    assert skintrack.open(study).sql("select count(*) n from analyses")["n"].tolist() == [96]
+
+
+def test_later_manifest_assigns_sessions_without_reingesting(tmp_path, sample):
+    study = tmp_path / "s"
+    skintrack.ingest([sample / "responses"], study)
+    assert skintrack.open(study).sql("select count(subject_id) n from analyses")["n"].tolist() == [0]
+    report = skintrack.ingest([sample / "responses"], study, manifest=sample / "manifest.csv")
+    assert (report.added, report.sessions) == (0, 96)
+    assert skintrack.open(study).sql("select count(subject_id) n from analyses")["n"].tolist() == [96]
+
+
+def test_maps_are_decoded_into_the_study(tmp_path):
+    skintrack.ingest([FIXTURES / "real" / "ailabtools-docs-case1" / "response-v1.7.json"], tmp_path)
+    maps = skintrack.open(tmp_path).sql("select * from maps order by name")
+    assert len(maps) == 10
+    red = maps[maps.name == "red_area"].iloc[0]
+    assert (red.media_type, (tmp_path / red.path).read_bytes()[:2]) == ("image/jpeg", b"\xff\xd8")
+    from PIL import Image
+
+    with Image.open(tmp_path / red.path) as im:
+        assert im.size == (red.width, red.height)
+
+
+BAD_INPUTS = {
+    "truncated.json": lambda good: good[: len(good) // 2],
+    "not-json.json": lambda good: b"<html>502 Bad Gateway</html>",
+    "array.json": lambda good: b"[1, 2, 3]",
+    "string.json": lambda good: b'"hello"',
+    "no-result.json": lambda good: b'{"request_id": "x", "error_code": 0}',
+    "string-number.json": lambda good: good.replace(b'"total_score": 75', b'"total_score": "75"'),
+    "nan.json": lambda good: good.replace(b'"total_score": 75', b'"total_score": NaN'),
+    "infinity.json": lambda good: good.replace(b'"water_score": 63', b'"water_score": Infinity'),
+    "deep.json": lambda good: b'{"result": ' + b'{"a": ' * 3000 + b"1" + b"}" * 3000 + b"}",
+    "latin1.json": lambda good: good.replace(b'"log_id": "75751238"', b'"log_id": "caf\xe9"'),
+    "bad.json.gz": lambda good: b"\x1f\x8b not really gzip",
+}
+
+
+def test_bad_input_is_rejected_and_the_rest_ingested(tmp_path, run_cli):
+    good = (FIXTURES / "real" / "community-2025-full.json").read_bytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, make in BAD_INPUTS.items():
+        (folder / name).write_bytes(make(good))
+    shutil.copy(FIXTURES / "real" / "community-2025-full.json", folder / "good.json")
+    (tmp_path / "m.csv").write_text("file,subject_id,visit\ngood.json,S1,D0\ngood.json,S1,W4\nghost.json,S2,D0\n"
+                                    "array.json,S3,D0\n")
+    proc = run_cli("ingest", folder, "--study", tmp_path / "s", "--manifest", tmp_path / "m.csv", "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    s = skintrack.open(tmp_path / "s")
+    assert s.sql("select count(*) n from analyses")["n"].tolist() == [1]
+    rejects = dict(s.sql("select source, reason from rejects").values.tolist())
+    reasons = {Path(k).name if "m.csv" not in k else k.split("/")[-1]: v for k, v in rejects.items()}
+    expected = {"truncated.json": "not valid JSON", "not-json.json": "not valid JSON",
+                "array.json": "top-level JSON value is list", "string.json": "top-level JSON value is str",
+                "no-result.json": "no `result`", "string-number.json": "total_score: expected a number",
+                "nan.json": "not valid JSON", "infinity.json": "not valid JSON", "deep.json": "not valid JSON",
+                "latin1.json": "not valid JSON", "bad.json.gz": "not a readable gzip file",
+                "m.csv:2": "listed more than once", "m.csv:3": "listed more than once",
+                "m.csv:4": "ghost.json does not exist"}
+    for name, fragment in expected.items():
+        assert fragment in reasons.get(name, ""), (name, reasons.get(name))
+        assert fragment in proc.stderr
+    assert len(reasons) == len(expected), set(reasons) - set(expected)
+
+
+def test_usage_errors_exit_2(tmp_path, run_cli):
+    assert run_cli("ingest", "x.json").returncode == 2  # no --study
+    (tmp_path / "m.csv").write_text("name,subject_id\nx,1\n")
+    proc = run_cli("ingest", FIXTURES / "real" / "community-2025-full.json", "--study", tmp_path / "s",
+                   "--manifest", tmp_path / "m.csv")
+    assert proc.returncode == 2 and "required column `file` is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _jittered_corpus(folder: Path, n: int):
+    base = load("real/community-2025-full.json")
+    folder.mkdir()
+    for i in range(n):
+        base["request_id"] = f"crash-{i}"
+        (folder / f"r{i:04d}.json").write_bytes(orjson.dumps(base))
+
+
+def _check_whole(study: Path):
+    s = skintrack.open(study)
+    n = s.sql("select count(*) n from analyses")["n"].iloc[0]
+    per = s.sql("select count(distinct analysis_id) n from scores")["n"].iloc[0]
+    orphans = s.sql("select count(*) n from scores where analysis_id not in (select analysis_id from analyses)")
+    assert per == n and orphans["n"].iloc[0] == 0
+    complete = s.sql("select count(*) n from (select analysis_id from counts group by 1 having count(*) = 32)")
+    assert complete["n"].iloc[0] == n
+    return n
+
+
+def test_sigkill_at_any_moment_leaves_whole_analyses_and_rerun_completes(tmp_path):
+    corpus, study = tmp_path / "corpus", tmp_path / "study"
+    _jittered_corpus(corpus, 1500)
+    exe = Path(sys.executable).with_name("skintrack")
+
+    def cmd(target):
+        return [str(exe), "ingest", str(corpus), "--study", str(target), "--batch-size", "10", "--quiet"]
+
+
+    seen = []
+    for published in (5, 40, 80, 120):  # of 150 batches: kill as soon as that many are visible
+        proc = subprocess.Popen(cmd(study), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (study / "batches").exists() and len(os.listdir(study / "batches")) >= published:
+                break
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen.append(_check_whole(study))
+    assert seen == sorted(seen) and 0 < seen[-1] < 1500, seen  # killed mid-way, never going backwards
+    assert subprocess.run(cmd(study)).returncode == 0
+    assert _check_whole(study) == 1500
+
+
+def test_workers_give_the_same_tables(tmp_path, sample):
+    one = skintrack.ingest([sample / "responses"], tmp_path / "one", chunk_size=10)
+    two = skintrack.ingest([sample / "responses"], tmp_path / "two", chunk_size=10, workers=2)
+    assert one.added == two.added == 96
+    q = "select metric, round(sum(value), 6) from metrics group by 1 order by 1"
+    assert skintrack.open(tmp_path / "one").sql(q).values.tolist() == skintrack.open(tmp_path / "two").sql(q).values.tolist()
