@@ -36,9 +36,9 @@ def flatten(doc) -> dict[str, list[dict]]:
         raise InvalidResponse("response has no `result` and reports no error")
     keyed: dict[tuple, dict] = {}
     lists: dict[str, list] = {t: [] for t in _LIST_TABLES}
-    _walk(doc, "", 0, keyed, lists)
+    _walk(doc, _TREE, 0, keyed, lists)
     out = {t: [] for t in _KEY_TABLES}
-    for (table, key), row in keyed.items():
+    for (table, _), row in keyed.items():
         out[table].append(row)
     out.update(lists)
     analysis = out["analyses"][0] if out["analyses"] else {}
@@ -55,58 +55,116 @@ def _is_error(doc: dict) -> bool:
     return bool(code) or doc.get("error_code") not in (0, None) or ("result" not in doc and bool(doc.get("error_msg")))
 
 
-def _walk(node, path: str, depth: int, keyed: dict, lists: dict) -> None:
-    if depth > MAX_DEPTH:
-        raise InvalidResponse(f"{path}: nesting deeper than {MAX_DEPTH} levels")
-    block = BLOCKS.get(path)
-    if block is not None:
-        _HANDLERS[block.handler](node, path, block, keyed, lists)
-        return
-    if isinstance(node, dict):
-        if not node and path:
-            lists["extras"].append({"path": path, "value": "{}"})
-        for k, v in node.items():
-            _walk(v, f"{path}.{k}" if path else k, depth + 1, keyed, lists)
-    elif isinstance(node, list):
-        if not node:
-            lists["extras"].append({"path": path, "value": "[]"})
-        for i, v in enumerate(node):
-            _walk(v, f"{path}.{i}", depth + 1, keyed, lists)
-    elif isinstance(node, str) and path in JSON_TEXT_PATHS:
-        try:
-            inner = orjson.loads(node)
-        except orjson.JSONDecodeError as e:
-            raise InvalidResponse(f"{path}: documented as JSON text but is not valid JSON ({e})") from None
-        _walk(inner, path, depth + 1, keyed, lists)
-    else:
-        field = FIELDS.get(path)
-        if field is None:
-            lists["extras"].append({"path": path, "value": orjson.dumps(node).decode()})
-            return
-        key = (field.table, field.key)
-        row = keyed.get(key)
-        if row is None:
-            row = keyed[key] = dict(field.key)
-        row[field.column] = _check(node, field, path)
+class _Node:
+    """One step of the path tree compiled from the declarations (so walking builds no path strings)."""
+
+    __slots__ = ("path", "field", "slot", "coerce", "block", "children", "json_text")
+
+    def __init__(self, path):
+        self.path, self.field, self.slot, self.coerce, self.block = path, None, None, None, None
+        self.children: dict[str, _Node] = {}
+        self.json_text = path in JSON_TEXT_PATHS
 
 
-def _check(value, field, path):
+def _compile() -> _Node:
+    root = _Node("")
+    for table, decl in [("field", FIELDS), ("block", BLOCKS)]:
+        for path, item in decl.items():
+            node = root
+            for part in path.split("."):
+                node = node.children.setdefault(part, _Node(f"{node.path}.{part}" if node.path else part))
+            if table == "block":
+                node.block = item
+            else:
+                node.field, node.slot, node.coerce = item, (item.table, item.key), _coercer(item)
+    for path in JSON_TEXT_PATHS:
+        node = root
+        for part in path.split("."):
+            node = node.children.setdefault(part, _Node(f"{node.path}.{part}" if node.path else part))
+        node.json_text = True
+    return root
+
+
+def _coercer(field):
+    if field.kind == "text":
+        return _text
+    if field.table != "scores" and field.column not in ("value", "confidence") and \
+            str(TABLES[field.table].field(field.column).type) == "int64":
+        return _whole
+    return _float
+
+
+def _text(value, path):
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidResponse(f"{path}: expected text, got {type(value).__name__} {value!r}")
+
+
+def _float(value, path):
+    t = type(value)
+    if t is float or t is int:
+        return float(value)
     if value is None:
         return None
-    if field.kind == "text":
-        if not isinstance(value, str):
-            raise InvalidResponse(f"{path}: expected text, got {type(value).__name__} {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidResponse(f"{path}: expected a number, got {type(value).__name__} {value!r}")
-    if field.table == "scores" or field.column in ("value", "confidence"):
-        return float(value)
-    schema_type = TABLES[field.table].field(field.column).type
-    if str(schema_type) == "int64":
-        if value != int(value):
-            raise InvalidResponse(f"{path}: expected a whole number, got {value!r}")
-        return int(value)
-    return float(value)
+    raise InvalidResponse(f"{path}: expected a number, got {type(value).__name__} {value!r}")
+
+
+def _whole(value, path):
+    v = _float(value, path)
+    if v is not None and v != int(v):
+        raise InvalidResponse(f"{path}: expected a whole number, got {value!r}")
+    return None if v is None else int(v)
+
+
+def _walk(node, tree: _Node, depth: int, keyed: dict, lists: dict) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidResponse(f"{tree.path}: nesting deeper than {MAX_DEPTH} levels")
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = ((str(i), v) for i, v in enumerate(node))
+    else:
+        raise AssertionError("only containers are walked")
+    children = tree.children
+    for k, v in items:
+        child = children.get(k)
+        if child is None:
+            _extras(v, f"{tree.path}.{k}" if tree.path else k, depth + 1, lists["extras"])
+        elif child.block is not None:
+            _HANDLERS[child.block.handler](v, child.path, child.block, keyed, lists)
+        elif type(v) is dict or type(v) is list:
+            if v and child.children:
+                _walk(v, child, depth + 1, keyed, lists)
+            else:
+                _extras(v, child.path, depth + 1, lists["extras"])
+        elif child.json_text and type(v) is str:
+            try:
+                inner = orjson.loads(v)
+            except orjson.JSONDecodeError as e:
+                raise InvalidResponse(f"{child.path}: documented as JSON text but is not valid JSON ({e})") from None
+            _walk({k: inner}, tree, depth, keyed, lists) if isinstance(inner, (dict, list)) else \
+                _extras(inner, child.path, depth + 1, lists["extras"])
+        elif child.field is not None:
+            row = keyed.get(child.slot)
+            if row is None:
+                row = keyed[child.slot] = dict(child.field.key)
+            row[child.field.column] = child.coerce(v, child.path)
+        else:
+            _extras(v, child.path, depth + 1, lists["extras"])
+
+
+def _extras(node, path: str, depth: int, out: list) -> None:
+    """Keep every leaf of an undeclared value (empty containers too) with its JSON path."""
+    if depth > MAX_DEPTH:
+        raise InvalidResponse(f"{path}: nesting deeper than {MAX_DEPTH} levels")
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            _extras(v, f"{path}.{k}", depth + 1, out)
+    elif isinstance(node, list) and node:
+        for i, v in enumerate(node):
+            _extras(v, f"{path}.{i}", depth + 1, out)
+    else:
+        out.append({"path": path, "value": orjson.dumps(node).decode()})
 
 
 def _label(row):
@@ -131,14 +189,23 @@ def _number(value, path):
 
 
 def _points(node, path):
-    if not isinstance(node, list):
+    """Check a list of {x, y} points; the response's own point objects are kept (no copy).
+
+    The check here is structural and runs at C speed (every point has two keys); numeric types are
+    checked when the rows become Arrow arrays (see `skintrack.ingest`), which names the file on failure.
+    """
+    if type(node) is list and (not node or set(map(len, node)) == _TWO):
+        return node
+    if type(node) is not list:
         raise InvalidResponse(f"{path}: expected a list of points, got {type(node).__name__}")
-    out = []
     for i, p in enumerate(node):
-        if not isinstance(p, dict) or set(p) != {"x", "y"}:
+        if type(p) is not dict or set(p) != {"x", "y"}:
             raise InvalidResponse(f"{path}.{i}: expected a point {{x, y}}, got {p!r:.80}")
-        out.append({"x": _number(p["x"], f"{path}.{i}.x"), "y": _number(p["y"], f"{path}.{i}.y")})
-    return out
+    return node
+
+
+_TWO = {2}
+_NUM = (int, float)
 
 
 def _expect(node, typ, path):
@@ -210,3 +277,4 @@ def _map(node, path, block, keyed, lists):
 
 _HANDLERS = {"detections": _detections, "points": _point_list, "polygons": _polygons,
              "wrinkle_lines": _wrinkle_lines, "map": _map}
+_TREE = _compile()

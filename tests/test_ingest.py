@@ -234,3 +234,16 @@ def test_workers_give_the_same_tables(tmp_path, sample):
     assert one.added == two.added == 96
     q = "select metric, round(sum(value), 6) from metrics group by 1 order by 1"
     assert skintrack.open(tmp_path / "one").sql(q).values.tolist() == skintrack.open(tmp_path / "two").sql(q).values.tolist()
+
+
+def test_a_bad_coordinate_rejects_only_its_file(tmp_path):
+    doc = load("real/community-2025-full.json")
+    doc["result"]["brown_spot"]["polygon"][2][1]["x"] = "12"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.json").write_bytes(orjson.dumps(doc))
+    shutil.copy(FIXTURES / "real" / "community-2023-full.json", tmp_path / "in" / "good.json")
+    report = skintrack.ingest([tmp_path / "in"], tmp_path / "s")
+    assert report.added == 1 and [Path(s).name for s, _ in report.rejected] == ["bad.json"]
+    assert "detections brown_spot #2: a point is not {x, y} numbers" in report.rejected[0][1]
+    s = skintrack.open(tmp_path / "s")
+    assert s.sql("select count(*) n from detections")["n"].tolist() == [1]  # the 2023 response's one spot

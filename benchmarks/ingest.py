@@ -1,0 +1,178 @@
+"""Ingest benchmark: skintrack against its peers on the same corpus, in one run.
+
+The corpus jitters the real recorded responses in tests/fixtures/real (numbers perturbed, request ids made
+unique; sizes, shapes and versions kept), with and without face maps. Each contender runs in its own
+process; peak memory is the largest total RSS of that process and its children, sampled from /proc.
+
+    python benchmarks/ingest.py [--n 2000] [--n-maps 300] [--keep DIR]
+
+Peers: (a) orjson.loads of every file and nothing else, (b) pandas.json_normalize of them into one wide
+Parquet file, (c) DuckDB read_json_auto into Parquet. Figures are responses per second.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT / "tests" / "fixtures" / "real"
+
+
+def _jitter(node, rng):
+    if isinstance(node, dict):
+        return {k: _jitter(v, rng) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_jitter(v, rng) for v in node]
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        return node
+    if isinstance(node, float):
+        return round(node * rng.uniform(0.95, 1.05), 6)
+    return max(0, node + rng.choice((-1, 0, 0, 1))) if node else node
+
+
+def make_corpus(folder: Path, n: int, maps: bool, seed: int) -> int:
+    """Write `n` jittered responses; returns the total bytes."""
+    rng = random.Random(seed)
+    sources = sorted(REAL.rglob("*.json"))
+    if maps:
+        sources = [p for p in sources if b'"face_maps"' in p.read_bytes()]
+    docs = []
+    for p in sources:
+        d = orjson.loads(p.read_bytes())
+        if not maps and isinstance(d.get("result"), dict):
+            d["result"].pop("face_maps", None)
+        docs.append(d)
+    folder.mkdir(parents=True)
+    total = 0
+    for i in range(n):
+        d = _jitter(docs[i % len(docs)], rng)
+        d["request_id"] = f"bench-{seed}-{i}"
+        data = orjson.dumps(d, option=orjson.OPT_INDENT_2)
+        (folder / f"r{i:05d}.json").write_bytes(data)
+        total += len(data)
+    return total
+
+
+PEERS = {
+    "orjson.loads only": """
+        import glob, orjson
+        for p in sorted(glob.glob(CORPUS + "/*.json")):
+            with open(p, "rb") as fh:
+                orjson.loads(fh.read())
+    """,
+    "pandas.json_normalize -> Parquet": """
+        import glob, orjson, pandas as pd
+        docs = []
+        for p in sorted(glob.glob(CORPUS + "/*.json")):
+            with open(p, "rb") as fh:
+                docs.append(orjson.loads(fh.read()))
+        df = pd.json_normalize(docs)
+        for c in df.columns[df.dtypes == object]:
+            df[c] = [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in df[c]]
+        df.to_parquet(OUT + "/wide.parquet")
+    """,
+    "duckdb read_json_auto -> Parquet": """
+        import duckdb
+        duckdb.sql(f"COPY (SELECT * FROM read_json_auto('{CORPUS}/*.json', union_by_name = true, "
+                   f"maximum_object_size = 268435456)) TO '{OUT}/duck.parquet' (FORMAT parquet)")
+    """,
+    "skintrack ingest (1 worker)": """
+        import skintrack
+        r = skintrack.ingest([CORPUS], OUT + "/study", workers=1)
+        assert r.added == N and not r.rejected, r
+    """,
+    "skintrack ingest (2 workers)": """
+        import skintrack
+        r = skintrack.ingest([CORPUS], OUT + "/study", workers=2)
+        assert r.added == N and not r.rejected, r
+    """,
+}
+
+
+def _tree_rss(pid: int) -> int:
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) * 1024
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue
+    return total
+
+
+def run(code: str, corpus: Path, n: int) -> tuple[float, int, str]:
+    """Run a contender in a fresh process; returns (seconds, peak tree RSS in bytes, error or '')."""
+    out = Path(tempfile.mkdtemp(prefix="skb-out-"))
+    prelude = f"CORPUS, OUT, N = {str(corpus)!r}, {str(out)!r}, {n}\n"
+    script = prelude + "import time\n_t = time.perf_counter()\n" + textwrap.dedent(code) + \
+        "\nprint('SECONDS', time.perf_counter() - _t)\n"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+
+    def sample():
+        nonlocal peak
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.join()
+    shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode != 0:
+        return float("nan"), peak, stderr.strip().splitlines()[-1] if stderr.strip() else "failed"
+    seconds = float(next(line.split()[1] for line in stdout.splitlines() if line.startswith("SECONDS")))
+    return seconds, peak, ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="responses without maps")
+    ap.add_argument("--n-maps", type=int, default=300, help="responses with face maps (about 1.5 MB each)")
+    ap.add_argument("--keep", help="keep the corpora in this folder")
+    args = ap.parse_args()
+    base = Path(args.keep or tempfile.mkdtemp(prefix="skb-corpus-"))
+    try:
+        for label, n, maps in (("without maps", args.n, False), ("with maps", args.n_maps, True)):
+            corpus = base / ("maps" if maps else "plain")
+            if not corpus.exists():
+                size = make_corpus(corpus, n, maps, seed=7 if maps else 3)
+            else:
+                size = sum(p.stat().st_size for p in corpus.glob("*.json"))
+            print(f"\n== corpus {label}: {n} responses, {size / 2**20:.0f} MiB (jittered real fixtures) ==")
+            print(f"{'contender':36s} {'resp/s':>9s} {'MiB/s':>8s} {'x orjson':>9s} {'peak MiB':>9s}")
+            results = {}
+            for name, code in PEERS.items():
+                seconds, peak, err = run(code, corpus, n)
+                results[name] = seconds
+                ref = results["orjson.loads only"]
+                if err:
+                    print(f"{name:36s} {'failed':>9s} {'':8s} {'':9s} {peak / 2**20:9.0f}   ({err[:90]})")
+                    continue
+                print(f"{name:36s} {n / seconds:9.0f} {size / 2**20 / seconds:8.1f} {ref / seconds:9.2f} "
+                      f"{peak / 2**20:9.0f}")
+            one, two = results["skintrack ingest (1 worker)"], results["skintrack ingest (2 workers)"]
+            print(f"speed-up with 2 workers: {one / two:.2f}x")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
