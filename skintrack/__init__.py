@@ -6,17 +6,20 @@ Example
 >>> "score.total" in set(skintrack.catalog()["key"])
 True
 """
+from .analyze import AnalyzeReport, analyze
 from .catalog import catalog
+from .client import Client, RetryPolicy
 from .errors import (ApiError, AuthError, FaceQualityError, InvalidInput, InvalidManifest, InvalidResponse,
                      ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, TransportError,
                      UnknownMetric, UsageError)
 from .flatten import flatten
 from .ingest import IngestReport, ingest
+from .request import Params
 from .study import Study, open
 
 __version__ = "0.1.0"
 __all__ = [
-    "ApiError", "AuthError", "FaceQualityError", "IngestReport", "InvalidInput", "InvalidManifest", "InvalidResponse",
+    "AnalyzeReport", "Client", "Params", "RetryPolicy", "analyze", "ApiError", "AuthError", "FaceQualityError", "IngestReport", "InvalidInput", "InvalidManifest", "InvalidResponse",
     "ParameterError", "PhotoRejected", "RateLimited", "ServerError", "SkintrackError", "Study", "TransportError",
     "UnknownMetric", "UsageError", "catalog", "flatten", "ingest", "open",
 ]

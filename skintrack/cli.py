@@ -80,6 +80,87 @@ def metrics(as_json):
         click.echo(with_cols.to_string(index=False, max_colwidth=70))
 
 
+def _csv(value):
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+@main.command()
+@click.argument("photos", nargs=-1, required=True)
+@click.option("--study", required=True, type=click.Path(file_okay=False), help="Study folder; responses go to DIR/raw/.")
+@click.option("--manifest", type=click.Path(dir_okay=False),
+              help="CSV: file (the photo), subject_id, visit, taken_at, left_side_file, right_side_file, ...")
+@click.option("--maps", default="", help="return_maps, comma-separated (e.g. red_area,brown_area).")
+@click.option("--marks", default="", help="return_marks, comma-separated (e.g. wrinkle_mark,melanin_mark).")
+@click.option("--side-results", default="", help="return_side_results (jawline_info; needs side photos).")
+@click.option("--colors", default="", help='roi_outline_color as JSON, e.g. \'{"acne_color": "FF0000"}\'.')
+@click.option("--concurrency", default=4, show_default=True, help="Calls in flight at once.")
+@click.option("--qps", default=2.0, show_default=True, help="Most call starts per second (0: no limit).")
+@click.option("--dry-run", is_flag=True, help="Check the photos and say how many calls would be made; no network.")
+@click.option("--retry-failed", is_flag=True, help="Call again photos whose archived answer was a failure.")
+@click.option("--fix", is_flag=True, help="Convert non-JPEG photos and downsize oversized ones (recorded).")
+@click.option("--no-ingest", is_flag=True, help="Only archive the responses.")
+@click.option("--url", envvar="SKINTRACK_API_URL", help="API address [env SKINTRACK_API_URL].")
+@click.option("--api-key", envvar="AILABAPI_API_KEY", show_default=False,
+              help="API key [env AILABAPI_API_KEY; prefer the variable: options show in process lists].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def analyze(photos, study, manifest, maps, marks, side_results, colors, concurrency, qps, dry_run, retry_failed, fix,
+            no_ingest, url, api_key, quiet):
+    """Analyse photos with the API, archive every response, then ingest them.
+
+    Example: skintrack analyze photos/ --study trial --manifest photos.csv --maps red_area --dry-run
+    """
+    from .analyze import analyze as run, summary
+    from .client import Client
+    from .request import Params
+
+    try:
+        color_map = json.loads(colors) if colors else {}
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--colors is not JSON ({e})") from None
+    params = Params(_csv(maps), _csv(marks), _csv(side_results), color_map)
+    client = None if dry_run else Client(api_key=api_key, url=url)
+    report = run(photos, study, manifest=manifest, params=params, client=client, concurrency=concurrency,
+                 qps=qps or None, dry_run=dry_run, retry_failed=retry_failed, fix=fix, run_ingest=not no_ingest,
+                 progress=not quiet)
+    click.echo(summary(report, dry_run))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("--port", default=8765, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--api-key", envvar="AILABAPI_API_KEY", help="The key to accept [env AILABAPI_API_KEY].")
+@click.option("--latency", default=2.3, show_default=True, help="Median seconds per call.")
+@click.option("--latency-spread", default=0.15, show_default=True, help="Log-normal sigma around the median.")
+@click.option("--fail-429", default=0.0, help="Share of calls answered 429 (with Retry-After).")
+@click.option("--fail-503", default=0.0, help="Share answered 503 AI_SERVICE_FLOW_RESTRICTION.")
+@click.option("--fail-500", default=0.0, help="Share answered 500.")
+@click.option("--drop", default=0.0, help="Share of connections dropped without an answer.")
+@click.option("--truncate", default=0.0, help="Share of bodies cut in half.")
+@click.option("--seed", default=0, help="Seed of the fault draws.")
+def emulate(port, api_key, latency, latency_spread, fail_429, fail_503, fail_500, drop, truncate, seed):
+    """Serve a local SIMULATED Skin Analyze Pro API on 127.0.0.1 until interrupted.
+
+    Example: skintrack emulate --port 8765 --latency 0.2 --fail-503 0.1
+    """
+    from .emulator import Emulator, EmulatorConfig
+
+    if not api_key:
+        raise UsageError("give the key to accept with --api-key or AILABAPI_API_KEY")
+    cfg = EmulatorConfig(api_key=api_key, latency=latency, latency_spread=latency_spread, share_429=fail_429, share_503=fail_503,
+                         share_500=fail_500, share_drop=drop, share_truncate=truncate, seed=seed)
+    emu = Emulator(cfg, port=port)
+    click.echo(f"emulating Skin Analyze Pro at {emu.url} (SIMULATED answers); set SKINTRACK_API_URL to it. "
+               "Ctrl-C stops.")
+    try:
+        emu.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.server.server_close()
+        stats = emu.stats()
+        click.echo(f"calls {stats['calls']}, billed {stats['billed']}, by status {stats['statuses']}")
+
+
 @main.command()
 @click.option("--study", default="build/demo-study", show_default=True, type=click.Path(file_okay=False),
               help="Where to build the demo study.")

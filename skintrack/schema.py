@@ -306,9 +306,7 @@ for region in WRINKLE_REGIONS:
         _f(f"result.{region}_wrinkle_info.wrinkle_{measure}", "wrinkles", measure, [("region", region)],
            description=f"{desc}, {REGIONS[region]}.", unit=unit, range=rng, better="lower",
            labels="grade4" if measure == "severity_level" else None)
-    api_list = {"left_eye": "left_eye_wrinkle_list", "right_eye": "right_eye_wrinkle_list"}.get(
-        region, f"{region}_wrinkle_list")
-    _b(f"result.{region}_wrinkle_info.{api_list}", "wrinkle_lines", kind="wrinkle_line", region=region)
+    _b(f"result.{region}_wrinkle_info.{region}_wrinkle_list", "wrinkle_lines", kind="wrinkle_line", region=region)
 
 # ---- side-face results (v1.6.2+, nested jawline_info from v1.7.1) -----------------------------------
 for side in ("left", "right"):

@@ -376,6 +376,24 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
     return out
 
 
+def sample_photo(folder, name: str = "photo.jpg", size=(800, 800), seed: int = 0, fmt: str = "JPEG") -> Path:
+    """Write a SIMULATED photo (a drawn face-like oval on noise, no real person) for tests and examples."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    img = Image.effect_noise(size, 40).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    tone = (rng.randint(170, 230), rng.randint(130, 180), rng.randint(110, 150))
+    draw.ellipse((w * 0.25, h * 0.15, w * 0.75, h * 0.85), fill=tone)
+    for ex in (0.4, 0.6):
+        draw.ellipse((w * ex - w * 0.04, h * 0.4, w * ex + w * 0.04, h * 0.45), fill=(60, 40, 30))
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return path
+
+
 def sample_study_dir() -> Path:
     """The sample trial's folder: the repository's `data/sample-trial`, else regenerated into a cache folder."""
     repo = Path(__file__).resolve().parent.parent / "data" / "sample-trial"

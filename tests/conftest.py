@@ -38,3 +38,33 @@ def run_cli():
         return proc
 
     return run
+
+
+@pytest.fixture
+def emulator():
+    """Start emulators on 127.0.0.1 (real HTTP) with the given config; all are stopped afterwards."""
+    from skintrack.emulator import Emulator, EmulatorConfig
+
+    started = []
+
+    def make(**config):
+        config.setdefault("latency", 0)
+        config.setdefault("api_key", "test-key")
+        emu = Emulator(EmulatorConfig(**config)).start()
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of SIMULATED JPEG photos."""
+    from skintrack.simulate import sample_photo
+
+    def make(n, folder="photos", **kw):
+        return [sample_photo(tmp_path / folder, f"p{i:02d}.jpg", seed=i, **kw) for i in range(n)]
+
+    return make

@@ -1,0 +1,190 @@
+"""`skintrack analyze`: a batch of photos through the API, never losing or double-billing one.
+
+Every photo is checked before anything is paid for; photos already analysed with the same parameters
+are skipped without network; calls run on a bounded thread pool under a QPS limit; each response is
+archived the moment it arrives; then the archive is ingested. Interrupting (or killing) a batch loses
+at most the calls in flight; a re-run finishes the job.
+
+Example
+-------
+>>> import tempfile
+>>> from skintrack.simulate import sample_photo
+>>> r = analyze([sample_photo(tempfile.mkdtemp())], tempfile.mkdtemp(), dry_run=True)
+>>> (r.planned, r.skipped, r.invalid)
+(1, 0, [])
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .archive import Archive, envelope
+from .client import Client
+from .errors import ApiError, PhotoRejected, UsageError
+from .ingest import IngestReport, ingest
+from .manifest import Manifest
+from .request import Params, prepare_photo
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".gif"}
+
+
+@dataclass
+class AnalyzeReport:
+    """What a batch did: planned and skipped calls, invalid photos, successes and failures with reasons."""
+
+    planned: int = 0
+    skipped: int = 0
+    invalid: list = field(default_factory=list)
+    succeeded: int = 0
+    failed: list = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+    ingested: IngestReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.invalid or self.failed or self.interrupted or (self.ingested and not self.ingested.ok))
+
+
+class RateLimiter:
+    """A token bucket: on average at most `qps` call starts per second, with bursts of up to one
+    second's worth (`qps` calls), shared by all threads. None means no limit.
+
+    Example
+    -------
+    >>> limiter = RateLimiter(100)
+    >>> t0 = time.monotonic()
+    >>> for _ in range(150):  # 100 at once (one second's burst), then 50 more at 100 per second
+    ...     limiter.wait()
+    >>> 0.45 < time.monotonic() - t0 < 0.7
+    True
+    """
+
+    def __init__(self, qps: float | None):
+        self.rate = qps or 0.0
+        self.capacity = max(1.0, self.rate)
+        self._tokens, self._stamp = self.capacity, time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1.0  # may go negative: a debt that later callers wait out in turn
+            delay = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if delay:
+            time.sleep(delay)
+
+
+def find_photos(sources) -> list[str]:
+    """Photos among files and folders (searched recursively), sorted."""
+    out = set()
+    for s in map(Path, sources):
+        if s.is_dir():
+            out.update(str(p) for p in s.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif s.is_file():
+            out.add(str(s))
+        else:
+            raise UsageError(f"{s}: no such photo or folder")
+    return sorted(out)
+
+
+def analyze(photos, study, manifest=None, params: Params = Params(), client: Client | None = None,
+            concurrency: int = 4, qps: float | None = 2.0, dry_run: bool = False, retry_failed: bool = False,
+            fix: bool = False, run_ingest: bool = True, progress: bool = False) -> AnalyzeReport:
+    """Analyse photos into the study at `study` (see the module docstring)."""
+    t0 = time.perf_counter()
+    study = Path(study)
+    report = AnalyzeReport()
+    man = Manifest.read(manifest) if manifest else None
+    archive = Archive(study)
+    jobs = []
+    for path in find_photos(photos):
+        try:
+            photo = prepare_photo(path, fix=fix)
+            row = man.match(path) if man else None
+            left = right = None
+            if row:
+                base = Path(man.path).parent
+                left = prepare_photo(base / row["left_side_file"], fix=fix) if row.get("left_side_file") else None
+                right = prepare_photo(base / row["right_side_file"], fix=fix) if row.get("right_side_file") else None
+            if "jawline_info" in params.return_side_results and not (left and right):
+                raise PhotoRejected(f"{path}: jawline_info needs left_side_file and right_side_file in the manifest")
+        except PhotoRejected as e:
+            report.invalid.append((path, str(e)))
+            continue
+        if archive.done(photo.sha256, params.key(), retry_failed):
+            report.skipped += 1
+        else:
+            jobs.append((photo, left, right))
+    report.planned = len(jobs)
+    if dry_run or not jobs:
+        report.seconds = time.perf_counter() - t0
+        return _finish(report, study, man, run_ingest and not dry_run, progress)
+    client = client or Client()
+    limiter = RateLimiter(qps)
+
+    def one(job):
+        photo, left, right = job
+        limiter.wait()
+        try:
+            reply = client.call(photo, params, left, right)
+        except ApiError as e:
+            body = getattr(e, "body", None)
+            if body is not None and not e.retryable and e.code:  # a documented, final failure: archive it
+                archive.write(photo, params.key(), body, envelope(photo, params, error=e, left=left, right=right),
+                              ok=False)
+            return photo, e
+        archive.write(photo, params.key(), reply.body, envelope(photo, params, reply, left=left, right=right), ok=True)
+        return photo, None
+
+    bar = tqdm(total=len(jobs), unit="photo", desc="analyze", disable=not progress)
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, concurrency))
+    try:
+        for fut in concurrent.futures.as_completed([pool.submit(one, j) for j in jobs]):
+            photo, err = fut.result()
+            if err is None:
+                report.succeeded += 1
+            else:
+                report.failed.append((photo.path, str(err)))
+            bar.update(1)
+            bar.set_postfix(ok=report.succeeded, failed=len(report.failed))
+    except KeyboardInterrupt:
+        report.interrupted = True
+        pool.shutdown(wait=True, cancel_futures=True)  # calls in flight finish and are archived
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    report.seconds = time.perf_counter() - t0
+    return _finish(report, study, man, run_ingest, progress)
+
+
+def _finish(report, study, man, run_ingest, progress):
+    if run_ingest and (study / "raw").exists():
+        report.ingested = ingest([study / "raw"], study, manifest=man.path if man else None, progress=progress)
+    return report
+
+
+def summary(report: AnalyzeReport, dry_run: bool = False) -> str:
+    """A few lines for people: what was called, skipped, refused and why."""
+    if dry_run:
+        return (f"dry run: {report.planned} calls would be made; {report.skipped} photos already analysed; "
+                f"{len(report.invalid)} refused before paying")
+    lines = [f"analyzed {report.succeeded} of {report.planned} planned calls in {report.seconds:.1f} s; "
+             f"skipped {report.skipped} already analysed; refused {len(report.invalid)} before paying; "
+             f"failed {len(report.failed)}" + ("; INTERRUPTED: run again to finish" if report.interrupted else "")]
+    lines += [f"refused: {r}" if r.startswith(p) else f"refused: {p}: {r}" for p, r in report.invalid]
+    lines += [f"failed: {p}: {r}" for p, r in report.failed]
+    if report.ingested:
+        i = report.ingested
+        lines.append(f"ingested {i.added} new analyses ({i.skipped} already held, {len(i.rejected)} rejected)")
+    return os.linesep.join(lines)

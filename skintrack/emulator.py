@@ -1,0 +1,345 @@
+"""`skintrack emulate`: a local stand-in for the Skin Analyze Pro API, for tests, demos and benchmarks.
+
+It listens on 127.0.0.1 only and speaks the same contract: a multipart POST with the key in the
+`ailabapi-api-key` header (401 otherwise), the documented error envelopes and codes for bad photos and
+parameters, and SIMULATED current-format responses derived deterministically from the photo's bytes,
+with valid base64 face maps of the photo's size, marks and side results when asked. Faults can be
+injected: latency (median 2.3 s by default, log-normal spread), shares of 429/503/500 answers and of any documented code,
+dropped connections and truncated bodies. Faults happen before the simulated analysis, so they are never
+billed; `stats()` (also at GET /_emulator/stats) counts the calls billed (successful analyses), also per photo.
+
+Example
+-------
+>>> with Emulator(EmulatorConfig(api_key="k", latency=0)) as emu:
+...     emu.url.startswith("http://127.0.0.1:")
+True
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import io
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from PIL import Image, ImageDraw, ImageStat, UnidentifiedImageError
+
+from .api_codes import CODES
+from .request import COLORS, MARKS, MAPS, MAX_BYTES, MAX_SIDE, MIN_SIDE, SIDE_RESULTS
+from .schema import WRINKLE_REGIONS
+from .simulate import Latent, build_response
+
+PATH = "/api/portrait/analysis/skin-analysis-pro"
+JPEG_MAPS = {"red_area", "brown_area", "texture_enhanced_bw"}
+# return_marks names of the wrinkle lists that are not "<region>_list"
+REQUEST_MARK = {"forehead": "forehead_wrinkle_list", "glabella": "glabella_wrinkle_list",
+                "left_eye": "left_eye_wrinkle_list", "right_eye": "right_eye_wrinkle_list"}
+
+
+@dataclass
+class EmulatorConfig:
+    """What the emulator accepts and which faults it injects (shares are probabilities per call)."""
+
+    api_key: str = "emulator-key"
+    latency: float = 2.3  # median seconds per call; 0 for none
+    latency_spread: float = 0.15  # sigma of the log-normal around the median; 0 for a fixed latency
+    share_429: float = 0.0
+    share_503: float = 0.0
+    share_500: float = 0.0
+    share_drop: float = 0.0  # close the connection without answering
+    share_truncate: float = 0.0  # announce the full length, send half the body, close
+    codes: dict = field(default_factory=dict)  # documented code -> share, e.g. {"ERROR_NO_FACE_IN_FILE": 0.1}
+    retry_after: float = 1.0  # seconds, sent with 429
+    seed: int = 0
+
+
+class Emulator:
+    """The emulator's HTTP server, run in a background thread (a context manager)."""
+
+    def __init__(self, config: EmulatorConfig = EmulatorConfig(), port: int = 0):
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.billed = collections.Counter()
+        self.statuses = collections.Counter()
+        self.latency_total = 0.0
+        handler = functools.partial(_Handler, self)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.server.daemon_threads = True
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{PATH}"
+
+    def start(self) -> "Emulator":
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stats(self) -> dict:
+        """Calls received, calls billed (in all and per photo SHA-256), answers by HTTP status."""
+        with self._lock:
+            return {"calls": self.calls, "billed": sum(self.billed.values()), "billed_by_photo": dict(self.billed),
+                    "statuses": dict(self.statuses), "latency_total": self.latency_total}
+
+    def _draw(self) -> float:
+        with self._lock:
+            self.calls += 1
+            return self._rng.random()
+
+    def _latency(self) -> float:
+        if not self.config.latency:
+            return 0.0
+        with self._lock:
+            seconds = self.config.latency * math.exp(self._rng.gauss(0, self.config.latency_spread))
+            self.latency_total += seconds
+            return seconds
+
+
+def _envelope(code: str, message: str) -> tuple[int, bytes]:
+    status, summary = CODES[code]
+    return status, orjson.dumps({"request_id": f"emulator-{time.time_ns()}", "log_id": "emulator",
+                                 "error_code": status, "error_detail": {"status_code": status, "code": code,
+                                                                         "code_message": summary, "message": message}})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def __init__(self, emulator: Emulator, *args, **kwargs):
+        self.emulator = emulator
+        super().__init__(*args, **kwargs)
+
+    def log_message(self, *args):  # quiet: the emulator is used in tests and benchmarks
+        pass
+
+    def _send(self, status: int, body: bytes, headers=None, truncate=False):
+        time.sleep(max(0.0, getattr(self, "_wake", 0.0) - time.monotonic()))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if truncate else body)
+        if truncate:
+            self.close_connection = True
+        with self.emulator._lock:
+            self.emulator.statuses[status] += 1
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path == "/_emulator/stats":
+            return self._send(200, orjson.dumps(self.emulator.stats(), option=orjson.OPT_NON_STR_KEYS))
+        return self._send(*_envelope("ERROR_RESOURCE_NOT_FOUND", f"no such path {self.path}"))
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        emu, cfg = self.emulator, self.emulator.config
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.split("?")[0] != PATH:
+            return self._send(*_envelope("ERROR_RESOURCE_NOT_FOUND", f"no such path {self.path}"))
+        draw = emu._draw()
+        wake = time.monotonic() + emu._latency()  # the answer leaves at the call's latency, not after it
+        self._wake = wake
+        if self.headers.get("ailabapi-api-key") != cfg.api_key:
+            return self._send(*_envelope("ERROR_APPLICATIONS_NOT_EXISTS", "invalid or missing ailabapi-api-key"))
+        edge = 0.0
+        for share, status, code in ((cfg.share_429, 429, "EXCEEDING_LIMITS"), (cfg.share_503, 503, "AI_SERVICE_FLOW_RESTRICTION"),
+                                    (cfg.share_500, 500, "SERVICE_INTERNAL_ERROR")):
+            edge += share
+            if draw < edge:
+                headers = {"Retry-After": str(cfg.retry_after)} if status == 429 else None
+                return self._send(_envelope(code, "injected fault")[0], _envelope(code, "injected fault")[1], headers)
+        edge += cfg.share_drop
+        if draw < edge:
+            time.sleep(max(0.0, self._wake - time.monotonic()))
+            self.close_connection = True
+            return None
+        truncate = draw < edge + cfg.share_truncate
+        edge += cfg.share_truncate
+        for code, share in cfg.codes.items():
+            edge += share
+            if draw < edge:
+                return self._send(*_envelope(code, "injected documented error"))
+        fields = _multipart(self.headers.get("Content-Type", ""), raw)
+        if fields is None or "image" not in fields:
+            return self._send(*_envelope("MISSING_PARAMETERS", "image is required"))
+        status, body, photo_sha = _analyse(fields)
+        if truncate:
+            return self._send(status, body, truncate=True)
+        self._send(status, body)
+        if status == 200:
+            with emu._lock:
+                emu.billed[photo_sha] += 1
+
+
+def _multipart(content_type: str, raw: bytes) -> dict | None:
+    """Parse multipart/form-data into {name: bytes} (the emulator's own small parser: fast on big files)."""
+    if not content_type.startswith("multipart/form-data") or "boundary=" not in content_type:
+        return None
+    boundary = b"--" + content_type.split("boundary=", 1)[1].split(";")[0].strip().strip('"').encode()
+    fields = {}
+    for part in raw.split(boundary)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, sep, body = part.partition(b"\r\n\r\n")
+        if not sep:
+            return None
+        disposition = next((line for line in head.decode("latin-1").split("\r\n")
+                            if line.lower().startswith("content-disposition")), "")
+        name = disposition.split('name="', 1)[1].split('"', 1)[0] if 'name="' in disposition else None
+        if name is None:
+            return None
+        fields[name] = body[:-2] if body.endswith(b"\r\n") else body
+    return fields
+
+
+def _check_image(data: bytes, name: str):
+    """(image, None) or (None, (code, message)) by the documented rules."""
+    if len(data) > MAX_BYTES:
+        return None, ("FILE_SIZE_EXCEEDS_LIMIT", f"{name} is larger than 8 MB")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError):
+        return None, ("FILE_DECODING_FAILURE", f"{name} cannot be decoded")
+    if img.format != "JPEG":
+        return None, ("UNSUPPORTED_FILE_TYPES", f"{name} is {img.format}, not JPEG")
+    w, h = img.size
+    if w <= MIN_SIDE or h <= MIN_SIDE:
+        return None, ("ERROR_LOW_RESOLUTION", f"{name} is {w}x{h}, not larger than 200x200")
+    if w >= MAX_SIDE or h >= MAX_SIDE:
+        return None, ("ERROR_HIGH_RESOLUTION", f"{name} is {w}x{h}, not smaller than 4096x4096")
+    return img, None
+
+
+def _split(fields, name, allowed):
+    values = [v for v in (fields.get(name) or b"").decode().split(",") if v]
+    bad = [v for v in values if v not in allowed]
+    return values, bad
+
+
+def _analyse(fields: dict) -> tuple[int, bytes, str]:
+    data = fields["image"]
+    sha = hashlib.sha256(data).hexdigest()
+    img, problem = _check_image(data, "image")
+    if problem:
+        return (*_envelope(*problem), sha)
+    maps, bad_maps = _split(fields, "return_maps", MAPS)
+    marks, bad_marks = _split(fields, "return_marks", MARKS)
+    sides, bad_sides = _split(fields, "return_side_results", SIDE_RESULTS)
+    if bad_maps or bad_marks or bad_sides:
+        return (*_envelope("ERROR_INVALID_PARAMETER", f"unknown values: {bad_maps + bad_marks + bad_sides}"), sha)
+    if fields.get("roi_outline_color"):
+        try:
+            colors = orjson.loads(fields["roi_outline_color"])
+            assert isinstance(colors, dict) and set(colors) <= set(COLORS)
+        except (orjson.JSONDecodeError, AssertionError):
+            return (*_envelope("ERROR_INVALID_PARAMETER_FORMAT", "roi_outline_color is not valid"), sha)
+    if "jawline_info" in sides and not (fields.get("left_side_image") and fields.get("right_side_image")):
+        return (*_envelope("MISSING_PARAMETERS", "jawline_info needs left_side_image and right_side_image"), sha)
+    size = img.size
+    img.draft("L", (size[0] // 8, size[1] // 8))  # decode at 1/8 scale: enough to see a blank photo
+    try:
+        flat = ImageStat.Stat(img.convert("L")).stddev[0] < 3
+    except OSError:
+        return (*_envelope("FILE_DECODING_FAILURE", "image cannot be decoded"), sha)
+    if flat:
+        return (*_envelope("ERROR_NO_FACE_IN_FILE", "pic not has face"), sha)
+    rng = random.Random(sha)
+    doc = build_response(Latent.draw(rng), rng, size=size, request_id=f"SIMULATED-emulator-{sha[:16]}")
+    doc["log_id"] = f"emulator-{sha[:8]}"
+    result = doc["result"]
+    if maps:
+        result["face_maps"] = {m: _map(m, size) for m in maps if not m.startswith(("left_", "right_"))}
+    _add_marks(result, marks, rng, size)
+    if "jawline_info" in sides:
+        for side in ("left", "right"):
+            side_img, problem = _check_image(fields[f"{side}_side_image"], f"{side}_side_image")
+            doc[f"{side}_side_result"] = _side_result(side, side_img, rng, f"{side}_roi_outline_map" in maps)
+    return 200, orjson.dumps(doc), sha
+
+
+@functools.lru_cache(maxsize=64)
+def _map(name: str, size: tuple) -> str:
+    """A valid base64 map of the photo's size (JPEG on white or transparent PNG, as the real ones)."""
+    import base64
+
+    if name in JPEG_MAPS:
+        img = Image.new("RGB", size, "white")
+        ImageDraw.Draw(img).ellipse((size[0] * 0.3, size[1] * 0.3, size[0] * 0.7, size[1] * 0.7), fill=(220, 120, 110))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=80)
+    else:
+        img = Image.new("RGBA", size, (0, 0, 0, 0))
+        ImageDraw.Draw(img).ellipse((size[0] * 0.35, size[1] * 0.35, size[0] * 0.65, size[1] * 0.65),
+                                    outline=(0, 120, 255, 255), width=3)
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _points(rng, size, n):
+    w, h = size
+    cx, cy, r = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h, rng.uniform(0.02, 0.08) * min(w, h)
+    return [{"x": round(cx + r * math.cos(2 * math.pi * i / n)), "y": round(cy + r * math.sin(2 * math.pi * i / n))}
+            for i in range(n)]
+
+
+def _add_marks(result: dict, marks: list, rng, size) -> None:
+    for region in WRINKLE_REGIONS:
+        if REQUEST_MARK.get(region, f"{region}_list") in marks:
+            info = result[f"{region}_wrinkle_info"]
+            info[f"{region}_wrinkle_list"] = [
+                {"wrinkle_depth": round(rng.uniform(0.3, 0.8), 6), "wrinkle_length": n,
+                 "wrinkle_coord": _points(rng, size, n)}
+                for n in (rng.randint(8, 40) for _ in range(info["wrinkle_deep_num"] + info["wrinkle_shallow_num"]))]
+    if "wrinkle_mark" in marks:
+        result["wrinkle_mark"] = {f"{k}_wrinkle_outline": _points(rng, size, 64) for k in (
+            "left_cheek", "right_cheek", "head", "left_nasolabial", "right_nasolabial", "glabella", "left_crowsfeet",
+            "right_crowsfeet", "left_mouth", "right_mouth", "left_eye", "right_eye")}
+    if "dark_circle_outline" in marks:
+        result["dark_circle_outline"] = {f"{s}_dark_circle_outline": _points(rng, size, 60) for s in ("left", "right")}
+    for mark in ("sensitivity_mark", "melanin_mark"):
+        if mark in marks:
+            result[mark] = {"polygon": [_points(rng, size, rng.randint(4, 30)) for _ in range(rng.randint(5, 40))]}
+    if "cheekbone_mark" in marks:
+        result["cheekbone_mark"] = {f"{s}_cheekbone_mark": _points(rng, size, 64) for s in ("left", "right")}
+
+
+def _side_result(side: str, img, rng, with_map: bool) -> dict:
+    quality = 1 if img is not None else 4
+    info = {f"{side}_jawline_quality": quality}
+    if quality == 1:
+        angle = round(rng.uniform(110, 130), 2)
+        info.update({f"{side}_jawline_angle": angle, f"{side}_jawline_mark": _points(rng, img.size, 20),
+                     f"{side}_jawline_angle_level": 0 if 116 <= angle <= 120 else 1})
+    out = {f"{side}_jawline_info": info}
+    if img is not None:
+        n = rng.randint(0, 3)
+        boxes = {"rectangle": [{"left": 10 * i, "top": 10 * i, "width": 12, "height": 12} for i in range(n)],
+                 "confidence": [0.5] * n, "polygon": [_points(rng, img.size, 5) for _ in range(n)], "count": n}
+        empty = {"rectangle": [], "confidence": [], "polygon": [], "count": 0}
+        out[f"{side}_acne_info"] = {"score": max(30, 100 - 3 * n), "acne": boxes, "acne_pustule": empty,
+                                    "acne_nodule": empty, "acne_mark": empty, "closed_comedones": empty}
+        out[f"{side}_melanin_info"] = {"mole": empty, "brown_spot": empty}
+        if with_map:
+            out[f"{side}_face_maps"] = {f"{side}_roi_outline_map": _map("roi_outline_map", img.size)}
+    return out

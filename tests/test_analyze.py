@@ -1,0 +1,157 @@
+"""`skintrack analyze` end to end against the emulator: archive, skip, resume after SIGKILL, the key."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+import skintrack
+from skintrack.analyze import analyze
+from skintrack.client import Client, RetryPolicy
+from skintrack.request import Params
+
+from conftest import FIXTURES
+
+FAST = RetryPolicy(attempts=3, base=0.01, cap=0.05, timeout=(2, 10))
+
+
+def bodies(study):
+    return sorted(p for p in (study / "raw").glob("*.json") if not p.name.endswith(".meta.json"))
+
+
+def test_real_photos_end_to_end(emulator, tmp_path, run_cli):
+    emu = emulator()
+    real = [FIXTURES / "real" / f"ailabtools-docs-case{i}" / "image.jpeg" for i in (1, 2)]
+    (tmp_path / "m.csv").write_text(f"file,subject_id,visit\n{real[0]},S1,D0\n{real[1]},S1,W4\n")
+    env = {"AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": emu.url}
+    proc = run_cli("analyze", *real, "--study", tmp_path / "s", "--manifest", tmp_path / "m.csv",
+                   "--maps", "red_area,roi_outline_map", "--marks", "wrinkle_mark", "--quiet", env=env, check=0)
+    assert "analyzed 2 of 2 planned calls" in proc.stdout and "ingested 2 new analyses" in proc.stdout
+    s = skintrack.open(tmp_path / "s")
+    got = s.sql("select subject_id, visit, ok, photo from analyses order by visit")
+    assert got[["subject_id", "visit", "ok"]].values.tolist() == [["S1", "D0", True], ["S1", "W4", True]]
+    assert s.sql("select count(*) n from maps")["n"].tolist() == [4]
+    meta = orjson.loads(next((tmp_path / "s" / "raw").glob("image.*.meta.json")).read_bytes())
+    assert meta["params"] == {"return_maps": "red_area,roi_outline_map", "return_marks": "wrinkle_mark"}
+    assert meta["http_status"] == 200 and meta["photo_sha256"] and "api_key" not in str(meta).lower()
+    again = run_cli("analyze", *real, "--study", tmp_path / "s", "--maps", "red_area,roi_outline_map", "--marks",
+                    "wrinkle_mark", "--quiet", env={**env, "SKINTRACK_API_URL": "http://127.0.0.1:9/none"}, check=0)
+    assert "skipped 2 already analysed" in again.stdout  # nothing left to do: no network needed
+    assert emu.stats()["billed"] == 2
+
+
+def test_dry_run_calls_nothing(photos, tmp_path, run_cli):
+    photos(3)
+    (tmp_path / "photos" / "notes.jpg").write_text("not a photo")
+    proc = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s", "--dry-run", check=1,
+                   env={"SKINTRACK_API_URL": "http://127.0.0.1:9/none"})
+    assert "3 calls would be made" in proc.stdout and "1 refused before paying" in proc.stdout
+    assert not (tmp_path / "s" / "raw").exists()
+
+
+def test_refused_photos_are_named_with_their_rule(photos, tmp_path, emulator):
+    from skintrack.simulate import sample_photo
+
+    photos(2)
+    sample_photo(tmp_path / "photos", "tiny.jpg", size=(150, 150))
+    sample_photo(tmp_path / "photos", "scan.png", fmt="PNG")
+    c = Client(api_key="test-key", url=emulator().url, retry=FAST)
+    report = analyze([tmp_path / "photos"], tmp_path / "s", client=c, qps=None)
+    reasons = {Path(p).name: r for p, r in report.invalid}
+    assert set(reasons) == {"tiny.jpg", "scan.png"} and "more than 200x200" in reasons["tiny.jpg"]
+    assert report.succeeded == 2 and not report.ok
+    fixed = analyze([tmp_path / "photos" / "scan.png"], tmp_path / "s", client=c, fix=True, qps=None)
+    assert fixed.succeeded == 1
+    meta = orjson.loads(next((tmp_path / "s" / "raw").glob("scan.*.meta.json")).read_bytes())
+    assert meta["fixes"] == ["converted PNG to JPEG"]
+
+
+def test_documented_failures_are_archived_ingested_and_retried_on_request(tmp_path, emulator):
+    from PIL import Image
+
+    (tmp_path / "p").mkdir()
+    Image.new("RGB", (500, 500), (120, 120, 120)).save(tmp_path / "p" / "blank.jpg")
+    emu = emulator()
+    c = Client(api_key="test-key", url=emu.url, retry=FAST)
+    first = analyze([tmp_path / "p"], tmp_path / "s", client=c, qps=None)
+    assert len(first.failed) == 1 and "ERROR_NO_FACE_IN_FILE" in first.failed[0][1]
+    assert [p.name.endswith(".failed.json") for p in bodies(tmp_path / "s")] == [True]
+    row = skintrack.open(tmp_path / "s").sql("select ok, error_status, photo from analyses").iloc[0]
+    assert (row.ok, row.error_status) == (False, "ERROR_NO_FACE_IN_FILE")
+    assert analyze([tmp_path / "p"], tmp_path / "s", client=c, qps=None).planned == 0
+    assert analyze([tmp_path / "p"], tmp_path / "s", client=c, qps=None, retry_failed=True).planned == 1
+    assert emu.stats()["calls"] == 2
+
+
+def test_qps_limit(photos, tmp_path, emulator):
+    photos(25)
+    c = Client(api_key="test-key", url=emulator().url, retry=FAST)
+    t0 = time.perf_counter()
+    report = analyze([tmp_path / "photos"], tmp_path / "s", client=c, concurrency=8, qps=10, run_ingest=False)
+    elapsed = time.perf_counter() - t0
+    assert report.succeeded == 25 and 1.5 <= elapsed < 4  # a burst of 10, then 15 more at 10 per second
+
+
+def test_side_results_round_trip(photos, tmp_path, emulator):
+    front, left, right = photos(3)
+    manifest = tmp_path / "photos" / "m.csv"
+    manifest.write_text(f"file,left_side_file,right_side_file,subject_id\n{front.name},{left.name},{right.name},S9\n")
+    c = Client(api_key="test-key", url=emulator().url, retry=FAST)
+    report = analyze([front], tmp_path / "s", manifest=manifest, client=c, qps=None,
+                     params=Params(return_side_results=("jawline_info",), return_maps=("left_roi_outline_map",)))
+    assert report.succeeded == 1, report
+    s = skintrack.open(tmp_path / "s")
+    assert s.sql("select side, jawline_quality from side_results order by side").values.tolist() == [["left", 1],
+                                                                                                   ["right", 1]]
+    assert s.sql("select subject_id from analyses")["subject_id"].tolist() == ["S9"]
+    assert s.sql("select name from maps")["name"].tolist() == ["left_roi_outline_map"]
+    missing = analyze([left], tmp_path / "s2", manifest=manifest, client=c, qps=None,
+                      params=Params(return_side_results=("jawline_info",)))
+    assert "needs left_side_file and right_side_file" in missing.invalid[0][1]
+
+
+def test_sigkill_mid_batch_loses_no_photo_and_bills_none_twice(photos, tmp_path, emulator):
+    photos(24)
+    emu = emulator(latency=0.25)
+    study = tmp_path / "s"
+    exe = Path(sys.executable).with_name("skintrack")
+    cmd = [str(exe), "analyze", str(tmp_path / "photos"), "--study", str(study), "--concurrency", "4", "--qps", "0",
+           "--quiet"]
+    env = {**os.environ, "AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": emu.url}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not (study / "raw").exists() or len(bodies(study)) < 8):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name.split(".")[-3] for p in bodies(study)}
+    assert 8 <= len(before) < 24
+    assert subprocess.run(cmd, env=env).returncode == 0
+    archived = [p.name.split(".")[-3] for p in bodies(study)]
+    assert len(set(archived)) == len(archived) == 24  # every photo archived, each once
+    billed = {sha[:12]: n for sha, n in emu.stats()["billed_by_photo"].items()}
+    assert all(billed[s] == 1 for s in before)  # archived before the kill: never billed again
+    twice = [s for s, n in billed.items() if n > 1]
+    assert len(twice) <= 4  # at most the calls in flight when it was killed, whose answers never arrived
+    assert skintrack.open(study).sql("select count(*) n from analyses where ok")["n"].tolist() == [24]
+
+
+def test_the_key_is_written_nowhere(photos, tmp_path, emulator, run_cli):
+    secret = "sk-TOPSECRET-31337"
+    photos(3)
+    emu = emulator(api_key=secret, codes={"ERROR_NO_FACE_IN_FILE": 0.3}, seed=5)
+    env = {"AILABAPI_API_KEY": secret, "SKINTRACK_API_URL": emu.url}
+    ok = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s", env=env)
+    wrong = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s2",
+                    env={**env, "AILABAPI_API_KEY": secret + "-old"})
+    assert wrong.returncode == 1 and "ERROR_APPLICATIONS_NOT_EXISTS" in wrong.stdout
+    for out in (ok.stdout, ok.stderr, wrong.stdout, wrong.stderr):
+        assert secret not in out
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for p in files:
+        assert secret.encode() not in p.read_bytes(), p

@@ -1,0 +1,68 @@
+"""Refuse before paying: photos and parameters against the documented rules."""
+import io
+
+import pytest
+from PIL import Image
+
+import skintrack
+from skintrack.request import Params, prepare_photo
+from skintrack.simulate import sample_photo
+
+
+def test_jpeg_by_content_not_by_extension(tmp_path):
+    png = sample_photo(tmp_path, "looks.jpg", fmt="PNG")
+    with pytest.raises(skintrack.PhotoRejected, match=r"looks\.jpg: is PNG by content"):
+        prepare_photo(png)
+    fixed = prepare_photo(png, fix=True)
+    assert fixed.fixes == ("converted PNG to JPEG",) and fixed.data[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("size, message", [((200, 500), "more than 200x200"), ((500, 150), "more than 200x200"),
+                                           ((4096, 300), "less than 4096x4096")])
+def test_resolution_limits(tmp_path, size, message):
+    path = sample_photo(tmp_path, "p.jpg", size=size)
+    with pytest.raises(skintrack.PhotoRejected, match=message):
+        prepare_photo(path)
+
+
+def test_fix_downsizes_oversized_photos(tmp_path):
+    photo = prepare_photo(sample_photo(tmp_path, "big.jpg", size=(5000, 3000)), fix=True)
+    assert (photo.width, photo.height) == (4095, 2457) and photo.fixes == ("downsized 5000x3000 to 4095x2457",)
+    assert Image.open(io.BytesIO(photo.data)).size == (4095, 2457)
+
+
+def test_over_8_mb(tmp_path):
+    import os
+
+    path = tmp_path / "huge.jpg"
+    Image.frombytes("RGB", (3000, 3000), os.urandom(3000 * 3000 * 3)).save(path, "JPEG", quality=100)
+    assert path.stat().st_size > 8 * 2**20
+    with pytest.raises(skintrack.PhotoRejected, match="at most 8 MB"):
+        prepare_photo(path)
+    assert len(prepare_photo(path, fix=True).data) <= 8 * 1024 * 1024
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "x.jpg").write_text("hello")
+    with pytest.raises(skintrack.PhotoRejected, match="not an image"):
+        prepare_photo(tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"return_maps": ("red",)}, "return_maps: unknown value 'red'"),
+    ({"return_marks": ("wrinkles",)}, "return_marks: unknown value 'wrinkles'"),
+    ({"return_side_results": ("jaw",)}, "return_side_results: unknown value 'jaw'"),
+    ({"roi_outline_color": {"lips_color": "FF0000"}}, "unknown key 'lips_color'"),
+    ({"roi_outline_color": {"acne_color": "#FF0000"}}, "6-digit hex"),
+    ({"roi_outline_color": {"acne_color": "FF00"}}, "6-digit hex"),
+])
+def test_parameters(kwargs, message):
+    with pytest.raises(skintrack.UsageError, match=message):
+        Params(**kwargs)
+
+
+def test_parameters_form_and_key():
+    p = Params(return_maps=("red_area", "brown_area"), roi_outline_color={"acne_color": "ff0000"})
+    assert p.form() == {"return_maps": "red_area,brown_area", "roi_outline_color": '{"acne_color": "ff0000"}'}
+    assert p.key() != Params().key() and p.key() == Params(return_maps=("red_area", "brown_area"),
+                                                          roi_outline_color={"acne_color": "ff0000"}).key()
