@@ -161,6 +161,100 @@ def emulate(port, api_key, latency, latency_spread, fail_429, fail_503, fail_500
         click.echo(f"calls {stats['calls']}, billed {stats['billed']}, by status {stats['statuses']}")
 
 
+def _output(fn):
+    fn = click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")(fn)
+    fn = click.option("--json", "fmt", flag_value="json", help="Print JSON records.")(fn)
+    return fn
+
+
+def _emit(df, fmt):
+    if fmt == "csv":
+        click.echo(df.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(df.to_json(orient="records", date_format="iso", indent=1))
+    else:
+        click.echo(df.to_string(index=False, max_rows=200, float_format=lambda x: f"{x:.4g}"))
+
+
+def _open(study):
+    import os
+
+    from .study import open as open_study
+
+    if not os.path.isdir(os.path.join(study, "batches")):
+        raise UsageError(f"{study}: not a study (no batches/ folder); ingest something first")
+    return open_study(study)
+
+
+VIEWS = ("timeline", "change", "slopes", "cohort", "responders", "mixed")
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.argument("metric")
+@click.option("--view", type=click.Choice(VIEWS), default="cohort", show_default=True, help="What to compute.")
+@click.option("--baseline", default="first", show_default=True, help="'first' or a visit label (change, responders).")
+@click.option("--by", default="visit,arm", show_default=True, help="Grouping columns for cohort.")
+@click.option("--threshold", type=float, help="Improvement that makes a responder (responders).")
+@click.option("--relative", is_flag=True, help="Threshold in % of baseline (responders).")
+@click.option("--exclude-flagged", is_flag=True, help="Leave out analyses flagged by QC.")
+@_output
+def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagged, fmt):
+    """Per-person trends of one metric: timeline, change, slopes, cohort, responders or a mixed model.
+
+    Example: skintrack trends trial score.water --view cohort --by visit,arm --csv
+    """
+    s = _open(study)
+    if view == "responders" and threshold is None:
+        raise UsageError("--view responders needs --threshold")
+    df = {"timeline": lambda: s.timeline(metric, exclude_flagged),
+          "change": lambda: s.change_from_baseline(metric, baseline, exclude_flagged),
+          "slopes": lambda: s.slopes(metric, exclude_flagged),
+          "cohort": lambda: s.cohort(metric, _csv(by), exclude_flagged),
+          "responders": lambda: s.responders(metric, threshold, relative, baseline, exclude_flagged),
+          "mixed": lambda: s.mixed_model(metric, exclude_flagged=exclude_flagged)}[view]()
+    _emit(df, fmt)
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.argument("metrics", nargs=-1, required=True)
+@click.option("--baseline", help="Baseline visit (paired comparison).")
+@click.option("--followup", help="Follow-up visit (paired comparison).")
+@click.option("--arms", "visit", help="Compare arms on the change from baseline at this visit instead.")
+@click.option("--test", help="paired_t or wilcoxon (paired); welch, mannwhitney or ancova (--arms).")
+@click.option("--exclude-flagged", is_flag=True, help="Leave out analyses flagged by QC.")
+@_output
+def compare(study, metrics, baseline, followup, visit, test, exclude_flagged, fmt):
+    """Paired tests against baseline for several metrics, or treatment against control at one visit.
+
+    Example: skintrack compare trial score.water score.total --baseline D0 --followup W12
+    """
+    import pandas as pd
+
+    s = _open(study)
+    if visit:
+        df = pd.concat([s.compare_arms(m, visit, test or "welch", exclude_flagged=exclude_flagged) for m in metrics])
+    elif baseline and followup:
+        df = s.compare(list(metrics), baseline, followup, test or "paired_t", exclude_flagged)
+    else:
+        raise UsageError("give --baseline and --followup, or --arms VISIT")
+    _emit(df, fmt)
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--flagged-only", is_flag=True, help="Only analyses with at least one flag.")
+@_output
+def qc(study, flagged_only, fmt):
+    """Capture-quality flags per analysis (pose, face size, glasses, hair, distance, lighting).
+
+    Example: skintrack qc trial --flagged-only
+    """
+    df = _open(study).qc()
+    _emit(df[df["flagged"]] if flagged_only else df, fmt)
+
+
 @main.command()
 @click.option("--study", default="build/demo-study", show_default=True, type=click.Path(file_okay=False),
               help="Where to build the demo study.")

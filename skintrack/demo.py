@@ -15,6 +15,22 @@ from .simulate import sample_study_dir
 from .study import open as open_study
 
 
+def demo_study():
+    """The sample trial, ingested once per process into a temporary folder, opened (for examples and tests)."""
+    global _DEMO
+    if _DEMO is None:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="skintrack-demo-"))
+        src = sample_study_dir()
+        ingest([src / "responses"], folder, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+        _DEMO = open_study(folder)
+    return _DEMO
+
+
+_DEMO = None
+
+
 def run_demo(study) -> str:
     """Ingest the sample trial into `study` and return a short summary."""
     src = sample_study_dir()

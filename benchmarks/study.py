@@ -1,0 +1,138 @@
+"""Study-helper benchmark: skintrack (DuckDB) against pandas on the same Parquet files, in one run.
+
+Builds a SIMULATED study of 1,000,000 analyses (100,000 subjects x 10 visits, 12 score metrics, so
+12 million score rows) directly as a study folder, then times `change_from_baseline`, `slopes` and
+`cohort` on one metric, each against pandas doing the same from the same files (reading included).
+
+    python benchmarks/study.py [--subjects 100000] [--visits 10] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import skintrack
+from skintrack.schema import TABLES
+
+METRICS = ["total", "water", "rough", "melanin", "pores", "acne", "blackhead", "wrinkle", "dark_circle",
+           "sensitivity", "oily_intensity", "skin_type"]
+
+
+def build(folder: Path, subjects: int, visits: int, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    n = subjects * visits
+    batch = folder / "batches" / "bench"
+    batch.mkdir(parents=True)
+    ids = pa.array([f"{i:032x}" for i in range(n)])
+    subject = np.repeat(np.arange(subjects), visits)
+    visit_no = np.tile(np.arange(visits), subjects)
+    day = visit_no * 14 + rng.integers(-2, 3, n) * (visit_no > 0)
+    taken = pd.Timestamp("2024-01-01") + pd.to_timedelta(day + rng.integers(0, 30, n).repeat(1), unit="D")
+    subject_ids = pa.array([f"P{i:06d}" for i in range(subjects)])
+    now = pa.scalar(dt.datetime.now(dt.timezone.utc), pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({"analysis_id": ids, "subject_id": subject_ids.take(pa.array(subject)),
+                             "visit": pa.array([f"V{v}" for v in visit_no]),
+                             "taken_at": pa.array(taken.values.astype("datetime64[us]")),
+                             "assigned_at": pa.array(np.full(n, now.value), pa.timestamp("us", tz="UTC"))}),
+                   batch / "sessions.parquet")
+    arm = np.where(rng.random(subjects) < 0.5, "active", "placebo")
+    pq.write_table(pa.table({"subject_id": subject_ids, "arm": arm,
+                             "assigned_at": pa.array(np.full(subjects, now.value), pa.timestamp("us", tz="UTC"))}),
+                   batch / "subjects.parquet")
+    cols = {f.name: pa.nulls(n, f.type) for f in TABLES["analyses"]}
+    cols.update(analysis_id=ids, ok=pa.array(np.ones(n, bool)))
+    pq.write_table(pa.table(cols, schema=TABLES["analyses"]), batch / "analyses.parquet")
+    base = rng.normal(70, 10, (subjects, len(METRICS)))
+    effect = np.where(arm == "active", 1.0, 0.1)[:, None] * visit_no.reshape(subjects, visits)[:, :1]
+    rows = []
+    for j, m in enumerate(METRICS):
+        value = np.repeat(base[:, j], visits) + visit_no * np.repeat(effect[:, 0], visits) * 0 + \
+            visit_no * np.where(np.repeat(arm, visits) == "active", 0.8, 0.1) + rng.normal(0, 3, n)
+        rows.append(pa.table({"analysis_id": ids, "metric": pa.array(np.full(n, m)), "value": np.round(value)}))
+    pq.write_table(pa.concat_tables(rows), batch / "scores.parquet", row_group_size=1_000_000)
+
+
+def pandas_obs(folder: Path, metric: str) -> pd.DataFrame:
+    b = folder / "batches" / "bench"
+    scores = pd.read_parquet(b / "scores.parquet", filters=[("metric", "==", metric)], columns=["analysis_id", "value"])
+    ses = pd.read_parquet(b / "sessions.parquet", columns=["analysis_id", "subject_id", "visit", "taken_at"])
+    ok = pd.read_parquet(b / "analyses.parquet", columns=["analysis_id", "ok"])
+    df = scores.merge(ses, on="analysis_id").merge(ok[ok.ok], on="analysis_id")
+    df = df.sort_values("taken_at", ascending=False).drop_duplicates(["subject_id", "visit"])
+    df["days"] = (df.taken_at - df.groupby("subject_id").taken_at.transform("min")).dt.total_seconds() / 86400
+    return df
+
+
+def pandas_change(folder, metric):
+    df = pandas_obs(folder, metric)
+    first = df.sort_values("taken_at").drop_duplicates("subject_id")[["subject_id", "value"]]
+    df = df.merge(first.rename(columns={"value": "baseline_value"}), on="subject_id")
+    df["delta"] = df.value - df.baseline_value
+    df["pct_change"] = 100 * df.delta / df.baseline_value.abs()
+    df["improved"] = df.delta > 0
+    return df
+
+
+def pandas_slopes(folder, metric):
+    df = pandas_obs(folder, metric)
+    g = df.assign(xy=df.days * df.value, xx=df.days ** 2).groupby("subject_id")
+    s = g.agg(n=("value", "size"), sx=("days", "sum"), sy=("value", "sum"), sxy=("xy", "sum"), sxx=("xx", "sum"))
+    slope = (s.n * s.sxy - s.sx * s.sy) / (s.n * s.sxx - s.sx ** 2)
+    return pd.DataFrame({"n": s.n, "slope_per_30d": slope * 30, "intercept": (s.sy - slope * s.sx) / s.n})
+
+
+def pandas_cohort(folder, metric):
+    df = pandas_change(folder, metric).merge(pd.read_parquet(folder / "batches" / "bench" / "subjects.parquet",
+                                                             columns=["subject_id", "arm"]), on="subject_id")
+    return df.groupby(["visit", "arm"]).agg(n=("value", "size"), mean=("value", "mean"), sd=("value", "std"),
+                                            median=("value", "median"), q1=("value", lambda v: v.quantile(0.25)),
+                                            q3=("value", lambda v: v.quantile(0.75)), change_mean=("delta", "mean"),
+                                            change_sd=("delta", "std"))
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subjects", type=int, default=100_000)
+    ap.add_argument("--visits", type=int, default=10)
+    ap.add_argument("--keep")
+    args = ap.parse_args()
+    folder = Path(args.keep or tempfile.mkdtemp(prefix="skb-study-"))
+    try:
+        if not (folder / "batches").exists():
+            t, _ = timed(build, folder, args.subjects, args.visits)
+            print(f"built a SIMULATED study of {args.subjects * args.visits:,} analyses in {t:.1f} s")
+        s = skintrack.open(folder)
+        t, _ = timed(lambda: s.visits)
+        print(f"session index, built once per opened study: {t:.3f} s (not counted below)")
+        print(f"{'helper':22s} {'skintrack s':>12s} {'pandas s':>9s} {'speed-up':>9s} {'rows':>9s}")
+        for name, ours, theirs in [
+            ("change_from_baseline", lambda: s.change_from_baseline("score.water"), pandas_change),
+            ("slopes", lambda: s.slopes("score.water"), pandas_slopes),
+            ("cohort", lambda: s.cohort("score.water"), pandas_cohort),
+        ]:
+            t_ours, out = timed(ours)
+            t_pd, ref = timed(theirs, folder, "water")
+            assert len(out) == len(ref), (name, len(out), len(ref))
+            print(f"{name:22s} {t_ours:12.3f} {t_pd:9.3f} {t_pd / t_ours:9.1f} {len(out):9,d}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

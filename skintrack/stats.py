@@ -1,0 +1,111 @@
+"""Statistics for trial endpoints: confidence intervals, paired and two-sample tests, multiplicity.
+
+Pure functions on numbers and DataFrames (no SQL, no plotting), each with a 95% interval by default.
+
+Example
+-------
+>>> lo, hi = t_interval(mean=2.0, sd=1.0, n=10)
+>>> round(float(lo), 3), round(float(hi), 3)
+(1.285, 2.715)
+>>> [round(float(x), 3) for x in wilson(7, 20)]
+[0.181, 0.567]
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+LEVEL = 0.95
+
+
+def t_interval(mean, sd, n, level: float = LEVEL):
+    """Student-t interval of a mean (vectorised); NaN where n < 2."""
+    mean, sd, n = np.asarray(mean, float), np.asarray(sd, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = st.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+    half = np.where(n >= 2, half, np.nan)
+    return mean - half, mean + half
+
+
+def wilson(k, n, level: float = LEVEL):
+    """Wilson score interval of a proportion k/n (vectorised); NaN where n == 0."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    z = st.norm.ppf(0.5 + level / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
+
+
+def paired(before: np.ndarray, after: np.ndarray, test: str = "paired_t") -> dict:
+    """Paired comparison of `after - before`: n, mean_diff with its t interval, statistic, p, Cohen's dz.
+
+    `test` is "paired_t" (Student's paired t) or "wilcoxon" (signed-rank; zero differences dropped, as
+    scipy's default). The interval is always the t interval of the mean difference.
+    """
+    d = np.asarray(after, float) - np.asarray(before, float)
+    n = len(d)
+    out = {"n": n, "mean_diff": float(d.mean()) if n else math.nan, "ci_low": math.nan, "ci_high": math.nan,
+           "statistic": math.nan, "p": math.nan, "dz": math.nan}
+    if n < 2:
+        return out
+    sd = d.std(ddof=1)
+    lo, hi = t_interval(d.mean(), sd, n)
+    out.update(ci_low=float(lo), ci_high=float(hi), dz=float(d.mean() / sd) if sd > 0 else math.nan)
+    if sd == 0 and test == "paired_t":
+        return out  # all differences equal: t is undefined
+    if test == "paired_t":
+        r = st.ttest_rel(after, before)
+    elif test == "wilcoxon":
+        if not np.any(d != 0):
+            return out
+        r = st.wilcoxon(d)
+    else:
+        raise ValueError(f"unknown paired test {test!r}: use 'paired_t' or 'wilcoxon'")
+    out.update(statistic=float(r.statistic), p=float(r.pvalue))
+    return out
+
+
+def two_sample(a: np.ndarray, b: np.ndarray, test: str = "welch") -> dict:
+    """Compare group a with group b: means, difference a - b with Welch's t interval, statistic, p."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    out = {"n_a": len(a), "n_b": len(b), "mean_a": a.mean() if len(a) else math.nan,
+           "mean_b": b.mean() if len(b) else math.nan, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+           "statistic": math.nan, "p": math.nan}
+    if len(a) < 2 or len(b) < 2:
+        return out
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff = a.mean() - b.mean()
+    se = math.sqrt(va + vb)
+    out["diff"] = diff
+    if se > 0:
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+        half = st.t.ppf(0.5 + LEVEL / 2, df) * se
+        out.update(ci_low=diff - half, ci_high=diff + half)
+    if test == "welch":
+        if se > 0:
+            r = st.ttest_ind(a, b, equal_var=False)
+            out.update(statistic=float(r.statistic), p=float(r.pvalue))
+    elif test == "mannwhitney":
+        r = st.mannwhitneyu(a, b, alternative="two-sided")
+        out.update(statistic=float(r.statistic), p=float(r.pvalue))
+    else:
+        raise ValueError(f"unknown two-sample test {test!r}: use 'welch', 'mannwhitney' or 'ancova'")
+    return out
+
+
+def adjust(p: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Holm and Benjamini-Hochberg adjusted p-values (NaN stays NaN)."""
+    from statsmodels.stats.multitest import multipletests
+
+    holm, bh = p.copy(), p.copy()
+    ok = p.notna()
+    if ok.any():
+        holm[ok] = multipletests(p[ok], method="holm")[1]
+        bh[ok] = multipletests(p[ok], method="fdr_bh")[1]
+    return holm, bh

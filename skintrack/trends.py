@@ -1,0 +1,202 @@
+"""Per-person trends across repeated sessions, computed in DuckDB.
+
+A metric's observations are one value per subject and visit: the latest ok analysis of that session
+(analyses without a visit are sessions of their own). The SQL is built only from the catalog (table and
+column names are ours); the metric's key parts and every threshold are bound as parameters.
+
+Example
+-------
+>>> sql, params = metric_source("severity.pores.chin")
+>>> params
+{'m_feature': 'pores', 'm_region': 'chin'}
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .catalog import metric_info
+from .errors import UsageError
+from .qc import QC_SQL, QCLimits
+from .stats import t_interval, wilson
+
+
+def metric_source(key: str) -> tuple[str, dict]:
+    """SQL selecting (analysis_id, value) of one metric, from the catalog's table and column."""
+    info = metric_info(key)
+    table, column = info["table"], info["column"]
+    if table == "scores":
+        return "SELECT analysis_id, value FROM scores WHERE metric = $m_metric", {"m_metric": key[len("score."):]}
+    if table in ("counts", "areas", "severities"):
+        return (f"SELECT analysis_id, value FROM {table} WHERE feature = $m_feature AND "
+                "region IS NOT DISTINCT FROM $m_region", {"m_feature": info["feature"], "m_region": info["region"]})
+    if table == "wrinkles":
+        return (f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM wrinkles WHERE region = $m_region",
+                {"m_region": info["region"]})
+    source = "analyses_raw" if table == "analyses" else table
+    return f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM {source}", {}
+
+
+INDEX_SQL = """CREATE OR REPLACE TEMP TABLE session_index AS
+    SELECT s.analysis_id, s.subject_id, s.visit, s.taken_at,
+           date_diff('second', min(s.taken_at) OVER (PARTITION BY s.subject_id), s.taken_at) / 86400.0 AS days,
+           count(*) OVER (PARTITION BY s.subject_id, coalesce(s.visit, s.analysis_id)) > 1 AS dup
+    FROM sessions s
+    WHERE s.subject_id IS NOT NULL AND s.analysis_id NOT IN (SELECT analysis_id FROM analyses_raw WHERE NOT ok)"""
+
+
+def build_index(con) -> None:
+    """The study's session index: one row per ok analysis with a subject (days since the subject's first
+    session; whether its session holds more than one analysis). Metric-independent, so built once."""
+    con.execute(INDEX_SQL)
+
+
+def observations(key: str, exclude_flagged: bool = False, limits: QCLimits = QCLimits()) -> tuple[str, dict]:
+    """CTEs ending in `tl` (subject_id, visit, taken_at, days, value, analysis_id) for one metric.
+
+    Needs the `session_index` temp table (`Study` builds it). Only sessions holding several analyses are
+    deduplicated (the latest wins), so the common case is a single join.
+    """
+    source, params = metric_source(key)
+    flagged = ctes = ""
+    if exclude_flagged:
+        ctes = QC_SQL + ","
+        flagged = "AND m.analysis_id NOT IN (SELECT analysis_id FROM qc_flags WHERE flagged)"
+        params = {**params, **limits.params()}
+    sql = f"""{ctes}
+    m AS ({source}),
+    j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.dup, m.value, m.analysis_id
+          FROM m JOIN session_index i USING (analysis_id) WHERE m.value IS NOT NULL {flagged}),
+    tl AS (SELECT * EXCLUDE (dup) FROM j WHERE NOT dup
+           UNION ALL
+           SELECT * EXCLUDE (dup) FROM j WHERE dup QUALIFY row_number() OVER (
+               PARTITION BY subject_id, coalesce(visit, analysis_id) ORDER BY taken_at DESC NULLS LAST, analysis_id) = 1)"""
+    return sql, params
+
+
+def _change_sql(key: str, baseline: str, exclude_flagged: bool) -> tuple[str, dict]:
+    sql, params = observations(key, exclude_flagged)
+    if baseline == "first":
+        first = "(coalesce(days, 'infinity'::DOUBLE), visit, analysis_id)"
+        base = (f"SELECT subject_id, arg_min(value, {first}) AS baseline_value, arg_min(analysis_id, {first}) "
+                "AS baseline_id FROM tl GROUP BY subject_id")
+    else:
+        base = "SELECT subject_id, value AS baseline_value, analysis_id AS baseline_id FROM tl WHERE visit = $baseline"
+        params = {**params, "baseline": baseline}
+    better = metric_info(key)["better"]
+    improved = {"higher": "tl.value > b.baseline_value", "lower": "tl.value < b.baseline_value"}.get(better, "NULL")
+    sql += f""",
+    base AS ({base}),
+    change AS (
+        SELECT tl.subject_id, tl.visit, tl.taken_at, tl.days, tl.value, b.baseline_value,
+               tl.value - b.baseline_value AS delta,
+               CASE WHEN b.baseline_value <> 0 THEN 100 * (tl.value - b.baseline_value) / abs(b.baseline_value)
+                    END AS pct_change,
+               {improved} AS improved, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id
+        FROM tl JOIN base b USING (subject_id))"""
+    return sql, params
+
+
+def visit_order(study) -> list:
+    """Visit labels in the order they happen (median days since each subject's first session)."""
+    return study.sql("SELECT visit, median(days) AS d FROM session_index WHERE visit IS NOT NULL GROUP BY visit "
+                     "ORDER BY d NULLS LAST, visit")["visit"].tolist()
+
+
+def _ordered_sql(study, select: str, params: dict, order: str = "subject_id, list_position($visits, visit), taken_at"):
+    return study.sql(f"SELECT * FROM ({select}) ORDER BY {order}", {**params, "visits": study.visits})
+
+
+def timeline(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
+    """subject_id, visit, taken_at, days (since the subject's first session), value."""
+    sql, params = observations(key, exclude_flagged)
+    return _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, days, value FROM tl", params)
+
+
+def change_from_baseline(study, key: str, baseline: str = "first", exclude_flagged: bool = False) -> pd.DataFrame:
+    """subject_id, visit, taken_at, value, baseline_value, delta, pct_change (in %), improved, is_baseline.
+
+    `baseline` is "first" (each subject's earliest session) or a visit label; subjects without that
+    baseline are left out. `pct_change` divides by the baseline's absolute value (NULL when it is 0);
+    `improved` follows the catalog's better-direction (NULL when the metric has none).
+    """
+    sql, params = _change_sql(key, baseline, exclude_flagged)
+    return _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, value, baseline_value, delta, "
+                        "pct_change, improved, is_baseline FROM change", params)
+
+
+def slopes(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
+    """Per subject: n, slope_per_30d, intercept, r2, first, last (least squares of value on days).
+
+    slope and intercept need two distinct days; r2 is 1 when the values do not vary (SQL's REGR_R2).
+    """
+    sql, params = observations(key, exclude_flagged)
+    return study.sql(f"""WITH {sql}
+        SELECT subject_id, count(*) AS n, regr_slope(value, days) * 30 AS slope_per_30d,
+               regr_intercept(value, days) AS intercept, regr_r2(value, days) AS r2,
+               arg_min(value, days) AS first, arg_max(value, days) AS last
+        FROM tl WHERE days IS NOT NULL GROUP BY subject_id ORDER BY subject_id""", params)
+
+
+def group_columns(study, by) -> list[str]:
+    """Check grouping columns against what the study has (never pasted as user text)."""
+    by = [by] if isinstance(by, str) else list(by)
+    known = {"visit", "subject_id"} | set(study.sql("SELECT * FROM subjects LIMIT 0").columns) | \
+        set(study.sql("SELECT * FROM sessions LIMIT 0").columns) - {"analysis_id", "assigned_at", "taken_at"}
+    for col in by:
+        if col not in known:
+            raise UsageError(f"cannot group by {col!r}: the study has {', '.join(sorted(known))}")
+    return by
+
+
+def _with_subjects(study, by: list[str]) -> str:
+    subject_cols = set(study.sql("SELECT * FROM subjects LIMIT 0").columns) - {"subject_id"}
+    session_cols = set(study.sql("SELECT * FROM sessions LIMIT 0").columns) - {"analysis_id", "subject_id", "visit",
+                                                                               "taken_at", "assigned_at"}
+    joins = ""
+    if subject_cols & set(by):
+        joins += " LEFT JOIN subjects USING (subject_id)"
+    if session_cols & set(by):
+        joins += " LEFT JOIN (SELECT analysis_id AS sid, * EXCLUDE (analysis_id, subject_id, visit, taken_at, " \
+                 "assigned_at) FROM sessions) ses ON ses.sid = change.analysis_id"
+    return joins
+
+
+def cohort(study, key: str, by=("visit", "arm"), exclude_flagged: bool = False) -> pd.DataFrame:
+    """Per group: n, mean, sd, sem, ci_low, ci_high, median, q1, q3, and the mean change from baseline
+    (change_n, change_mean, change_ci_low, change_ci_high)."""
+    by = group_columns(study, by)
+    sql, params = _change_sql(key, "first", exclude_flagged)
+    cols = ", ".join(f'"{c}"' for c in by)
+    order = ", ".join("list_position($visits, visit)" if c == "visit" else f'"{c}"' for c in by)
+    df = _ordered_sql(study, f"""WITH {sql}
+        SELECT {cols}, count(value) AS n, avg(value) AS mean, stddev_samp(value) AS sd, median(value) AS median,
+               quantile_cont(value, 0.25) AS q1, quantile_cont(value, 0.75) AS q3,
+               count(delta) AS change_n, avg(delta) AS change_mean, stddev_samp(delta) AS change_sd
+        FROM change{_with_subjects(study, by)} GROUP BY ALL""", params, order)
+    df["sem"] = df["sd"] / np.sqrt(df["n"])
+    df["ci_low"], df["ci_high"] = t_interval(df["mean"], df["sd"], df["n"])
+    df["change_ci_low"], df["change_ci_high"] = t_interval(df["change_mean"], df["change_sd"], df["change_n"])
+    return df[by + ["n", "mean", "sd", "sem", "ci_low", "ci_high", "median", "q1", "q3", "change_n", "change_mean",
+                    "change_ci_low", "change_ci_high"]]
+
+
+def responders(study, key: str, threshold: float, relative: bool = False, baseline: str = "first",
+               exclude_flagged: bool = False) -> pd.DataFrame:
+    """Per visit and arm (after baseline): n, responders (improved by at least `threshold`, in the metric's
+    unit or in % when `relative`), rate, and its Wilson 95% interval."""
+    better = metric_info(key)["better"]
+    if better not in ("higher", "lower"):
+        raise UsageError(f"{key} has no better-direction, so no one can respond on it")
+    sql, params = _change_sql(key, baseline, exclude_flagged)
+    gain = "pct_change" if relative else "delta"
+    sign = "" if better == "higher" else "-"
+    arm = "arm" if "arm" in study.sql("SELECT * FROM subjects LIMIT 0").columns else "NULL AS arm"
+    df = _ordered_sql(study, f"""WITH {sql}
+        SELECT visit, {arm}, count(*) AS n, count(*) FILTER (WHERE {sign}{gain} >= $threshold) AS responders
+        FROM change LEFT JOIN subjects USING (subject_id)
+        WHERE NOT is_baseline AND {gain} IS NOT NULL GROUP BY ALL""", {**params, "threshold": threshold},
+                      "list_position($visits, visit), arm")
+    df["rate"] = df["responders"] / df["n"]
+    df["ci_low"], df["ci_high"] = wilson(df["responders"], df["n"])
+    return df

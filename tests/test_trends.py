@@ -1,0 +1,274 @@
+"""Every longitudinal figure recomputed independently with pandas, scipy and statsmodels (to 1e-9)."""
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as st
+import statsmodels.formula.api as smf
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+import skintrack
+from skintrack.catalog import metric_info
+
+from conftest import FIXTURES
+
+METRICS = ["score.water", "count.blackhead.nose", "area.water.whole_face", "severity.pores.chin", "tone.ita",
+           "wrinkle.forehead.score", "skin.age", "count.acne.front"]
+TOL = dict(rtol=1e-9, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def s(tmp_path_factory):
+    from skintrack.demo import demo_study
+
+    return demo_study()
+
+
+def raw_values(s, key):
+    """The metric's (analysis_id, value) straight from the stored rows, by the catalog's JSON meaning."""
+    info = metric_info(key)
+    if info["table"] == "scores":
+        df = s.sql("select * from scores")
+        return df[df.metric == key[len("score."):]][["analysis_id", "value"]]
+    if info["table"] in ("counts", "areas", "severities"):
+        df = s.sql(f"select * from {info['table']}")
+        region = df.region.isna() if info["region"] is None else df.region == info["region"]
+        return df[(df.feature == info["feature"]) & region][["analysis_id", "value"]]
+    if info["table"] == "wrinkles":
+        df = s.sql("select * from wrinkles")
+        return df[df.region == info["region"]].rename(columns={info["column"]: "value"})[["analysis_id", "value"]]
+    src = "analyses" if info["table"] == "analyses" else info["table"]
+    df = s.sql(f"select * from {src}")
+    return df.rename(columns={info["column"]: "value"})[["analysis_id", "value"]].astype({"value": float})
+
+
+def ref_obs(s, key):
+    a = s.sql("select analysis_id, subject_id, visit, taken_at, ok from analyses")
+    df = raw_values(s, key).merge(a, on="analysis_id")
+    df = df[df.ok & df.subject_id.notna() & df.value.notna()]
+    df = df.sort_values(["taken_at", "analysis_id"], ascending=[False, True]).drop_duplicates(["subject_id", "visit"])
+    df["days"] = (df.taken_at - df.groupby("subject_id").taken_at.transform("min")).dt.total_seconds() / 86400
+    return df.sort_values(["subject_id", "taken_at"]).reset_index(drop=True)
+
+
+def ref_change(s, key, baseline="first"):
+    obs = ref_obs(s, key)
+    base = obs.sort_values(["taken_at", "visit"]).groupby("subject_id").head(1) if baseline == "first" else \
+        obs[obs.visit == baseline]
+    base = base[["subject_id", "value", "analysis_id"]].rename(columns={"value": "baseline_value",
+                                                                        "analysis_id": "base_id"})
+    ch = obs.merge(base, on="subject_id")
+    ch["delta"] = ch.value - ch.baseline_value
+    ch["pct_change"] = np.where(ch.baseline_value != 0, 100 * ch.delta / ch.baseline_value.abs(), np.nan)
+    ch["is_baseline"] = ch.analysis_id == ch.base_id
+    return ch
+
+
+def key_sorted(df, cols):
+    return df.sort_values(cols).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("key", METRICS)
+def test_timeline(s, key):
+    got = key_sorted(s.timeline(key), ["subject_id", "taken_at"])
+    ref = ref_obs(s, key)
+    assert got[["subject_id", "visit"]].values.tolist() == ref[["subject_id", "visit"]].values.tolist()
+    np.testing.assert_allclose(got.value, ref.value, **TOL)
+    np.testing.assert_allclose(got.days, ref.days, **TOL)
+
+
+@pytest.mark.parametrize("key", METRICS)
+@pytest.mark.parametrize("baseline", ["first", "W4"])
+def test_change_from_baseline(s, key, baseline):
+    got = key_sorted(s.change_from_baseline(key, baseline=baseline), ["subject_id", "taken_at"])
+    ref = key_sorted(ref_change(s, key, baseline), ["subject_id", "taken_at"])
+    assert len(got) == len(ref) > 0
+    for col in ("value", "baseline_value", "delta", "pct_change"):
+        np.testing.assert_allclose(got[col].astype(float), ref[col].astype(float), **TOL)
+    better = metric_info(key)["better"]
+    if better in ("higher", "lower"):
+        expected = ref.delta > 0 if better == "higher" else ref.delta < 0
+        assert got.improved.tolist() == expected.tolist()
+    else:
+        assert got.improved.isna().all()
+
+
+@pytest.mark.parametrize("key", METRICS)
+def test_slopes(s, key):
+    got = s.slopes(key).set_index("subject_id")
+    for sid, g in ref_obs(s, key).groupby("subject_id"):
+        fit = st.linregress(g.days, g.value)
+        row = got.loc[sid]
+        assert row.n == len(g)
+        assert math.isclose(row.slope_per_30d, fit.slope * 30, rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(row.intercept, fit.intercept, rel_tol=1e-9, abs_tol=1e-9)
+        expected_r2 = 1.0 if np.ptp(g.value) == 0 else fit.rvalue ** 2
+        assert math.isclose(row.r2, expected_r2, rel_tol=1e-9, abs_tol=1e-9)
+        assert (row["first"], row["last"]) == (g.value.iloc[0], g.value.iloc[-1])
+
+
+@pytest.mark.parametrize("key", METRICS)
+def test_cohort(s, key):
+    got = s.cohort(key).set_index(["visit", "arm"])
+    ch = ref_change(s, key).merge(s.sql("select subject_id, arm from subjects"), on="subject_id")
+    for (visit, arm), g in ch.groupby(["visit", "arm"]):
+        row = got.loc[(visit, arm)]
+        n, mean, sd = len(g), g.value.mean(), g.value.std(ddof=1)
+        half = st.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        assert row.n == n
+        for col, want in [("mean", mean), ("sd", sd), ("sem", sd / math.sqrt(n)), ("ci_low", mean - half),
+                          ("ci_high", mean + half), ("median", g.value.median()), ("q1", g.value.quantile(0.25)),
+                          ("q3", g.value.quantile(0.75)), ("change_mean", g.delta.mean())]:
+            assert math.isclose(row[col], want, rel_tol=1e-9, abs_tol=1e-9), (col, row[col], want)
+        dsd = g.delta.std(ddof=1)
+        if dsd > 0:
+            dh = st.t.ppf(0.975, n - 1) * dsd / math.sqrt(n)
+            assert math.isclose(row.change_ci_low, g.delta.mean() - dh, rel_tol=1e-9, abs_tol=1e-9)
+    assert list(got.index.get_level_values("visit").unique()) == ["D0", "W4", "W8", "W12"]
+
+
+@pytest.mark.parametrize("test", ["paired_t", "wilcoxon"])
+def test_compare(s, test):
+    got = s.compare(METRICS, "D0", "W12", test=test).set_index("metric")
+    ps = []
+    for key in METRICS:
+        obs = ref_obs(s, key)
+        pair = obs[obs.visit == "D0"].merge(obs[obs.visit == "W12"], on="subject_id")
+        d = pair.value_y - pair.value_x
+        row = got.loc[key]
+        r = st.ttest_rel(pair.value_y, pair.value_x) if test == "paired_t" else st.wilcoxon(d)
+        half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        assert row.n == len(d)
+        for col, want in [("mean_diff", d.mean()), ("ci_low", d.mean() - half), ("ci_high", d.mean() + half),
+                          ("statistic", r.statistic), ("p", r.pvalue), ("dz", d.mean() / d.std(ddof=1))]:
+            assert math.isclose(row[col], want, rel_tol=1e-9, abs_tol=1e-12), (key, col)
+        ps.append(r.pvalue)
+    np.testing.assert_allclose(got.p_holm, multipletests(ps, method="holm")[1], **TOL)
+    np.testing.assert_allclose(got.p_bh, multipletests(ps, method="fdr_bh")[1], **TOL)
+
+
+@pytest.mark.parametrize("test", ["welch", "mannwhitney", "ancova"])
+def test_compare_arms(s, test):
+    got = s.compare_arms("score.water", "W12", test=test).iloc[0]
+    ch = ref_change(s, "score.water").merge(s.sql("select subject_id, arm from subjects"), on="subject_id")
+    ch = ch[ch.visit == "W12"]
+    a, b = ch[ch.arm == "active"].delta, ch[ch.arm == "placebo"].delta
+    if test == "ancova":
+        fit = smf.ols("delta ~ treated + baseline_value", ch.assign(treated=(ch.arm == "active") * 1.0)).fit()
+        want = {"diff": fit.params.treated, "p": fit.pvalues.treated, "ci_low": fit.conf_int().loc["treated", 0]}
+    else:
+        r = st.ttest_ind(a, b, equal_var=False) if test == "welch" else st.mannwhitneyu(a, b)
+        want = {"diff": a.mean() - b.mean(), "p": r.pvalue, "statistic": r.statistic}
+    assert (got.treatment, got.control, got.n_treatment, got.n_control) == ("active", "placebo", len(a), len(b))
+    for col, value in want.items():
+        assert math.isclose(got[col], value, rel_tol=1e-9), col
+
+
+@pytest.mark.parametrize("relative, threshold", [(False, 5.0), (True, 10.0)])
+def test_responders(s, relative, threshold):
+    got = s.responders("score.water", threshold, relative=relative).set_index(["visit", "arm"])
+    ch = ref_change(s, "score.water").merge(s.sql("select subject_id, arm from subjects"), on="subject_id")
+    ch = ch[~ch.is_baseline]
+    for (visit, arm), g in ch.groupby(["visit", "arm"]):
+        k = int((g["pct_change" if relative else "delta"] >= threshold).sum())
+        lo, hi = proportion_confint(k, len(g), method="wilson")
+        row = got.loc[(visit, arm)]
+        assert (row.n, row.responders) == (len(g), k)
+        assert math.isclose(row.ci_low, lo, abs_tol=1e-9) and math.isclose(row.ci_high, hi, abs_tol=1e-9)
+
+
+def test_responders_on_a_lower_is_better_metric_count_decreases(s):
+    got = s.responders("severity.water", 5).set_index(["visit", "arm"])
+    ch = ref_change(s, "severity.water").merge(s.sql("select subject_id, arm from subjects"), on="subject_id")
+    g = ch[(ch.visit == "W12") & (ch.arm == "active")]
+    assert got.loc[("W12", "active")].responders == int((-g.delta >= 5).sum())
+
+
+def test_mixed_model(s):
+    got = s.mixed_model("score.water").set_index("term")
+    ch = ref_change(s, "score.water").merge(s.sql("select subject_id, arm from subjects"), on="subject_id")
+    post = ch[~ch.is_baseline].assign(treated=lambda d: (d.arm == "active") * 1.0)
+    post["visit"] = pd.Categorical(post.visit, categories=["W4", "W8", "W12"])
+    fit = smf.mixedlm("delta ~ treated * C(visit)", post, groups=post.subject_id).fit(reml=True)
+    for term in got.index:
+        assert math.isclose(got.loc[term, "estimate"], fit.params[term], rel_tol=1e-6, abs_tol=1e-9)
+        assert math.isclose(got.loc[term, "p"], fit.pvalues[term], rel_tol=1e-6, abs_tol=1e-12)
+    assert got.loc["treated:C(visit)[T.W12]", "ci_low"] > 0  # the simulated product works on hydration
+
+
+def test_qc_flags_the_planted_capture_problems(s):
+    q = s.qc()
+    flagged = q[q.flagged].set_index(["subject_id", "visit"]).reasons.to_dict()
+    assert flagged == {("S03", "W8"): "yaw_out", ("S07", "W4"): "glasses_changed",
+                       ("S11", "W12"): "distance_changed"}
+    assert len(q) == 96
+    kept = s.timeline("score.water", exclude_flagged=True)
+    assert len(kept) == 93 and ("S03", "W8") not in set(zip(kept.subject_id, kept.visit))
+
+
+def test_qc_limits_are_parameters(s):
+    from skintrack.qc import QCLimits
+
+    loose = s.qc(QCLimits(max_yaw=40, ratio_tolerance=0.6))
+    assert set(loose.loc[loose.flagged, "subject_id"]) == {"S07"}
+
+
+def test_unknown_metric_and_bad_grouping_are_clear(s):
+    with pytest.raises(skintrack.UnknownMetric, match="did you mean score.water"):
+        s.timeline("score.watr")
+    with pytest.raises(skintrack.UsageError, match="cannot group by 'arm; drop table'"):
+        s.cohort("score.water", by=("visit", "arm; drop table"))
+    with pytest.raises(skintrack.UsageError, match="no better-direction"):
+        s.responders("tone.ita", 1)
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory, sample=None):
+    """Edge cases: no baseline visit, a single visit, constant values, a metric missing for one analysis."""
+    from skintrack.simulate import sample_study_dir
+
+    src = sample_study_dir() / "responses"
+    folder = tmp_path_factory.mktemp("edge")
+    (folder / "in").mkdir()
+    rows = ["file,subject_id,visit,taken_at"]
+    for sid, visit, day, name in [("E1", "W4", 28, "S01_W4"), ("E1", "W8", 56, "S01_W8"),
+                                  ("E2", "D0", 0, "S02_D0"),
+                                  ("E3", "D0", 0, "S04_D0"), ("E3", "W4", 28, "S04_D0"), ("E3", "W8", 56, "S04_D0"),
+                                  ("E4", "D0", 0, "S05_D0")]:
+        target = folder / "in" / f"{sid}_{visit}.json"
+        data = (src / f"{name}.json").read_bytes()
+        target.write_bytes(data + b" " * len(rows))  # same values, distinct bytes: distinct analyses
+        rows.append(f"{target.name},{sid},{visit},2024-03-{1 + day // 7:02d}")
+    shutil.copy(FIXTURES / "real" / "community-2023-full.json", folder / "in" / "E4_W4.json")
+    rows.append("E4_W4.json,E4,W4,2024-03-05")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    skintrack.ingest([folder / "in"], folder / "s", manifest=folder / "m.csv")
+    return skintrack.open(folder / "s")
+
+
+def test_edge_no_baseline_visit_is_left_out(edge):
+    ch = edge.change_from_baseline("score.water", baseline="D0")
+    assert "E1" not in set(ch.subject_id) and {"E2", "E3", "E4"} <= set(ch.subject_id)
+    first = edge.change_from_baseline("score.water")
+    assert first[first.subject_id == "E1"].visit.tolist() == ["W4", "W8"]
+
+
+def test_edge_single_visit_and_constant_values(edge):
+    sl = edge.slopes("score.water").set_index("subject_id")
+    assert sl.loc["E2", "n"] == 1 and pd.isna(sl.loc["E2", "slope_per_30d"])
+    assert sl.loc["E3", "slope_per_30d"] == 0 and sl.loc["E3", "r2"] == 1.0
+    cmp = edge.compare(["score.water"], "D0", "W4").iloc[0]
+    tl = edge.timeline("score.water").set_index(["subject_id", "visit"]).value
+    e4 = tl[("E4", "W4")] - tl[("E4", "D0")]  # E3 does not change; E4 does
+    assert cmp.n == 2 and cmp.mean_diff == e4 / 2 and cmp.dz == pytest.approx((e4 / 2) / np.std([0, e4], ddof=1))
+    wil = edge.compare(["score.water"], "D0", "W8", test="wilcoxon").iloc[0]
+    assert (wil.n, wil.mean_diff) == (1, 0.0) and pd.isna(wil.p)
+
+
+def test_edge_metric_missing_for_some_analyses(edge):
+    tl = edge.timeline("severity.sensitivity")  # the 2023 response has no sensitivity block
+    assert ("E4", "W4") not in set(zip(tl.subject_id, tl.visit)) and ("E4", "D0") in set(zip(tl.subject_id, tl.visit))
+    assert ("E4", "W4") in set(zip(*edge.timeline("score.water")[["subject_id", "visit"]].T.values))
