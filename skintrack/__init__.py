@@ -6,6 +6,8 @@ Example
 >>> "score.total" in set(skintrack.catalog()["key"])
 True
 """
+__version__ = "0.1.0"
+
 from .analyze import AnalyzeReport, analyze
 from .catalog import catalog
 from .client import Client, RetryPolicy
@@ -17,7 +19,6 @@ from .ingest import IngestReport, ingest
 from .request import Params
 from .study import Study, open
 
-__version__ = "0.1.0"
 __all__ = [
     "AnalyzeReport", "Client", "Params", "RetryPolicy", "analyze", "ApiError", "AuthError", "FaceQualityError", "IngestReport", "InvalidInput", "InvalidManifest", "InvalidResponse",
     "ParameterError", "PhotoRejected", "RateLimited", "ServerError", "SkintrackError", "Study", "TransportError",

@@ -256,10 +256,29 @@ def qc(study, flagged_only, fmt):
 
 
 @main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for report.html, report.pdf, figures/.")
+@click.option("--metrics", default="", help="Metric keys, comma-separated (default: total, water, rough, melanin, pores).")
+@click.option("--subject", multiple=True, help="Add a page for this subject (repeatable).")
+@click.option("--no-pdf", is_flag=True, help="Only the HTML.")
+def report(study, out, metrics, subject, no_pdf):
+    """Write a self-contained HTML trial report, a PDF of it, and every chart as PNG, SVG and PDF.
+
+    Example: skintrack report trial --out trial-report --metrics score.water,score.rough --subject S05
+    """
+    from .report import build_report
+
+    result = build_report(_open(study), out, _csv(metrics) or None, list(subject), pdf=not no_pdf)
+    click.echo(f"report: {result.html}" + (f"\npdf: {result.pdf} ({result.pdf_engine})" if result.pdf else ""))
+    for i, finding in enumerate(result.findings, 1):
+        click.echo(f"{i}. {finding}")
+
+
+@main.command()
 @click.option("--study", default="build/demo-study", show_default=True, type=click.Path(file_okay=False),
               help="Where to build the demo study.")
 def demo(study):
-    """Ingest the embedded SIMULATED sample trial and print a summary.
+    """The whole pipeline on the embedded SIMULATED sample trial: ingest, QC, statistics, charts, report.
 
     Example: skintrack demo --study build/demo-study
     """

@@ -4,7 +4,7 @@ Example
 -------
 >>> import tempfile
 >>> print(run_demo(tempfile.mkdtemp()))  # doctest: +ELLIPSIS
-Sample trial (SIMULATED): 24 subjects...
+Sample trial (SIMULATED): 24 subjects (active 12, placebo 12), visits D0/W4/W8/W12, 96 analyses, ...
 """
 from __future__ import annotations
 
@@ -31,18 +31,27 @@ def demo_study():
 _DEMO = None
 
 
-def run_demo(study) -> str:
-    """Ingest the sample trial into `study` and return a short summary."""
+def run_demo(study, out=None) -> str:
+    """Ingest the sample trial into `study`, run QC and the statistics, write charts and the report
+    (into `out`, default `<study>/report`), and return a short account with the three headline findings."""
+    from .report import build_report
+
     src = sample_study_dir()
     report = ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
     s = open_study(study)
     n = s.sql("""SELECT count(DISTINCT a.subject_id) AS subjects, count(*) AS analyses,
-                 string_agg(DISTINCT a.visit, '/' ORDER BY a.visit) AS visits,
                  (SELECT string_agg(arm || ' ' || k, ', ' ORDER BY arm) FROM
                     (SELECT arm, count(*) AS k FROM subjects GROUP BY arm)) AS arms,
                  (SELECT count(DISTINCT metric) FROM metrics) AS metrics
                  FROM analyses a""").iloc[0]
-    visits = "/".join(sorted(n["visits"].split("/"), key=lambda v: (v[0] != "D", int(v[1:]))))
-    return (f"Sample trial (SIMULATED): {n['subjects']} subjects ({n['arms']}), visits {visits}, "
-            f"{n['analyses']} analyses, {n['metrics']} metrics; this run added {report.added}.\n"
-            f"Study folder: {Path(study).resolve()}")
+    flagged = s.qc().query("flagged")
+    result = build_report(s, Path(out) if out else Path(study) / "report")
+    lines = [f"Sample trial (SIMULATED): {n['subjects']} subjects ({n['arms']}), visits {'/'.join(s.visits)}, "
+             f"{n['analyses']} analyses, {n['metrics']} metrics; this run added {report.added}.",
+             f"QC excluded {len(flagged)} analyses: " + "; ".join(
+                 f"{r.subject_id} {r.visit} ({r.reasons})" for r in flagged.itertuples()),
+             f"Report: {result.html.resolve()}" + (f" and {result.pdf.resolve()} ({result.pdf_engine})"
+                                                    if result.pdf else ""),
+             f"Figures: {len(result.figures)} charts as PNG, SVG and PDF in {result.html.parent.resolve() / 'figures'}",
+             "Headline findings:"] + [f"  {i}. {t}" for i, t in enumerate(result.findings, 1)]
+    return "\n".join(lines)

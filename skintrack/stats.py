@@ -38,7 +38,8 @@ def wilson(k, n, level: float = LEVEL):
         p = k / n
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    lo = np.where(k == 0, 0.0, np.clip(centre - half, 0, 1))  # exact ends: no rounding dust
+    hi = np.where(k == n, 1.0, np.clip(centre + half, 0, 1))
     return np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
 
 

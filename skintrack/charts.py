@@ -1,0 +1,303 @@
+"""Charts: the study helpers' DataFrames in, matplotlib Figures out (no SQL here, no pyplot state).
+
+One style for all: the Okabe-Ito colour-blind-safe palette, labels and units from the metric catalog.
+`save(fig, "out/name")` writes PNG, SVG and PDF.
+
+Example
+-------
+>>> from skintrack.demo import demo_study
+>>> s = demo_study()
+>>> fig = trend_lines(s.timeline("score.water"), s.cohort("score.water"), "score.water", s.sql("select * from subjects"))
+>>> [ax.get_ylabel() for ax in fig.axes][:1]
+['Skin moisture score (points)']
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+import matplotlib.patches
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
+
+from .catalog import metric_info
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold", "axes.spines.top": False,
+         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "legend.frameon": False,
+         "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "figure.dpi": 110, "savefig.bbox": "tight"}
+
+
+class Chart(Figure):
+    """A matplotlib Figure that shows itself in Jupyter without pyplot (no global figure state)."""
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self)
+
+
+def _figure(width=6.4, height=3.8) -> Figure:
+    with matplotlib.rc_context(STYLE):
+        fig = Chart(figsize=(width, height), layout="constrained")
+    fig.set_facecolor("white")
+    return fig
+
+
+def _axes(fig, *args):
+    with matplotlib.rc_context(STYLE):
+        return fig.add_subplot(*args)
+
+
+def label(metric: str) -> str:
+    """'Description (unit)' for an axis."""
+    info = metric_info(metric)
+    text = info["description"].rstrip(".")
+    return f"{text} ({info['unit']})" if info["unit"] else text
+
+
+def arm_colors(arms) -> dict:
+    """A fixed colour per arm (sorted), the same in every chart."""
+    return {a: OKABE_ITO[i % len(OKABE_ITO)] for i, a in enumerate(sorted(a for a in arms if isinstance(a, str)))}
+
+
+def _visit_positions(visits) -> dict:
+    return {v: i for i, v in enumerate(visits)}
+
+
+def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subjects: pd.DataFrame | None = None) -> Figure:
+    """Per-subject lines (thin) with the mean and 95% CI per visit by arm (bold)."""
+    fig = _figure()
+    ax = _axes(fig, 1, 1, 1)
+    visits = list(dict.fromkeys(cohort["visit"]))
+    pos = _visit_positions(visits)
+    arms = cohort["arm"].dropna().unique() if "arm" in cohort else []
+    colors = arm_colors(arms)
+    tl = timeline.merge(subjects[["subject_id", "arm"]], on="subject_id", how="left") if subjects is not None and \
+        "arm" in subjects else timeline.assign(arm=None)
+    for _, g in tl.groupby("subject_id"):
+        arm = g["arm"].iloc[0]
+        ax.plot([pos[v] for v in g["visit"] if v in pos], g["value"][g["visit"].isin(pos)],
+                color=colors.get(arm, "#999999"), alpha=0.18, lw=0.8)
+    width = 0.08 * (len(colors) > 1)
+    for i, (arm, g) in enumerate(cohort.groupby("arm", sort=True) if len(colors) else [(None, cohort)]):
+        x = np.array([pos[v] for v in g["visit"]]) + (i - (len(colors) - 1) / 2) * width
+        ax.errorbar(x, g["mean"], yerr=np.maximum(0, [g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]),
+                    color=colors.get(arm, "k"),
+                    lw=2.2, capsize=3, marker="o", ms=5, label=f"{arm} (mean, 95% CI)" if arm else "mean, 95% CI")
+    ax.set_xticks(range(len(visits)), visits)
+    ax.set_xlabel("Visit")
+    ax.set_ylabel(label(metric))
+    ax.set_title(f"{metric_info(metric)['description'].rstrip('.')}: every subject, and the mean by arm")
+    ax.legend(loc="best")
+    return fig
+
+
+def _stars(p) -> str:
+    if p is None or not np.isfinite(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "ns"
+
+
+def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = None) -> Figure:
+    """Mean change from baseline with 95% CI, by visit and arm; `tests` (compare_arms rows, one per visit)
+    adds significance marks: * p<0.05, ** p<0.01, *** p<0.001, ns otherwise."""
+    fig = _figure()
+    ax = _axes(fig, 1, 1, 1)
+    data = cohort[cohort["change_n"] > 0]
+    visits = list(dict.fromkeys(data["visit"]))[1:] if len(data) else []
+    data = data[data["visit"].isin(visits)]
+    arms = sorted(data["arm"].dropna().unique())
+    colors = arm_colors(arms)
+    width = 0.8 / max(1, len(arms))
+    for i, arm in enumerate(arms):
+        g = data[data["arm"] == arm].set_index("visit").reindex(visits)
+        x = np.arange(len(visits)) + (i - (len(arms) - 1) / 2) * width
+        ax.bar(x, g["change_mean"], width * 0.92, color=colors[arm], label=arm,
+               yerr=np.maximum(0, [g["change_mean"] - g["change_ci_low"], g["change_ci_high"] - g["change_mean"]]),
+               capsize=3,
+               error_kw={"lw": 1})
+    ax.axhline(0, color="black", lw=0.8)
+    if tests is not None and len(tests):
+        top = data["change_ci_high"].max()
+        span = (data["change_ci_high"].max() - min(0, data["change_ci_low"].min())) or 1
+        for _, t in tests.iterrows():
+            if t["visit"] in visits:
+                ax.text(visits.index(t["visit"]), top + 0.06 * span, _stars(t["p"]), ha="center", va="bottom")
+        ax.set_ylim(top=top + 0.25 * span)
+    ax.set_xticks(range(len(visits)), visits)
+    ax.set_ylabel(f"Change from baseline ({metric_info(metric)['unit'] or 'value'})")
+    ax.set_title(f"{metric_info(metric)['description'].rstrip('.')}: change from baseline (mean, 95% CI)")
+    ax.legend(loc="upper left", ncols=len(arms))
+    return fig
+
+
+def waterfall(change: pd.DataFrame, metric: str, visit: str, subjects: pd.DataFrame | None = None) -> Figure:
+    """Every subject's % change at `visit`, sorted, coloured by arm."""
+    fig = _figure()
+    ax = _axes(fig, 1, 1, 1)
+    d = change[(change["visit"] == visit) & change["pct_change"].notna()]
+    if subjects is not None and "arm" in subjects:
+        d = d.merge(subjects[["subject_id", "arm"]], on="subject_id", how="left")
+    else:
+        d = d.assign(arm="all")
+    d = d.sort_values("pct_change", ascending=False)
+    colors = arm_colors(d["arm"].dropna().unique())
+    ax.bar(range(len(d)), d["pct_change"], color=[colors.get(a, "#999999") for a in d["arm"]], width=0.85)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.legend(handles=[matplotlib.patches.Patch(color=c, label=a) for a, c in colors.items()], loc="upper right")
+    ax.set_xticks([])
+    ax.set_xlabel(f"Subjects, sorted ({len(d)})")
+    ax.set_ylabel("Change from baseline (%)")
+    better = metric_info(metric)["better"]
+    ax.set_title(f"{metric_info(metric)['description'].rstrip('.')} at {visit}: % change per subject"
+                 + (f" ({better} is better)" if better != "none" else ""))
+    return fig
+
+
+def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, relative: bool = False) -> Figure:
+    """Share of responders by visit and arm, with Wilson 95% CIs."""
+    fig = _figure()
+    ax = _axes(fig, 1, 1, 1)
+    visits = list(dict.fromkeys(responders["visit"]))
+    arms = sorted(responders["arm"].dropna().unique())
+    colors = arm_colors(arms)
+    width = 0.8 / max(1, len(arms))
+    for i, arm in enumerate(arms):
+        g = responders[responders["arm"] == arm].set_index("visit").reindex(visits)
+        x = np.arange(len(visits)) + (i - (len(arms) - 1) / 2) * width
+        ax.bar(x, 100 * g["rate"], width * 0.92, color=colors[arm], label=arm,
+               yerr=np.maximum(0, [100 * (g["rate"] - g["ci_low"]), 100 * (g["ci_high"] - g["rate"])]), capsize=3)
+        for xi, r, n, hi in zip(x, g["responders"], g["n"], g["ci_high"]):
+            ax.text(xi, 100 * hi + 1.5, f"{int(r)}/{int(n)}", ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(0, 112)
+    ax.set_xticks(range(len(visits)), visits)
+    ax.set_ylabel("Responders (%)")
+    unit = "%" if relative else f" {metric_info(metric)['unit']}"
+    ax.set_title(f"{metric_info(metric)['description'].rstrip('.')}: improved by at least {threshold:g}{unit}")
+    ax.legend(loc="best")
+    return fig
+
+
+def score_profile(profile: pd.DataFrame, subject: str) -> Figure:
+    """One subject's health scores, baseline against latest: `profile` has metric, baseline, latest
+    (metrics without a better-direction, such as the skin-type scale, are left out)."""
+    profile = profile[[metric_info(m)["better"] == "higher" for m in profile["metric"]]]
+    fig = _figure(6.4, 0.32 * len(profile) + 1.2)
+    ax = _axes(fig, 1, 1, 1)
+    y = np.arange(len(profile))
+    ax.hlines(y, profile["baseline"], profile["latest"], color="#999999", lw=2)
+    ax.scatter(profile["baseline"], y, color=OKABE_ITO[4], label="baseline", zorder=3)
+    ax.scatter(profile["latest"], y, color=OKABE_ITO[0], label="latest", zorder=3)
+    ax.set_yticks(y, [metric_info(m)["description"].rstrip(".").replace(" score", "") for m in profile["metric"]])
+    ax.set_xlabel("Score (points, higher is healthier)")
+    ax.set_xlim(0, 103)
+    ax.set_title(f"Subject {subject}: scores at baseline and at the latest visit")
+    ax.legend(loc="lower left")
+    return fig
+
+
+# Where each region sits on the face schematic (x, y in a unit box; y up), and its patch size.
+REGION_XY = {"forehead": (0.5, 0.82, 0.38, 0.12), "t_zone": (0.5, 0.6, 0.12, 0.3), "nose": (0.5, 0.5, 0.1, 0.14),
+             "glabella": (0.5, 0.7, 0.1, 0.06), "left_cheek": (0.7, 0.45, 0.16, 0.16),
+             "right_cheek": (0.3, 0.45, 0.16, 0.16), "chin": (0.5, 0.14, 0.18, 0.09),
+             "left_eye": (0.64, 0.62, 0.14, 0.06), "right_eye": (0.36, 0.62, 0.14, 0.06),
+             "left_undereye": (0.64, 0.55, 0.14, 0.05), "right_undereye": (0.36, 0.55, 0.14, 0.05),
+             "left_crowsfeet": (0.8, 0.62, 0.06, 0.09), "right_crowsfeet": (0.2, 0.62, 0.06, 0.09),
+             "left_nasolabial": (0.6, 0.36, 0.05, 0.14), "right_nasolabial": (0.4, 0.36, 0.05, 0.14),
+             "left_mouth": (0.6, 0.25, 0.06, 0.06), "right_mouth": (0.4, 0.25, 0.06, 0.06)}
+
+
+def face_regions(values: pd.DataFrame, title: str, unit: str = "") -> Figure:
+    """Regional values (`region`, `value`) drawn on a face schematic (the subject's left is on the image's
+    right, as the API reports it), with a colour bar."""
+    fig = _figure(4.6, 5.0)
+    ax = _axes(fig, 1, 1, 1)
+    ax.add_patch(Ellipse((0.5, 0.5), 0.78, 0.98, fc="#f7f2ee", ec="#555555", lw=1.2))
+    d = values[values["region"].isin(REGION_XY)].dropna(subset=["value"])
+    cmap = matplotlib.colormaps["cividis"]
+    lo, hi = (d["value"].min(), d["value"].max()) if len(d) else (0, 1)
+    norm = matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1)
+    for _, r in d.iterrows():
+        x, y, w, h = REGION_XY[r["region"]]
+        ax.add_patch(Ellipse((x, y), w, h, fc=cmap(norm(r["value"])), ec="white", lw=1))
+        ax.text(x, y, f"{r['value']:.3g}", ha="center", va="center", fontsize=7,
+                color="white" if norm(r["value"]) < 0.55 else "black")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.text(0.02, 0.02, "subject's right", fontsize=7, color="#555555")
+    ax.text(0.98, 0.02, "subject's left", fontsize=7, color="#555555", ha="right")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.6, label=unit)
+    ax.set_title(title)
+    return fig
+
+
+def map_panels(before: Path, after: Path, name: str, photo_before: Path | None = None,
+               photo_after: Path | None = None, titles=("Baseline", "Latest")) -> Figure:
+    """Before/after panels of one API face map, laid over the photo when the photo is at hand."""
+    from PIL import Image
+
+    fig = _figure(7.2, 4.0)
+    for i, (layer, photo, title) in enumerate(zip((before, after), (photo_before, photo_after), titles)):
+        ax = _axes(fig, 1, 2, i + 1)
+        img = Image.open(layer).convert("RGBA")
+        if photo is not None and Path(photo).exists():
+            base = Image.open(photo).convert("RGBA").resize(img.size)
+            if img.getextrema()[3][0] == 255:  # an opaque map (white background): blend instead of overlay
+                img = Image.blend(base, img, 0.55)
+            else:
+                img = Image.alpha_composite(base, img)
+        ax.imshow(img)
+        ax.set_title(f"{title}: {name.replace('_', ' ')}")
+        ax.axis("off")
+        ax.grid(False)
+    return fig
+
+
+def qc_overview(qc: pd.DataFrame) -> Figure:
+    """How many analyses each QC reason flags, by visit."""
+    from .qc import FLAGS
+
+    fig = _figure(6.4, 3.2)
+    ax = _axes(fig, 1, 1, 1)
+    counts = qc.groupby("visit", sort=False)[list(FLAGS)].sum() if len(qc) else pd.DataFrame(columns=list(FLAGS))
+    counts = counts.loc[:, counts.sum() > 0] if len(counts) else counts
+    if counts.empty:
+        ax.text(0.5, 0.5, "No analysis flagged", ha="center", va="center", transform=ax.transAxes)
+    else:
+        bottom = np.zeros(len(counts))
+        for i, flag in enumerate(counts.columns):
+            ax.bar(range(len(counts)), counts[flag], bottom=bottom, color=OKABE_ITO[i % 8], label=flag)
+            bottom += counts[flag].to_numpy()
+        ax.set_xticks(range(len(counts)), counts.index)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.legend(loc="best")
+    ax.set_ylabel("Analyses flagged")
+    ax.set_title(f"Capture quality: {int(qc['flagged'].sum()) if len(qc) else 0} of {len(qc)} analyses flagged")
+    return fig
+
+
+def save(fig: Figure, stem, formats=("png", "svg", "pdf")) -> list[Path]:
+    """Save a figure as PNG, SVG and PDF next to each other; returns the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fmt in formats:
+        path = stem.parent / f"{stem.name}.{fmt}"  # not with_suffix: metric keys hold dots
+        fig.savefig(path, dpi=150 if fmt == "png" else None, metadata={"Creator": "skintrack"} if fmt != "png" else None)
+        out.append(path)
+    return out
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes (for embedding)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    return buf.getvalue()
+
+
+__all__ = ["trend_lines", "change_bars", "waterfall", "responder_bars", "score_profile", "face_regions", "map_panels",
+           "qc_overview", "save", "png_bytes", "label", "arm_colors"]

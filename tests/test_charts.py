@@ -1,0 +1,79 @@
+"""Charts take the helpers' DataFrames and return Figures, labelled from the catalog, saved three ways."""
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from skintrack import charts
+
+from conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def s():
+    from skintrack.demo import demo_study
+
+    return demo_study()
+
+
+def texts(fig):
+    ax = fig.axes[0]
+    return ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), [t.get_text() for t in ax.get_legend().get_texts()] \
+        if ax.get_legend() else []
+
+
+def test_trend_lines(s):
+    fig = charts.trend_lines(s.timeline("score.water"), s.cohort("score.water"), "score.water",
+                             s.sql("select * from subjects"))
+    title, xlabel, ylabel, legend = texts(fig)
+    assert isinstance(fig, Figure) and ylabel == "Skin moisture score (points)" and xlabel == "Visit"
+    assert legend == ["active (mean, 95% CI)", "placebo (mean, 95% CI)"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["D0", "W4", "W8", "W12"]
+    assert len(fig.axes[0].lines) >= 24  # one line per subject, plus the means
+
+
+def test_change_bars_mark_significance(s):
+    tests = pd.concat([s.compare_arms("score.water", v, test="ancova") for v in ("W4", "W8", "W12")])
+    fig = charts.change_bars(s.cohort("score.water"), "score.water", tests)
+    marks = [t.get_text() for t in fig.axes[0].texts]
+    assert marks == [charts._stars(p) for p in tests["p"]] and marks[-1] == "***"
+    assert len(fig.axes[0].patches) == 6  # 3 visits x 2 arms
+
+
+def test_waterfall_and_responders(s):
+    fig = charts.waterfall(s.change_from_baseline("score.water"), "score.water", "W12", s.sql("select * from subjects"))
+    assert len(fig.axes[0].patches) == 24 and texts(fig)[3] == ["active", "placebo"]
+    fig = charts.responder_bars(s.responders("score.water", 10), "score.water", 10)
+    assert "improved by at least 10 points" in texts(fig)[0]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["4/12", "8/12", "12/12", "0/12", "0/12", "0/12"]
+
+
+def test_profile_face_and_qc(s):
+    prof = pd.DataFrame({"metric": ["score.water", "score.skin_type", "score.acne"], "baseline": [60, 30, 90],
+                         "latest": [75, 35, 92]})
+    fig = charts.score_profile(prof, "S05")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Skin moisture", "Acne"]  # no type scale
+    regions = pd.DataFrame({"region": ["forehead", "left_cheek", "right_cheek", "whole_face"], "value": [.1, .2, .3, .4]})
+    fig = charts.face_regions(regions, "Water", "share")
+    assert sorted(t.get_text() for t in fig.axes[0].texts if t.get_text()[0] in "0.") == ["0.1", "0.2", "0.3"]
+    fig = charts.qc_overview(s.qc())
+    assert fig.axes[0].get_title() == "Capture quality: 3 of 96 analyses flagged"
+
+
+def test_map_panels_over_the_real_photo(tmp_path):
+    import skintrack
+
+    case = FIXTURES / "real" / "ailabtools-docs-case1"
+    skintrack.ingest([case / "response-v1.7.json", case / "response-old.json"], tmp_path)
+    maps = skintrack.open(tmp_path).sql("select path from maps where name = 'red_area' order by path")["path"]
+    fig = charts.map_panels(tmp_path / maps[0], tmp_path / maps[1], "red_area", case / "image.jpeg", case / "image.jpeg")
+    assert [ax.get_title() for ax in fig.axes] == ["Baseline: red area", "Latest: red area"]
+    assert fig.axes[0].images[0].get_array().shape[:2] == (1024, 1024)
+
+
+def test_save_writes_png_svg_pdf(s, tmp_path):
+    fig = charts.qc_overview(s.qc())
+    paths = charts.save(fig, tmp_path / "qc")
+    assert [p.suffix for p in paths] == [".png", ".svg", ".pdf"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and b"<svg" in paths[1].read_bytes()[:400]
+    assert paths[2].read_bytes()[:5] == b"%PDF-"
+    assert fig._repr_png_()[:4] == b"\x89PNG"  # shows itself in Jupyter without pyplot

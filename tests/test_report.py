@@ -1,0 +1,140 @@
+"""The report: self-contained HTML that renders every figure in headless Chromium with no request leaving
+the machine, and a PDF whose pages render."""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from skintrack.report import CHROMIUM_FLAGS, build_report, chromium
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, installed by the test setup when missing."""
+    exe = chromium()
+    if exe is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+                       shell=True, check=True, capture_output=True, timeout=900)
+        exe = chromium()
+    assert exe, "Chromium is needed for the report tests: apt-get install chromium"
+    return exe
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, browser):
+    from skintrack.demo import demo_study
+
+    out = tmp_path_factory.mktemp("report")
+    return build_report(demo_study(), out, metrics=["score.water", "score.rough", "score.total"], subject=["S05"])
+
+
+class Tripwire:
+    """A local HTTP proxy that only counts: any request the browser tries to send out reaches it."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port, self.hits = self.sock.getsockname()[1], []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.hits.append(conn.recv(200))
+            conn.close()
+
+
+def hosts(hits) -> set:
+    """Hosts of proxied requests ('GET http://host/...' or 'CONNECT host:443')."""
+    out = set()
+    for h in hits:
+        target = h.split(b" ")[1].decode(errors="replace") if b" " in h else ""
+        out.add(target.split("//")[-1].split("/")[0].split(":")[0])
+    return out
+
+
+@pytest.fixture(scope="module")
+def background(browser, tmp_path_factory):
+    """What the browser itself sends out (updater, time, accounts) for a blank page: not the page's doing."""
+    page = tmp_path_factory.mktemp("blank") / "blank.html"
+    page.write_text("<html><body>blank</body></html>")
+    return hosts(render(browser, page, page.parent)[1])
+
+
+def render(browser, page: Path, tmp_path) -> tuple[str, list]:
+    """Load a page in headless Chromium behind the tripwire; returns (DOM after load, attempted requests)."""
+    wire = Tripwire()
+    proc = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                           f"--proxy-server=http://127.0.0.1:{wire.port}", "--proxy-bypass-list=<-loopback>",
+                           "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    wire.sock.close()
+    return proc.stdout, wire.hits
+
+
+CHECK = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute('data-check', ok + '/' + imgs.length);
+});</script></body>"""
+
+
+def test_html_references_nothing_outside_itself(report):
+    page = report.html.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.I)
+    assert not re.search(r"url\(\s*['\"]?(https?:|//)", page, re.I) and "@import" not in page
+    assert page.count('<img ') == len(report.figures) == page.count('src="data:image/png;base64,')
+    for heading in ("Headline findings", "The study at a glance", "What QC excluded and why", "Methods",
+                    "Subject S05", "Treatment against control"):
+        assert heading in page
+    assert "SIMULATED DATA" in page and "glasses_changed" in page
+
+
+def test_every_figure_renders_in_chromium_and_nothing_leaves(report, browser, background, tmp_path):
+    probe = tmp_path / "probe.html"  # the report as written, plus a check script run only in this copy
+    probe.write_text(report.html.read_text().replace("</body>", CHECK))
+    dom, hits = render(browser, probe, tmp_path)
+    n = len(report.figures)
+    assert f'data-check="{n}/{n}"' in dom and n >= 8
+    assert hosts(hits) - background == set()  # the report adds no request to the browser's own
+
+
+def test_the_tripwire_would_catch_a_request(browser, background, tmp_path):
+    page = tmp_path / "leaky.html"
+    page.write_text('<html><body><img src="http://example.invalid/x.png"></body></html>')
+    _, hits = render(browser, page, tmp_path)
+    assert hosts(hits) - background == {"example.invalid"}
+
+
+def test_pdf_pages_render(report):
+    import pypdfium2 as pdfium
+
+    assert report.pdf_engine == "chromium"
+    pdf = pdfium.PdfDocument(report.pdf)
+    assert len(pdf) >= 5
+    text = "".join(pdf[i].get_textpage().get_text_range() for i in range(len(pdf)))
+    assert "Headline findings" in text and "Skin moisture score" in text and "Methods" in text
+    for i in range(len(pdf)):
+        image = pdf[i].render(scale=0.5).to_pil().convert("L")
+        assert image.getextrema()[0] < 128, f"page {i + 1} is blank"
+
+
+def test_report_cli(run_cli, tmp_path):
+    from skintrack.demo import demo_study
+
+    proc = run_cli("report", demo_study().path, "--out", tmp_path / "r", "--metrics", "score.water", "--no-pdf",
+                   check=0)
+    assert "report:" in proc.stdout and "1. Skin moisture score: by W12, active improved it" in proc.stdout
+    assert sorted(p.suffix for p in (tmp_path / "r" / "figures").glob("score.water-trend.*")) == [".pdf", ".png",
+                                                                                                  ".svg"]
+    bad = run_cli("report", demo_study().path, "--out", tmp_path / "r2", "--metrics", "score.wter")
+    assert bad.returncode == 2 and "did you mean score.water" in bad.stderr
