@@ -94,6 +94,21 @@ def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subje
     return fig
 
 
+def _grouped_bars(ax, data: pd.DataFrame, visits: list, value: str, low: str, high: str, scale: float = 1):
+    """Bars per visit, side by side per arm, with the interval [low, high]; yields (x, rows) per arm."""
+    arms = sorted(data["arm"].dropna().unique())
+    colors, width = arm_colors(arms), 0.8 / max(1, len(arms))
+    drawn = []
+    for i, arm in enumerate(arms):
+        g = data[data["arm"] == arm].set_index("visit").reindex(visits)
+        x = np.arange(len(visits)) + (i - (len(arms) - 1) / 2) * width
+        err = np.maximum(0, [scale * (g[value] - g[low]), scale * (g[high] - g[value])])
+        ax.bar(x, scale * g[value], width * 0.92, color=colors[arm], label=arm, yerr=err, capsize=3,
+               error_kw={"lw": 1})
+        drawn.append((x, g))
+    return drawn
+
+
 def _stars(p) -> str:
     if p is None or not np.isfinite(p):
         return ""
@@ -109,15 +124,7 @@ def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = 
     visits = list(dict.fromkeys(data["visit"]))[1:] if len(data) else []
     data = data[data["visit"].isin(visits)]
     arms = sorted(data["arm"].dropna().unique())
-    colors = arm_colors(arms)
-    width = 0.8 / max(1, len(arms))
-    for i, arm in enumerate(arms):
-        g = data[data["arm"] == arm].set_index("visit").reindex(visits)
-        x = np.arange(len(visits)) + (i - (len(arms) - 1) / 2) * width
-        ax.bar(x, g["change_mean"], width * 0.92, color=colors[arm], label=arm,
-               yerr=np.maximum(0, [g["change_mean"] - g["change_ci_low"], g["change_ci_high"] - g["change_mean"]]),
-               capsize=3,
-               error_kw={"lw": 1})
+    _grouped_bars(ax, data, visits, "change_mean", "change_ci_low", "change_ci_high")
     ax.axhline(0, color="black", lw=0.8)
     if tests is not None and len(tests):
         top = data["change_ci_high"].max()
@@ -161,14 +168,7 @@ def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, rela
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
     visits = list(dict.fromkeys(responders["visit"]))
-    arms = sorted(responders["arm"].dropna().unique())
-    colors = arm_colors(arms)
-    width = 0.8 / max(1, len(arms))
-    for i, arm in enumerate(arms):
-        g = responders[responders["arm"] == arm].set_index("visit").reindex(visits)
-        x = np.arange(len(visits)) + (i - (len(arms) - 1) / 2) * width
-        ax.bar(x, 100 * g["rate"], width * 0.92, color=colors[arm], label=arm,
-               yerr=np.maximum(0, [100 * (g["rate"] - g["ci_low"]), 100 * (g["ci_high"] - g["rate"])]), capsize=3)
+    for x, g in _grouped_bars(ax, responders, visits, "rate", "ci_low", "ci_high", scale=100):
         for xi, r, n, hi in zip(x, g["responders"], g["n"], g["ci_high"]):
             ax.text(xi, 100 * hi + 1.5, f"{int(r)}/{int(n)}", ha="center", va="bottom", fontsize=7)
     ax.set_ylim(0, 112)

@@ -79,7 +79,7 @@ class Emulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{PATH}"
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
         return self

@@ -108,7 +108,7 @@ def sidecar(path: str) -> dict:
     return {}
 
 
-def _decode_map(study: Path, aid: str, name: str, data: str) -> dict:
+def _decode_map(study: Path, aid: str, name: str, data: str, writes: list) -> dict:
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:
@@ -119,11 +119,20 @@ def _decode_map(study: Path, aid: str, name: str, data: str) -> dict:
     except Exception:  # noqa: BLE001 - any undecodable image is reported as such
         raise InvalidResponse(f"face map {name}: not a JPEG or PNG image") from None
     rel = f"maps/{aid}/{name}.{ext}"
-    store.write_atomic(study / rel, raw)
+    writes.append(_writer().submit(store.write_atomic, study / rel, raw))  # fsync overlaps with parsing
     return {"name": name, "path": rel, "media_type": media, "width": width, "height": height, "bytes": len(raw)}
 
 
 _KNOWN_IDS: set = set()
+_WRITERS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _writer() -> concurrent.futures.ThreadPoolExecutor:
+    """This process's map-writing threads (a forked worker cannot use its parent's)."""
+    pid = os.getpid()
+    if pid not in _WRITERS:
+        _WRITERS[pid] = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="skintrack-maps")
+    return _WRITERS[pid]
 
 
 def _init_worker(ids):
@@ -152,7 +161,7 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
     rows = {t: [] for t in TABLES}
     out = {"accepted": [], "duplicates": [], "rejects": [], "batch": None}
     now = dt.datetime.now(dt.timezone.utc)
-    seen = set()
+    seen, writes = set(), []
     for path in paths:
         try:
             st = os.stat(path)
@@ -170,7 +179,7 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
             except orjson.JSONDecodeError as e:
                 raise InvalidResponse(f"not valid JSON ({e})") from None
             flat = flatten(doc)
-            maps = [_decode_map(study, aid, m["name"], m["data"]) for m in flat["maps"]]
+            maps = [_decode_map(study, aid, m["name"], m["data"], writes) for m in flat["maps"]]
         except (InvalidInput, OSError) as e:
             out["rejects"].append((path, str(e)))
             rows["rejects"].append({"source": path, "reason": str(e), "at": now})
@@ -184,6 +193,8 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
             rows[table].extend(trows)
         rows["sources"].append({"source": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "analysis_id": aid})
         out["accepted"].append((path, aid, photo))
+    for w in writes:  # every map is on disk before the batch that lists it can be published
+        w.result()
     if any(rows.values()):
         bid = store.batch_id(sorted(r["source"] + str(r.get("analysis_id")) for r in rows["sources"] + rows["rejects"]))
         tables = _to_arrow(rows, out, now)
@@ -218,7 +229,7 @@ def _to_arrow(rows: dict[str, list], out: dict, now) -> dict[str, pa.Table]:
     return {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
 
 
-def _session_rows(manifest: Manifest, inputs: list[tuple[str, str, str]], study: Path) -> list[dict]:
+def _session_rows(manifest: Manifest, inputs: list[tuple[str, str, str]]) -> list[dict]:
     now = dt.datetime.now(dt.timezone.utc)
     out = []
     for source, aid, photo in inputs:
@@ -312,7 +323,7 @@ def _metadata_batch(study: Path, man, subj, inputs, report) -> dict[str, pa.Tabl
     tables, rejects = {}, []
     if man is not None:
         rejects += man.rejects
-        sessions = _session_rows(man, inputs, study)
+        sessions = _session_rows(man, inputs)
         for source, _ in report.rejected:  # their rows are not "missing": the input itself was rejected
             man.match(source)
         rejects += man.unmatched_missing()

@@ -60,7 +60,7 @@ class Manifest:
                 self._by[kind].setdefault(key, []).append(i)
 
     @classmethod
-    def read(cls, path) -> "Manifest":
+    def read(cls, path) -> Manifest:
         """Read and check a manifest CSV (raises `InvalidManifest` when it cannot be used at all)."""
         path = Path(path)
         df = _read_csv(path, "file")

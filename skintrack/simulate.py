@@ -91,7 +91,7 @@ class Latent:
     glasses: int = 0
 
     @classmethod
-    def draw(cls, rng: random.Random) -> "Latent":
+    def draw(cls, rng: random.Random) -> Latent:
         """A plausible adult face."""
         g = rng.gauss
         return cls(
@@ -105,7 +105,7 @@ class Latent:
             dark_structural=rng.choice((0, 0, 1)), ita=g(40, 10), ha=g(40, 4), skin_age=g(38, 8),
             face_ratio=min(0.45, max(0.15, g(0.3, 0.04))), hair_occlusion=max(0, g(0.05, 0.03)))
 
-    def shifted(self, rng: random.Random, noise: float = 1.0, **deltas) -> "Latent":
+    def shifted(self, rng: random.Random, noise: float = 1.0, **deltas) -> Latent:
         """This face at another visit: additive changes plus visit-to-visit noise on every quantity."""
         out = {}
         for f in fields(self):

@@ -34,6 +34,12 @@ class Study:
         self._indexed = False
         self._visits = None
 
+    def columns(self, view: str) -> list[str]:
+        """The columns of one of the study's views (e.g. the subjects CSV's columns in `subjects`)."""
+        if view not in ("analyses", "subjects", "sessions"):
+            raise UsageError(f"no columns listing for {view!r}")
+        return list(self.sql(f"SELECT * FROM {view} LIMIT 0").columns)
+
     def _ensure_index(self) -> None:
         if not self._indexed:
             trends.build_index(self.con)

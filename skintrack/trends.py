@@ -104,7 +104,9 @@ def visit_order(study) -> list:
 
 
 def _ordered_sql(study, select: str, params: dict, order: str = "subject_id, list_position($visits, visit), taken_at"):
-    return study.sql(f"SELECT * FROM ({select}) ORDER BY {order}", {**params, "visits": study.visits})
+    if "$visits" in order:
+        params = {**params, "visits": study.visits}
+    return study.sql(f"SELECT * FROM ({select}) ORDER BY {order}", params)
 
 
 def timeline(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
@@ -141,18 +143,20 @@ def slopes(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
 def group_columns(study, by) -> list[str]:
     """Check grouping columns against what the study has (never pasted as user text)."""
     by = [by] if isinstance(by, str) else list(by)
-    known = {"visit", "subject_id"} | set(study.sql("SELECT * FROM subjects LIMIT 0").columns) | \
-        set(study.sql("SELECT * FROM sessions LIMIT 0").columns) - {"analysis_id", "assigned_at", "taken_at"}
+    known = {"visit", "subject_id"} | set(study.columns("subjects")) | _session_meta(study)
     for col in by:
         if col not in known:
             raise UsageError(f"cannot group by {col!r}: the study has {', '.join(sorted(known))}")
     return by
 
 
+def _session_meta(study) -> set:
+    """The manifest's free columns (kept as session metadata)."""
+    return set(study.columns("sessions")) - {"analysis_id", "subject_id", "visit", "taken_at", "assigned_at"}
+
+
 def _with_subjects(study, by: list[str]) -> str:
-    subject_cols = set(study.sql("SELECT * FROM subjects LIMIT 0").columns) - {"subject_id"}
-    session_cols = set(study.sql("SELECT * FROM sessions LIMIT 0").columns) - {"analysis_id", "subject_id", "visit",
-                                                                               "taken_at", "assigned_at"}
+    subject_cols, session_cols = set(study.columns("subjects")) - {"subject_id"}, _session_meta(study)
     joins = ""
     if subject_cols & set(by):
         joins += " LEFT JOIN subjects USING (subject_id)"
@@ -191,7 +195,7 @@ def responders(study, key: str, threshold: float, relative: bool = False, baseli
     sql, params = _change_sql(key, baseline, exclude_flagged)
     gain = "pct_change" if relative else "delta"
     sign = "" if better == "higher" else "-"
-    arm = "arm" if "arm" in study.sql("SELECT * FROM subjects LIMIT 0").columns else "NULL AS arm"
+    arm = "arm" if "arm" in study.columns("subjects") else "NULL AS arm"
     df = _ordered_sql(study, f"""WITH {sql}
         SELECT visit, {arm}, count(*) AS n, count(*) FILTER (WHERE {sign}{gain} >= $threshold) AS responders
         FROM change LEFT JOIN subjects USING (subject_id)

@@ -57,10 +57,9 @@ def compare(study, metrics, baseline: str, followup: str, test: str = "paired_t"
 
 def _arm_changes(study, key, visit, exclude_flagged):
     ch = change_from_baseline(study, key, exclude_flagged=exclude_flagged)
-    arms = study.sql("SELECT subject_id, arm FROM subjects") if "arm" in study.sql(
-        "SELECT * FROM subjects LIMIT 0").columns else None
-    if arms is None:
+    if "arm" not in study.columns("subjects"):
         raise UsageError("the study has no `arm` (give a subjects CSV with an arm column)")
+    arms = study.sql("SELECT subject_id, arm FROM subjects")
     ch = ch.merge(arms, on="subject_id", how="left")
     return ch[ch["visit"] == visit] if visit is not None else ch
 

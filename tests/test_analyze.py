@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import orjson
-import pytest
 
 import skintrack
 from skintrack.analyze import analyze

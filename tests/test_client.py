@@ -6,7 +6,6 @@ import pytest
 import skintrack
 from skintrack.client import Client, RetryPolicy, classify
 from skintrack.request import Params, prepare_photo
-from skintrack.simulate import sample_photo
 
 from conftest import load
 

@@ -1,7 +1,5 @@
 """`skintrack ingest` and `skintrack.open`: tables, manifest, idempotence, increments, bad input, crashes."""
 import gzip
-import json
-import math
 import os
 import shutil
 import signal
@@ -14,7 +12,6 @@ import orjson
 import pytest
 
 import skintrack
-from skintrack.schema import TABLES
 
 from conftest import FIXTURES, load
 
@@ -247,3 +244,15 @@ def test_a_bad_coordinate_rejects_only_its_file(tmp_path):
     assert "detections brown_spot #2: a point is not {x, y} numbers" in report.rejected[0][1]
     s = skintrack.open(tmp_path / "s")
     assert s.sql("select count(*) n from detections")["n"].tolist() == [1]  # the 2023 response's one spot
+
+
+def test_workers_write_maps_after_the_parent_has(tmp_path):
+    src = (FIXTURES / "real" / "ailabtools-docs-case1" / "response-v1.7.json").read_bytes()
+    (tmp_path / "in").mkdir()
+    for i in range(4):  # distinct bytes, same content: four analyses with ten maps each
+        (tmp_path / "in" / f"r{i}.json").write_bytes(src + b" " * i)
+    skintrack.ingest([tmp_path / "in" / "r0.json"], tmp_path / "s")  # the parent's map threads start here
+    report = skintrack.ingest([tmp_path / "in"], tmp_path / "s", workers=2, chunk_size=1)
+    assert (report.added, report.skipped) == (3, 1)
+    maps = skintrack.open(tmp_path / "s").sql("select path from maps")["path"]
+    assert len(maps) == 40 and all((tmp_path / "s" / p).stat().st_size > 1000 for p in maps)

@@ -1,5 +1,4 @@
 """The SIMULATED sample trial obeys the documented rules, independently recomputed here."""
-import math
 import random
 from decimal import ROUND_HALF_UP, Decimal
 

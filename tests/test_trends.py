@@ -216,6 +216,15 @@ def test_qc_limits_are_parameters(s):
     assert set(loose.loc[loose.flagged, "subject_id"]) == {"S07"}
 
 
+def test_cohort_by_any_subject_or_manifest_column(s):
+    by_arm = s.cohort("score.water", by="arm")
+    assert by_arm[["arm", "n"]].values.tolist() == [["active", 48], ["placebo", 48]]
+    by_operator = s.cohort("score.water", by=("visit", "operator"))
+    manifest = s.sql("select visit, operator, count(*) n from analyses group by all")
+    merged = by_operator.merge(manifest, on=["visit", "operator"])
+    assert len(merged) == len(by_operator) == len(manifest) and (merged.n_x == merged.n_y).all()
+
+
 def test_unknown_metric_and_bad_grouping_are_clear(s):
     with pytest.raises(skintrack.UnknownMetric, match="did you mean score.water"):
         s.timeline("score.watr")
