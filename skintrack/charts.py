@@ -66,22 +66,27 @@ def _visit_positions(visits) -> dict:
     return {v: i for i, v in enumerate(visits)}
 
 
+def _with_arm(df: pd.DataFrame) -> pd.DataFrame:
+    """A study without arms is one group, 'all'."""
+    return df.assign(arm=df["arm"].fillna("all")) if "arm" in df else df.assign(arm="all")
+
+
 def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subjects: pd.DataFrame | None = None) -> Figure:
     """Per-subject lines (thin) with the mean and 95% CI per visit by arm (bold)."""
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
+    cohort = _with_arm(cohort)
     visits = list(dict.fromkeys(cohort["visit"]))
     pos = _visit_positions(visits)
-    arms = cohort["arm"].dropna().unique() if "arm" in cohort else []
-    colors = arm_colors(arms)
-    tl = timeline.merge(subjects[["subject_id", "arm"]], on="subject_id", how="left") if subjects is not None and \
-        "arm" in subjects else timeline.assign(arm=None)
+    colors = arm_colors(cohort["arm"].unique())
+    tl = _with_arm(timeline.merge(subjects[["subject_id", "arm"]], on="subject_id", how="left")
+                   if subjects is not None and "arm" in subjects else timeline)
     for _, g in tl.groupby("subject_id"):
         arm = g["arm"].iloc[0]
         ax.plot([pos[v] for v in g["visit"] if v in pos], g["value"][g["visit"].isin(pos)],
                 color=colors.get(arm, "#999999"), alpha=0.18, lw=0.8)
     width = 0.08 * (len(colors) > 1)
-    for i, (arm, g) in enumerate(cohort.groupby("arm", sort=True) if len(colors) else [(None, cohort)]):
+    for i, (arm, g) in enumerate(cohort.groupby("arm", sort=True)):
         x = np.array([pos[v] for v in g["visit"]]) + (i - (len(colors) - 1) / 2) * width
         ax.errorbar(x, g["mean"], yerr=np.maximum(0, [g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]),
                     color=colors.get(arm, "k"),
@@ -120,7 +125,7 @@ def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = 
     adds significance marks: * p<0.05, ** p<0.01, *** p<0.001, ns otherwise."""
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
-    data = cohort[cohort["change_n"] > 0]
+    data = _with_arm(cohort[cohort["change_n"] > 0])
     visits = list(dict.fromkeys(data["visit"]))[1:] if len(data) else []
     data = data[data["visit"].isin(visits)]
     arms = sorted(data["arm"].dropna().unique())
@@ -147,9 +152,7 @@ def waterfall(change: pd.DataFrame, metric: str, visit: str, subjects: pd.DataFr
     d = change[(change["visit"] == visit) & change["pct_change"].notna()]
     if subjects is not None and "arm" in subjects:
         d = d.merge(subjects[["subject_id", "arm"]], on="subject_id", how="left")
-    else:
-        d = d.assign(arm="all")
-    d = d.sort_values("pct_change", ascending=False)
+    d = _with_arm(d).sort_values("pct_change", ascending=False)
     colors = arm_colors(d["arm"].dropna().unique())
     ax.bar(range(len(d)), d["pct_change"], color=[colors.get(a, "#999999") for a in d["arm"]], width=0.85)
     ax.axhline(0, color="black", lw=0.8)
@@ -167,6 +170,7 @@ def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, rela
     """Share of responders by visit and arm, with Wilson 95% CIs."""
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
+    responders = _with_arm(responders)
     visits = list(dict.fromkeys(responders["visit"]))
     for x, g in _grouped_bars(ax, responders, visits, "rate", "ci_low", "ci_high", scale=100):
         for xi, r, n, hi in zip(x, g["responders"], g["n"], g["ci_high"]):

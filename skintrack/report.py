@@ -122,11 +122,11 @@ class _Builder:
         self.figure(f"{key}-change", charts.change_bars(cohort, key, tests if len(tests) else None),
                     f"{title}: mean change from baseline with 95% CI; marks give the baseline-adjusted "
                     "(ANCOVA) difference between arms: * p<0.05, ** p<0.01, *** p<0.001.")
-        table = cohort[["visit", "arm", "n", "mean", "sd", "ci_low", "ci_high", "change_mean", "change_ci_low",
-                        "change_ci_high"]].rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high",
+        table = cohort[[c for c in ("visit", "arm", "n", "mean", "sd", "ci_low", "ci_high", "change_mean",
+                                    "change_ci_low", "change_ci_high") if c in cohort]].rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high",
                                                            "change_mean": "change", "change_ci_low": "change CI low",
                                                            "change_ci_high": "change CI high"})
-        self.parts.append("<h3>Cohort by visit and arm</h3>" + _table(table))
+        self.parts.append("<h3>Cohort by visit" + (" and arm" if "arm" in table else "") + "</h3>" + _table(table))
         if len(tests):
             t = tests[["visit", "n_treatment", "n_control", "mean_treatment", "mean_control", "diff", "ci_low",
                        "ci_high", "p"]].copy()

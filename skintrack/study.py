@@ -106,8 +106,9 @@ class Study:
         """
         return trends.slopes(self, metric, exclude_flagged)
 
-    def cohort(self, metric: str, by=("visit", "arm"), exclude_flagged: bool = False) -> pd.DataFrame:
-        """Per group: n, mean, sd, sem, 95% CI, median, quartiles, and the mean change from baseline with its CI.
+    def cohort(self, metric: str, by=None, exclude_flagged: bool = False) -> pd.DataFrame:
+        """Per group (default: visit and arm, or visit alone without arms): n, mean, sd, sem, 95% CI, median,
+        quartiles, and the mean change from baseline with its CI.
 
         Example
         -------

@@ -166,9 +166,12 @@ def _with_subjects(study, by: list[str]) -> str:
     return joins
 
 
-def cohort(study, key: str, by=("visit", "arm"), exclude_flagged: bool = False) -> pd.DataFrame:
+def cohort(study, key: str, by=None, exclude_flagged: bool = False) -> pd.DataFrame:
     """Per group: n, mean, sd, sem, ci_low, ci_high, median, q1, q3, and the mean change from baseline
-    (change_n, change_mean, change_ci_low, change_ci_high)."""
+    (change_n, change_mean, change_ci_low, change_ci_high). `by` defaults to visit and arm (visit alone
+    when the study has no arms)."""
+    if by is None:
+        by = ("visit", "arm") if "arm" in study.columns("subjects") else ("visit",)
     by = group_columns(study, by)
     sql, params = _change_sql(key, "first", exclude_flagged)
     cols = ", ".join(f'"{c}"' for c in by)

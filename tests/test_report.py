@@ -138,3 +138,16 @@ def test_report_cli(run_cli, tmp_path):
                                                                                                   ".svg"]
     bad = run_cli("report", demo_study().path, "--out", tmp_path / "r2", "--metrics", "score.wter")
     assert bad.returncode == 2 and "did you mean score.water" in bad.stderr
+
+
+def test_a_study_without_arms_still_gets_a_report(tmp_path):
+    import skintrack
+    from skintrack.simulate import sample_study_dir
+
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv")  # no subjects CSV
+    s = skintrack.open(tmp_path / "s")
+    assert s.cohort("score.water")["visit"].tolist() == ["D0", "W4", "W8", "W12"]
+    r = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False)
+    page = r.html.read_text()
+    assert r.findings == [] and "No between-arm comparison was possible" in page and len(r.figures) == 3
