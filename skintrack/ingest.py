@@ -269,6 +269,8 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
                 report.skipped += 1
             else:
                 todo.append(path)
+        if workers > 1:  # about eight chunks per worker, so that no worker is left with the long tail
+            chunk_size = max(10, min(chunk_size, -(-len(todo) // (workers * 8))))
         chunks = _chunks(todo, chunk_size)
         bar = tqdm(total=len(todo), unit="file", desc="ingest", disable=not progress or not todo)
         committed = set(known_ids)
