@@ -169,10 +169,10 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
             aid = content_id(data)
             meta = sidecar(path)
             photo = meta.get("photo")
+            source = {"source": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "analysis_id": aid}
             if aid in known or aid in seen:
                 out["duplicates"].append((path, aid, photo))
-                rows["sources"].append({"source": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                        "analysis_id": aid})
+                rows["sources"].append(source)
                 continue
             try:
                 doc = orjson.loads(data)
@@ -191,7 +191,7 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
             for r in trows:
                 r["analysis_id"] = aid
             rows[table].extend(trows)
-        rows["sources"].append({"source": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "analysis_id": aid})
+        rows["sources"].append(source)
         out["accepted"].append((path, aid, photo))
     for w in writes:  # every map is on disk before the batch that lists it can be published
         w.result()

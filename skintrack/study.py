@@ -9,6 +9,7 @@ Example
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -29,10 +30,17 @@ class Study:
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the folder (after an ingest by another process)."""
+        """Re-read the folder. Queries do this by themselves when a batch has come or gone since."""
+        self._seen = self._stamp()
         store.create_views(self.con, self.path)
         self._indexed = False
         self._visits = None
+
+    def _stamp(self):
+        try:
+            return os.stat(store.batches_dir(self.path)).st_mtime_ns
+        except FileNotFoundError:
+            return None
 
     def columns(self, view: str) -> list[str]:
         """The columns of one of the study's views (e.g. the subjects CSV's columns in `subjects`)."""
@@ -65,6 +73,8 @@ class Study:
         >>> open(tempfile.mkdtemp()).sql("select ? + 1 as two", [1])["two"].tolist()
         [2]
         """
+        if self._stamp() != self._seen:  # an ingest published or removed a batch since we looked
+            self.refresh()
         if "session_index" in query:
             self._ensure_index()
         rel = self.con.sql(query, params=params)

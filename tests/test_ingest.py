@@ -256,3 +256,13 @@ def test_workers_write_maps_after_the_parent_has(tmp_path):
     assert (report.added, report.skipped) == (3, 1)
     maps = skintrack.open(tmp_path / "s").sql("select path from maps")["path"]
     assert len(maps) == 40 and all((tmp_path / "s" / p).stat().st_size > 1000 for p in maps)
+
+
+def test_an_open_study_sees_later_ingests(tmp_path, sample):
+    files = sorted((sample / "responses").glob("*.json"))
+    s = skintrack.open(tmp_path / "s")  # opened before anything exists
+    assert s.sql("select count(*) n from analyses")["n"].tolist() == [0]
+    skintrack.ingest(files[:8], tmp_path / "s", manifest=sample / "manifest.csv")
+    assert len(s.timeline("score.water")) == 8
+    skintrack.ingest(files[8:16], tmp_path / "s", manifest=sample / "manifest.csv")
+    assert len(s.timeline("score.water")) == 16 and s.sql("select count(*) n from sessions")["n"].tolist() == [16]
