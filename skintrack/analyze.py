@@ -149,18 +149,27 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
 
     bar = tqdm(total=len(jobs), unit="photo", desc="analyze", disable=not progress)
     pool = concurrent.futures.ThreadPoolExecutor(max(1, concurrency))
+    futures, counted = [pool.submit(one, j) for j in jobs], set()
+
+    def count(fut):
+        counted.add(fut)
+        photo, err = fut.result()
+        if err is None:
+            report.succeeded += 1
+        else:
+            report.failed.append((photo.path, str(err)))
+        bar.update(1)
+        bar.set_postfix(ok=report.succeeded, failed=len(report.failed))
+
     try:
-        for fut in concurrent.futures.as_completed([pool.submit(one, j) for j in jobs]):
-            photo, err = fut.result()
-            if err is None:
-                report.succeeded += 1
-            else:
-                report.failed.append((photo.path, str(err)))
-            bar.update(1)
-            bar.set_postfix(ok=report.succeeded, failed=len(report.failed))
+        for fut in concurrent.futures.as_completed(futures):
+            count(fut)
     except KeyboardInterrupt:
         report.interrupted = True
         pool.shutdown(wait=True, cancel_futures=True)  # calls in flight finish and are archived
+        for fut in futures:
+            if fut.done() and not fut.cancelled() and fut not in counted:
+                count(fut)
     finally:
         pool.shutdown(wait=True)
         bar.close()

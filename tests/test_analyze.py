@@ -154,3 +154,22 @@ def test_the_key_is_written_nowhere(photos, tmp_path, emulator, run_cli):
     assert len(files) > 10
     for p in files:
         assert secret.encode() not in p.read_bytes(), p
+
+
+def test_ctrl_c_finishes_the_calls_in_flight_and_says_so(photos, tmp_path, emulator):
+    photos(16)
+    emu = emulator(latency=0.4)
+    env = {**os.environ, "AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": emu.url}
+    exe = Path(sys.executable).with_name("skintrack")
+    proc = subprocess.Popen([str(exe), "analyze", str(tmp_path / "photos"), "--study", str(tmp_path / "s"),
+                             "--concurrency", "2", "--qps", "0", "--quiet"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(bodies(tmp_path / "s") if (tmp_path / "s" / "raw").exists() else []) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    archived = len(bodies(tmp_path / "s"))
+    assert proc.returncode == 1 and "INTERRUPTED: run again to finish" in out and "Traceback" not in err
+    assert f"analyzed {archived} of 16 planned calls" in out and 2 <= archived < 16
+    assert emu.stats()["billed"] == archived  # every call that was paid for is in the archive
