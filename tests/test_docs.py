@@ -50,3 +50,43 @@ def test_readme_gives_the_two_commands_first_and_every_command():
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^test:", (ROOT / "Makefile").read_text(), re.M)
+
+
+def readme_commands():
+    """The README's `$ skintrack ...` lines (continuations joined, comments and pipes cut), in order."""
+    lines, out = (ROOT / "README.md").read_text().splitlines(), []
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("$ skintrack"):
+            cmd = lines[i][2:]
+            while cmd.endswith("\\"):
+                i += 1
+                cmd = cmd[:-1] + " " + lines[i].strip()
+            out.append(cmd.split("#")[0].split("|")[0].split())
+        i += 1
+    return out
+
+
+def test_the_readme_commands_run(tmp_path, run_cli):
+    """Every README command that needs neither photos nor an API runs as shown, in a scratch folder."""
+    import os
+
+    os.symlink(ROOT / "data", tmp_path / "data")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        ran = []
+        for args in readme_commands():
+            if args[1] in ("analyze", "emulate"):
+                continue
+            proc = run_cli(*args[1:])
+            assert proc.returncode == 0, (args, proc.stderr)
+            ran.append((args[1], proc.stdout))
+    finally:
+        os.chdir(cwd)
+    outputs = dict(ran[:1] + ran[2:])  # the second ingest is the re-run
+    assert [a for a, _ in ran] == ["ingest", "ingest", "metrics", "demo", "trends", "compare", "compare", "qc",
+                                   "report"]
+    assert "ingested 96 new analyses" in ran[0][1] and "ingested 0 new analyses, skipped 96" in ran[1][1]
+    assert "W12  active 12          12" in outputs["trends"] and "glasses_changed" in outputs["qc"]
+    assert "1. Skin moisture score: by W12" in outputs["report"] and "Headline findings" in outputs["demo"]
