@@ -37,17 +37,27 @@ def metric_source(key: str) -> tuple[str, dict]:
     return f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM {source}", {}
 
 
-INDEX_SQL = """CREATE OR REPLACE TEMP TABLE session_index AS
-    SELECT s.analysis_id, s.subject_id, s.visit, s.taken_at,
-           date_diff('second', min(s.taken_at) OVER (PARTITION BY s.subject_id), s.taken_at) / 86400.0 AS days,
-           count(*) OVER (PARTITION BY s.subject_id, coalesce(s.visit, s.analysis_id)) > 1 AS dup
-    FROM sessions s
-    WHERE s.subject_id IS NOT NULL AND s.analysis_id NOT IN (SELECT analysis_id FROM analyses_raw WHERE NOT ok)"""
+# Visit labels in natural order (D0 < W4 < W12), the tie-breaker when times are equal or missing.
+NATURAL_VISIT = ("regexp_replace(visit, '[0-9]+', '', 'g'), TRY_CAST(regexp_extract(visit, '([0-9]+)', 1) AS INTEGER), "
+                 "visit")
+INDEX_SQL = f"""CREATE OR REPLACE TEMP TABLE session_index AS
+    WITH labels AS (SELECT visit, row_number() OVER (ORDER BY {NATURAL_VISIT}) AS vrank
+                    FROM (SELECT DISTINCT visit FROM sessions WHERE visit IS NOT NULL)),
+    base AS (SELECT s.analysis_id, s.subject_id, s.visit, s.taken_at, l.vrank,
+                    date_diff('second', min(s.taken_at) OVER (PARTITION BY s.subject_id), s.taken_at) / 86400.0 AS days,
+                    count(*) OVER (PARTITION BY s.subject_id, coalesce(s.visit, s.analysis_id)) > 1 AS dup
+             FROM sessions s LEFT JOIN labels l USING (visit)
+             WHERE s.subject_id IS NOT NULL
+               AND s.analysis_id NOT IN (SELECT analysis_id FROM analyses_raw WHERE NOT ok))
+    SELECT * EXCLUDE (vrank), row_number() OVER (PARTITION BY subject_id ORDER BY days NULLS LAST, vrank NULLS LAST,
+                                                 analysis_id) AS seq
+    FROM base"""
 
 
 def build_index(con) -> None:
-    """The study's session index: one row per ok analysis with a subject (days since the subject's first
-    session; whether its session holds more than one analysis). Metric-independent, so built once."""
+    """The study's session index: one row per ok analysis with a subject: days since the subject's first
+    session, `seq` (the subject's sessions in time order: days, then visit label, then id) and whether its
+    session holds more than one analysis. Metric-independent, so built once."""
     con.execute(INDEX_SQL)
 
 
@@ -65,7 +75,7 @@ def observations(key: str, exclude_flagged: bool = False, limits: QCLimits = QCL
         params = {**params, **limits.params()}
     sql = f"""{ctes}
     m AS ({source}),
-    j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.dup, m.value, m.analysis_id
+    j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.seq, i.dup, m.value, m.analysis_id
           FROM m JOIN session_index i USING (analysis_id) WHERE m.value IS NOT NULL {flagged}),
     tl AS (SELECT * EXCLUDE (dup) FROM j WHERE NOT dup
            UNION ALL
@@ -77,9 +87,8 @@ def observations(key: str, exclude_flagged: bool = False, limits: QCLimits = QCL
 def _change_sql(key: str, baseline: str, exclude_flagged: bool) -> tuple[str, dict]:
     sql, params = observations(key, exclude_flagged)
     if baseline == "first":
-        first = "(coalesce(days, 'infinity'::DOUBLE), visit, analysis_id)"
-        base = (f"SELECT subject_id, arg_min(value, {first}) AS baseline_value, arg_min(analysis_id, {first}) "
-                "AS baseline_id FROM tl GROUP BY subject_id")
+        base = ("SELECT subject_id, arg_min(value, seq) AS baseline_value, arg_min(analysis_id, seq) AS baseline_id "
+                "FROM tl GROUP BY subject_id")
     else:
         base = "SELECT subject_id, value AS baseline_value, analysis_id AS baseline_id FROM tl WHERE visit = $baseline"
         params = {**params, "baseline": baseline}
@@ -92,7 +101,7 @@ def _change_sql(key: str, baseline: str, exclude_flagged: bool) -> tuple[str, di
                tl.value - b.baseline_value AS delta,
                CASE WHEN b.baseline_value <> 0 THEN 100 * (tl.value - b.baseline_value) / abs(b.baseline_value)
                     END AS pct_change,
-               {improved} AS improved, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id
+               {improved} AS improved, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id, tl.seq
         FROM tl JOIN base b USING (subject_id))"""
     return sql, params
 
@@ -100,10 +109,10 @@ def _change_sql(key: str, baseline: str, exclude_flagged: bool) -> tuple[str, di
 def visit_order(study) -> list:
     """Visit labels in the order they happen (median days since each subject's first session)."""
     return study.sql("SELECT visit, median(days) AS d FROM session_index WHERE visit IS NOT NULL GROUP BY visit "
-                     "ORDER BY d NULLS LAST, visit")["visit"].tolist()
+                     f"ORDER BY d NULLS LAST, {NATURAL_VISIT}")["visit"].tolist()
 
 
-def _ordered_sql(study, select: str, params: dict, order: str = "subject_id, list_position($visits, visit), taken_at"):
+def _ordered_sql(study, select: str, params: dict, order: str = "subject_id, seq"):
     if "$visits" in order:
         params = {**params, "visits": study.visits}
     return study.sql(f"SELECT * FROM ({select}) ORDER BY {order}", params)
@@ -112,7 +121,8 @@ def _ordered_sql(study, select: str, params: dict, order: str = "subject_id, lis
 def timeline(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
     """subject_id, visit, taken_at, days (since the subject's first session), value."""
     sql, params = observations(key, exclude_flagged)
-    return _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, days, value FROM tl", params)
+    return _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, days, value, seq FROM tl",
+                        params).drop(columns="seq")
 
 
 def change_from_baseline(study, key: str, baseline: str = "first", exclude_flagged: bool = False) -> pd.DataFrame:
@@ -124,7 +134,7 @@ def change_from_baseline(study, key: str, baseline: str = "first", exclude_flagg
     """
     sql, params = _change_sql(key, baseline, exclude_flagged)
     return _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, value, baseline_value, delta, "
-                        "pct_change, improved, is_baseline FROM change", params)
+                        "pct_change, improved, is_baseline, seq FROM change", params).drop(columns="seq")
 
 
 def slopes(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:

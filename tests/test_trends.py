@@ -281,3 +281,15 @@ def test_edge_metric_missing_for_some_analyses(edge):
     tl = edge.timeline("severity.sensitivity")  # the 2023 response has no sensitivity block
     assert ("E4", "W4") not in set(zip(tl.subject_id, tl.visit)) and ("E4", "D0") in set(zip(tl.subject_id, tl.visit))
     assert ("E4", "W4") in set(zip(*edge.timeline("score.water")[["subject_id", "visit"]].T.values))
+
+
+def test_without_dates_visits_follow_their_labels(tmp_path, sample):
+    rows = [line.split(",") for line in (sample / "manifest.csv").read_text().splitlines()[1:]]
+    (tmp_path / "m.csv").write_text("file,subject_id,visit\n" + "".join(f"{r[0]},{r[1]},{r[2]}\n" for r in rows))
+    skintrack.ingest([sample / "responses"], tmp_path / "s", manifest=tmp_path / "m.csv",
+                     subjects=sample / "subjects.csv")
+    s = skintrack.open(tmp_path / "s")
+    assert s.visits == ["D0", "W4", "W8", "W12"]
+    ch = s.change_from_baseline("score.water")
+    assert ch[ch.subject_id == "S01"]["visit"].tolist() == ["D0", "W4", "W8", "W12"]
+    assert ch[ch.visit == "D0"]["delta"].abs().max() == 0
