@@ -62,8 +62,8 @@ class EmulatorConfig:
 class Emulator:
     """The emulator's HTTP server, run in a background thread (a context manager)."""
 
-    def __init__(self, config: EmulatorConfig = EmulatorConfig(), port: int = 0):
-        self.config = config
+    def __init__(self, config: EmulatorConfig | None = None, port: int = 0):
+        self.config = config = config or EmulatorConfig()
         self._rng = random.Random(config.seed)
         self._lock = threading.Lock()
         self.calls = 0
