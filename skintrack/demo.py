@@ -15,6 +15,12 @@ from .simulate import sample_study_dir
 from .study import open as open_study
 
 
+def ingest_sample(study):
+    """Ingest the SIMULATED sample trial (responses, manifest, subjects) into `study`."""
+    src = sample_study_dir()
+    return ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+
+
 def demo_study():
     """The sample trial, ingested once per process into a temporary folder, opened (for examples and tests)."""
     global _DEMO
@@ -22,8 +28,7 @@ def demo_study():
         import tempfile
 
         folder = Path(tempfile.mkdtemp(prefix="skintrack-demo-"))
-        src = sample_study_dir()
-        ingest([src / "responses"], folder, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+        ingest_sample(folder)
         _DEMO = open_study(folder)
     return _DEMO
 
@@ -36,8 +41,7 @@ def run_demo(study, out=None) -> str:
     (into `out`, default `<study>/report`), and return a short account with the three headline findings."""
     from .report import build_report
 
-    src = sample_study_dir()
-    report = ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    report = ingest_sample(study)
     s = open_study(study)
     n = s.sql("""SELECT count(DISTINCT a.subject_id) AS subjects, count(*) AS analyses,
                  (SELECT string_agg(arm || ' ' || k, ', ' ORDER BY arm) FROM

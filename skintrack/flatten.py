@@ -183,9 +183,10 @@ FIELDS_BY_SEVERITY = {dict(f.key)["feature"]: f for f in FIELDS.values() if f.ta
 
 # ---- block handlers ---------------------------------------------------------------------------------
 def _number(value, path):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidResponse(f"{path}: expected a number, got {type(value).__name__} {value!r}")
-    return float(value)
+    """A number that must be present (inside detections and wrinkle lines)."""
+    if value is None:
+        raise InvalidResponse(f"{path}: expected a number, got None")
+    return _float(value, path)
 
 
 def _points(node, path):
@@ -205,7 +206,6 @@ def _points(node, path):
 
 
 _TWO = {2}
-_NUM = (int, float)
 
 
 def _expect(node, typ, path):

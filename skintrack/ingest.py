@@ -265,7 +265,8 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
             hit = index.get(path)
             st = os.stat(path)
             if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] in known_ids:
-                inputs.append((path, hit[2], sidecar(path).get("photo")))
+                photo = sidecar(path).get("photo") if man else None  # only a manifest matches by photo
+                inputs.append((path, hit[2], photo))
                 report.skipped += 1
             else:
                 todo.append(path)

@@ -214,7 +214,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     """Write `report.html` (self-contained), `report.pdf` and every figure (PNG, SVG, PDF) into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = list(metrics or [m for m in DEFAULT_METRICS])
+    metrics = list(metrics or DEFAULT_METRICS)
     for m in metrics:
         metric_info(m)
     b = _Builder(study, out, metrics, subject)
