@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 
 import skintrack
-from skintrack.simulate import sample_photo
+from skintrack.sample import sample_photo
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import skintrack
-from skintrack.schema import TABLES
+from skintrack.tables.schema import TABLES
 
 METRICS = ["total", "water", "rough", "melanin", "pores", "acne", "blackhead", "wrinkle", "dark_circle",
            "sensitivity", "oily_intensity", "skin_type"]

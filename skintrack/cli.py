@@ -52,7 +52,7 @@ def ingest(sources, study, manifest, subjects, workers, batch_size, quiet):
 
     Example: skintrack ingest responses/ --study trial --manifest manifest.csv --subjects subjects.csv
     """
-    from .ingest import ingest as run
+    from .tables.ingest import ingest as run
 
     report = run(sources, study, manifest=manifest, subjects=subjects, workers=workers,
                  progress=not quiet, chunk_size=batch_size)
@@ -70,7 +70,7 @@ def metrics(as_json):
 
     Example: skintrack metrics --json
     """
-    from .catalog import catalog
+    from .tables.catalog import catalog
 
     cat = catalog()
     if as_json:
@@ -109,9 +109,9 @@ def analyze(photos, study, manifest, maps, marks, side_results, colors, concurre
 
     Example: skintrack analyze photos/ --study trial --manifest photos.csv --maps red_area --dry-run
     """
-    from .analyze import analyze as run, summary
-    from .client import Client
-    from .request import Params
+    from .api.analyze import analyze as run, summary
+    from .api.client import Client
+    from .api.request import Params
 
     try:
         color_map = json.loads(colors) if colors else {}
@@ -142,7 +142,7 @@ def emulate(port, api_key, latency, latency_spread, fail_429, fail_503, fail_500
 
     Example: skintrack emulate --port 8765 --latency 0.2 --fail-503 0.1
     """
-    from .emulator import Emulator, EmulatorConfig
+    from .api.emulator import Emulator, EmulatorConfig
 
     if not api_key:
         raise UsageError("give the key to accept with --api-key or AILABAPI_API_KEY")
@@ -179,7 +179,7 @@ def _emit(df, fmt):
 def _open(study):
     import os
 
-    from .study import open as open_study
+    from .analysis.study import open as open_study
 
     if not os.path.isdir(os.path.join(study, "batches")):
         raise UsageError(f"{study}: not a study (no batches/ folder); ingest something first")
@@ -266,7 +266,7 @@ def report(study, out, metrics, subject, no_pdf):
 
     Example: skintrack report trial --out trial-report --metrics score.water,score.rough --subject S05
     """
-    from .report import build_report
+    from .show.report import build_report
 
     result = build_report(_open(study), out, _csv(metrics) or None, list(subject), pdf=not no_pdf)
     click.echo(f"report: {result.html}" + (f"\npdf: {result.pdf} ({result.pdf_engine})" if result.pdf else ""))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .ingest import ingest
-from .simulate import sample_study_dir
-from .study import open as open_study
+from .tables.ingest import ingest
+from .sample.simulate import sample_study_dir
+from .analysis.study import open as open_study
 
 
 def ingest_sample(study):
@@ -39,7 +39,7 @@ _DEMO = None
 def run_demo(study, out=None) -> str:
     """Ingest the sample trial into `study`, run QC and the statistics, write charts and the report
     (into `out`, default `<study>/report`), and return a short account with the three headline findings."""
-    from .report import build_report
+    from .show.report import build_report
 
     report = ingest_sample(study)
     s = open_study(study)

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from skintrack.simulate import sample_study_dir
+from skintrack.sample import sample_study_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = sorted((FIXTURES / "real").rglob("*.json")) + [FIXTURES / "seed-example.json"]
@@ -43,7 +43,7 @@ def run_cli():
 @pytest.fixture
 def emulator():
     """Start emulators on 127.0.0.1 (real HTTP) with the given config; all are stopped afterwards."""
-    from skintrack.emulator import Emulator, EmulatorConfig
+    from skintrack.api.emulator import Emulator, EmulatorConfig
 
     started = []
 
@@ -62,7 +62,7 @@ def emulator():
 @pytest.fixture
 def photos(tmp_path):
     """A folder of SIMULATED JPEG photos."""
-    from skintrack.simulate import sample_photo
+    from skintrack.sample import sample_photo
 
     def make(n, folder="photos", **kw):
         return [sample_photo(tmp_path / folder, f"p{i:02d}.jpg", seed=i, **kw) for i in range(n)]

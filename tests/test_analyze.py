@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 
 import skintrack
-from skintrack.analyze import analyze
-from skintrack.client import Client, RetryPolicy
-from skintrack.request import Params
+from skintrack.api.analyze import analyze
+from skintrack.api.client import Client, RetryPolicy
+from skintrack.api.request import Params
 
 from conftest import FIXTURES
 
@@ -53,7 +53,7 @@ def test_dry_run_calls_nothing(photos, tmp_path, run_cli):
 
 
 def test_refused_photos_are_named_with_their_rule(photos, tmp_path, emulator):
-    from skintrack.simulate import sample_photo
+    from skintrack.sample import sample_photo
 
     photos(2)
     sample_photo(tmp_path / "photos", "tiny.jpg", size=(150, 150))

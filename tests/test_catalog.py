@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 import skintrack
-from skintrack.catalog import metric_info
-from skintrack.schema import REGIONS
+from skintrack.tables.catalog import metric_info
+from skintrack.tables.schema import REGIONS
 
 CONTRACT_KEYS = """score.total score.acne score.pores score.pores.forehead score.dark_circle.left count.blackhead.nose
 count.enlarged_pore.forehead count.fine_line.glabella count.wrinkle.left_nasolabial count.acne.front area.oily.t_zone

@@ -4,8 +4,8 @@ import time
 import pytest
 
 import skintrack
-from skintrack.client import Client, RetryPolicy, classify
-from skintrack.request import Params, prepare_photo
+from skintrack.api.client import Client, RetryPolicy, classify
+from skintrack.api.request import Params, prepare_photo
 
 from conftest import load
 
@@ -23,7 +23,7 @@ def test_success_is_a_current_format_response_with_maps_and_marks(emulator, phot
         "wrinkle_mark", "melanin_mark", "forehead_wrinkle_list")))
     assert (reply.status, reply.attempts) == (200, 1)
     rows = skintrack.flatten(reply.document)
-    assert rows["extras"] == [{"path": "simulated", "value": '"SIMULATED by skintrack.simulate - not a real API response"'}]
+    assert rows["extras"] == [{"path": "simulated", "value": '"SIMULATED by skintrack.sample - not a real API response"'}]
     assert {m["name"] for m in rows["maps"]} == {"red_area", "water_area"}
     assert {o["kind"] for o in rows["outlines"]} >= {"wrinkle_outline", "melanin_mark"}
     again = client(emu).call(photo, Params(return_maps=("red_area", "water_area"), return_marks=(

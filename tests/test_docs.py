@@ -1,4 +1,5 @@
 """Docs that cannot go stale: public surface, docstring examples, CLI help, README commands."""
+import importlib
 import inspect
 import re
 from pathlib import Path
@@ -10,6 +11,35 @@ import skintrack
 from skintrack.cli import main
 
 ROOT = Path(__file__).parent.parent
+
+
+PUBLIC = {
+    "AnalyzeReport", "ApiError", "AuthError", "Client", "FaceQualityError", "IngestReport", "InvalidInput",
+    "InvalidManifest", "InvalidResponse", "Params", "ParameterError", "PhotoRejected", "RateLimited", "RetryPolicy",
+    "ServerError", "SkintrackError", "Study", "TransportError", "UnknownMetric", "UsageError", "analyze", "catalog",
+    "flatten", "ingest", "open",
+}
+
+
+def test_all_is_pinned():
+    """Adding to or removing from the public surface is a decision: change this list with it."""
+    assert set(skintrack.__all__) == PUBLIC and len(skintrack.__all__) == len(PUBLIC)
+
+
+def test_stage_packages_say_what_they_take_and_give():
+    for stage in ("api", "tables", "analysis", "show", "sample"):
+        doc = importlib.import_module(f"skintrack.{stage}").__doc__
+        assert doc and " in, " in doc.splitlines()[0] and " out" in doc.splitlines()[0], stage
+
+
+def test_no_import_runs_back_up_the_flow():
+    """tables <- sample <- api; tables <- analysis <- show; the top (cli, demo) may import any stage."""
+    allowed = {"tables": set(), "sample": {"tables"}, "api": {"tables", "sample"}, "analysis": {"tables"},
+               "show": {"tables", "analysis"}}
+    for stage, ok in allowed.items():
+        for path in (ROOT / "skintrack" / stage).glob("*.py"):
+            for other in re.findall(r"from \.\.(\w+)", path.read_text()):
+                assert other in ok | {"errors"} or other == "", (path.name, other)
 
 
 def test_all_is_the_public_surface():

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skintrack import InvalidResponse, flatten
-from skintrack.schema import BLOCKS, FIELDS
+from skintrack.tables.schema import BLOCKS, FIELDS
 
 from conftest import REAL, REAL_IDS, load
 

@@ -36,7 +36,7 @@ CONTRACT_COLUMNS = {
 
 @pytest.fixture(scope="module")
 def trial(tmp_path_factory):
-    from skintrack.simulate import sample_study_dir
+    from skintrack.sample import sample_study_dir
 
     src = sample_study_dir()
     study = tmp_path_factory.mktemp("trial")
@@ -60,7 +60,7 @@ def test_empty_study_has_every_view_typed(tmp_path):
 def test_manifest_and_subjects_are_joined(trial):
     s = skintrack.open(trial)
     row = s.sql("select subject_id, visit, taken_at, operator from analyses where source like '%S05_W8.json'").iloc[0]
-    manifest = [r for r in (Path(skintrack.simulate.sample_study_dir()) / "manifest.csv").read_text().splitlines()
+    manifest = [r for r in (Path(skintrack.sample.sample_study_dir()) / "manifest.csv").read_text().splitlines()
                 if "S05_W8" in r][0].split(",")
     assert (row["subject_id"], row["visit"], row["operator"]) == ("S05", "W8", manifest[4])
     assert str(row["taken_at"]).replace(" ", "T") == manifest[3]
@@ -79,7 +79,7 @@ def test_metrics_view_and_wide_agree(trial):
 
 def test_reingest_is_a_noop(trial):
     before = sorted(p.name for p in (trial / "batches").iterdir())
-    src = skintrack.simulate.sample_study_dir()
+    src = skintrack.sample.sample_study_dir()
     report = skintrack.ingest([src / "responses"], trial, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
     assert (report.added, report.skipped, report.sessions, report.subjects) == (0, 96, 0, 0)
     assert sorted(p.name for p in (trial / "batches").iterdir()) == before

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import skintrack
-from skintrack.ingest import content_id
+from skintrack.tables.ingest import content_id
 
 from conftest import REAL, REAL_IDS
 

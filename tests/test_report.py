@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from skintrack.report import CHROMIUM_FLAGS, build_report, chromium
+from skintrack.show.report import CHROMIUM_FLAGS, build_report, chromium
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +142,7 @@ def test_report_cli(run_cli, tmp_path):
 
 def test_a_study_without_arms_still_gets_a_report(tmp_path):
     import skintrack
-    from skintrack.simulate import sample_study_dir
+    from skintrack.sample import sample_study_dir
 
     src = sample_study_dir()
     skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv")  # no subjects CSV

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 import skintrack
-from skintrack.request import Params, prepare_photo
-from skintrack.simulate import sample_photo
+from skintrack.api.request import Params, prepare_photo
+from skintrack.sample import sample_photo
 
 
 def test_jpeg_by_content_not_by_extension(tmp_path):

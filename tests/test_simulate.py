@@ -5,7 +5,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import orjson
 import pytest
 
-from skintrack.simulate import Latent, build_response, simulate_trial
+from skintrack.sample import Latent, build_response, simulate_trial
 
 PIG, RETE, STRUCT = (0, 7, 11, 16), (0, 9, 15, 20), (0, 11, 19, 28)
 

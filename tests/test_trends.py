@@ -11,7 +11,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 import skintrack
-from skintrack.catalog import metric_info
+from skintrack.tables.catalog import metric_info
 
 from conftest import FIXTURES
 
@@ -210,7 +210,7 @@ def test_qc_flags_the_planted_capture_problems(s):
 
 
 def test_qc_limits_are_parameters(s):
-    from skintrack.qc import QCLimits
+    from skintrack.analysis.qc import QCLimits
 
     loose = s.qc(QCLimits(max_yaw=40, ratio_tolerance=0.6))
     assert set(loose.loc[loose.flagged, "subject_id"]) == {"S07"}
@@ -237,7 +237,7 @@ def test_unknown_metric_and_bad_grouping_are_clear(s):
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory, sample=None):
     """Edge cases: no baseline visit, a single visit, constant values, a metric missing for one analysis."""
-    from skintrack.simulate import sample_study_dir
+    from skintrack.sample import sample_study_dir
 
     src = sample_study_dir() / "responses"
     folder = tmp_path_factory.mktemp("edge")

@@ -15,8 +15,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from . import qc, store, trends, trial
-from .errors import UsageError
+from ..tables import store
+from . import qc, trends, trial
+from ..errors import UsageError
 
 
 class Study:
@@ -81,7 +82,7 @@ class Study:
         return rel.to_arrow_table().to_pandas() if rel is not None else pd.DataFrame()
 
 
-    # ---- longitudinal helpers (see skintrack.trends, skintrack.trial, skintrack.qc) -----------------------
+    # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def timeline(self, metric: str, exclude_flagged: bool = False) -> pd.DataFrame:
         """subject_id, visit, taken_at, days (since the subject's first session), value.
 

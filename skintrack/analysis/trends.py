@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .catalog import metric_info
-from .errors import UsageError
+from ..tables.catalog import metric_info
+from ..errors import UsageError
 from .qc import QC_SQL, QCLimits
 from .stats import t_interval, wilson
 

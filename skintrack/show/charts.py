@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
-from .catalog import metric_info
+from ..tables.catalog import metric_info
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold", "axes.spines.top": False,
@@ -263,7 +263,7 @@ def map_panels(before: Path, after: Path, name: str, photo_before: Path | None =
 
 def qc_overview(qc: pd.DataFrame) -> Figure:
     """How many analyses each QC reason flags, by visit."""
-    from .qc import FLAGS
+    from ..analysis.qc import FLAGS
 
     fig = _figure(6.4, 3.2)
     ax = _axes(fig, 1, 1, 1)

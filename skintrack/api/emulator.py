@@ -30,10 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 from PIL import Image, ImageDraw, ImageStat, UnidentifiedImageError
 
-from .api_codes import CODES
+from .codes import CODES
 from .request import COLORS, MARKS, MAPS, MAX_BYTES, MAX_SIDE, MIN_SIDE, SIDE_RESULTS
-from .schema import WRINKLE_REGIONS
-from .simulate import Latent, build_response
+from ..tables.schema import WRINKLE_REGIONS
+from ..sample.simulate import Latent, build_response
 
 PATH = "/api/portrait/analysis/skin-analysis-pro"
 JPEG_MAPS = {"red_area", "brown_area", "texture_enhanced_bw"}

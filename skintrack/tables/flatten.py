@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import orjson
 
-from .errors import InvalidResponse
+from ..errors import InvalidResponse
 from .schema import BLOCKS, FIELDS, JSON_TEXT_PATHS, LABELS, SEVERITY_100_BANDS, TABLES
 
 MAX_DEPTH = 48
@@ -193,7 +193,7 @@ def _points(node, path):
     """Check a list of {x, y} points; the response's own point objects are kept (no copy).
 
     The check here is structural and runs at C speed (every point has two keys); numeric types are
-    checked when the rows become Arrow arrays (see `skintrack.ingest`), which names the file on failure.
+    checked when the rows become Arrow arrays (see `skintrack.tables.ingest`), which names the file on failure.
     """
     if type(node) is list and (not node or set(map(len, node)) == _TWO):
         return node

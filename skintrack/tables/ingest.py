@@ -6,7 +6,7 @@ their content hash), so adding k responses to a study of N costs time in proport
 Example
 -------
 >>> import tempfile
->>> from skintrack.simulate import sample_study_dir
+>>> from skintrack.sample import sample_study_dir
 >>> report = ingest([sample_study_dir() / "responses"], tempfile.mkdtemp(),
 ...                 manifest=sample_study_dir() / "manifest.csv")
 >>> report.added, report.rejected
@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import store
-from .errors import InvalidInput, InvalidResponse
+from ..errors import InvalidInput, InvalidResponse
 from .flatten import flatten
 from .manifest import Manifest, read_subjects
 from .schema import TABLES

@@ -25,8 +25,8 @@ import orjson
 import requests
 import requests.adapters
 
-from .api_codes import CODES
-from .errors import (ApiError, AuthError, FaceQualityError, ParameterError, RateLimited, ServerError,
+from .codes import CODES
+from ..errors import (ApiError, AuthError, FaceQualityError, ParameterError, RateLimited, ServerError,
                      TransportError, UsageError)
 from .request import Params, Photo
 

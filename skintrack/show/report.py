@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__, charts
-from .catalog import metric_info
-from .errors import UsageError
-from .qc import FLAGS
+from .. import __version__
+from ..analysis.qc import FLAGS
+from ..errors import UsageError
+from ..tables.catalog import metric_info
+from . import charts
 
 DEFAULT_METRICS = ("score.total", "score.water", "score.rough", "score.melanin", "score.pores")
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -92,7 +93,7 @@ class _Builder:
         self.parts.append("<h2>The study at a glance</h2>")
         if simulated:
             self.parts.append(f'<p class="simulated"><b>SIMULATED DATA.</b> {simulated} of the responses in this '
-                              "study say they were simulated (skintrack.simulate); no real person is behind them.</p>")
+                              "study say they were simulated (skintrack.sample); no real person is behind them.</p>")
         rows = [("Subjects", int(n["subjects"])), ("Arms", ", ".join(f"{a} ({k})" for a, k in arms.items()) or "none"),
                 ("Visits", " / ".join(map(str, s.visits)) or "none"), ("Analyses", int(n["analyses"])),
                 ("Analyses the API could not do", int(n["analyses"] - n["ok"])),

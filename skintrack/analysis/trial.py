@@ -1,6 +1,6 @@
 """Trial statistics: paired tests against baseline, between-arm comparisons and mixed models.
 
-The data come from `skintrack.trends` (DuckDB); the tests and models are scipy and statsmodels.
+The data come from `skintrack.analysis.trends` (DuckDB); the tests and models are scipy and statsmodels.
 
 Example
 -------
@@ -14,8 +14,8 @@ import warnings
 
 import pandas as pd
 
-from .catalog import metric_info
-from .errors import UsageError
+from ..tables.catalog import metric_info
+from ..errors import UsageError
 from .stats import adjust, paired, two_sample
 from .trends import change_from_baseline, observations
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import orjson
 
-from .schema import (COUNT_BINS, FINE_LINE_REGIONS, HA_BINS, ITA_BINS, OILY_REGIONS, WRINKLE_COUNT_REGIONS,
+from ..tables.schema import (COUNT_BINS, FINE_LINE_REGIONS, HA_BINS, ITA_BINS, OILY_REGIONS, WRINKLE_COUNT_REGIONS,
                      WRINKLE_REGIONS)
 
-LABEL = "SIMULATED by skintrack.simulate - not a real API response"
+LABEL = "SIMULATED by skintrack.sample - not a real API response"
 VISITS = {"D0": 0, "W4": 28, "W8": 56, "W12": 84}
 DARK_CIRCLE_POINTS = {"pigment": (0, 7, 11, 16), "rete": (0, 9, 15, 20), "structural": (0, 11, 19, 28)}
 SCORE_FLOORS = {"total_score": 70, "dark_circle_score": 30}
@@ -152,62 +152,90 @@ def _wrinkle_score(region_scores: list[int]) -> int:
 
 
 def build_response(z: Latent, rng: random.Random, size=(1000, 1000), request_id="SIMULATED") -> dict:
-    """A full current-format (v1.7.6) response for the face `z`, without maps or marks."""
-    D = Decimal
+    """A full current-format (v1.7.6) response for the face `z`, without maps or marks.
+
+    The steps draw from `rng` in a fixed order, so a seed gives the same bytes on every run.
+    """
     width, height = size
     face_size = int(min(width, height) * 0.55)
     face = ((width - face_size) // 2, (height - face_size) // 2, face_size)
+    m = _measures(z, rng, face)
+    scores = _scores(m)
+    result = {**_graded(z, m, rng), **_regional(m, scores, face, rng), **_capture(z, m, face, rng)}
+    fx, fy, fs = face
+    return {"simulated": LABEL, "request_id": request_id, "log_id": "SIMULATED", "error_code": 0,
+            "error_detail": {"status_code": 200, "code": "", "code_message": "", "message": ""},
+            "face_rectangle": {"top": fy, "left": fx, "width": fs, "height": fs}, "result": result}
+
+
+def _area(x) -> float:
+    return round(_clip(x, 0, 1), 3)
+
+
+def _measures(z: Latent, rng: random.Random, face) -> dict:
+    """What the photo shows, in the API's units: counts, detections, dark-circle grades, wrinkles, areas."""
     pores = {"forehead": round(z.pores_forehead), "left_cheek": round(z.pores_left_cheek),
              "right_cheek": round(z.pores_right_cheek), "chin": round(z.pores_chin)}
-    pores = {k: max(0, v) for k, v in pores.items()}
-    blackheads = max(0, round(z.blackheads))
-    water, rough = round(_clip(z.water_severity, 0, 100)), round(_clip(z.rough_severity, 0, 100))
-    melanin, sensitivity = round(_clip(z.melanin, 0, 100)), round(_clip(z.sensitivity, 0, 100))
-    load = max(0.0, z.wrinkle_load)
-    wrinkle_counts = {r: max(0, round(load * rng.uniform(2, 12))) for r in WRINKLE_COUNT_REGIONS}
-    fine_counts = {r: max(0, round(load * rng.uniform(4, 25))) for r in FINE_LINE_REGIONS}
-    det = {k: _boxes(rng, max(0, round(n)), face) for k, n in
-           [("acne", z.acne), ("acne_pustule", z.acne / 6), ("acne_nodule", 0), ("acne_mark", z.acne / 2),
-            ("closed_comedones", z.comedones), ("mole", rng.random() < 0.3), ("brown_spot", z.spots)]}
-
-    region_pore_score = {"forehead": 100 - pores["forehead"] * D("0.1"), "leftcheek": 100 - pores["left_cheek"] * D("0.22"),
-                         "rightcheek": 100 - pores["right_cheek"] * D("0.22"), "jaw": 100 - pores["chin"] * D("0.16")}
-    pores_type = {f"pores_{k}_score": half_up(_clip(v, 0, 100)) for k, v in region_pore_score.items()}
-    dark = {}
+    m = {"pores": {k: max(0, v) for k, v in pores.items()}, "blackheads": max(0, round(z.blackheads)),
+         "water": round(_clip(z.water_severity, 0, 100)), "rough": round(_clip(z.rough_severity, 0, 100)),
+         "melanin": round(_clip(z.melanin, 0, 100)), "sensitivity": round(_clip(z.sensitivity, 0, 100)),
+         "load": max(0.0, z.wrinkle_load)}
+    load = m["load"]
+    m["wrinkle_counts"] = {r: max(0, round(load * rng.uniform(2, 12))) for r in WRINKLE_COUNT_REGIONS}
+    m["fine_counts"] = {r: max(0, round(load * rng.uniform(4, 25))) for r in FINE_LINE_REGIONS}
+    m["det"] = {k: _boxes(rng, max(0, round(n)), face) for k, n in
+                [("acne", z.acne), ("acne_pustule", z.acne / 6), ("acne_nodule", 0), ("acne_mark", z.acne / 2),
+                 ("closed_comedones", z.comedones), ("mole", rng.random() < 0.3), ("brown_spot", z.spots)]}
+    m["dark"] = {}
     for side in ("left", "right"):
         shift = 0 if side == "left" else rng.choice((-1, 0, 0, 1))
-        grades = {k: int(_clip(getattr(z, f"dark_{k}") + shift, 0, 3)) for k in DARK_CIRCLE_POINTS}
-        dark[side] = grades
-    dc_side = {s: 100 - sum(DARK_CIRCLE_POINTS[k][g] for k, g in dark[s].items()) for s in dark}
+        m["dark"][side] = {k: int(_clip(getattr(z, f"dark_{k}") + shift, 0, 3)) for k in DARK_CIRCLE_POINTS}
+    m["wrinkle_info"] = _wrinkle_info(load, m["wrinkle_counts"], m["fine_counts"], rng)
+    oily = {r: round(_clip(z.oily_area * rng.uniform(0.6, 1.6), 0, 1), 2) for r in OILY_REGIONS}
+    oily["full_face"] = round(_clip(z.oily_area, 0, 1), 2)
+    m["oily_areas"] = oily
+    m["water_area"] = _area(m["water"] / 100 * rng.uniform(0.6, 1.2))
+    m["rough_area"] = _area(m["rough"] / 100 * rng.uniform(1.2, 2.0))
+    m["brown_area"] = _area(m["melanin"] / 100 * rng.uniform(0.3, 0.6))
+    return m
 
-    wrinkle_info, region_scores = {}, []
+
+def _wrinkle_info(load: float, wrinkle_counts: dict, fine_counts: dict, rng: random.Random) -> dict:
+    """The twelve `*_wrinkle_info` blocks."""
+    out = {}
     for region in WRINKLE_REGIONS:
         count_key = {"left_eye": "left_undereye", "right_eye": "right_undereye"}.get(region, region)
         deep, shallow = wrinkle_counts[count_key], fine_counts.get(count_key, 0)
-        score = int(_clip(round(load * 60 * rng.uniform(0.5, 1.5)) if deep + shallow else 0, 0, 100))
-        region_scores.append(score)
-        level = _bin(score, (9, 29, 59))
-        wrinkle_info[region] = {
-            "wrinkle_score": score, "wrinkle_severity_level": level,
-            "wrinkle_norm_length": round(load * rng.uniform(0.2, 1.2), 6) if deep + shallow else 0,
-            "wrinkle_norm_depth": round(_clip(load * rng.uniform(0.3, 1.0), 0, 1), 6) if deep + shallow else 0,
-            "wrinkle_pixel_density": round(load * rng.uniform(0.05, 1.1), 6) if deep + shallow else 0,
-            "wrinkle_area_ratio": round(_clip(load * rng.uniform(0.01, 0.1), 0, 1), 6) if deep + shallow else 0,
-            "wrinkle_deep_ratio": round(deep / (deep + shallow), 6) if deep + shallow else 0,
+        lined = deep + shallow > 0
+        score = int(_clip(round(load * 60 * rng.uniform(0.5, 1.5)) if lined else 0, 0, 100))
+        out[region] = {
+            "wrinkle_score": score, "wrinkle_severity_level": _bin(score, (9, 29, 59)),
+            "wrinkle_norm_length": round(load * rng.uniform(0.2, 1.2), 6) if lined else 0,
+            "wrinkle_norm_depth": round(_clip(load * rng.uniform(0.3, 1.0), 0, 1), 6) if lined else 0,
+            "wrinkle_pixel_density": round(load * rng.uniform(0.05, 1.1), 6) if lined else 0,
+            "wrinkle_area_ratio": round(_clip(load * rng.uniform(0.01, 0.1), 0, 1), 6) if lined else 0,
+            "wrinkle_deep_ratio": round(deep / (deep + shallow), 6) if lined else 0,
             "wrinkle_deep_num": deep, "wrinkle_shallow_num": shallow}
+    return out
 
-    oily_areas = {r: round(_clip(z.oily_area * rng.uniform(0.6, 1.6), 0, 1), 2) for r in OILY_REGIONS}
-    oily_areas["full_face"] = round(_clip(z.oily_area, 0, 1), 2)
-    oily_score = _oily_score(oily_areas["full_face"])
+
+def _scores(m: dict) -> dict:
+    """`score_info` by the documented formulas (degree-score.mdx), half-up rounded, with the floors."""
+    D, pores, det = Decimal, m["pores"], m["det"]
+    region_pore_score = {"forehead": 100 - pores["forehead"] * D("0.1"), "leftcheek": 100 - pores["left_cheek"] * D("0.22"),
+                         "rightcheek": 100 - pores["right_cheek"] * D("0.22"), "jaw": 100 - pores["chin"] * D("0.16")}
+    pores_type = {f"pores_{k}_score": half_up(_clip(v, 0, 100)) for k, v in region_pore_score.items()}
+    dc_side = {s: 100 - sum(DARK_CIRCLE_POINTS[k][g] for k, g in m["dark"][s].items()) for s in m["dark"]}
+    oily_score = _oily_score(m["oily_areas"]["full_face"])
     scores = {
         "pores_score": half_up(D(sum(pores_type.values())) / 4),
-        "blackhead_score": half_up(_clip(100 - blackheads * D("0.3"), 0, 100)),
+        "blackhead_score": half_up(_clip(100 - m["blackheads"] * D("0.3"), 0, 100)),
         "acne_score": half_up(_clip(100 - det["closed_comedones"]["count"] * D("1.7") - det["acne"]["count"] * D("2.4")
                                     - det["acne_pustule"]["count"] * D("4.8") - det["acne_nodule"]["count"] * D("9.8"),
                                     0, 100)),
-        "water_score": 100 - water, "rough_score": 100 - rough, "melanin_score": 100 - melanin,
-        "sensitivity_score": 100 - sensitivity, "oily_intensity_score": oily_score,
-        "wrinkle_score": _wrinkle_score(region_scores),
+        "water_score": 100 - m["water"], "rough_score": 100 - m["rough"], "melanin_score": 100 - m["melanin"],
+        "sensitivity_score": 100 - m["sensitivity"], "oily_intensity_score": oily_score,
+        "wrinkle_score": _wrinkle_score([w["wrinkle_score"] for w in m["wrinkle_info"].values()]),
         "dark_circle_score": max(SCORE_FLOORS["dark_circle_score"], 100 - (100 - dc_side["left"]) - (100 - dc_side["right"])),
     }
     scores["skin_type_score"] = half_up(100 - D(scores["water_score"] + oily_score) / 2)
@@ -215,101 +243,108 @@ def build_response(z: Latent, rng: random.Random, size=(1000, 1000), request_id=
               + scores["melanin_score"]) * D("1.2") + (scores["water_score"] + oily_score + scores["rough_score"])
              * D("0.5") + scores["sensitivity_score"] + scores["dark_circle_score"]) / 10
     scores["total_score"] = max(SCORE_FLOORS["total_score"], half_up(total))
+    return {**scores, "pores_type_score": pores_type, "dark_circle_type_score": {
+        "left_dark_circle_score": dc_side["left"], "right_dark_circle_score": dc_side["right"]}}
 
-    def area(x):
-        return round(_clip(x, 0, 1), 3)
 
-    water_area = area(water / 100 * rng.uniform(0.6, 1.2))
-    rough_area = area(rough / 100 * rng.uniform(1.2, 2.0))
-    brown_area = area(melanin / 100 * rng.uniform(0.3, 0.6))
-    ita, ha = round(z.ita, 6), round(_clip(z.ha, 0, 90), 6)
-    skin_type = 3 if oily_areas["t_zone"] > 0.3 and oily_areas["left_cheek"] < 0.3 else (
-        0 if oily_areas["full_face"] > 0.4 else 1 if water > 45 else 2)
+def _graded(z: Latent, m: dict, rng: random.Random) -> dict:
+    """Presence flags, grades, skin type and tone classes, with confidences."""
+    load, pores, oily, wc, fc, dark = m["load"], m["pores"], m["oily_areas"], m["wrinkle_counts"], m["fine_counts"], m["dark"]
+    conf = lambda: round(rng.uniform(0.5, 1.0), 8)  # noqa: E731
+    skin_type = 3 if oily["t_zone"] > 0.3 and oily["left_cheek"] < 0.3 else (
+        0 if oily["full_face"] > 0.4 else 1 if m["water"] > 45 else 2)
     grade = {"forehead": _bin(pores["forehead"], COUNT_BINS["pores.forehead"]),
              "left_cheek": _bin(pores["left_cheek"], COUNT_BINS["pores.left_cheek"]),
              "right_cheek": _bin(pores["right_cheek"], COUNT_BINS["pores.right_cheek"]),
              "jaw": _bin(pores["chin"], COUNT_BINS["pores.chin"])}
-    presence = {k: int(v > 0) for k, v in [("forehead_wrinkle", wrinkle_counts["forehead"]),
-                                           ("crows_feet", wrinkle_counts["left_crowsfeet"] + wrinkle_counts["right_crowsfeet"]),
-                                           ("eye_finelines", fine_counts["left_undereye"] + fine_counts["right_undereye"]),
-                                           ("glabella_wrinkle", wrinkle_counts["glabella"]),
-                                           ("nasolabial_fold", wrinkle_counts["left_nasolabial"] + wrinkle_counts["right_nasolabial"])]}
+    presence = {"forehead_wrinkle": wc["forehead"], "crows_feet": wc["left_crowsfeet"] + wc["right_crowsfeet"],
+                "eye_finelines": fc["left_undereye"] + fc["right_undereye"], "glabella_wrinkle": wc["glabella"],
+                "nasolabial_fold": wc["left_nasolabial"] + wc["right_nasolabial"]}
     dc_type = 0 if not any(dark["left"].values()) else 1 + max(range(3), key=lambda i: list(dark["left"].values())[i])
-    conf = lambda: round(rng.uniform(0.5, 1.0), 8)  # noqa: E731
-    result = {
-        "skin_age": {"value": int(_clip(round(z.skin_age), 10, 90))},
-        "eye_pouch": {"value": int(load > 0.4), "confidence": conf()},
-        "dark_circle": {"value": dc_type, "confidence": conf()},
-        "dark_circle_severity": {"value": int(_clip(max(dark["left"].values()) - 1, 0, 2)), "confidence": conf()},
-    }
+    out = {"skin_age": {"value": int(_clip(round(z.skin_age), 10, 90))},
+           "eye_pouch": {"value": int(load > 0.4), "confidence": conf()},
+           "dark_circle": {"value": dc_type, "confidence": conf()},
+           "dark_circle_severity": {"value": int(_clip(max(dark["left"].values()) - 1, 0, 2)), "confidence": conf()}}
     if load > 0.4:
-        result["eye_pouch_severity"] = {"value": int(_clip(round(load * 2) - 1, 0, 2)), "confidence": conf()}
-    for k, v in presence.items():
-        result[k] = {"value": v, "confidence": conf()}
-        if v and k in ("eye_finelines", "nasolabial_fold"):
-            result[f"{k}_severity"] = {"value": int(_clip(round(load * 3) - 1, 0, 2)), "confidence": conf()}
-    result["skin_type"] = {"skin_type": skin_type, "details": [
+        out["eye_pouch_severity"] = {"value": int(_clip(round(load * 2) - 1, 0, 2)), "confidence": conf()}
+    for k, n in presence.items():
+        out[k] = {"value": int(n > 0), "confidence": conf()}
+        if n > 0 and k in ("eye_finelines", "nasolabial_fold"):
+            out[f"{k}_severity"] = {"value": int(_clip(round(load * 3) - 1, 0, 2)), "confidence": conf()}
+    out["skin_type"] = {"skin_type": skin_type, "details": [
         {"value": int(i == skin_type), "confidence": round(0.7 if i == skin_type else 0.1, 8)} for i in range(4)]}
     for api, g in grade.items():
-        result[f"pores_{api}"] = {"value": g, "confidence": 1}
-    result["blackhead"] = {"value": _bin(blackheads, COUNT_BINS["blackhead"]), "confidence": 1}
-    result["skintone_ita"] = {"ITA": ita, "skintone": ita_class(ita)}
-    result["skin_hue_ha"] = {"HA": ha, "skin_hue": ha_class(ha)}
-    result["sensitivity"] = {"sensitivity_area": area(z.sensitivity_area or sensitivity / 100 * 0.4),
-                             "sensitivity_intensity": sensitivity}
-    result.update(det)
-    result["blackhead_count"] = blackheads
-    result["skintone"] = {"value": min(4, max(0, ita_class(ita) - 1)) if ita_class(ita) < 6 else 2,
-                          "confidence": conf()}
-    result["fine_line"] = {f"{r}_count": fine_counts[r] for r in FINE_LINE_REGIONS}
-    result["wrinkle_count"] = {f"{r}_count": wrinkle_counts[r] for r in WRINKLE_COUNT_REGIONS}
-    result["oily_intensity"] = {r: {"area": oily_areas[r], "intensity": _bin(oily_areas[r], (0.2, 0.4))}
-                                for r in OILY_REGIONS}
-    result["enlarged_pore_count"] = {f"{k}_count": v for k, v in pores.items()}
-    result["melanin"] = {"brown_area": brown_area, "melanin_concentration": melanin,
-                         "brown_forehead": area(brown_area * rng.uniform(0.6, 1.4)),
-                         "brown_leftcheek": area(brown_area * rng.uniform(0.6, 1.4)),
-                         "brown_rightcheek": area(brown_area * rng.uniform(0.6, 1.4))}
+        out[f"pores_{api}"] = {"value": g, "confidence": 1}
+    out["blackhead"] = {"value": _bin(m["blackheads"], COUNT_BINS["blackhead"]), "confidence": 1}
+    ita, ha = round(z.ita, 6), round(_clip(z.ha, 0, 90), 6)
+    out["skintone_ita"] = {"ITA": ita, "skintone": ita_class(ita)}
+    out["skin_hue_ha"] = {"HA": ha, "skin_hue": ha_class(ha)}
+    out["sensitivity"] = {"sensitivity_area": _area(z.sensitivity_area or m["sensitivity"] / 100 * 0.4),
+                          "sensitivity_intensity": m["sensitivity"]}
+    out.update(m["det"])
+    out["blackhead_count"] = m["blackheads"]
+    out["skintone"] = {"value": min(4, max(0, ita_class(ita) - 1)) if ita_class(ita) < 6 else 2, "confidence": conf()}
+    return out
+
+
+def _regional(m: dict, scores: dict, face, rng: random.Random) -> dict:
+    """Counts, areas and severities per region, the wrinkle blocks and the scores."""
+    out = {"fine_line": {f"{r}_count": m["fine_counts"][r] for r in FINE_LINE_REGIONS},
+           "wrinkle_count": {f"{r}_count": m["wrinkle_counts"][r] for r in WRINKLE_COUNT_REGIONS},
+           "oily_intensity": {r: {"area": m["oily_areas"][r], "intensity": _bin(m["oily_areas"][r], (0.2, 0.4))}
+                              for r in OILY_REGIONS},
+           "enlarged_pore_count": {f"{k}_count": v for k, v in m["pores"].items()}}
+    brown = m["brown_area"]
+    out["melanin"] = {"brown_area": brown, "melanin_concentration": m["melanin"],
+                      **{f"brown_{r}": _area(brown * rng.uniform(0.6, 1.4)) for r in ("forehead", "leftcheek", "rightcheek")}}
     for side in ("right", "left"):
         for kind in ("rete", "pigment", "structural"):
-            result[f"{side}_dark_circle_{kind}"] = {"value": dark[side][kind]}
+            out[f"{side}_dark_circle_{kind}"] = {"value": m["dark"][side][kind]}
+    out["dark_circle_mark"] = _eye_rects(face)
+    for name, regions in (("water", ("forehead", "leftcheek", "rightcheek")),
+                          ("rough", ("forehead", "leftcheek", "rightcheek", "jaw"))):
+        whole = m[f"{name}_area"]
+        out[name] = {f"{name}_severity": m[name], f"{name}_area": whole,
+                     **{f"{name}_{r}": {"area": _area(whole * rng.uniform(0.6, 1.4))} for r in regions}}
+    level = {r: w["wrinkle_severity_level"] for r, w in m["wrinkle_info"].items()}
+    for side in ("left", "right"):
+        out[f"{side}_mouth_wrinkle_severity"] = {"value": level[f"{side}_mouth"]}
+    out["forehead_wrinkle_severity"] = {"value": level["forehead"]}
+    for side in ("left", "right"):
+        out[f"{side}_crows_feet_severity"] = {"value": level[f"{side}_crowsfeet"]}
+        out[f"{side}_eye_finelines_severity"] = {"value": level[f"{side}_eye"]}
+    out["glabella_wrinkle_severity"] = {"value": level["glabella"]}
+    for kind in ("nasolabial_fold", "cheek_wrinkle"):
+        region = {"nasolabial_fold": "nasolabial", "cheek_wrinkle": "cheek"}[kind]
+        for side in ("left", "right"):
+            out[f"{side}_{kind}_severity"] = {"value": level[f"{side}_{region}"]}
+    for region, info in m["wrinkle_info"].items():
+        out[f"{region}_wrinkle_info"] = info
+    out["score_info"] = scores
+    return out
+
+
+def _eye_rects(face) -> dict:
     fx, fy, fs = face
-    eye = {"left_eye_rect": {"left": fx + fs // 8, "top": fy + fs // 3, "width": fs // 3, "height": fs // 4},
-           "right_eye_rect": {"left": fx + fs // 2 + fs // 8, "top": fy + fs // 3, "width": fs // 3, "height": fs // 4}}
-    result["dark_circle_mark"] = eye
-    result["water"] = {"water_severity": water, "water_area": water_area,
-                       **{f"water_{r}": {"area": area(water_area * rng.uniform(0.6, 1.4))}
-                          for r in ("forehead", "leftcheek", "rightcheek")}}
-    result["rough"] = {"rough_severity": rough, "rough_area": rough_area,
-                       **{f"rough_{r}": {"area": area(rough_area * rng.uniform(0.6, 1.4))}
-                          for r in ("forehead", "leftcheek", "rightcheek", "jaw")}}
-    for side in ("left", "right"):
-        result[f"{side}_mouth_wrinkle_severity"] = {"value": wrinkle_info[f"{side}_mouth"]["wrinkle_severity_level"]}
-    result["forehead_wrinkle_severity"] = {"value": wrinkle_info["forehead"]["wrinkle_severity_level"]}
-    for side in ("left", "right"):
-        result[f"{side}_crows_feet_severity"] = {"value": wrinkle_info[f"{side}_crowsfeet"]["wrinkle_severity_level"]}
-        result[f"{side}_eye_finelines_severity"] = {"value": wrinkle_info[f"{side}_eye"]["wrinkle_severity_level"]}
-    result["glabella_wrinkle_severity"] = {"value": wrinkle_info["glabella"]["wrinkle_severity_level"]}
-    for side in ("left", "right"):
-        result[f"{side}_nasolabial_fold_severity"] = {"value": wrinkle_info[f"{side}_nasolabial"]["wrinkle_severity_level"]}
-    for side in ("left", "right"):
-        result[f"{side}_cheek_wrinkle_severity"] = {"value": wrinkle_info[f"{side}_cheek"]["wrinkle_severity_level"]}
-    for region, info in wrinkle_info.items():
-        result[f"{region}_wrinkle_info"] = info
-    result["score_info"] = {**scores, "pores_type_score": pores_type, "dark_circle_type_score": {
-        "left_dark_circle_score": dc_side["left"], "right_dark_circle_score": dc_side["right"]}}
-    result["left_eye_pouch_rect"], result["right_eye_pouch_rect"] = eye["left_eye_rect"], eye["right_eye_rect"]
-    result["melasma"] = {"value": int(melanin > 20), "confidence": conf()}
-    result["freckle"] = {"value": int(det["brown_spot"]["count"] > 25), "confidence": conf()}
-    result["image_quality"] = {
-        "face_rect": {"left": fx, "top": fy - fs // 5, "width": fs, "height": int(fs * 1.35)},
-        "face_ratio": round(_clip(z.face_ratio, 0.01, 1), 8), "hair_occlusion": round(_clip(z.hair_occlusion, 0, 1), 8),
-        "face_orientation": {"yaw": round(z.yaw, 6), "pitch": round(z.pitch, 6), "roll": round(z.roll, 6)},
-        "glasses": int(z.glasses)}
-    result["sensitivity_type_v1"] = int(sensitivity > 30)
-    return {"simulated": LABEL, "request_id": request_id, "log_id": "SIMULATED", "error_code": 0,
-            "error_detail": {"status_code": 200, "code": "", "code_message": "", "message": ""},
-            "face_rectangle": {"top": fy, "left": fx, "width": fs, "height": fs}, "result": result}
+    return {"left_eye_rect": {"left": fx + fs // 8, "top": fy + fs // 3, "width": fs // 3, "height": fs // 4},
+            "right_eye_rect": {"left": fx + fs // 2 + fs // 8, "top": fy + fs // 3, "width": fs // 3, "height": fs // 4}}
+
+
+def _capture(z: Latent, m: dict, face, rng: random.Random) -> dict:
+    """Eye-pouch boxes, melasma and freckle flags, and the image-quality block (pose, distance, glasses)."""
+    eye = _eye_rects(face)
+    conf = lambda: round(rng.uniform(0.5, 1.0), 8)  # noqa: E731
+    fx, fy, fs = face
+    return {"left_eye_pouch_rect": eye["left_eye_rect"], "right_eye_pouch_rect": eye["right_eye_rect"],
+            "melasma": {"value": int(m["melanin"] > 20), "confidence": conf()},
+            "freckle": {"value": int(m["det"]["brown_spot"]["count"] > 25), "confidence": conf()},
+            "image_quality": {
+                "face_rect": {"left": fx, "top": fy - fs // 5, "width": fs, "height": int(fs * 1.35)},
+                "face_ratio": round(_clip(z.face_ratio, 0.01, 1), 8),
+                "hair_occlusion": round(_clip(z.hair_occlusion, 0, 1), 8),
+                "face_orientation": {"yaw": round(z.yaw, 6), "pitch": round(z.pitch, 6), "roll": round(z.roll, 6)},
+                "glasses": int(z.glasses)},
+            "sensitivity_type_v1": int(m["sensitivity"] > 30)}
 
 
 # ---- the sample trial -------------------------------------------------------------------------------
@@ -366,12 +401,12 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
             w.writeheader()
             w.writerows(rows)
     (out / "README.md").write_text(
-        "# Sample trial (SIMULATED)\n\nEvery file here is **simulated** by `skintrack.simulate.simulate_trial"
+        "# Sample trial (SIMULATED)\n\nEvery file here is **simulated** by `skintrack.sample.simulate_trial"
         f"(seed={seed})`: {subjects} subjects, arms `active` and `placebo`, visits D0/W4/W8/W12. It is not real "
         "data and no real person is behind it.\n\nThe simulated product lowers dehydration "
         "(`severity.water`, so `score.water` rises), roughness and pigmentation over 12 weeks; every other metric "
         "only varies from visit to visit. Three captures carry planted problems for QC to catch: S03 W8 (head "
-        "turned 36 deg), S07 W4 (glasses), S11 W12 (camera closer).\n\nRegenerate with `python -m skintrack.simulate "
+        "turned 36 deg), S07 W4 (glasses), S11 W12 (camera closer).\n\nRegenerate with `python -m skintrack.sample "
         "data/sample-trial`.\n")
     return out
 
@@ -396,7 +431,7 @@ def sample_photo(folder, name: str = "photo.jpg", size=(800, 800), seed: int = 0
 
 def sample_study_dir() -> Path:
     """The sample trial's folder: the repository's `data/sample-trial`, else regenerated into a cache folder."""
-    repo = Path(__file__).resolve().parent.parent / "data" / "sample-trial"
+    repo = Path(__file__).resolve().parents[2] / "data" / "sample-trial"
     if (repo / "manifest.csv").exists():
         return repo
     cache = Path.home() / ".cache" / "skintrack" / "sample-trial"
@@ -404,8 +439,3 @@ def sample_study_dir() -> Path:
         simulate_trial(cache)
     return cache
 
-
-if __name__ == "__main__":
-    import sys
-
-    print(simulate_trial(sys.argv[1] if len(sys.argv) > 1 else "data/sample-trial"))

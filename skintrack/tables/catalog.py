@@ -1,4 +1,4 @@
-"""The metric catalog: one row per metric key, derived from the declarations in `skintrack.schema`.
+"""The metric catalog: one row per metric key, derived from the declarations in `skintrack.tables.schema`.
 
 Example
 -------
@@ -15,7 +15,7 @@ import json
 
 import pandas as pd
 
-from .errors import UnknownMetric
+from ..errors import UnknownMetric
 from .schema import DECLARED_BLOCKS, DECLARED_FIELDS, DETECTION_KINDS, LABELS, REGIONS, SEVERITY_100_BANDS
 
 COLUMNS = ["key", "family", "feature", "region", "measure", "description", "unit", "range", "lo", "hi",

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import PhotoRejected, UsageError
-from .schema import MAP_NAMES
+from ..errors import PhotoRejected, UsageError
+from ..tables.schema import MAP_NAMES
 
 MAX_BYTES = 8 * 1024 * 1024
 MIN_SIDE, MAX_SIDE = 200, 4096  # exclusive: larger than 200x200, smaller than 4096x4096

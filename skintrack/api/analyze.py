@@ -8,7 +8,7 @@ at most the calls in flight; a re-run finishes the job.
 Example
 -------
 >>> import tempfile
->>> from skintrack.simulate import sample_photo
+>>> from skintrack.sample import sample_photo
 >>> r = analyze([sample_photo(tempfile.mkdtemp())], tempfile.mkdtemp(), dry_run=True)
 >>> (r.planned, r.skipped, r.invalid)
 (1, 0, [])
@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from .archive import Archive, envelope
 from .client import Client
-from .errors import ApiError, PhotoRejected, UsageError
-from .ingest import IngestReport, ingest
-from .manifest import Manifest
+from ..errors import ApiError, PhotoRejected, UsageError
+from ..tables.ingest import IngestReport, ingest
+from ..tables.manifest import Manifest
 from .request import Params, prepare_photo
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".gif"}

@@ -32,7 +32,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
 from .catalog import metric_keys
-from .errors import UsageError
+from ..errors import UsageError
 from .schema import TABLES, WRINKLE_MEASURES
 
 RESPONSE_TABLES = [t for t in TABLES if t not in ("sources",)]

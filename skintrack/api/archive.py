@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from .store import write_atomic
+from ..tables.store import write_atomic
 
 
 class Archive:

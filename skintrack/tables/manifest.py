@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import InvalidManifest
+from ..errors import InvalidManifest
 
 FIXED = ("file", "subject_id", "visit", "taken_at")
 
