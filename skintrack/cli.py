@@ -1,10 +1,11 @@
 """The `skintrack` command: parse options, call one library function, print.
 
 Exit status: 0 when everything was taken, 1 when any input was rejected or any photo failed,
-2 on a usage error (bad option, unreadable manifest, unknown metric).
+2 on a usage error (bad option, unreadable manifest, unknown metric), 3 when the disk is full.
 """
 from __future__ import annotations
 
+import errno
 import json
 import sys
 
@@ -12,6 +13,9 @@ import click
 
 from . import __version__
 from .errors import InvalidManifest, SkintrackError, UnknownMetric, UsageError
+
+
+DISK_FULL = 3
 
 
 class _Group(click.Group):
@@ -25,6 +29,14 @@ class _Group(click.Group):
             ctx.exit(2)
         except SkintrackError as e:
             click.echo(f"Error: {e}", err=True)
+            ctx.exit(1)
+        except OSError as e:  # the machine said no: a full disk, a folder we may not write, ...
+            where = f" ({e.filename})" if e.filename else ""
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                click.echo(f"Error: the disk is full{where}. Nothing half-written is visible; free some space and "
+                           "run the same command again to finish.", err=True)
+                ctx.exit(DISK_FULL)
+            click.echo(f"Error: {e.strerror or e}{where}", err=True)
             ctx.exit(1)
 
 
@@ -57,6 +69,8 @@ def ingest(sources, study, manifest, subjects, workers, batch_size, quiet):
     report = run(sources, study, manifest=manifest, subjects=subjects, workers=workers,
                  progress=not quiet, chunk_size=batch_size)
     _print_rejects(report.rejected)
+    for where, what in report.warnings:
+        click.echo(f"warning: {where}: {what}", err=True)
     click.echo(f"ingested {report.added} new analyses, skipped {report.skipped} already held, "
                f"rejected {len(report.rejected)}; sessions assigned {report.sessions}, subjects {report.subjects} "
                f"({report.seconds:.1f} s) into {study}")
@@ -181,9 +195,10 @@ def _open(study):
 
     from .analysis.study import open as open_study
 
+    s = open_study(study)  # a missing folder is an error there
     if not os.path.isdir(os.path.join(study, "batches")):
-        raise UsageError(f"{study}: not a study (no batches/ folder); ingest something first")
-    return open_study(study)
+        raise UsageError(f"{study}: not a study (nothing ingested yet); ingest something first")
+    return s
 
 
 VIEWS = ("timeline", "change", "slopes", "cohort", "responders", "mixed")
@@ -240,6 +255,22 @@ def compare(study, metrics, baseline, followup, visit, test, exclude_flagged, fm
     else:
         raise UsageError("give --baseline and --followup, or --arms VISIT")
     _emit(df, fmt)
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@_output
+def check(study, fmt):
+    """List every problem of assignment in a study: unknown subjects, doubled visits, odd visit labels, ...
+
+    Exit status 1 when there is any. Example: skintrack check trial
+    """
+    df = _open(study).check()
+    if df.empty and fmt is None:
+        click.echo(f"{study}: no problems found")
+    else:
+        _emit(df, fmt)
+    sys.exit(1 if len(df) else 0)
 
 
 @main.command()

@@ -64,10 +64,12 @@ class ApiError(SkintrackError):
 
     Attributes: ``status`` (HTTP status or None), ``code`` (the documented ``error_detail.code``),
     ``response`` (the parsed body, if any), ``retryable`` (whether trying again can help),
-    ``retry_after`` (seconds the server asked to wait, if it said).
+    ``retry_after`` (seconds the server asked to wait, if it said), ``about_photo`` (whether it is the
+    photo's own outcome, final for that photo; anything else stops a batch and is tried again later).
     """
 
     retryable = False
+    about_photo = False  # the photo's own final outcome (no face, ...), not the account's, key's or service's
 
     def __init__(self, message, *, status=None, code=None, response=None, retry_after=None):
         super().__init__(message)

@@ -1,5 +1,6 @@
 """`skintrack analyze` end to end against the emulator: archive, skip, resume after SIGKILL, the key."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 import skintrack
 from skintrack.api.analyze import analyze
@@ -173,3 +175,118 @@ def test_ctrl_c_finishes_the_calls_in_flight_and_says_so(photos, tmp_path, emula
     assert proc.returncode == 1 and "INTERRUPTED: run again to finish" in out and "Traceback" not in err
     assert f"analyzed {archived} of 16 planned calls" in out and 2 <= archived < 16
     assert emu.stats()["billed"] == archived  # every call that was paid for is in the archive
+
+
+def test_two_runs_at_once_never_pay_twice_and_same_bytes_are_one_call(photos, tmp_path, emulator, run_cli):
+    made = photos(12)
+    shutil.copy(made[0], tmp_path / "photos" / "copy-of-p00.jpg")  # the same bytes under another name
+    emu = emulator(latency=0.3)
+    study = tmp_path / "s"
+    env = {**os.environ, "AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": emu.url}
+    exe = Path(sys.executable).with_name("skintrack")
+    cmd = [str(exe), "analyze", str(tmp_path / "photos"), "--study", str(study), "--qps", "0", "--quiet"]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not emu.stats()["calls"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    out, _ = first.communicate(timeout=120)
+    assert second.returncode == 2 and "another `skintrack analyze` is running on this study" in second.stderr
+    copy = tmp_path / "photos" / "copy-of-p00.jpg"
+    assert first.returncode == 0 and f"same photo: {made[0]} has the bytes of {copy}: one call for both" in out
+    assert emu.stats()["billed"] == 12 and set(emu.stats()["billed_by_photo"].values()) == {1}
+    third = run_cli("analyze", tmp_path / "photos", "--study", study, "--quiet", env=env, check=0)
+    assert "skipped 13 already analysed" in third.stdout and emu.stats()["billed"] == 12
+
+
+@pytest.mark.parametrize("trouble", ["wrong key", "no credits", "service down"])
+def test_account_and_service_errors_stop_the_batch_and_the_next_run_retries(trouble, photos, tmp_path, emulator,
+                                                                            run_cli):
+    photos(24)
+    good = emulator()
+    bad = {"wrong key": good, "no credits": emulator(codes={"ERROR_NOT_ENOUGH_CREDITS": 1.0}),
+           "service down": emulator(share_500=1.0)}[trouble]
+    key = "wrong" if trouble == "wrong key" else "test-key"
+    args = ("analyze", tmp_path / "photos", "--study", tmp_path / "s", "--quiet", "--concurrency", "2", "--qps", "0")
+    first = run_cli(*args, env={"AILABAPI_API_KEY": key, "SKINTRACK_API_URL": bad.url})
+    assert first.returncode == 1 and "STOPPED at the first error that is not about a photo" in first.stdout
+    assert len([line for line in first.stdout.splitlines() if "STOPPED" in line]) == 1
+    assert {"wrong key": "AuthError", "no credits": "ERROR_NOT_ENOUGH_CREDITS", "service down": "ServerError"}[
+        trouble] in first.stdout
+    assert bad.stats()["billed"] == 0 and not list((tmp_path / "s" / "raw").glob("*.json"))
+    again = run_cli(*args, env={"AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": good.url}, check=0)
+    assert "analyzed 24 of 24 planned calls" in again.stdout
+    assert skintrack.open(tmp_path / "s").sql("select count(*) n from analyses where ok")["n"].tolist() == [24]
+
+
+def test_account_failures_archived_by_older_versions_are_retried_and_never_ingested(photos, tmp_path, emulator):
+    (photo,) = photos(1)
+    c = Client(api_key="test-key", url=emulator().url, retry=FAST)
+    raw = tmp_path / "s" / "raw"
+    raw.mkdir(parents=True)
+    sha = __import__("hashlib").sha256(photo.read_bytes()).hexdigest()
+    body = {"error_code": 429, "error_detail": {"status_code": 429, "code": "ERROR_NOT_ENOUGH_CREDITS",
+                                                "code_message": "Insufficient credits.", "message": ""}}
+    (raw / f"p00.{sha[:12]}.{Params().key()}.failed.json").write_bytes(orjson.dumps(body))
+    report = analyze([photo], tmp_path / "s", client=c, qps=None)
+    assert (report.planned, report.succeeded) == (1, 1)
+    assert [r for _, r in report.ingested.rejected] == [
+        "the API refused the call for the account, key, request or service (ERROR_NOT_ENOUGH_CREDITS), not for the "
+        "photo: no analysis to ingest; run analyze again once that is fixed"]
+    assert skintrack.open(tmp_path / "s").sql("select ok from analyses")["ok"].tolist() == [True]
+
+
+def test_a_key_echoed_by_the_server_is_redacted_everywhere(photos, tmp_path, emulator, run_cli):
+    import pickle
+
+    secret = "sk-ECHOED-4242"
+    photos(2)
+    emu = emulator(api_key="the-right-one", echo_key=True)
+    proc = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s",
+                   env={"AILABAPI_API_KEY": secret, "SKINTRACK_API_URL": emu.url})
+    assert proc.returncode == 1 and "<redacted key>" in proc.stdout
+    assert secret not in proc.stdout + proc.stderr
+    assert all(secret.encode() not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    c = Client(api_key=secret, url=emu.url, retry=FAST)
+    with pytest.raises(skintrack.AuthError) as caught:
+        c.call(__import__("skintrack.api.request", fromlist=["x"]).prepare_photo(tmp_path / "photos" / "p00.jpg"))
+    assert secret not in str(caught.value) and secret.encode() not in caught.value.body
+    held = repr(vars(c)) + repr([getattr(c, a) for a in dir(c) if not a.startswith("__")])
+    assert secret not in held and secret.encode() not in pickle.dumps(vars(c)["_key"]._masked)
+    with pytest.raises(TypeError):
+        pickle.dumps(c)
+
+
+@pytest.mark.parametrize("url", ["htp:/nowhere", "127.0.0.1:8765/x", "http://", "http://host:99999/x"])
+def test_a_malformed_api_url_is_one_line(url, photos, tmp_path, run_cli):
+    photos(1)
+    proc = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s",
+                   env={"AILABAPI_API_KEY": "k", "SKINTRACK_API_URL": url})
+    assert proc.returncode == 2 and proc.stderr.startswith(f"Error: the API address {url!r} (url, --url or SKINTRACK_API_URL)")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_an_unwritable_study_is_one_line_for_analyze(photos, tmp_path, run_cli):
+    from test_guardrails import tmpfs
+
+    photos(1)
+    with tmpfs(tmp_path / "ro", "1m", ",ro") as ro:
+        proc = run_cli("analyze", tmp_path / "photos", "--study", ro / "s",
+                       env={"AILABAPI_API_KEY": "k", "SKINTRACK_API_URL": "http://127.0.0.1:9/x"})
+    assert proc.returncode == 2 and "cannot write to this study folder (Read-only file system)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_dry_run_lists_the_refused_photos_and_refused_rows_are_not_missing(photos, tmp_path, emulator, run_cli):
+    from skintrack.sample import sample_photo
+
+    photos(2)
+    sample_photo(tmp_path / "photos", "tiny.jpg", size=(150, 150))
+    (tmp_path / "m.csv").write_text("file,subject_id,visit\np00.jpg,S1,D0\np01.jpg,S1,W4\ntiny.jpg,S2,D0\n")
+    dry = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s", "--manifest", tmp_path / "m.csv",
+                  "--dry-run", check=1)
+    assert "2 calls would be made" in dry.stdout
+    assert f"refused: {tmp_path / 'photos' / 'tiny.jpg'}: 150x150 px; the API needs more than 200x200 px" in dry.stdout
+    c = Client(api_key="test-key", url=emulator().url, retry=FAST)
+    report = analyze([tmp_path / "photos"], tmp_path / "s", manifest=tmp_path / "m.csv", client=c, qps=None)
+    assert report.succeeded == 2 and report.ingested.rejected == []

@@ -115,8 +115,9 @@ def test_the_readme_commands_run(tmp_path, run_cli):
     finally:
         os.chdir(cwd)
     outputs = dict(ran[:1] + ran[2:])  # the second ingest is the re-run
-    assert [a for a, _ in ran] == ["ingest", "ingest", "metrics", "demo", "trends", "compare", "compare", "qc",
+    assert [a for a, _ in ran] == ["ingest", "ingest", "metrics", "demo", "check", "trends", "compare", "compare", "qc",
                                    "report"]
     assert "ingested 96 new analyses" in ran[0][1] and "ingested 0 new analyses, skipped 96" in ran[1][1]
     assert "W12  active 12          12" in outputs["trends"] and "glasses_changed" in outputs["qc"]
     assert "1. Skin moisture score: by W12" in outputs["report"] and "Headline findings" in outputs["demo"]
+    assert outputs["check"] == "trial: no problems found\n"

@@ -134,7 +134,20 @@ def test_unknown_keys_are_kept_in_extras_with_their_path():
     (lambda d: d["result"]["score_info"].update(total_score="85"), "result.score_info.total_score: expected a number"),
     (lambda d: d["result"]["blackhead"].update(value=True), "result.blackhead.value: expected a number"),
     (lambda d: d["result"]["skin_type"].update(skin_type=2.5), "result.skin_type.skin_type: expected a whole number"),
-    (lambda d: d["result"]["acne"]["polygon"][0].append("x"), "result.acne.polygon.0.7: expected a point"),
+    (lambda d: d["result"]["score_info"].update(total_score=150), "result.score_info.total_score: 150 is outside the "
+                                                                  "documented range 0..100"),
+    (lambda d: d["result"]["score_info"].update(water_score=-50), "water_score: -50 is outside the documented range"),
+    (lambda d: d["result"]["water"].update(water_area=-0.3), "result.water.water_area: -0.3 is outside"),
+    (lambda d: d["result"]["wrinkle_count"].update(forehead_count=-2), "forehead_count: -2 is outside"),
+    (lambda d: d["result"]["image_quality"].update(glasses=5), "glasses: 5 is outside the documented values 0, 1"),
+    (lambda d: d["result"]["skintone_ita"].update(skintone=99), "skintone: 99 is outside the documented values 0, 1, 2"),
+    (lambda d: d["result"]["image_quality"].update(face_ratio=5), "face_ratio: 5 is outside the documented range 0..1"),
+    (lambda d: d["result"]["skin_age"].update(value=-3), "skin_age.value: -3 is outside the documented range 0..100"),
+    (lambda d: d["error_detail"].update(status_code=2 ** 64 - 1), "error_detail.status_code: 18446744073709551615 "
+                                                                  "does not fit a 64-bit whole number"),
+    (lambda d: d["result"]["skin_type"].update(skin_type=2 ** 70), "skin_type.skin_type: .* does not fit a 64-bit"),
+    (lambda d: d.update(result=None), "`result` is null"),
+    (lambda d: d.update(result=[]), "`result` is list, expected an object"),
     (lambda d: d["result"].update(acne="none"), "result.acne: expected dict"),
     (lambda d: d.pop("result"), "response has no `result` and reports no error"),
     (lambda d: d.update(left_side_result="{not json"), "left_side_result: documented as JSON text"),
@@ -144,6 +157,18 @@ def test_malformed_responses_name_the_path(mutate, message):
     mutate(doc)
     with pytest.raises(InvalidResponse, match=message.replace("(", r"\(").replace(")", r"\)")):
         flatten(doc)
+
+
+@pytest.mark.parametrize("bad", [{"X": 1, "Y": 2}, {"x": 1, "y": 2, "z": 3}, {"x": True, "y": 2}, 7, ["x", "y"],
+                                 {"x": "1", "y": 2}])
+def test_points_that_do_not_fit_are_kept_whole_in_extras(bad):
+    doc = load("real/community-2025-full.json")
+    doc["result"]["acne"]["polygon"][0].append(bad)
+    rows = flatten(doc)
+    row = next(r for r in rows["detections"] if r["kind"] == "acne" and r["idx"] == 0)
+    assert row["polygon"] is None
+    kept = [e for e in rows["extras"] if e["path"] == "result.acne.polygon.0"]
+    assert len(kept) == 1 and orjson.loads(kept[0]["value"])[-1] == bad
 
 
 @pytest.mark.parametrize("doc", [[1, 2], "text", 3, None])

@@ -52,7 +52,7 @@ def test_contract_columns(trial, view):
 
 
 def test_empty_study_has_every_view_typed(tmp_path):
-    s = skintrack.open(tmp_path / "new")
+    s = skintrack.open(tmp_path / "new", create=True)
     for view in CONTRACT_COLUMNS:
         assert s.sql(f'select count(*) as n from "{view}"')["n"].tolist() == [0]
 
@@ -233,17 +233,27 @@ def test_workers_give_the_same_tables(tmp_path, sample):
     assert skintrack.open(tmp_path / "one").sql(q).values.tolist() == skintrack.open(tmp_path / "two").sql(q).values.tolist()
 
 
-def test_a_bad_coordinate_rejects_only_its_file(tmp_path):
-    doc = load("real/community-2025-full.json")
-    doc["result"]["brown_spot"]["polygon"][2][1]["x"] = "12"
+def test_a_bad_response_rejects_only_its_file_and_odd_points_are_kept(tmp_path):
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "bad.json").write_bytes(orjson.dumps(doc))
+    doc = load("real/community-2025-full.json")
+    doc["result"]["brown_spot"]["polygon"][2][1]["x"] = "12"  # kept whole in extras, never coerced or lost
+    (tmp_path / "in" / "odd.json").write_bytes(orjson.dumps(doc))
+    huge = load("real/community-2025-full.json")
+    huge["error_detail"]["status_code"] = 2 ** 64 - 1  # once crashed the whole ingest, on every re-run
+    (tmp_path / "in" / "huge.json").write_bytes(orjson.dumps(huge))
+    point = load("real/community-2025-full.json")
+    point["result"]["acne"]["polygon"][0][0] = 5  # a point that is not an object
+    (tmp_path / "in" / "point.json").write_bytes(orjson.dumps(point))
     shutil.copy(FIXTURES / "real" / "community-2023-full.json", tmp_path / "in" / "good.json")
     report = skintrack.ingest([tmp_path / "in"], tmp_path / "s")
-    assert report.added == 1 and [Path(s).name for s, _ in report.rejected] == ["bad.json"]
-    assert "detections brown_spot #2: a point is not {x, y} numbers" in report.rejected[0][1]
+    assert report.added == 3 and [Path(s).name for s, _ in report.rejected] == ["huge.json"]
+    assert "error_detail.status_code: 18446744073709551615 does not fit a 64-bit whole number" in report.rejected[0][1]
     s = skintrack.open(tmp_path / "s")
-    assert s.sql("select count(*) n from detections")["n"].tolist() == [1]  # the 2023 response's one spot
+    kept = s.sql("select path, value from extras where path in ('result.brown_spot.polygon.2', 'result.acne.polygon.0')"
+                 " order by path")
+    assert kept["path"].tolist() == ["result.acne.polygon.0", "result.brown_spot.polygon.2"]
+    assert orjson.loads(kept["value"][1])[1] == {"x": "12", "y": doc["result"]["brown_spot"]["polygon"][2][1]["y"]}
+    assert s.sql("select count(*) n from detections where polygon is null")["n"].tolist() == [2]
 
 
 def test_workers_write_maps_after_the_parent_has(tmp_path):
@@ -260,7 +270,7 @@ def test_workers_write_maps_after_the_parent_has(tmp_path):
 
 def test_an_open_study_sees_later_ingests(tmp_path, sample):
     files = sorted((sample / "responses").glob("*.json"))
-    s = skintrack.open(tmp_path / "s")  # opened before anything exists
+    s = skintrack.open(tmp_path / "s", create=True)  # opened before anything exists
     assert s.sql("select count(*) n from analyses")["n"].tolist() == [0]
     skintrack.ingest(files[:8], tmp_path / "s", manifest=sample / "manifest.csv")
     assert len(s.timeline("score.water")) == 8

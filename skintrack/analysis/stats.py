@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from ..errors import UsageError
+
 LEVEL = 0.95
 
 
@@ -67,7 +69,7 @@ def paired(before: np.ndarray, after: np.ndarray, test: str = "paired_t") -> dic
             return out
         r = st.wilcoxon(d)
     else:
-        raise ValueError(f"unknown paired test {test!r}: use 'paired_t' or 'wilcoxon'")
+        raise UsageError(f"unknown paired test {test!r}: use 'paired_t' or 'wilcoxon'")
     out.update(statistic=float(r.statistic), p=float(r.pvalue))
     return out
 
@@ -96,7 +98,7 @@ def two_sample(a: np.ndarray, b: np.ndarray, test: str = "welch") -> dict:
         r = st.mannwhitneyu(a, b, alternative="two-sided")
         out.update(statistic=float(r.statistic), p=float(r.pvalue))
     else:
-        raise ValueError(f"unknown two-sample test {test!r}: use 'welch', 'mannwhitney' or 'ancova'")
+        raise UsageError(f"unknown two-sample test {test!r}: use 'welch', 'mannwhitney' or 'ancova'")
     return out
 
 

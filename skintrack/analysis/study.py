@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ..tables import store
+from ..tables import check, store
 from . import qc, trends, trial
 from ..errors import UsageError
 
@@ -23,9 +23,13 @@ from ..errors import UsageError
 class Study:
     """A study folder opened for reading: `con` has one view per table plus `metrics` and `metrics_wide`."""
 
-    def __init__(self, path):
+    def __init__(self, path, create: bool = False):
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
+        if not self.path.exists():
+            if not create:
+                raise UsageError(f"{self.path}: no such study folder (skintrack.open(..., create=True) starts one)")
+            self.path.mkdir(parents=True)
+        if not self.path.is_dir():
             raise UsageError(f"{self.path}: not a study folder")
         self.con = duckdb.connect()
         self.refresh()
@@ -61,6 +65,12 @@ class Study:
             self._ensure_index()
             self._visits = trends.visit_order(self)
         return self._visits
+
+    def check_visit(self, label, what: str = "visit") -> str:
+        """`label` if it is one of the study's visits, else a `UsageError` naming the valid ones."""
+        if label not in self.visits:
+            raise UsageError(f"no {what} {label!r} in this study (visits: {', '.join(map(str, self.visits)) or 'none'})")
+        return label
 
     def __repr__(self) -> str:
         return f"Study({str(self.path)!r})"
@@ -104,6 +114,8 @@ class Study:
         >>> float(ch.loc[ch.visit == "D0", "delta"].abs().max())
         0.0
         """
+        if baseline != "first":
+            self.check_visit(baseline, "baseline visit")
         return trends.change_from_baseline(self, metric, baseline, exclude_flagged)
 
     def slopes(self, metric: str, exclude_flagged: bool = False) -> pd.DataFrame:
@@ -139,6 +151,8 @@ class Study:
         >>> demo_study().compare(["score.water", "score.total"], "D0", "W12")["n"].tolist()
         [24, 24]
         """
+        self.check_visit(baseline, "baseline visit")
+        self.check_visit(followup, "follow-up visit")
         return trial.compare(self, metrics, baseline, followup, test, exclude_flagged)
 
     def compare_arms(self, metric: str, visit: str, test: str = "welch", treatment=None, control=None,
@@ -151,6 +165,7 @@ class Study:
         >>> demo_study().compare_arms("score.water", "W12", test="ancova")[["treatment", "control"]].values.tolist()
         [['active', 'placebo']]
         """
+        self.check_visit(visit)
         return trial.compare_arms(self, metric, visit, test, treatment, control, exclude_flagged)
 
     def responders(self, metric: str, threshold: float, relative: bool = False, baseline: str = "first",
@@ -163,6 +178,8 @@ class Study:
         >>> demo_study().responders("score.water", 5)["visit"].unique().tolist()
         ['W4', 'W8', 'W12']
         """
+        if baseline != "first":
+            self.check_visit(baseline, "baseline visit")
         return trends.responders(self, metric, threshold, relative, baseline, exclude_flagged)
 
     def mixed_model(self, metric: str, treatment=None, control=None, exclude_flagged: bool = False) -> pd.DataFrame:
@@ -175,6 +192,18 @@ class Study:
         ['Intercept', 'C(visit)[T.W8]']
         """
         return trial.mixed_model(self, metric, treatment, control, exclude_flagged)
+
+    def check(self) -> pd.DataFrame:
+        """Every problem of assignment in the study (see `skintrack.tables.check`): where, problem.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().check().empty
+        True
+        """
+        self.sql("SELECT 1")  # refresh the views if an ingest came since
+        return check.problems(self.con)
 
     def qc(self, limits: qc.QCLimits = qc.QCLimits()) -> pd.DataFrame:
         """One row per ok analysis with a flag per capture problem, `flagged` and `reasons`.
@@ -189,6 +218,6 @@ class Study:
         return qc.qc_frame(self, limits)
 
 
-def open(path) -> Study:  # noqa: A001 - the contract names it skintrack.open
-    """Open a study folder (it need not exist yet: an empty study has empty views)."""
-    return Study(path)
+def open(path, create: bool = False) -> Study:  # noqa: A001 - the contract names it skintrack.open
+    """Open a study folder; a missing folder is an error unless `create` (an empty study has empty views)."""
+    return Study(path, create)

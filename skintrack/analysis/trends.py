@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..tables.catalog import metric_info
+from ..tables.store import quote
 from ..errors import UsageError
 from .qc import QC_SQL, QCLimits
 from .stats import t_interval, wilson
@@ -184,8 +185,8 @@ def cohort(study, key: str, by=None, exclude_flagged: bool = False) -> pd.DataFr
         by = ("visit", "arm") if "arm" in study.columns("subjects") else ("visit",)
     by = group_columns(study, by)
     sql, params = _change_sql(key, "first", exclude_flagged)
-    cols = ", ".join(f'"{c}"' for c in by)
-    order = ", ".join("list_position($visits, visit)" if c == "visit" else f'"{c}"' for c in by)
+    cols = ", ".join(map(quote, by))
+    order = ", ".join("list_position($visits, visit)" if c == "visit" else quote(c) for c in by)
     df = _ordered_sql(study, f"""WITH {sql}
         SELECT {cols}, count(value) AS n, avg(value) AS mean, stddev_samp(value) AS sd, median(value) AS median,
                quantile_cont(value, 0.25) AS q1, quantile_cont(value, 0.75) AS q3,

@@ -20,6 +20,15 @@ from .stats import adjust, paired, two_sample
 from .trends import change_from_baseline, observations
 
 CONTROL = re.compile(r"placebo|control|vehicle|sham|untreated", re.I)
+PAIRED_TESTS = ("paired_t", "wilcoxon")
+ARM_TESTS = ("welch", "mannwhitney", "ancova")
+
+
+def check_test(test: str, allowed: tuple) -> str:
+    """`test` if it is one of `allowed`, else a `UsageError` naming them."""
+    if test not in allowed:
+        raise UsageError(f"test {test!r} does not fit this comparison: use {', '.join(allowed)}")
+    return test
 
 
 def pick_arms(arms, treatment=None, control=None) -> tuple[str, str]:
@@ -43,6 +52,7 @@ def compare(study, metrics, baseline: str, followup: str, test: str = "paired_t"
     Columns: metric, n, mean_diff, ci_low, ci_high (t interval of the mean difference), statistic, p,
     dz (Cohen's d for paired data), p_holm, p_bh (adjusted across the metrics).
     """
+    check_test(test, PAIRED_TESTS)
     rows = []
     for key in [metrics] if isinstance(metrics, str) else metrics:
         sql, params = observations(key, exclude_flagged)
@@ -73,6 +83,7 @@ def compare_arms(study, key: str, visit: str, test: str = "welch", treatment=Non
     mean_treatment, mean_control, diff (treatment - control; adjusted for baseline with ancova), ci_low,
     ci_high, statistic, p.
     """
+    check_test(test, ARM_TESTS)
     ch = _arm_changes(study, key, visit, exclude_flagged)
     treat, ctrl = pick_arms(ch["arm"].unique(), treatment, control)
     a, b = ch.loc[ch["arm"] == treat, "delta"].to_numpy(), ch.loc[ch["arm"] == ctrl, "delta"].to_numpy()

@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
@@ -36,20 +37,25 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".h
 
 @dataclass
 class AnalyzeReport:
-    """What a batch did: planned and skipped calls, invalid photos, successes and failures with reasons."""
+    """What a batch did: planned and skipped calls, refused photos, successes, the photos' own failures
+    with reasons, and why the batch stopped early if it did (the account, the key, the service)."""
 
     planned: int = 0
     skipped: int = 0
     invalid: list = field(default_factory=list)
+    same: list = field(default_factory=list)  # (photo, the photo with the same bytes that is called for it)
     succeeded: int = 0
     failed: list = field(default_factory=list)
+    stopped: str | None = None
+    not_started: int = 0
     seconds: float = 0.0
     interrupted: bool = False
     ingested: IngestReport | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.invalid or self.failed or self.interrupted or (self.ingested and not self.ingested.ok))
+        return not (self.invalid or self.failed or self.interrupted or self.stopped
+                    or (self.ingested and not self.ingested.ok))
 
 
 class RateLimiter:
@@ -101,17 +107,35 @@ def find_photos(sources) -> list[str]:
 def analyze(photos, study, manifest=None, params: Params = Params(), client: Client | None = None,
             concurrency: int = 4, qps: float | None = 2.0, dry_run: bool = False, retry_failed: bool = False,
             fix: bool = False, run_ingest: bool = True, progress: bool = False) -> AnalyzeReport:
-    """Analyse photos into the study at `study` (see the module docstring)."""
+    """Analyse photos into the study at `study` (see the module docstring).
+
+    One `analyze` runs on a study at a time (a second one is refused at once), so no photo is ever
+    paid for twice; photos with the same bytes are one call. A failure of the account, the key, the
+    request or the service stops the batch at once; it is not archived, and the next run tries again.
+    """
     t0 = time.perf_counter()
     study = Path(study)
     report = AnalyzeReport()
     man = Manifest.read(manifest) if manifest else None
-    archive = Archive(study)
-    jobs = []
-    for path in find_photos(photos):
+    with contextlib.nullcontext() if dry_run else Archive.claim(study):
+        archive = Archive(study)
+        jobs = _plan(find_photos(photos), man, params, fix, archive, retry_failed, report)
+        report.planned = len(jobs)
+        if not dry_run and jobs:
+            _run(jobs, client or Client(), params, archive, concurrency, qps, progress, report)
+        report.seconds = time.perf_counter() - t0
+        if run_ingest and not dry_run and (study / "raw").exists():
+            report.ingested = ingest([study / "raw"], study, manifest=man, progress=progress)
+    return report
+
+
+def _plan(paths, man, params, fix, archive, retry_failed, report) -> list[tuple]:
+    """Check every photo before anything is paid for; one job per distinct call not yet archived."""
+    jobs, calls = [], {}
+    for path in paths:
+        row = man.match(path) if man else None  # a refused photo's row is used, not "missing"
         try:
             photo = prepare_photo(path, fix=fix)
-            row = man.match(path) if man else None
             left = right = None
             if row:
                 base = Path(man.path).parent
@@ -122,30 +146,39 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
         except PhotoRejected as e:
             report.invalid.append((path, str(e)))
             continue
-        if archive.done(photo.sha256, params.key(), retry_failed):
+        call = (photo.sha256, left and left.sha256, right and right.sha256)
+        if call in calls:
+            report.same.append((path, calls[call]))
+        elif archive.done(photo.sha256, params.key(), retry_failed):
             report.skipped += 1
         else:
+            calls[call] = path
             jobs.append((photo, left, right))
-    report.planned = len(jobs)
-    if dry_run or not jobs:
-        report.seconds = time.perf_counter() - t0
-        return _finish(report, study, man, run_ingest and not dry_run, progress)
-    client = client or Client()
-    limiter = RateLimiter(qps)
+    return jobs
+
+
+def _run(jobs, client, params, archive, concurrency, qps, progress, report) -> None:
+    """Call the API for each job on a bounded pool; archive each answer as it arrives. The first failure
+    that is not about the photo stops the batch: calls in flight finish, no new call starts."""
+    limiter, stop = RateLimiter(qps), threading.Event()
 
     def one(job):
         photo, left, right = job
         limiter.wait()
+        if stop.is_set():
+            return photo, None, False
         try:
             reply = client.call(photo, params, left, right)
         except ApiError as e:
             body = getattr(e, "body", None)
-            if body is not None and not e.retryable and e.code:  # a documented, final failure: archive it
+            if e.about_photo and body is not None:  # the photo's own final outcome: archive it
                 archive.write(photo, params.key(), body, envelope(photo, params, error=e, left=left, right=right),
                               ok=False)
-            return photo, e
+            else:
+                stop.set()
+            return photo, e, True
         archive.write(photo, params.key(), reply.body, envelope(photo, params, reply, left=left, right=right), ok=True)
-        return photo, None
+        return photo, None, True
 
     bar = tqdm(total=len(jobs), unit="photo", desc="analyze", disable=not progress)
     pool = concurrent.futures.ThreadPoolExecutor(max(1, concurrency))
@@ -153,11 +186,17 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
 
     def count(fut):
         counted.add(fut)
-        photo, err = fut.result()
-        if err is None:
+        photo, err, started = fut.result()
+        if not started:
+            report.not_started += 1
+        elif err is None:
             report.succeeded += 1
-        else:
+        elif err.about_photo:
             report.failed.append((photo.path, str(err)))
+        elif report.stopped is None:
+            report.stopped = f"{type(err).__name__}: {err}"
+        else:
+            report.not_started += 1  # a call in flight that met the same trouble: not analysed, tried next run
         bar.update(1)
         bar.set_postfix(ok=report.succeeded, failed=len(report.failed))
 
@@ -173,26 +212,22 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
     finally:
         pool.shutdown(wait=True)
         bar.close()
-    report.seconds = time.perf_counter() - t0
-    return _finish(report, study, man, run_ingest, progress)
-
-
-def _finish(report, study, man, run_ingest, progress):
-    if run_ingest and (study / "raw").exists():
-        report.ingested = ingest([study / "raw"], study, manifest=man.path if man else None, progress=progress)
-    return report
 
 
 def summary(report: AnalyzeReport, dry_run: bool = False) -> str:
-    """A few lines for people: what was called, skipped, refused and why."""
+    """A few lines for people: what was called, skipped, refused and why; why a batch stopped."""
+    refused = [f"refused: {r}" if r.startswith(p) else f"refused: {p}: {r}" for p, r in report.invalid]
+    same = [f"same photo: {p} has the bytes of {q}: one call for both" for p, q in report.same]
     if dry_run:
-        return (f"dry run: {report.planned} calls would be made; {report.skipped} photos already analysed; "
-                f"{len(report.invalid)} refused before paying")
+        return os.linesep.join([f"dry run: {report.planned} calls would be made; {report.skipped} photos already "
+                                f"analysed; {len(report.invalid)} refused before paying"] + refused + same)
     lines = [f"analyzed {report.succeeded} of {report.planned} planned calls in {report.seconds:.1f} s; "
              f"skipped {report.skipped} already analysed; refused {len(report.invalid)} before paying; "
              f"failed {len(report.failed)}" + ("; INTERRUPTED: run again to finish" if report.interrupted else "")]
-    lines += [f"refused: {r}" if r.startswith(p) else f"refused: {p}: {r}" for p, r in report.invalid]
-    lines += [f"failed: {p}: {r}" for p, r in report.failed]
+    if report.stopped:
+        lines.append(f"STOPPED at the first error that is not about a photo: {report.stopped}. Nothing was recorded "
+                     f"for it; {report.not_started} photos were not sent. Fix it and run the same command again.")
+    lines += refused + same + [f"failed: {p}: {r}" for p, r in report.failed]
     if report.ingested:
         i = report.ingested
         lines.append(f"ingested {i.added} new analyses ({i.skipped} already held, {len(i.rejected)} rejected)")

@@ -13,13 +13,21 @@ False
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import os
+import re
 from pathlib import Path
 
 import orjson
 
+from ..errors import UsageError
+from ..tables.codes import about_photo
 from ..tables.store import write_atomic
+
+
+_NAME = re.compile(r"^.+\.(?P<sha12>[0-9a-f]{12})\.(?P<key>[0-9a-f]{8})(?P<failed>\.failed(\.[0-9T]+)?)?\.json$")
 
 
 class Archive:
@@ -28,16 +36,37 @@ class Archive:
     def __init__(self, study):
         self.dir = Path(study) / "raw"
         self._outcomes: dict[tuple[str, str], set[str]] = {}
-        if self.dir.exists():
-            for p in self.dir.glob("*.json"):
-                parts = p.name.split(".")
-                if len(parts) >= 4 and parts[-2] != "meta":
-                    outcome = "failed" if parts[-2] == "failed" else "ok"
-                    sha12, key = (parts[-4], parts[-3]) if outcome == "failed" else (parts[-3], parts[-2])
-                    self._outcomes.setdefault((sha12, key), set()).add(outcome)
+        if not self.dir.exists():
+            return
+        for p in self.dir.iterdir():
+            m = _NAME.match(p.name)
+            if p.name.endswith(".tmp"):  # what a crash or a full disk left behind (we hold the claim)
+                p.unlink(missing_ok=True)
+            elif m and (not m["failed"] or _about_photo(p)):
+                outcome = "failed" if m["failed"] else "ok"
+                self._outcomes.setdefault((m["sha12"], m["key"]), set()).add(outcome)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def claim(study):
+        """Hold the study's analyze lock for a whole run: a second `analyze` on the study is refused at once."""
+        study = Path(study)
+        try:
+            study.mkdir(parents=True, exist_ok=True)
+            fh = open(study / ".analyze.lock", "w")
+        except OSError as e:
+            raise UsageError(f"{study}: cannot write to this study folder ({e.strerror})") from None
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"{study}: another `skintrack analyze` is running on this study; wait for it to "
+                                 "finish (two at once could pay for the same photos twice)") from None
+            yield
 
     def done(self, photo_sha256: str, params_key: str, retry_failed: bool = False) -> bool:
-        """Whether this photo was already analysed with these parameters (a failure counts unless retried)."""
+        """Whether this photo was already analysed with these parameters (its own failure counts unless
+        retried; a failure of the account, key or service, archived by older versions, never counts)."""
         outcomes = self._outcomes.get((photo_sha256[:12], params_key), set())
         return "ok" in outcomes or (bool(outcomes) and not retry_failed)
 
@@ -52,6 +81,17 @@ class Archive:
         write_atomic(self.dir / f"{name}.json", body)
         self._outcomes.setdefault((photo.sha256[:12], params_key), set()).add("ok" if ok else "failed")
         return self.dir / f"{name}.json"
+
+
+def _about_photo(path: Path) -> bool:
+    """Whether an archived failure is the photo's own outcome (no face, ...), by its documented code."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+        detail = doc.get("error_detail") or {}
+        code = detail.get("code") or doc.get("error_code_str")
+        return about_photo(code, detail.get("status_code") or doc.get("error_code"))
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return False
 
 
 def envelope(photo, params, reply=None, error=None, left=None, right=None) -> dict:

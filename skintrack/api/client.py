@@ -19,13 +19,14 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 import orjson
 import requests
 import requests.adapters
 
-from .codes import CODES
+from ..tables.codes import CODES, about_photo
 from ..errors import (ApiError, AuthError, FaceQualityError, ParameterError, RateLimited, ServerError,
                      TransportError, UsageError)
 from .request import Params, Photo
@@ -80,14 +81,16 @@ def classify(status: int | None, document, retry_after=None) -> ApiError | None:
         err = RateLimited(text, **kwargs)
         if code == "ERROR_NOT_ENOUGH_CREDITS":
             err.retryable = False
-        return err
-    if effective in (401, 403):
-        return AuthError(text, **kwargs)
-    if effective == 422:
-        return FaceQualityError(text, **kwargs)
-    if effective and 400 <= effective < 500:
-        return ParameterError(text, **kwargs)
-    return ServerError(text, **kwargs)
+    elif effective in (401, 403):
+        err = AuthError(text, **kwargs)
+    elif effective == 422:
+        err = FaceQualityError(text, **kwargs)
+    elif effective and 400 <= effective < 500:
+        err = ParameterError(text, **kwargs)
+    else:
+        err = ServerError(text, **kwargs)
+    err.about_photo = about_photo(code, effective)
+    return err
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -98,6 +101,45 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value)
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class _Secret:
+    """A key held masked (XOR with a random pad): no attribute, repr, pickle or memory scan for the
+    key's text finds it in clear; `reveal()` gives it back for the one header that needs it."""
+
+    __slots__ = ("_pad", "_masked")
+
+    def __init__(self, text: str):
+        data = text.encode()
+        self._pad = os.urandom(len(data))
+        self._masked = bytes(a ^ b for a, b in zip(data, self._pad))
+
+    def reveal(self) -> str:
+        return bytes(a ^ b for a, b in zip(self._masked, self._pad)).decode()
+
+    def redact(self, data: bytes) -> bytes:
+        """`data` with every occurrence of the key replaced (a server that echoes the key in an error)."""
+        key = self.reveal().encode()
+        return data.replace(key, b"<redacted key>") if key in data else data
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+    def __reduce__(self):
+        raise TypeError("an API key is not pickled")
+
+
+def check_url(url: str) -> str:
+    """`url` if it is an http(s) address with a host, else a `UsageError` naming it."""
+    where = f"the API address {url!r} (url, --url or {URL_ENV})"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{where} is not an http:// or https:// address with a host")
+    try:
+        parts.port
+    except ValueError as e:
+        raise UsageError(f"{where} has a bad port ({e})") from None
+    return url
 
 
 class Client:
@@ -115,8 +157,8 @@ class Client:
         key = api_key or os.environ.get(KEY_ENV)
         if not key:
             raise UsageError(f"no API key: pass api_key or set {KEY_ENV}")
-        self.__key = key
-        self.url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+        self._key = _Secret(key)
+        self.url = check_url(url or os.environ.get(URL_ENV) or DEFAULT_URL)
         if session is None:  # requests keeps 10 connections per host by default: too few for a batch
             session = requests.Session()
             session.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=pool_size))
@@ -162,14 +204,16 @@ class Client:
     def _try(self, files, params) -> tuple[ApiError | None, Reply | None]:
         t0 = time.perf_counter()
         try:
-            r = self.session.post(self.url, headers={"ailabapi-api-key": self.__key}, files=files, data=params.form(),
-                                  timeout=self.retry.timeout)
-            body = r.content
+            r = self.session.post(self.url, headers={"ailabapi-api-key": self._key.reveal()}, files=files,
+                                  data=params.form(), timeout=self.retry.timeout)
+            body = self._key.redact(r.content)
         except requests.Timeout as e:
             return TransportError(f"timed out ({type(e).__name__})"), None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as e:
             return TransportError(f"connection failed or dropped ({type(e).__name__})"), None
+        except requests.exceptions.InvalidURL as e:
+            raise UsageError(f"the API address {self.url!r} cannot be used ({type(e).__name__})") from None
         seconds = time.perf_counter() - t0
         try:
             document = orjson.loads(body)

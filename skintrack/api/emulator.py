@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 from PIL import Image, ImageDraw, ImageStat, UnidentifiedImageError
 
-from .codes import CODES
+from ..tables.codes import CODES
 from .request import COLORS, MARKS, MAPS, MAX_BYTES, MAX_SIDE, MIN_SIDE, SIDE_RESULTS
 from ..tables.schema import WRINKLE_REGIONS
 from ..sample.simulate import Latent, build_response
@@ -56,6 +56,7 @@ class EmulatorConfig:
     share_truncate: float = 0.0  # announce the full length, send half the body, close
     codes: dict = field(default_factory=dict)  # documented code -> share, e.g. {"ERROR_NO_FACE_IN_FILE": 0.1}
     retry_after: float = 1.0  # seconds, sent with 429
+    echo_key: bool = False  # a careless server: the 401 message repeats the key it was sent
     seed: int = 0
 
 
@@ -160,7 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
         wake = time.monotonic() + emu._latency()  # the answer leaves at the call's latency, not after it
         self._wake = wake
         if self.headers.get("ailabapi-api-key") != cfg.api_key:
-            return self._send(*_envelope("ERROR_APPLICATIONS_NOT_EXISTS", "invalid or missing ailabapi-api-key"))
+            sent = f" {self.headers.get('ailabapi-api-key')!r}" if cfg.echo_key else ""
+            return self._send(*_envelope("ERROR_APPLICATIONS_NOT_EXISTS", f"invalid or missing ailabapi-api-key{sent}"))
         edge = 0.0
         for share, status, code in ((cfg.share_429, 429, "EXCEEDING_LIMITS"), (cfg.share_503, 503, "AI_SERVICE_FLOW_RESTRICTION"),
                                     (cfg.share_500, 500, "SERVICE_INTERNAL_ERROR")):

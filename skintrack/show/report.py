@@ -29,6 +29,7 @@ from .. import __version__
 from ..analysis.qc import FLAGS
 from ..errors import UsageError
 from ..tables.catalog import metric_info
+from ..tables.codes import about_photo
 from . import charts
 
 DEFAULT_METRICS = ("score.total", "score.water", "score.rough", "score.melanin", "score.pores")
@@ -83,8 +84,11 @@ class _Builder:
 
     def glance(self):
         s = self.s
-        n = s.sql("""SELECT count(*) AS analyses, count(*) FILTER (WHERE ok) AS ok,
-                            count(DISTINCT subject_id) AS subjects FROM analyses""").iloc[0]
+        every = s.sql("SELECT subject_id, ok, coalesce(error_status, error_code_str) AS code, "
+                      "coalesce(http_status, error_code) AS status FROM analyses")
+        # a refused key or exhausted credits (archived by older versions) is no analysis of a photo
+        every = every[every["ok"].to_numpy() | [about_photo(c, st) for c, st in zip(every["code"], every["status"])]]
+        n = {"analyses": len(every), "ok": int(every["ok"].sum()), "subjects": every["subject_id"].nunique()}
         arms = self.subjects.groupby("arm").size().to_dict() if "arm" in self.subjects else {}
         qc = s.qc()
         self.qc = qc

@@ -34,6 +34,9 @@ def flatten(doc) -> dict[str, list[dict]]:
     failed = _is_error(doc)
     if not failed and "result" not in doc:
         raise InvalidResponse("response has no `result` and reports no error")
+    if not failed and not isinstance(doc["result"], dict):
+        kind = "null" if doc["result"] is None else f"{type(doc['result']).__name__}, expected an object"
+        raise InvalidResponse(f"`result` is {kind}, and the response reports no error")
     keyed: dict[tuple, dict] = {}
     lists: dict[str, list] = {t: [] for t in _LIST_TABLES}
     _walk(doc, _TREE, 0, keyed, lists)
@@ -76,7 +79,7 @@ def _compile() -> _Node:
             if table == "block":
                 node.block = item
             else:
-                node.field, node.slot, node.coerce = item, (item.table, item.key), _coercer(item)
+                node.field, node.slot, node.coerce = item, (item.table, item.key), _checked(item)
     for path in JSON_TEXT_PATHS:
         node = root
         for part in path.split("."):
@@ -94,6 +97,25 @@ def _coercer(field):
     return _float
 
 
+def _checked(field):
+    """The field's coercer, plus its documented range or label set (a value outside them is an error)."""
+    coerce, (lo, hi) = _coercer(field), field.range
+    allowed = LABELS.get(field.labels) if field.labels else None
+    if allowed is None and lo is None and hi is None:
+        return coerce
+    shown = ", ".join(map(str, allowed)) if allowed else f"{'' if lo is None else lo}..{'' if hi is None else hi}"
+
+    def check(value, path):
+        v = coerce(value, path)
+        if v is not None and ((allowed is not None and v not in allowed) or (lo is not None and v < lo)
+                              or (hi is not None and v > hi)):
+            raise InvalidResponse(f"{path}: {value!r} is outside the documented {'values' if allowed else 'range'} "
+                                  f"{shown}")
+        return v
+
+    return check
+
+
 def _text(value, path):
     if value is None or isinstance(value, str):
         return value
@@ -109,11 +131,18 @@ def _float(value, path):
     raise InvalidResponse(f"{path}: expected a number, got {type(value).__name__} {value!r}")
 
 
+INT64 = (-2 ** 63, 2 ** 63 - 1)
+
+
 def _whole(value, path):
     v = _float(value, path)
-    if v is not None and v != int(v):
+    if v is None:
+        return None
+    if v != v or v in (float("inf"), float("-inf")) or v != int(v):
         raise InvalidResponse(f"{path}: expected a whole number, got {value!r}")
-    return None if v is None else int(v)
+    if not INT64[0] <= int(value) <= INT64[1]:
+        raise InvalidResponse(f"{path}: {value!r} does not fit a 64-bit whole number")
+    return int(v)
 
 
 def _walk(node, tree: _Node, depth: int, keyed: dict, lists: dict) -> None:
@@ -189,23 +218,27 @@ def _number(value, path):
     return _float(value, path)
 
 
-def _points(node, path):
-    """Check a list of {x, y} points; the response's own point objects are kept (no copy).
+_XY = frozenset(("x", "y"))
+_NUMBER = {int, float}
 
-    The check here is structural and runs at C speed (every point has two keys); numeric types are
-    checked when the rows become Arrow arrays (see `skintrack.tables.ingest`), which names the file on failure.
+
+def _points(node, path, extras):
+    """A list of {x, y} number points, or None with the whole list kept in `extras` when it is anything else.
+
+    The checks run at C speed (every point a dict of exactly x and y, every coordinate an int or a float,
+    never a bool), so the common case costs little; a point written {"X":..,"Y":..}, with an extra key or
+    a boolean coordinate is never coerced or dropped.
     """
-    if type(node) is list and (not node or set(map(len, node)) == _TWO):
-        return node
-    if type(node) is not list:
-        raise InvalidResponse(f"{path}: expected a list of points, got {type(node).__name__}")
-    for i, p in enumerate(node):
-        if type(p) is not dict or set(p) != {"x", "y"}:
-            raise InvalidResponse(f"{path}.{i}: expected a point {{x, y}}, got {p!r:.80}")
-    return node
+    try:
+        if type(node) is list and (not node or (set(map(frozenset, node)) == {_XY} and set(map(type, (
+                c for p in node for c in p.values()))) <= _NUMBER)):
+            return node
+    except (TypeError, AttributeError):  # a point that is not a dict: a number, a list, ...
+        pass
+    extras.append({"path": path, "value": orjson.dumps(node).decode()})
+    return None
 
 
-_TWO = {2}
 
 
 def _expect(node, typ, path):
@@ -223,7 +256,7 @@ def _detections(node, path, block, keyed, lists):
         _expect(rect, dict, f"{path}.rectangle.{i}")
         row = {"kind": block.kind, "side": block.side, "idx": i,
                "confidence": _number(conf[i], f"{path}.confidence.{i}") if i < len(conf) else None,
-               "polygon": _points(polys[i], f"{path}.polygon.{i}") if i < len(polys) else None}
+               "polygon": _points(polys[i], f"{path}.polygon.{i}", lists["extras"]) if i < len(polys) else None}
         for side in ("left", "top", "width", "height"):
             row[side] = _number(rect[side], f"{path}.rectangle.{i}.{side}") if side in rect else None
         for k, v in rect.items():
@@ -241,14 +274,14 @@ def _detections(node, path, block, keyed, lists):
 
 def _point_list(node, path, block, keyed, lists):
     lists["outlines"].append({"kind": block.kind, "region": block.region, "side": block.side, "idx": 0,
-                              "points": _points(node, path), "depth": None, "length": None})
+                              "points": _points(node, path, lists["extras"]), "depth": None, "length": None})
 
 
 def _polygons(node, path, block, keyed, lists):
     _expect(node, list, path)
     for i, poly in enumerate(node):
         lists["outlines"].append({"kind": block.kind, "region": block.region, "side": block.side, "idx": i,
-                                  "points": _points(poly, f"{path}.{i}"), "depth": None, "length": None})
+                                  "points": _points(poly, f"{path}.{i}", lists["extras"]), "depth": None, "length": None})
 
 
 def _wrinkle_lines(node, path, block, keyed, lists):
@@ -257,7 +290,7 @@ def _wrinkle_lines(node, path, block, keyed, lists):
         p = f"{path}.{i}"
         _expect(line, dict, p)
         row = {"kind": block.kind, "region": block.region, "side": block.side, "idx": i,
-               "points": _points(line.get("wrinkle_coord", []), f"{p}.wrinkle_coord"),
+               "points": _points(line.get("wrinkle_coord", []), f"{p}.wrinkle_coord", lists["extras"]),
                "depth": _number(line["wrinkle_depth"], f"{p}.wrinkle_depth") if "wrinkle_depth" in line else None,
                "length": _number(line["wrinkle_length"], f"{p}.wrinkle_length") if "wrinkle_length" in line else None}
         for k, v in line.items():

@@ -23,7 +23,9 @@ import glob
 import gzip
 import hashlib
 import io
+import multiprocessing
 import os
+import stat
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -36,8 +38,9 @@ from tqdm.auto import tqdm
 
 from . import store
 from ..errors import InvalidInput, InvalidResponse
+from .codes import about_photo
 from .flatten import flatten
-from .manifest import Manifest, read_subjects
+from .manifest import Manifest, read_subjects, session_problems
 from .schema import TABLES
 
 CHUNK = 200
@@ -45,6 +48,7 @@ CHUNK_BYTES = 48 * 2**20
 SESSION_TYPES = {"analysis_id": pa.string(), "subject_id": pa.string(), "visit": pa.string(),
                  "taken_at": pa.timestamp("us"), "assigned_at": pa.timestamp("us", tz="UTC")}
 META_SUFFIX = ".meta.json"
+MAX_RESPONSE_BYTES = 256 * 2**20  # the largest real response, every map included, is under 10 MiB
 _MEDIA = {b"\xff\xd8": ("image/jpeg", "jpg"), b"\x89P": ("image/png", "png")}
 
 
@@ -57,6 +61,7 @@ class IngestReport:
     sessions: int = 0
     subjects: int = 0
     rejected: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -65,30 +70,80 @@ class IngestReport:
 
 
 def expand(sources) -> tuple[list[str], list[tuple[str, str]]]:
-    """Turn files, folders (recursive) and globs into a sorted list of response files, plus rejects."""
-    files, rejects = set(), []
+    """Turn files, folders (recursive) and globs into a sorted list of response files, plus rejects.
+
+    A path that exists is always taken literally (``trial[1]`` is that folder, never a pattern); only a
+    source that does not exist is read as a glob. Folders are walked without following links to folders
+    (a link loop cannot multiply files), each file is taken once however many links lead to it, and
+    anything but a regular file (a FIFO, a device, a dangling link, a name that is not UTF-8) is rejected
+    with the reason.
+    """
+    candidates, rejects = [], []
     for s in map(str, sources):
-        if os.path.isdir(s):
-            hits = [p for pat in ("**/*.json", "**/*.json.gz") for p in glob.glob(os.path.join(s, pat), recursive=True)]
-        elif os.path.isfile(s):
-            hits = [s]
+        if os.path.lexists(s):
+            candidates += _walk_folder(s) if os.path.isdir(s) else [s]
         else:
-            hits = [p for p in glob.glob(s, recursive=True) if os.path.isfile(p)]
+            hits = glob.glob(s, recursive=True)
             if not hits:
                 rejects.append((s, "no such file or folder, and no file matches it as a glob"))
-        files.update(os.path.abspath(p) for p in hits if not p.endswith(META_SUFFIX))
+            for hit in hits:
+                candidates += _walk_folder(hit) if os.path.isdir(hit) else [hit]
+    files, seen = [], set()
+    for path in candidates:
+        path = os.path.abspath(path)
+        reason = _not_a_response_file(path)
+        if reason:
+            rejects.append((_printable(path), reason))
+            continue
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            files.append(path)
     return sorted(files), rejects
 
 
-def read_response_bytes(path: str) -> bytes:
-    """The response's bytes (gunzipped for .gz)."""
+def _walk_folder(folder: str) -> list[str]:
+    out = []
+    for root, _dirs, names in os.walk(folder, followlinks=False):
+        out += [os.path.join(root, n) for n in names
+                if (n.endswith(".json") or n.endswith(".json.gz")) and not n.endswith(META_SUFFIX)]
+    return out
+
+
+def _printable(path: str) -> str:
+    """A path as text that can be stored and printed (bytes that are not UTF-8 shown as \\xNN)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _not_a_response_file(path: str) -> str | None:
+    """Why `path` cannot be read as a response file, or None."""
+    if _printable(path) != path:
+        return "the file name is not valid UTF-8; rename it"
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if os.path.islink(path):
+            return f"a symbolic link that leads nowhere ({e.strerror})"
+        return e.strerror
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a FIFO, device or socket); skipped"
+    return None
+
+
+def read_response_bytes(path: str, most: int = MAX_RESPONSE_BYTES) -> bytes:
+    """The response's bytes (gunzipped for .gz), refusing more than `most` bytes (a gzip bomb stops early)."""
     with open(path, "rb") as fh:
-        data = fh.read()
-    if path.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise InvalidResponse(f"not a readable gzip file ({e})") from None
+        if path.endswith(".gz"):
+            try:
+                with gzip.GzipFile(fileobj=fh) as gz:
+                    data = gz.read(most + 1)
+            except (OSError, EOFError, zlib.error) as e:
+                raise InvalidResponse(f"not a readable gzip file ({e})") from None
+        else:
+            data = fh.read(most + 1)
+    if len(data) > most:
+        raise InvalidResponse(f"larger than {most // 2**20} MiB{' once decompressed' if path.endswith('.gz') else ''}; "
+                              "no response is that large")
     return data
 
 
@@ -97,15 +152,19 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def sidecar(path: str) -> dict:
-    """The archive envelope written by `skintrack analyze` next to a response, if any."""
+def sidecar(path: str) -> tuple[dict, str | None]:
+    """The archive envelope written by `skintrack analyze` next to a response, if any, and what is wrong
+    with it (a malformed envelope is ignored, and said, but never stops its response)."""
     meta = path[: -len(".json")] + META_SUFFIX if path.endswith(".json") else None
-    if meta and os.path.exists(meta):
-        try:
-            return orjson.loads(Path(meta).read_bytes())
-        except orjson.JSONDecodeError:
-            return {}
-    return {}
+    if not meta or not os.path.exists(meta):
+        return {}, None
+    try:
+        doc = orjson.loads(read_response_bytes(meta))
+    except (orjson.JSONDecodeError, InvalidResponse, OSError) as e:
+        return {}, f"archive envelope is not readable JSON ({e}); ignored, its response is ingested"
+    if not isinstance(doc, dict) or not isinstance(doc.get("photo", ""), str):
+        return {}, "archive envelope is not an object with a photo path; ignored, its response is ingested"
+    return doc, None
 
 
 def _decode_map(study: Path, aid: str, name: str, data: str, writes: list) -> dict:
@@ -119,7 +178,7 @@ def _decode_map(study: Path, aid: str, name: str, data: str, writes: list) -> di
     except Exception:  # noqa: BLE001 - any undecodable image is reported as such
         raise InvalidResponse(f"face map {name}: not a JPEG or PNG image") from None
     rel = f"maps/{aid}/{name}.{ext}"
-    writes.append(_writer().submit(store.write_atomic, study / rel, raw))  # fsync overlaps with parsing
+    writes.append(_writer().submit(store.write_atomic, study / rel, raw, study / ".staging"))  # overlaps parsing
     return {"name": name, "path": rel, "media_type": media, "width": width, "height": height, "bytes": len(raw)}
 
 
@@ -135,9 +194,25 @@ def _writer() -> concurrent.futures.ThreadPoolExecutor:
     return _WRITERS[pid]
 
 
-def _init_worker(ids):
+def _init_worker(ids, parent: int):
     global _KNOWN_IDS
     _KNOWN_IDS = ids
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker die when its parent does (Linux PR_SET_PDEATHSIG), and at once if the parent
+    died before this ran: a killed ingest leaves no worker behind. (Workers are spawned, not forked, so
+    none inherits the study's lock; each holds the pool's queue at both ends, so no EOF would end it.)"""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def stage_chunk(study: str, paths: list[str], known_ids=None) -> dict:
@@ -162,12 +237,17 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
     out = {"accepted": [], "duplicates": [], "rejects": [], "batch": None}
     now = dt.datetime.now(dt.timezone.utc)
     seen, writes = set(), []
+
+    def reject(source, reason):
+        out["rejects"].append((source, reason))
+        rows["rejects"].append({"source": source, "reason": reason, "at": now})
+
     for path in paths:
         try:
             st = os.stat(path)
             data = read_response_bytes(path)
             aid = content_id(data)
-            meta = sidecar(path)
+            meta, meta_problem = sidecar(path)
             photo = meta.get("photo")
             source = {"source": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "analysis_id": aid}
             if aid in known or aid in seen:
@@ -179,11 +259,16 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
             except orjson.JSONDecodeError as e:
                 raise InvalidResponse(f"not valid JSON ({e})") from None
             flat = flatten(doc)
+            _refuse_non_analysis(flat["analyses"][0])
             maps = [_decode_map(study, aid, m["name"], m["data"], writes) for m in flat["maps"]]
         except (InvalidInput, OSError) as e:
-            out["rejects"].append((path, str(e)))
-            rows["rejects"].append({"source": path, "reason": str(e), "at": now})
+            reject(path, str(e))
             continue
+        except Exception as e:  # noqa: BLE001 - one response must never stop the others
+            reject(path, f"could not be flattened ({type(e).__name__}: {e})")
+            continue
+        if meta_problem:
+            reject(path[: -len(".json")] + META_SUFFIX, meta_problem)
         seen.add(aid)
         flat["maps"] = maps
         flat["analyses"][0].update(source=path, photo=photo, photo_sha256=meta.get("photo_sha256"), ingested_at=now)
@@ -197,35 +282,49 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
         w.result()
     if any(rows.values()):
         bid = store.batch_id(sorted(r["source"] + str(r.get("analysis_id")) for r in rows["sources"] + rows["rejects"]))
-        tables = _to_arrow(rows, out, now)
+        tables = _to_arrow(rows, out, reject)
         store.stage_batch(study / ".staging" / bid, tables)
         out["batch"] = bid
     return out
 
 
-def _to_arrow(rows: dict[str, list], out: dict, now) -> dict[str, pa.Table]:
-    """Rows to Arrow tables. Arrow checks every number; if a chunk fails, each analysis is converted
-    alone so that only the offending responses are rejected (with the reason), the rest kept."""
+def _refuse_non_analysis(row: dict) -> None:
+    """A failure that is not about the photo (a refused key, no credits, a service error) is no analysis."""
+    if row.get("ok"):
+        return
+    code = row.get("error_status") or row.get("error_code_str")
+    status = row.get("http_status") or row.get("error_code")
+    if not about_photo(code, status):
+        raise InvalidResponse(f"the API refused the call for the account, key, request or service "
+                              f"({code or f'HTTP {status}'}), not for the photo: no analysis to ingest; run "
+                              "analyze again once that is fixed")
+
+
+def _to_arrow(rows: dict[str, list], out: dict, reject) -> dict[str, pa.Table]:
+    """Rows to Arrow tables. Arrow checks every value again; if a chunk fails, each analysis is converted
+    alone so that only the offending responses are rejected (with the table and column), the rest kept."""
     try:
         return {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except Exception:  # noqa: BLE001 - found and named per analysis below
         pass
     bad = {}
-    for table in ("detections", "outlines"):
-        for r in rows[table]:
+    for table, trows in rows.items():
+        if table in ("sources", "rejects"):
+            continue
+        for r in trows:
+            if r["analysis_id"] in bad:
+                continue
             try:
                 pa.Table.from_pylist([r], schema=TABLES[table])
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                bad.setdefault(r["analysis_id"], f"{table} {r['kind']} #{r['idx']}: a point is not {{x, y}} numbers ({e})")
+            except Exception as e:  # noqa: BLE001
+                bad[r["analysis_id"]] = f"{table}: a value does not fit its column ({type(e).__name__}: {e})"
     by_id = {a: s for s, a, _ in out["accepted"]}
     for aid, reason in bad.items():
-        out["rejects"].append((by_id[aid], reason))
-        rows["rejects"].append({"source": by_id[aid], "reason": reason, "at": now})
+        reject(by_id[aid], reason)
     out["accepted"] = [a for a in out["accepted"] if a[1] not in bad]
-    rows["sources"] = [r for r in rows["sources"] if r["analysis_id"] not in bad]
     for t, r in rows.items():
-        if t not in ("sources", "rejects"):
-            rows[t] = [x for x in r if x["analysis_id"] not in bad]
+        if t != "rejects":
+            rows[t] = [x for x in r if x.get("analysis_id") not in bad]
     return {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
 
 
@@ -238,23 +337,47 @@ def _session_rows(manifest: Manifest, inputs: list[tuple[str, str, str]]) -> lis
             continue
         meta = {k: v for k, v in row.items() if k not in ("file", "_line")}
         out.append({"analysis_id": aid, **{k: meta.pop(k, None) for k in ("subject_id", "visit", "taken_at")},
-                    **meta, "assigned_at": now})
+                    **meta, "assigned_at": now, "_where": f"{manifest.path}:{row['_line']}"})
     return out
+
+
+def _checked_sessions(study: Path, sessions: list[dict], subj, report) -> tuple[list[dict], list]:
+    """Drop the manifest rows that cannot be right (see `manifest.session_problems`); warn of the doubtful."""
+    subjects = store.read_table(study, "subjects", ["subject_id"])
+    known = set() if subjects is None else set(subjects.column("subject_id").to_pylist())
+    if subj is not None:
+        known |= set(subj[0]["subject_id"])
+    stored = store.read_table(study, "sessions", ["analysis_id", "visit", "assigned_at"])
+    uses = {}
+    if stored is not None:
+        mine = {r["analysis_id"] for r in sessions}
+        latest = {}
+        for aid, visit, at in zip(*stored.to_pydict().values()):
+            if aid not in mine and (aid not in latest or at > latest[aid][1]):
+                latest[aid] = (visit, at)
+        for visit, _ in latest.values():
+            if visit is not None:
+                uses[visit] = uses.get(visit, 0) + 1
+    rejects, warnings = session_problems(sessions, known, uses)
+    report.warnings += warnings
+    bad = {where for where, _ in rejects}
+    return [{k: v for k, v in r.items() if k != "_where"} for r in sessions if r["_where"] not in bad], rejects
 
 
 def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progress: bool = False,
            chunk_size: int = CHUNK) -> IngestReport:
     """Ingest response files (files, folders, globs, or the study's raw/ archive) into the study at `study`.
 
+    `manifest` is a CSV path (or a `Manifest` already read and matched, as `analyze` passes it).
+
     Rejected inputs are listed in the report and in the `rejects` table; the rest is ingested.
     """
     t0 = time.perf_counter()
     study = Path(study)
     report = IngestReport()
-    man = Manifest.read(manifest) if manifest else None
+    man = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest) if manifest else None
     subj = read_subjects(subjects) if subjects else None
-    files, missing = expand(sources)
-    report.rejected += missing
+    files, unreadable = expand(sources)
     with store.locked(study):
         index = store.read_table(study, "sources")
         index = {} if index is None else {s: (z, m, a) for s, z, m, a in zip(*index.to_pydict().values())}
@@ -265,7 +388,7 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
             hit = index.get(path)
             st = os.stat(path)
             if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] in known_ids:
-                photo = sidecar(path).get("photo") if man else None  # only a manifest matches by photo
+                photo = sidecar(path)[0].get("photo") if man else None  # only a manifest matches by photo
                 inputs.append((path, hit[2], photo))
                 report.skipped += 1
             else:
@@ -292,15 +415,16 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
             bar.update(len(res["accepted"]) + len(res["duplicates"]) + len(res["rejects"]))
 
         if workers > 1 and len(chunks) > 1:
-            with concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_worker,
-                                                        initargs=(known_ids,)) as pool:
+            spawn = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker,
+                                                        initargs=(known_ids, os.getpid())) as pool:
                 for res in pool.map(stage_chunk, [str(study)] * len(chunks), chunks):
                     commit(res)
         else:
             for chunk in chunks:
                 commit(stage_chunk(str(study), chunk, known_ids))
         bar.close()
-        extra = _metadata_batch(study, man, subj, inputs, report)
+        extra = _metadata_batch(study, man, subj, inputs, report, unreadable)
         if extra:
             store.write_batch(study, store.batch_id(sorted(map(str, extra.items()))), extra)
     report.seconds = time.perf_counter() - t0
@@ -320,16 +444,19 @@ def _chunks(paths: list[str], most: int, most_bytes: int = CHUNK_BYTES) -> list[
     return chunks + [current] if current else chunks
 
 
-def _metadata_batch(study: Path, man, subj, inputs, report) -> dict[str, pa.Table]:
-    """Sessions, subjects and CSV rejects that differ from what the study already holds."""
+def _metadata_batch(study: Path, man, subj, inputs, report, unreadable) -> dict[str, pa.Table]:
+    """Sessions and subjects that differ from what the study already holds, and the rejects of the CSVs and
+    of the sources that could not be read as files."""
     now = dt.datetime.now(dt.timezone.utc)
-    tables, rejects = {}, []
+    tables, rejects = {}, list(unreadable)
     if man is not None:
         rejects += man.rejects
         sessions = _session_rows(man, inputs)
-        for source, _ in report.rejected:  # their rows are not "missing": the input itself was rejected
+        for source, _ in report.rejected + unreadable:  # not "missing": the input itself was rejected
             man.match(source)
         rejects += man.unmatched_missing()
+        sessions, problems = _checked_sessions(study, sessions, subj, report)
+        rejects += problems
         sessions = store.changed_rows(study, "sessions", "analysis_id", sessions)
         if sessions:
             extra = [(k, pa.string()) for k in sessions[0] if k not in SESSION_TYPES]

@@ -121,3 +121,38 @@ def read_subjects(path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         if numbers.notna().sum() == df[col].notna().sum():
             df[col] = numbers
     return df.reset_index(drop=True), rejects
+
+
+def session_problems(rows: list[dict], known_subjects: set, visit_uses: dict) -> tuple[list, list]:
+    """Check the sessions a manifest assigns, where they are made. `rows` carry `_line`, `analysis_id`,
+    `subject_id`, `visit` (and `replicate` for repeat captures of one visit); `known_subjects` are the
+    study's subjects (empty: not checked); `visit_uses` counts the study's other sessions per visit label.
+
+    Returns (rejects, warnings) as (where, what) pairs; a rejected row assigns nothing (fix and re-ingest):
+    a subject not in the subjects CSV, or two captures of one subject's visit not told apart by `replicate`.
+    A visit label no other session uses is a warning (a typo such as Wk8 for W8, or an unscheduled visit).
+    """
+    rejects, warnings, groups = [], [], {}
+    for r in rows:
+        where = r["_where"]
+        if known_subjects and r.get("subject_id") is not None and r["subject_id"] not in known_subjects:
+            rejects.append((where, f"subject {r['subject_id']!r} is not in the subjects CSV "
+                                   f"({len(known_subjects)} subjects known); this row assigns nothing"))
+        elif r.get("subject_id") is not None and r.get("visit") is not None:
+            groups.setdefault((r["subject_id"], r["visit"], r.get("replicate")), []).append(r)
+    for (subject, visit, _), group in groups.items():
+        if len({r["analysis_id"] for r in group}) > 1:
+            lines = ", ".join(r["_where"].rsplit(":", 1)[-1] for r in group)
+            rejects += [(r["_where"], f"{subject} {visit} is given by lines {lines}: two captures of one visit; "
+                                      "tell repeat captures apart in a `replicate` column, or fix the visit")
+                        for r in group]
+    uses = dict(visit_uses)
+    for r in rows:
+        if r.get("visit") is not None:
+            uses[r["visit"]] = uses.get(r["visit"], 0) + 1
+    common = sorted(v for v, n in uses.items() if n > 1)
+    for r in rows:
+        if r.get("visit") is not None and uses[r["visit"]] == 1 and len(uses) > 1:
+            warnings.append((r["_where"], f"visit {r['visit']!r} is used by this session only (other visits: "
+                                          f"{', '.join(common) or 'none'}); a typo?"))
+    return rejects, warnings

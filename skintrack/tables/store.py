@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import duckdb
@@ -46,8 +47,12 @@ def batches_dir(study: Path) -> Path:
 def locked(study: Path):
     """Hold the study's write lock (one writer at a time); clears stale staging folders."""
     study = Path(study)
-    study.mkdir(parents=True, exist_ok=True)
-    with open(study / ".lock", "w") as fh:
+    try:
+        study.mkdir(parents=True, exist_ok=True)
+        fh = open(study / ".lock", "w")
+    except OSError as e:
+        raise UsageError(f"{study}: cannot write to this study folder ({e.strerror})") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -136,15 +141,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to `path` through a temporary file and a rename, so it is whole or absent."""
+def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """Write bytes to `path` through a temporary file and a rename, so it is whole or absent.
+
+    The temporary file is `.NAME.PID.tmp` beside `path`, or in `tmp_dir` (same file system) so that
+    whoever cleans that folder removes what a crash or a full disk left behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = (Path(tmp_dir) if tmp_dir else path.parent) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 # ---- views ------------------------------------------------------------------------------------------
@@ -158,16 +173,21 @@ def _empty(schema: pa.Schema) -> str:
     return f"SELECT {cols} WHERE false"
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _source(study: Path, table: str, schema: pa.Schema | None) -> str:
-    glob = str(batches_dir(study) / "*" / f"{table}.parquet").replace("'", "''")
-    if _files(study, table):
-        return f"SELECT * FROM read_parquet('{glob}', union_by_name = true)"
+    files = _files(study, table)  # an explicit list: a study path holding [, ?, * is never read as a pattern
+    if files:
+        return f"SELECT * FROM read_parquet([{', '.join(map(_literal, files))}], union_by_name = true)"
     if schema is None:
         return None
     return _empty(schema)
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
+    """A SQL identifier, quoted (a double quote inside is doubled), for names that come from data or users."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -206,7 +226,7 @@ def create_views(con: duckdb.DuckDBPyConnection, study) -> None:
         UNION ALL SELECT analysis_id, 'wrinkle.' || region || '.' || k, v FROM (SELECT analysis_id, region,
             {wrinkle_cols} FROM wrinkles) UNPIVOT (v FOR k IN ({", ".join(WRINKLE_MEASURES)}))
         UNION ALL SELECT analysis_id, 'skin.age', skin_age FROM analyses_raw WHERE skin_age IS NOT NULL""")
-    wide = ", ".join(f"max(m.value) FILTER (WHERE m.metric = '{k}') AS {_quote(k)}" for k in metric_keys())
+    wide = ", ".join(f"max(m.value) FILTER (WHERE m.metric = '{k}') AS {quote(k)}" for k in metric_keys())
     con.execute(f"""CREATE OR REPLACE VIEW metrics_wide AS
         SELECT a.analysis_id, a.subject_id, a.visit, a.taken_at, {wide}
         FROM analyses a LEFT JOIN metrics m USING (analysis_id) GROUP BY a.analysis_id, a.subject_id, a.visit,

@@ -1,11 +1,18 @@
 """The documented error codes of the API (`error_detail.code`) with their HTTP status and meaning.
 
-Generated from shared/reference/response-description.mdx; data only.
+Generated from shared/reference/response-description.mdx; data only, like the schema: the vocabulary of
+the responses, used by the client (to classify) and by ingest (to tell an analysis from a refused call).
+
+A failure is *about the photo* (a final outcome of that photo: no face, poor lighting, too small, ...)
+when its documented status is 413, 415 or 422; every other failure is about the account, the key, the
+request or the service, and says nothing about the photo.
 
 Example
 -------
 >>> CODES["ERROR_NO_FACE_IN_FILE"]
 (422, 'No face detected in the file.')
+>>> about_photo("ERROR_NO_FACE_IN_FILE", None), about_photo("ERROR_NOT_ENOUGH_CREDITS", 429)
+(True, False)
 """
 CODES: dict[str, tuple[int, str]] = {
     'ERROR_PARAMETERS': (400, 'Invalid parameters.'),
@@ -135,3 +142,11 @@ CODES: dict[str, tuple[int, str]] = {
     'ERROR_FILE_DOWNLOAD_TIMEOUT': (504, 'File download timeout.'),
     'AI_SERVICE_TIMEOUT': (504, 'AI service timeout. Please try again later. If not resolved promptly, contact the platform.'),
 }
+
+PHOTO_STATUSES = frozenset({413, 415, 422})
+
+
+def about_photo(code: str | None, status: int | None) -> bool:
+    """Whether a failure is the photo's own outcome (by its documented code, else by its HTTP status)."""
+    documented = CODES.get(code, (None,))[0] if code else None
+    return (documented or status) in PHOTO_STATUSES

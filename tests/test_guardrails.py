@@ -1,0 +1,243 @@
+"""Guardrails: odd files, paths and names, full disks, killed workers and user mistakes, each rejected or
+refused one at a time with a reason, never a traceback, a hang, a lost study or a glob of someone's path."""
+import contextlib
+import csv
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+import skintrack
+from skintrack import UsageError
+
+from conftest import FIXTURES, load
+
+CASE1 = FIXTURES / "real" / "ailabtools-docs-case1" / "response-v1.7.json"
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, options: str = ""):
+    """A small file system of its own (root only, as the tests run in CI): full disks and read-only folders."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_odd_files_are_skipped_or_rejected_one_at_a_time(tmp_path, run_cli):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(FIXTURES / "real" / "community-2025-full.json", src / "good.json")
+    shutil.copy(FIXTURES / "real" / "community-2023-full.json", src / "with-meta.json")
+    (src / "with-meta.meta.json").write_text("{not json")
+    os.symlink(src / "nowhere.json", src / "dangling.json")
+    os.mkfifo(src / "x.json")  # reading it would hang forever
+    os.symlink("/dev/zero", src / "zero.json")
+    (src / "sub").mkdir()
+    os.symlink(src, src / "sub" / "loop")  # a link back up: a walk that follows it never ends
+    os.symlink(src / "good.json", src / "sub" / "same-file.json")  # one file under two names: one source
+    (src / os.fsdecode(b"caf\xe9.json")).write_bytes(b"{}")
+    with gzip.open(src / "bomb.json.gz", "wb") as gz:  # 300 MiB of zeros in about 300 KiB
+        block = b"\0" * 2**20
+        for _ in range(300):
+            gz.write(block)
+    proc = run_cli("ingest", src, "--study", tmp_path / "s", "--quiet", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    s = skintrack.open(tmp_path / "s")
+    reasons = dict(s.sql("select source, reason from rejects").values.tolist())
+    named = {Path(k).name: v for k, v in reasons.items()}
+    assert "leads nowhere" in named["dangling.json"]
+    assert "not a regular file" in named["x.json"] and "not a regular file" in named["zero.json"]
+    assert "not valid UTF-8" in named["caf\\xe9.json"]
+    assert "larger than 256 MiB once decompressed" in named["bomb.json.gz"]
+    assert "archive envelope is not readable JSON" in named["with-meta.meta.json"]
+    assert s.sql("select count(*) n from analyses")["n"].tolist() == [2]
+    assert s.sql("select count(*) n from sources")["n"].tolist() == [2]  # the loop and the second name add none
+
+
+def test_paths_are_taken_literally_never_as_globs(tmp_path):
+    for name, fixture in (("in1", "community-2023-full.json"), ("in[1]", "community-2025-full.json")):
+        (tmp_path / name).mkdir()
+        shutil.copy(FIXTURES / "real" / fixture, tmp_path / name / "r.json")
+    skintrack.ingest([tmp_path / "in[1]"], tmp_path / "trial[1]")
+    skintrack.ingest([tmp_path / "in1"], tmp_path / "trial1")
+    ids = {name: skintrack.open(tmp_path / name).sql("select request_id from analyses")["request_id"].tolist()
+           for name in ("trial[1]", "trial1")}
+    assert ids["trial[1]"] == [load("real/community-2025-full.json")["request_id"]]
+    assert ids["trial1"] == [load("real/community-2023-full.json")["request_id"]]
+    assert skintrack.ingest([tmp_path / "in?"], tmp_path / "t3").added == 1  # a path that does not exist is a glob
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_finishes(tmp_path, run_cli):
+    src = tmp_path / "in"
+    src.mkdir()
+    data = CASE1.read_bytes()
+    for i in range(4):  # four analyses with ten maps each: about 5 MB once stored
+        (src / f"r{i}.json").write_bytes(data + b" " * i)
+    with tmpfs(tmp_path / "small", "2m") as disk:
+        study = disk / "s"
+        proc = run_cli("ingest", src, "--study", study, "--quiet", "--batch-size", "1")
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert proc.stderr.startswith("Error: the disk is full") and len(proc.stderr.strip().splitlines()) == 1
+        held = skintrack.open(study).sql("select analysis_id, count(*) n from maps group by 1")
+        assert (held["n"] == 10).all() and len(held) < 4  # whole analyses only
+        assert all((study / p).exists() for p in skintrack.open(study).sql("select path from maps")["path"])
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        again = run_cli("ingest", src, "--study", study, "--quiet")
+        assert again.returncode == 0, again.stderr
+        assert skintrack.open(study).sql("select count(*) n from analyses")["n"].tolist() == [4]
+        left = [p for p in study.rglob("*") if p.name.endswith(".tmp") or ".staging" in p.parts and p.is_file()]
+        assert left == []
+
+
+def test_an_unwritable_study_is_one_line(tmp_path, run_cli, sample):
+    with tmpfs(tmp_path / "ro", "1m", ",ro") as ro:
+        proc = run_cli("ingest", sample / "responses", "--study", ro / "s", "--quiet")
+    assert proc.returncode == 2 and "cannot write to this study folder (Read-only file system)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+def test_killing_ingest_leaves_no_worker_and_no_lock(tmp_path, sample, run_cli):
+    src = tmp_path / "in"
+    src.mkdir()
+    for copy in range(8):  # 768 distinct responses: a few seconds of work for two workers
+        for f in sorted((sample / "responses").glob("*.json")):
+            (src / f"{copy}-{f.name}").write_bytes(f.read_bytes() + b" " * copy)
+    exe = Path(sys.executable).with_name("skintrack")
+    proc = subprocess.Popen([str(exe), "ingest", str(src), "--study", str(tmp_path / "s"), "--workers", "2",
+                             "--quiet", "--batch-size", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [Path(f"/proc/{w}/cmdline").read_text() for w in workers if _alive(w)]
+    again = run_cli("ingest", src, "--study", tmp_path / "s", "--quiet", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert skintrack.open(tmp_path / "s").sql("select count(*) n from analyses")["n"].tolist() == [768]
+
+
+CRAFTED = 'x" , (SELECT content FROM read_text(\'/etc/hostname\')) AS "leak'
+
+
+def test_sql_in_every_user_supplied_string_and_name(tmp_path, sample):
+    with open(sample / "subjects.csv") as fh:
+        rows = list(csv.reader(fh))
+    with open(tmp_path / "subjects.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0] + [CRAFTED]] + [r + ["a"] for r in rows[1:]])
+    with open(sample / "manifest.csv") as fh:
+        rows = list(csv.reader(fh))
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0] + ['op"er']] + [r + ["o'p"] for r in rows[1:]])
+    skintrack.ingest([sample / "responses"], tmp_path / "s", manifest=tmp_path / "m.csv",
+                     subjects=tmp_path / "subjects.csv")
+    s = skintrack.open(tmp_path / "s")
+    assert CRAFTED in s.columns("subjects")
+    by_crafted = s.cohort("score.water", by=["visit", CRAFTED])
+    assert by_crafted[CRAFTED].unique().tolist() == ["a"] and "leak" not in by_crafted.columns
+    assert s.cohort("score.water", by=["visit", 'op"er'])['op"er'].unique().tolist() == ["o'p"]
+    with pytest.raises(UsageError, match="cannot group by"):
+        s.cohort("score.water", by=["visit", "arm; DROP VIEW scores"])
+    with pytest.raises(skintrack.UnknownMetric):
+        s.timeline("score.water' OR 1=1 --")
+    with pytest.raises(UsageError, match="no visit \"W12' OR '1'='1\""):
+        s.compare_arms("score.water", "W12' OR '1'='1")
+    with pytest.raises(UsageError, match="no arm named"):
+        s.compare_arms("score.water", "W12", treatment="active' --", control="placebo")
+    assert s.sql("select count(*) n from scores")["n"].tolist() == [96 * 18]  # 18 scores per response: nothing dropped
+
+
+def test_visit_test_and_study_mistakes_are_one_line(tmp_path, sample, run_cli):
+    study = tmp_path / "s"
+    skintrack.ingest([sample / "responses"], study, manifest=sample / "manifest.csv", subjects=sample / "subjects.csv")
+    for args, message in [
+        (("compare", study, "score.water", "--baseline", "D0", "--followup", "Wk8"),
+         "no follow-up visit 'Wk8' in this study (visits: D0, W4, W8, W12)"),
+        (("compare", study, "score.water", "--arms", "W13"), "no visit 'W13' in this study (visits: D0, W4, W8, W12)"),
+        (("compare", study, "score.water", "--baseline", "D0", "--followup", "W12", "--test", "ancova"),
+         "test 'ancova' does not fit this comparison: use paired_t, wilcoxon"),
+        (("compare", study, "score.water", "--arms", "W12", "--test", "wilcoxon"),
+         "test 'wilcoxon' does not fit this comparison: use welch, mannwhitney, ancova"),
+        (("trends", study, "score.water", "--view", "change", "--baseline", "W2"), "no baseline visit 'W2'"),
+        (("qc", tmp_path / "nowhere"), "nowhere: no such study folder"),
+    ]:
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and proc.stderr.strip() == f"Error: {proc.stderr.strip()[7:]}", args
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+    with pytest.raises(UsageError, match="no such study folder"):
+        skintrack.open(tmp_path / "missing")
+    assert skintrack.open(tmp_path / "created", create=True).path.is_dir()
+
+
+def test_the_sample_generator_takes_help_as_help(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "skintrack.sample", *a], cwd=tmp_path,  # noqa: E731
+                                    capture_output=True, text=True)
+    helped = run("--help")
+    assert helped.returncode == 0 and "usage: python -m skintrack.sample" in helped.stdout
+    assert run("--bogus").returncode == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_manifest_mistakes_are_said_line_by_line_and_check_lists_them(tmp_path, sample, run_cli):
+    lines = (sample / "manifest.csv").read_text().splitlines()
+    fixed = {"responses/S05_W4.json": ("S05", "S5"), "responses/S06_W8.json": ("W8", "Wk8"),
+             "responses/S07_W8.json": ("W8", "W4")}  # S07 then has two W4 captures
+    out = [lines[0]]
+    for line in lines[1:]:
+        name = line.split(",")[0]
+        if name in fixed:
+            old, new = fixed[name]
+            line = line.replace(f",{old},", f",{new},", 1)
+        out.append(line)
+    (tmp_path / "m.csv").write_text("\n".join(out) + "\n")
+    where = {name: f"{tmp_path / 'm.csv'}:{out.index(next(x for x in out if x.startswith(name))) + 1}"
+             for name in ("responses/S05_W4.json", "responses/S06_W8.json", "responses/S07_W4.json",
+                          "responses/S07_W8.json")}
+    proc = run_cli("ingest", sample / "responses", "--study", tmp_path / "s", "--manifest", tmp_path / "m.csv",
+                   "--subjects", sample / "subjects.csv", "--quiet")
+    assert proc.returncode == 1
+    err = proc.stderr.splitlines()
+    assert f"rejected: {where['responses/S05_W4.json']}: subject 'S5' is not in the subjects CSV (24 subjects known);" \
+           " this row assigns nothing" in err
+    for name in ("responses/S07_W4.json", "responses/S07_W8.json"):
+        assert any(e.startswith(f"rejected: {where[name]}: S07 W4 is given by lines ") for e in err), err
+    assert f"warning: {where['responses/S06_W8.json']}: visit 'Wk8' is used by this session only (other visits: " \
+           "D0, W12, W4, W8); a typo?" in err
+    s = skintrack.open(tmp_path / "s")
+    assert s.cohort("score.water")["arm"].dropna().unique().tolist() == ["active", "placebo"]
+    assert not s.cohort("score.water")["arm"].isna().any()  # S5's row assigned nothing: no arm "NaN"
+    listed = run_cli("check", tmp_path / "s", "--csv")
+    assert listed.returncode == 1
+    found = skintrack.open(tmp_path / "s").check()
+    assert sorted(found["problem"].str.split(" ").str[0]) == ["no", "no", "no", "visit"]
+    assert "visit Wk8 is used by one session only (S06); a typo?" in found["problem"].tolist()
+    assert run_cli("check", sample.parent.parent / "build" / "none").returncode == 2
