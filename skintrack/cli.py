@@ -201,21 +201,22 @@ def _open(study):
     return s
 
 
-VIEWS = ("timeline", "change", "slopes", "cohort", "responders", "mixed")
+VIEWS = ("timeline", "change", "slopes", "cohort", "responders", "mmrm")
 
 
 @main.command()
 @click.argument("study", type=click.Path(file_okay=False))
 @click.argument("metric")
 @click.option("--view", type=click.Choice(VIEWS), default="cohort", show_default=True, help="What to compute.")
-@click.option("--baseline", default="first", show_default=True, help="'first' or a visit label (change, responders).")
+@click.option("--baseline", help="Baseline visit (change, responders); default: the plan's.")
 @click.option("--by", default="visit,arm", show_default=True, help="Grouping columns for cohort.")
 @click.option("--threshold", type=float, help="Improvement that makes a responder (responders).")
 @click.option("--relative", is_flag=True, help="Threshold in % of baseline (responders).")
 @click.option("--exclude-flagged", is_flag=True, help="Leave out analyses flagged by QC.")
 @_output
 def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagged, fmt):
-    """Per-person trends of one metric: timeline, change, slopes, cohort, responders or a mixed model.
+    """Per-person trends of one metric: timeline, change, slopes, cohort, responders, or the MMRM's LS-means
+    and differences.
 
     Example: skintrack trends trial score.water --view cohort --by visit,arm --csv
     """
@@ -227,8 +228,16 @@ def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagg
           "slopes": lambda: s.slopes(metric, exclude_flagged),
           "cohort": lambda: s.cohort(metric, _csv(by), exclude_flagged),
           "responders": lambda: s.responders(metric, threshold, relative, baseline, exclude_flagged),
-          "mixed": lambda: s.mixed_model(metric, exclude_flagged=exclude_flagged)}[view]()
+          "mmrm": lambda: _mmrm_table(s.mmrm(metric, exclude_flagged=exclude_flagged or None))}[view]()
     _emit(df, fmt)
+
+
+def _mmrm_table(fit):
+    import pandas as pd
+
+    return pd.concat([fit.lsmeans.assign(kind="lsmean"), fit.diffs.rename(columns={"treatment": "arm"}).assign(
+        kind="difference")], ignore_index=True)[["kind", "visit", "arm", "control", "estimate", "std_error", "df",
+                                                "ci_low", "ci_high", "p"]]
 
 
 @main.command()
@@ -255,6 +264,88 @@ def compare(study, metrics, baseline, followup, visit, test, exclude_flagged, fm
     else:
         raise UsageError("give --baseline and --followup, or --arms VISIT")
     _emit(df, fmt)
+
+
+def _endpoint(text):
+    from .tables.plan import Endpoint
+
+    metric, sep, visit = text.partition("@")
+    if not sep or not metric or not visit:
+        raise UsageError(f"endpoint {text!r}: write METRIC@VISIT, e.g. score.water@W12")
+    return Endpoint(metric, visit)
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--from", "source", type=click.Path(dir_okay=False), help="Start from this plan.toml.")
+@click.option("--title", help="Study title.")
+@click.option("--sponsor", help="Sponsor.")
+@click.option("--product", help="Product under test.")
+@click.option("--protocol", help="Protocol number.")
+@click.option("--baseline", help="Baseline visit label.")
+@click.option("--visits", help="Schedule: LABEL:DAY:WINDOW,... in order (e.g. D0:0:0,W4:28:3,W12:84:7).")
+@click.option("--control", help="The control arm.")
+@click.option("--treatments", help="Treatment arms, comma-separated.")
+@click.option("--primary", help="Primary endpoint as METRIC@VISIT.")
+@click.option("--secondary", multiple=True, help="Key secondary endpoint METRIC@VISIT, in testing order (repeat).")
+@click.option("--multiplicity", type=click.Choice(["fixed_sequence", "holm"]), help="Multiplicity strategy.")
+@click.option("--qc", type=click.Choice(["exclude", "include"]), help="QC-flagged captures in the primary analysis.")
+@click.option("--responder", multiple=True, help="Responder threshold METRIC=VALUE (repeat).")
+def plan(study, source, title, sponsor, product, protocol, baseline, visits, control, treatments, primary, secondary,
+         multiplicity, qc, responder):
+    """Write or show the study plan (STUDY/plan.toml): baseline, visits, arms, endpoints, multiplicity, QC.
+
+    With no option it shows the plan, with what was assumed from the data. Options change what they name,
+    and the result is checked against the study before it is stored.
+
+    Example: skintrack plan trial --primary score.water@W12 --secondary score.rough@W12 --control placebo
+    """
+    import dataclasses
+
+    from .tables.plan import Plan, Visit
+
+    s = _open(study)
+    current = Plan.load(source) if source else (Plan.read(study) or Plan())
+    changes = {k: v for k, v in dict(title=title, sponsor=sponsor, product=product, protocol=protocol,
+                                      baseline=baseline, control=control, multiplicity=multiplicity, qc=qc).items()
+               if v is not None}
+    if visits:
+        try:
+            changes["visits"] = [Visit(lab, float(day), float(win)) for lab, day, win in
+                                 (v.split(":") for v in _csv(visits))]
+        except ValueError:
+            raise UsageError(f"--visits {visits!r}: write LABEL:DAY:WINDOW,... e.g. D0:0:0,W12:84:7") from None
+    if treatments:
+        changes["treatments"] = list(_csv(treatments))
+    if primary:
+        changes["primary"] = _endpoint(primary)
+    if secondary:
+        changes["secondary"] = [_endpoint(e) for e in secondary]
+    if responder:
+        try:
+            changes["responders"] = {k: float(v) for k, v in (r.split("=") for r in responder)}
+        except ValueError:
+            raise UsageError("--responder: write METRIC=VALUE, e.g. score.water=5") from None
+    new = dataclasses.replace(current, **changes)
+    if changes or source:
+        new.write(study)
+    click.echo(s.plan.describe())
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@_output
+def endpoints(study, fmt):
+    """The plan's primary and key secondary endpoints in testing order, by the MMRM, with the multiplicity
+    decision (what a sponsor reports; never the smallest p-values).
+
+    Example: skintrack endpoints trial
+    """
+    s = _open(study)
+    df = s.endpoints()
+    _emit(df, fmt)
+    if fmt is None and s.plan.assumed:
+        click.echo("assumed (no plan says otherwise): " + "; ".join(s.plan.assumed))
 
 
 @main.command()

@@ -11,14 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from .tables.ingest import ingest
+from .tables.plan import Plan
 from .sample.simulate import sample_study_dir
 from .analysis.study import open as open_study
 
 
 def ingest_sample(study):
-    """Ingest the SIMULATED sample trial (responses, manifest, subjects) into `study`."""
+    """Ingest the SIMULATED sample trial (responses, manifest, subjects) into `study`, with its plan."""
     src = sample_study_dir()
-    return ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    report = ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    Plan.read(src).write(study)
+    return report
 
 
 def demo_study():

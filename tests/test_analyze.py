@@ -180,11 +180,12 @@ def test_ctrl_c_finishes_the_calls_in_flight_and_says_so(photos, tmp_path, emula
 def test_two_runs_at_once_never_pay_twice_and_same_bytes_are_one_call(photos, tmp_path, emulator, run_cli):
     made = photos(12)
     shutil.copy(made[0], tmp_path / "photos" / "copy-of-p00.jpg")  # the same bytes under another name
-    emu = emulator(latency=0.3)
+    emu = emulator(latency=1.0)  # the first run lasts ~6 s: the second surely meets it
     study = tmp_path / "s"
     env = {**os.environ, "AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": emu.url}
     exe = Path(sys.executable).with_name("skintrack")
-    cmd = [str(exe), "analyze", str(tmp_path / "photos"), "--study", str(study), "--qps", "0", "--quiet"]
+    cmd = [str(exe), "analyze", str(tmp_path / "photos"), "--study", str(study), "--qps", "0", "--quiet",
+           "--concurrency", "2"]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not emu.stats()["calls"] and time.monotonic() < deadline:

@@ -114,10 +114,15 @@ def test_the_readme_commands_run(tmp_path, run_cli):
             ran.append((args[1], proc.stdout))
     finally:
         os.chdir(cwd)
-    outputs = dict(ran[:1] + ran[2:])  # the second ingest is the re-run
-    assert [a for a, _ in ran] == ["ingest", "ingest", "metrics", "demo", "check", "trends", "compare", "compare", "qc",
-                                   "report"]
-    assert "ingested 96 new analyses" in ran[0][1] and "ingested 0 new analyses, skipped 96" in ran[1][1]
-    assert "W12  active 12          12" in outputs["trends"] and "glasses_changed" in outputs["qc"]
-    assert "1. Skin moisture score: by W12" in outputs["report"] and "Headline findings" in outputs["demo"]
-    assert outputs["check"] == "trial: no problems found\n"
+    assert [a for a, _ in ran] == ["ingest", "ingest", "metrics", "demo", "check", "plan", "plan", "endpoints", "trends",
+                                   "trends", "compare", "compare", "qc", "report"]
+    out = [o for _, o in ran]
+    assert "ingested 96 new analyses" in out[0] and "ingested 0 new analyses, skipped 96" in out[1]
+    assert "Headline findings" in out[3] and out[4] == "trial: no problems found\n"
+    assert "primary endpoint: score.water at W12" in out[5] and "multiplicity: holm at alpha 0.05" in out[6]
+    assert "assumed" not in out[6]
+    assert any(line.split()[1:7] == ["primary", "score.water", "W12", "active", "placebo", "15.55"]
+               for line in out[7].splitlines()), out[7]
+    assert "W12  active 12          12" in out[8] and out[9].startswith("kind,visit,arm,control,estimate")
+    assert "glasses_changed" in out[12]
+    assert "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, Holm testing at alpha 0.05)" in out[13]

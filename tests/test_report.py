@@ -133,7 +133,8 @@ def test_report_cli(run_cli, tmp_path):
 
     proc = run_cli("report", demo_study().path, "--out", tmp_path / "r", "--metrics", "score.water", "--no-pdf",
                    check=0)
-    assert "report:" in proc.stdout and "1. Skin moisture score: by W12, active improved it" in proc.stdout
+    assert "report:" in proc.stdout and "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, fixed-sequence testing" \
+        " at alpha 0.05): active improved it by 15.5 points more than placebo" in proc.stdout
     assert sorted(p.suffix for p in (tmp_path / "r" / "figures").glob("score.water-trend.*")) == [".pdf", ".png",
                                                                                                   ".svg"]
     bad = run_cli("report", demo_study().path, "--out", tmp_path / "r2", "--metrics", "score.wter")

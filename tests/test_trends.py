@@ -54,10 +54,10 @@ def ref_obs(s, key):
     return df.sort_values(["subject_id", "taken_at"]).reset_index(drop=True)
 
 
-def ref_change(s, key, baseline="first"):
+def ref_change(s, key, baseline="D0"):
+    """Changes from one baseline visit (the plan's): subjects without a value there are left out."""
     obs = ref_obs(s, key)
-    base = obs.sort_values(["taken_at", "visit"]).groupby("subject_id").head(1) if baseline == "first" else \
-        obs[obs.visit == baseline]
+    base = obs[obs.visit == baseline]
     base = base[["subject_id", "value", "analysis_id"]].rename(columns={"value": "baseline_value",
                                                                         "analysis_id": "base_id"})
     ch = obs.merge(base, on="subject_id")
@@ -81,10 +81,10 @@ def test_timeline(s, key):
 
 
 @pytest.mark.parametrize("key", METRICS)
-@pytest.mark.parametrize("baseline", ["first", "W4"])
+@pytest.mark.parametrize("baseline", [None, "W4"])
 def test_change_from_baseline(s, key, baseline):
     got = key_sorted(s.change_from_baseline(key, baseline=baseline), ["subject_id", "taken_at"])
-    ref = key_sorted(ref_change(s, key, baseline), ["subject_id", "taken_at"])
+    ref = key_sorted(ref_change(s, key, baseline or "D0"), ["subject_id", "taken_at"])
     assert len(got) == len(ref) > 0
     for col in ("value", "baseline_value", "delta", "pct_change"):
         np.testing.assert_allclose(got[col].astype(float), ref[col].astype(float), **TOL)
@@ -121,33 +121,49 @@ def test_cohort(s, key):
         assert row.n == n
         for col, want in [("mean", mean), ("sd", sd), ("sem", sd / math.sqrt(n)), ("ci_low", mean - half),
                           ("ci_high", mean + half), ("median", g.value.median()), ("q1", g.value.quantile(0.25)),
-                          ("q3", g.value.quantile(0.75)), ("change_mean", g.delta.mean())]:
+                          ("q3", g.value.quantile(0.75))]:
             assert math.isclose(row[col], want, rel_tol=1e-9, abs_tol=1e-9), (col, row[col], want)
-        dsd = g.delta.std(ddof=1)
+        changes = g.delta[~g.is_baseline]  # baseline rows are no change
+        assert row.change_n == len(changes) == (0 if visit == "D0" else n)
+        if len(changes):
+            assert math.isclose(row.change_mean, changes.mean(), rel_tol=1e-9, abs_tol=1e-9)
+        else:
+            assert pd.isna(row.change_mean) and pd.isna(row.change_ci_low)
+        dsd = changes.std(ddof=1)
         if dsd > 0:
             dh = st.t.ppf(0.975, n - 1) * dsd / math.sqrt(n)
-            assert math.isclose(row.change_ci_low, g.delta.mean() - dh, rel_tol=1e-9, abs_tol=1e-9)
+            assert math.isclose(row.change_ci_low, changes.mean() - dh, rel_tol=1e-9, abs_tol=1e-9)
     assert list(got.index.get_level_values("visit").unique()) == ["D0", "W4", "W8", "W12"]
 
 
 @pytest.mark.parametrize("test", ["paired_t", "wilcoxon"])
 def test_compare(s, test):
-    got = s.compare(METRICS, "D0", "W12", test=test).set_index("metric")
-    ps = []
-    for key in METRICS:
-        obs = ref_obs(s, key)
-        pair = obs[obs.visit == "D0"].merge(obs[obs.visit == "W12"], on="subject_id")
-        d = pair.value_y - pair.value_x
-        row = got.loc[key]
-        r = st.ttest_rel(pair.value_y, pair.value_x) if test == "paired_t" else st.wilcoxon(d)
-        half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-        assert row.n == len(d)
-        for col, want in [("mean_diff", d.mean()), ("ci_low", d.mean() - half), ("ci_high", d.mean() + half),
-                          ("statistic", r.statistic), ("p", r.pvalue), ("dz", d.mean() / d.std(ddof=1))]:
-            assert math.isclose(row[col], want, rel_tol=1e-9, abs_tol=1e-12), (key, col)
-        ps.append(r.pvalue)
-    np.testing.assert_allclose(got.p_holm, multipletests(ps, method="holm")[1], **TOL)
-    np.testing.assert_allclose(got.p_bh, multipletests(ps, method="fdr_bh")[1], **TOL)
+    """Within each arm (arms are never pooled), Holm and BH across the metrics."""
+    got = s.compare(METRICS, "D0", "W12", test=test).set_index(["arm", "metric"])
+    arms = s.sql("select subject_id, arm from subjects")
+    for arm in ("active", "placebo"):
+        ps = []
+        for key in METRICS:
+            obs = ref_obs(s, key).merge(arms, on="subject_id")
+            obs = obs[obs.arm == arm]
+            pair = obs[obs.visit == "D0"].merge(obs[obs.visit == "W12"], on="subject_id")
+            d = pair.value_y - pair.value_x
+            row = got.loc[(arm, key)]
+            if d.std(ddof=1) == 0:  # every difference equal: no test (the mean difference stands)
+                assert row.mean_diff == d.mean() and pd.isna(row.p) and pd.isna(row.dz)
+                ps.append(np.nan)
+                continue
+            r = st.ttest_rel(pair.value_y, pair.value_x) if test == "paired_t" else st.wilcoxon(d)
+            half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+            assert row.n == len(d) == 12
+            for col, want in [("mean_diff", d.mean()), ("ci_low", d.mean() - half), ("ci_high", d.mean() + half),
+                              ("statistic", r.statistic), ("p", r.pvalue), ("dz", d.mean() / d.std(ddof=1))]:
+                assert math.isclose(row[col], want, rel_tol=1e-9, abs_tol=1e-12), (key, col)
+            ps.append(r.pvalue)
+        tested = ~np.isnan(ps)
+        assert tested.sum() >= 6
+        np.testing.assert_allclose(got.loc[arm].p_holm[tested], multipletests(np.array(ps)[tested], method="holm")[1], **TOL)
+        np.testing.assert_allclose(got.loc[arm].p_bh[tested], multipletests(np.array(ps)[tested], method="fdr_bh")[1], **TOL)
 
 
 @pytest.mark.parametrize("test", ["welch", "mannwhitney", "ancova"])
@@ -187,16 +203,21 @@ def test_responders_on_a_lower_is_better_metric_count_decreases(s):
     assert got.loc[("W12", "active")].responders == int((-g.delta >= 5).sum())
 
 
-def test_mixed_model(s):
-    got = s.mixed_model("score.water").set_index("term")
-    ch = ref_change(s, "score.water").merge(s.sql("select subject_id, arm from subjects"), on="subject_id")
-    post = ch[~ch.is_baseline].assign(treated=lambda d: (d.arm == "active") * 1.0)
-    post["visit"] = pd.Categorical(post.visit, categories=["W4", "W8", "W12"])
-    fit = smf.mixedlm("delta ~ treated * C(visit)", post, groups=post.subject_id).fit(reml=True)
-    for term in got.index:
-        assert math.isclose(got.loc[term, "estimate"], fit.params[term], rel_tol=1e-6, abs_tol=1e-9)
-        assert math.isclose(got.loc[term, "p"], fit.pvalues[term], rel_tol=1e-6, abs_tol=1e-12)
-    assert got.loc["treated:C(visit)[T.W12]", "ci_low"] > 0  # the simulated product works on hydration
+def test_mmrm_on_the_study_is_fit_mmrm_on_the_changes(s):
+    """Study.mmrm is the MMRM of the pandas-recomputed changes from the plan's baseline, QC-flagged captures
+    out (the plan's rule); the MMRM itself is checked against R in test_mmrm.py."""
+    from skintrack.analysis.mmrm import fit_mmrm
+
+    got = s.mmrm("score.water")
+    flagged = set(s.qc().query("flagged").analysis_id)
+    obs = ref_obs(s, "score.water")
+    obs = obs[~obs.analysis_id.isin(flagged)]
+    base = obs[obs.visit == "D0"][["subject_id", "value"]].rename(columns={"value": "base"})
+    post = obs[obs.visit != "D0"].merge(base, on="subject_id").merge(s.sql("select subject_id, arm from subjects"))
+    ref = fit_mmrm(post.assign(subject=post.subject_id, chg=post.value - post.base), ["W4", "W8", "W12"], "placebo")
+    pd.testing.assert_frame_equal(got.diffs, ref.diffs, rtol=1e-9)
+    assert got.n_obs == 72 - 3 and got.excluded.empty and got.qc == "QC-flagged captures excluded"
+    assert got.diff("W12")["ci_low"] > 0  # the simulated product works on hydration
 
 
 def test_qc_flags_the_planted_capture_problems(s):
@@ -217,8 +238,10 @@ def test_qc_limits_are_parameters(s):
 
 
 def test_cohort_by_any_subject_or_manifest_column(s):
-    by_arm = s.cohort("score.water", by="arm")
-    assert by_arm[["arm", "n"]].values.tolist() == [["active", 48], ["placebo", 48]]
+    with pytest.raises(skintrack.UsageError, match="would pool each subject's visits"):
+        s.cohort("score.water", by="arm")
+    by_arm = s.cohort("score.water", by=("visit", "arm"))
+    assert by_arm[["visit", "arm", "n"]].values.tolist()[:2] == [["D0", "active", 12], ["D0", "placebo", 12]]
     by_operator = s.cohort("score.water", by=("visit", "operator"))
     manifest = s.sql("select visit, operator, count(*) n from analyses group by all")
     merged = by_operator.merge(manifest, on=["visit", "operator"])
@@ -258,11 +281,12 @@ def edge(tmp_path_factory, sample=None):
     return skintrack.open(folder / "s")
 
 
-def test_edge_no_baseline_visit_is_left_out(edge):
-    ch = edge.change_from_baseline("score.water", baseline="D0")
+def test_edge_no_baseline_visit_is_left_out_and_listed(edge):
+    ch = edge.change_from_baseline("score.water")  # the plan's baseline: D0, never a later visit
     assert "E1" not in set(ch.subject_id) and {"E2", "E3", "E4"} <= set(ch.subject_id)
-    first = edge.change_from_baseline("score.water")
-    assert first[first.subject_id == "E1"].visit.tolist() == ["W4", "W8"]
+    assert ch.attrs["excluded"] == [{"subject_id": "E1", "reason": "no D0 session"}]
+    sens = edge.change_from_baseline("severity.sensitivity")  # E4's W4 (2023) has no sensitivity: not baseline
+    assert sens.attrs["excluded"] == [{"subject_id": "E1", "reason": "no D0 session"}]
 
 
 def test_edge_single_visit_and_constant_values(edge):

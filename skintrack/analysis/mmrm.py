@@ -221,6 +221,7 @@ class MMRMResult:
     base_mean: float = math.nan
     excluded: pd.DataFrame | None = None
     assumed: list = field(default_factory=list)
+    qc: str = ""
 
     def diff(self, visit, treatment=None) -> pd.Series:
         """The row of `.diffs` at `visit` (for `treatment`, default the only one)."""

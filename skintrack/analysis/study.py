@@ -15,9 +15,12 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ..tables import check, store
-from . import qc, trends, trial
 from ..errors import UsageError
+from ..tables import check, store
+from ..tables.plan import FILE as PLAN_FILE
+from ..tables.plan import Plan
+from . import qc, trends, trial
+from .mmrm import MMRMResult
 
 
 class Study:
@@ -40,8 +43,29 @@ class Study:
         store.create_views(self.con, self.path)
         self._indexed = False
         self._visits = None
+        self._plan = None
 
-    def _stamp(self):
+    @property
+    def plan(self) -> Plan:
+        """The study plan (`STUDY/plan.toml`), with what it leaves out derived from the data and named in
+        `plan.assumed`.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().plan.primary
+        Endpoint(metric='score.water', visit='W12')
+        """
+        stamp = (self._stamp(), _mtime(self.path / PLAN_FILE))
+        if self._plan is None or self._plan[0] != stamp:
+            days = dict(self.sql("SELECT visit, median(days) AS d FROM session_index WHERE visit IS NOT NULL "
+                                 "GROUP BY visit").values.tolist()) if self.visits else {}
+            arms = sorted(self.sql("SELECT DISTINCT arm FROM subjects WHERE arm IS NOT NULL")["arm"]) \
+                if "arm" in self.columns("subjects") else []
+            self._plan = (stamp, (Plan.read(self.path) or Plan()).resolved(self.visits, days, arms))
+        return self._plan[1]
+
+    def _stamp(self):  # noqa: D401 - the batches folder's time: an ingest publishes there
         try:
             return os.stat(store.batches_dir(self.path)).st_mtime_ns
         except FileNotFoundError:
@@ -104,18 +128,20 @@ class Study:
         """
         return trends.timeline(self, metric, exclude_flagged)
 
-    def change_from_baseline(self, metric: str, baseline: str = "first", exclude_flagged: bool = False) -> pd.DataFrame:
-        """Per subject and visit: value, baseline_value, delta, pct_change (in %), improved.
+    def change_from_baseline(self, metric: str, baseline: str | None = None,
+                             exclude_flagged: bool = False) -> pd.DataFrame:
+        """Per subject and visit: value, baseline_value, delta, pct_change (in %), improved, is_baseline,
+        relative to the plan's baseline visit (or `baseline`); subjects without one are left out and
+        listed in ``.attrs["excluded"]``.
 
         Example
         -------
         >>> from skintrack.demo import demo_study
-        >>> ch = demo_study().change_from_baseline("score.water", baseline="D0")
-        >>> float(ch.loc[ch.visit == "D0", "delta"].abs().max())
-        0.0
+        >>> ch = demo_study().change_from_baseline("score.water", exclude_flagged=True)
+        >>> ch.attrs["baseline"], ch.attrs["excluded"]
+        ('D0', [])
         """
-        if baseline != "first":
-            self.check_visit(baseline, "baseline visit")
+        baseline = self.check_visit(baseline or self.plan.baseline, "baseline visit")
         return trends.change_from_baseline(self, metric, baseline, exclude_flagged)
 
     def slopes(self, metric: str, exclude_flagged: bool = False) -> pd.DataFrame:
@@ -130,8 +156,9 @@ class Study:
         return trends.slopes(self, metric, exclude_flagged)
 
     def cohort(self, metric: str, by=None, exclude_flagged: bool = False) -> pd.DataFrame:
-        """Per group (default: visit and arm, or visit alone without arms): n, mean, sd, sem, 95% CI, median,
-        quartiles, and the mean change from baseline with its CI.
+        """Per group (default: visit and arm, or visit alone without arms; always by visit): n, mean, sd, sem,
+        95% CI, median, quartiles, and the mean change from the plan's baseline with its CI (baseline rows
+        are no change).
 
         Example
         -------
@@ -143,13 +170,13 @@ class Study:
 
     def compare(self, metrics, baseline: str, followup: str, test: str = "paired_t",
                 exclude_flagged: bool = False) -> pd.DataFrame:
-        """Paired change from one visit to another, per metric, with Holm and BH adjusted p-values.
+        """Paired change from one visit to another, per metric and per arm, with Holm and BH adjusted p-values.
 
         Example
         -------
         >>> from skintrack.demo import demo_study
-        >>> demo_study().compare(["score.water", "score.total"], "D0", "W12")["n"].tolist()
-        [24, 24]
+        >>> demo_study().compare(["score.water", "score.total"], "D0", "W12")[["metric", "arm", "n"]].values.tolist()
+        [['score.water', 'active', 12], ['score.water', 'placebo', 12], ['score.total', 'active', 12], ['score.total', 'placebo', 12]]
         """
         self.check_visit(baseline, "baseline visit")
         self.check_visit(followup, "follow-up visit")
@@ -157,7 +184,8 @@ class Study:
 
     def compare_arms(self, metric: str, visit: str, test: str = "welch", treatment=None, control=None,
                      exclude_flagged: bool = False) -> pd.DataFrame:
-        """Treatment against control on the change from baseline at a visit (welch, mannwhitney, ancova).
+        """Each treatment against the control (the plan's) on the change from baseline at a visit (welch,
+        mannwhitney, ancova).
 
         Example
         -------
@@ -168,7 +196,7 @@ class Study:
         self.check_visit(visit)
         return trial.compare_arms(self, metric, visit, test, treatment, control, exclude_flagged)
 
-    def responders(self, metric: str, threshold: float, relative: bool = False, baseline: str = "first",
+    def responders(self, metric: str, threshold: float, relative: bool = False, baseline: str | None = None,
                    exclude_flagged: bool = False) -> pd.DataFrame:
         """Per visit and arm: the share improved by at least `threshold`, with a Wilson 95% CI.
 
@@ -178,20 +206,36 @@ class Study:
         >>> demo_study().responders("score.water", 5)["visit"].unique().tolist()
         ['W4', 'W8', 'W12']
         """
-        if baseline != "first":
+        if baseline is not None:
             self.check_visit(baseline, "baseline visit")
         return trends.responders(self, metric, threshold, relative, baseline, exclude_flagged)
 
-    def mixed_model(self, metric: str, treatment=None, control=None, exclude_flagged: bool = False) -> pd.DataFrame:
-        """MixedLM of the change from baseline on treatment x visit with a random intercept per subject.
+    def mmrm(self, metric: str, treatments=None, control=None, base_by_visit: bool = False,
+             exclude_flagged: bool | None = None) -> MMRMResult:
+        """The trial's primary model: change ~ baseline + arm * visit (+ baseline * visit), unstructured
+        covariance, REML, Satterthwaite df; `.lsmeans` by arm and visit, `.diffs` of each treatment against
+        the control per visit (see `skintrack.analysis.mmrm`). QC-flagged captures as the plan says.
 
         Example
         -------
         >>> from skintrack.demo import demo_study
-        >>> demo_study().mixed_model("score.water")["term"].tolist()[:2]
-        ['Intercept', 'C(visit)[T.W8]']
+        >>> fit = demo_study().mmrm("score.water")
+        >>> fit.covariance, fit.diffs["visit"].tolist()
+        ('unstructured', ['W4', 'W8', 'W12'])
         """
-        return trial.mixed_model(self, metric, treatment, control, exclude_flagged)
+        return trial.mmrm(self, metric, treatments, control, base_by_visit, exclude_flagged)
+
+    def endpoints(self, exclude_flagged: bool | None = None) -> pd.DataFrame:
+        """The plan's primary and key secondary endpoints in testing order, by the MMRM, with the plan's
+        multiplicity strategy applied (the decisions a sponsor reports).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().endpoints()[["role", "metric", "decision"]].values.tolist()[0]
+        ['primary', 'score.water', 'significant']
+        """
+        return trial.endpoints(self, exclude_flagged)
 
     def check(self) -> pd.DataFrame:
         """Every problem of assignment in the study (see `skintrack.tables.check`): where, problem.
@@ -216,6 +260,13 @@ class Study:
         ['distance_changed']
         """
         return qc.qc_frame(self, limits)
+
+
+def _mtime(path: Path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def open(path, create: bool = False) -> Study:  # noqa: A001 - the contract names it skintrack.open

@@ -86,17 +86,13 @@ def observations(key: str, exclude_flagged: bool = False, limits: QCLimits = QCL
 
 
 def _change_sql(key: str, baseline: str, exclude_flagged: bool) -> tuple[str, dict]:
+    """CTEs ending in `change`: every observation of a subject with a value at the `baseline` visit,
+    relative to it. Subjects without one are left out (see `baseline_exclusions`), never re-baselined."""
     sql, params = observations(key, exclude_flagged)
-    if baseline == "first":
-        base = ("SELECT subject_id, arg_min(value, seq) AS baseline_value, arg_min(analysis_id, seq) AS baseline_id "
-                "FROM tl GROUP BY subject_id")
-    else:
-        base = "SELECT subject_id, value AS baseline_value, analysis_id AS baseline_id FROM tl WHERE visit = $baseline"
-        params = {**params, "baseline": baseline}
     better = metric_info(key)["better"]
     improved = {"higher": "tl.value > b.baseline_value", "lower": "tl.value < b.baseline_value"}.get(better, "NULL")
     sql += f""",
-    base AS ({base}),
+    base AS (SELECT subject_id, value AS baseline_value, analysis_id AS baseline_id FROM tl WHERE visit = $baseline),
     change AS (
         SELECT tl.subject_id, tl.visit, tl.taken_at, tl.days, tl.value, b.baseline_value,
                tl.value - b.baseline_value AS delta,
@@ -104,7 +100,27 @@ def _change_sql(key: str, baseline: str, exclude_flagged: bool) -> tuple[str, di
                     END AS pct_change,
                {improved} AS improved, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id, tl.seq
         FROM tl JOIN base b USING (subject_id))"""
-    return sql, params
+    return sql, {**params, "baseline": baseline}
+
+
+def baseline_exclusions(study, key: str, baseline: str, exclude_flagged: bool = False) -> pd.DataFrame:
+    """The subjects with observations of `key` but no usable value at the `baseline` visit, and why:
+    subject_id, reason. They are left out of every change analysis."""
+    sql, params = observations(key, exclude_flagged)
+    qc = "SELECT analysis_id, reasons FROM qc_flags WHERE flagged" if exclude_flagged else \
+        "SELECT NULL::VARCHAR AS analysis_id, NULL::VARCHAR AS reasons WHERE false"
+    return study.sql(f"""WITH {sql},
+        held AS (SELECT DISTINCT subject_id FROM tl),
+        at_base AS (SELECT i.subject_id, i.analysis_id FROM session_index i WHERE i.visit = $baseline),
+        flags AS ({qc})
+        SELECT h.subject_id,
+               CASE WHEN b.subject_id IS NULL THEN 'no ' || $baseline || ' session'
+                    WHEN f.analysis_id IS NOT NULL THEN $baseline || ' excluded by capture QC (' || f.reasons || ')'
+                    ELSE 'no value of the metric at ' || $baseline END AS reason
+        FROM held h LEFT JOIN at_base b USING (subject_id) LEFT JOIN flags f ON f.analysis_id = b.analysis_id
+        WHERE h.subject_id NOT IN (SELECT subject_id FROM tl WHERE visit = $baseline)
+        QUALIFY row_number() OVER (PARTITION BY h.subject_id ORDER BY f.analysis_id NULLS LAST) = 1
+        ORDER BY h.subject_id""", {**params, "baseline": baseline})
 
 
 def visit_order(study) -> list:
@@ -126,16 +142,20 @@ def timeline(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
                         params).drop(columns="seq")
 
 
-def change_from_baseline(study, key: str, baseline: str = "first", exclude_flagged: bool = False) -> pd.DataFrame:
+def change_from_baseline(study, key: str, baseline: str, exclude_flagged: bool = False) -> pd.DataFrame:
     """subject_id, visit, taken_at, value, baseline_value, delta, pct_change (in %), improved, is_baseline.
 
-    `baseline` is "first" (each subject's earliest session) or a visit label; subjects without that
-    baseline are left out. `pct_change` divides by the baseline's absolute value (NULL when it is 0);
-    `improved` follows the catalog's better-direction (NULL when the metric has none).
+    `baseline` is a visit label. Subjects without a value there are left out and listed, with why, in
+    ``.attrs["excluded"]`` (records of subject_id and reason). Baseline rows are listed (delta 0, is_baseline) but are no change: every
+    analysis of changes leaves them out. `pct_change` divides by the baseline's absolute value (NULL when
+    it is 0); `improved` follows the catalog's better-direction (NULL when the metric has none).
     """
     sql, params = _change_sql(key, baseline, exclude_flagged)
-    return _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, value, baseline_value, delta, "
-                        "pct_change, improved, is_baseline, seq FROM change", params).drop(columns="seq")
+    df = _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, value, baseline_value, delta, "
+                      "pct_change, improved, is_baseline, seq FROM change", params).drop(columns="seq")
+    df.attrs["excluded"] = baseline_exclusions(study, key, baseline, exclude_flagged).to_dict("records")
+    df.attrs["baseline"] = baseline
+    return df
 
 
 def slopes(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
@@ -177,21 +197,29 @@ def _with_subjects(study, by: list[str]) -> str:
     return joins
 
 
-def cohort(study, key: str, by=None, exclude_flagged: bool = False) -> pd.DataFrame:
-    """Per group: n, mean, sd, sem, ci_low, ci_high, median, q1, q3, and the mean change from baseline
-    (change_n, change_mean, change_ci_low, change_ci_high). `by` defaults to visit and arm (visit alone
-    when the study has no arms)."""
+def cohort(study, key: str, by=None, exclude_flagged: bool = False, baseline: str | None = None) -> pd.DataFrame:
+    """Per group: n, mean, sd, sem, ci_low, ci_high, median, q1, q3, and the mean change from the `baseline`
+    visit over the group's non-baseline observations (change_n, change_mean, change_ci_low, change_ci_high).
+    `by` defaults to visit and arm (visit alone when the study has no arms) and must include the visit
+    (a subject's visits are not independent observations to pool)."""
     if by is None:
         by = ("visit", "arm") if "arm" in study.columns("subjects") else ("visit",)
     by = group_columns(study, by)
-    sql, params = _change_sql(key, "first", exclude_flagged)
+    if "visit" not in by:
+        raise UsageError(f"cohort by {', '.join(by)} without visit would pool each subject's visits as if they "
+                         "were independent; group by visit too (e.g. by=('visit', 'arm')), or use mmrm")
+    sql, params = _change_sql(key, baseline or study.plan.baseline, exclude_flagged)
     cols = ", ".join(map(quote, by))
     order = ", ".join("list_position($visits, visit)" if c == "visit" else quote(c) for c in by)
-    df = _ordered_sql(study, f"""WITH {sql}
+    df = _ordered_sql(study, f"""WITH {sql},
+        everyone AS (SELECT subject_id, visit, value, analysis_id, NULL AS delta FROM tl
+                     WHERE subject_id NOT IN (SELECT subject_id FROM change)
+                     UNION ALL SELECT subject_id, visit, value, analysis_id,
+                                      CASE WHEN NOT is_baseline THEN delta END FROM change)
         SELECT {cols}, count(value) AS n, avg(value) AS mean, stddev_samp(value) AS sd, median(value) AS median,
                quantile_cont(value, 0.25) AS q1, quantile_cont(value, 0.75) AS q3,
                count(delta) AS change_n, avg(delta) AS change_mean, stddev_samp(delta) AS change_sd
-        FROM change{_with_subjects(study, by)} GROUP BY ALL""", params, order)
+        FROM everyone AS change{_with_subjects(study, by)} GROUP BY ALL""", params, order)
     df["sem"] = df["sd"] / np.sqrt(df["n"])
     df["ci_low"], df["ci_high"] = t_interval(df["mean"], df["sd"], df["n"])
     df["change_ci_low"], df["change_ci_high"] = t_interval(df["change_mean"], df["change_sd"], df["change_n"])
@@ -199,14 +227,14 @@ def cohort(study, key: str, by=None, exclude_flagged: bool = False) -> pd.DataFr
                     "change_ci_low", "change_ci_high"]]
 
 
-def responders(study, key: str, threshold: float, relative: bool = False, baseline: str = "first",
+def responders(study, key: str, threshold: float, relative: bool = False, baseline: str | None = None,
                exclude_flagged: bool = False) -> pd.DataFrame:
     """Per visit and arm (after baseline): n, responders (improved by at least `threshold`, in the metric's
     unit or in % when `relative`), rate, and its Wilson 95% interval."""
     better = metric_info(key)["better"]
     if better not in ("higher", "lower"):
         raise UsageError(f"{key} has no better-direction, so no one can respond on it")
-    sql, params = _change_sql(key, baseline, exclude_flagged)
+    sql, params = _change_sql(key, baseline or study.plan.baseline, exclude_flagged)
     gain = "pct_change" if relative else "delta"
     sign = "" if better == "higher" else "-"
     arm = "arm" if "arm" in study.columns("subjects") else "NULL AS arm"

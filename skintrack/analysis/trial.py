@@ -1,25 +1,26 @@
-"""Trial statistics: paired tests against baseline, between-arm comparisons and mixed models.
+"""Trial statistics: paired changes within arms, arms against the control, the MMRM, and the plan's
+endpoints tested in order with its multiplicity strategy.
 
-The data come from `skintrack.analysis.trends` (DuckDB); the tests and models are scipy and statsmodels.
+The data come from `skintrack.analysis.trends` (DuckDB), the baseline from the study plan; the tests are
+scipy and statsmodels, the MMRM is `skintrack.analysis.mmrm`.
 
 Example
 -------
->>> pick_arms(["active", "placebo"])
-('active', 'placebo')
+>>> check_test("welch", ARM_TESTS)
+'welch'
 """
 from __future__ import annotations
 
-import re
-import warnings
+import math
 
+import numpy as np
 import pandas as pd
 
-from ..tables.catalog import metric_info
 from ..errors import UsageError
+from .mmrm import MMRMResult, fit_mmrm
 from .stats import adjust, paired, two_sample
 from .trends import change_from_baseline, observations
 
-CONTROL = re.compile(r"placebo|control|vehicle|sham|untreated", re.I)
 PAIRED_TESTS = ("paired_t", "wilcoxon")
 ARM_TESTS = ("welch", "mannwhitney", "ancova")
 
@@ -31,105 +32,155 @@ def check_test(test: str, allowed: tuple) -> str:
     return test
 
 
-def pick_arms(arms, treatment=None, control=None) -> tuple[str, str]:
-    """(treatment, control) among two arms; the control is the one named like placebo/control/vehicle."""
-    arms = sorted(a for a in arms if a is not None and a == a)
-    if treatment and control:
-        missing = {treatment, control} - set(arms)
-        if missing:
-            raise UsageError(f"no arm named {', '.join(sorted(missing))} (arms: {', '.join(arms)})")
-        return treatment, control
-    if len(arms) != 2:
-        raise UsageError(f"arms are {arms or 'missing'}; name the treatment and control arms to compare")
-    control = control or next((a for a in arms if CONTROL.search(a)), arms[1])
-    return next(a for a in arms if a != control), control
+def _arms(study) -> pd.DataFrame | None:
+    return study.sql("SELECT subject_id, arm FROM subjects") if "arm" in study.columns("subjects") else None
 
 
 def compare(study, metrics, baseline: str, followup: str, test: str = "paired_t",
             exclude_flagged: bool = False) -> pd.DataFrame:
-    """One row per metric: the paired change from `baseline` to `followup` visit, over subjects with both.
+    """The paired change from `baseline` to `followup` visit over subjects with both, per metric and, when
+    the study has arms, per arm (arms are never pooled).
 
-    Columns: metric, n, mean_diff, ci_low, ci_high (t interval of the mean difference), statistic, p,
-    dz (Cohen's d for paired data), p_holm, p_bh (adjusted across the metrics).
+    Columns: metric, arm, n, mean_diff, ci_low, ci_high (t interval of the mean difference), statistic, p,
+    dz (Cohen's d for paired data), p_holm, p_bh (adjusted across the metrics, within each arm).
     """
     check_test(test, PAIRED_TESTS)
+    arms = _arms(study)
     rows = []
     for key in [metrics] if isinstance(metrics, str) else metrics:
         sql, params = observations(key, exclude_flagged)
         pairs = study.sql(f"""WITH {sql}
-            SELECT b.value AS before, f.value AS after FROM tl b JOIN tl f USING (subject_id)
+            SELECT b.subject_id, b.value AS before, f.value AS after FROM tl b JOIN tl f USING (subject_id)
             WHERE b.visit = $v0 AND f.visit = $v1 ORDER BY subject_id""", {**params, "v0": baseline, "v1": followup})
-        rows.append({"metric": key, **paired(pairs["before"].to_numpy(), pairs["after"].to_numpy(), test)})
-    df = pd.DataFrame(rows, columns=["metric", "n", "mean_diff", "ci_low", "ci_high", "statistic", "p", "dz"])
-    df["p_holm"], df["p_bh"] = adjust(df["p"])
-    return df
+        groups = [(None, pairs)] if arms is None else list(pairs.merge(arms, on="subject_id").groupby("arm"))
+        for arm, g in groups:
+            rows.append({"metric": key, "arm": arm, **paired(g["before"].to_numpy(), g["after"].to_numpy(), test)})
+    df = pd.DataFrame(rows, columns=["metric", "arm", "n", "mean_diff", "ci_low", "ci_high", "statistic", "p", "dz"])
+    df["p_holm"], df["p_bh"] = np.nan, np.nan
+    for _, idx in df.groupby("arm", dropna=False).groups.items():
+        df.loc[idx, "p_holm"], df.loc[idx, "p_bh"] = adjust(df.loc[idx, "p"])
+    return df if arms is not None else df.drop(columns="arm")
 
 
-def _arm_changes(study, key, visit, exclude_flagged):
-    ch = change_from_baseline(study, key, exclude_flagged=exclude_flagged)
-    if "arm" not in study.columns("subjects"):
+def arm_changes(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
+    """The post-baseline changes from the plan's baseline with each subject's arm (baseline rows left
+    out); the subjects without a usable baseline are in ``.attrs["excluded"]``."""
+    arms = _arms(study)
+    if arms is None:
         raise UsageError("the study has no `arm` (give a subjects CSV with an arm column)")
-    arms = study.sql("SELECT subject_id, arm FROM subjects")
-    ch = ch.merge(arms, on="subject_id", how="left")
-    return ch[ch["visit"] == visit] if visit is not None else ch
+    ch = change_from_baseline(study, key, study.plan.baseline, exclude_flagged)
+    out = ch[~ch["is_baseline"].astype(bool)].merge(arms, on="subject_id", how="left")
+    out.attrs = dict(ch.attrs)
+    return out
+
+
+def _arm_pair(study, treatment, control) -> tuple[list, str]:
+    plan = study.plan
+    control = control or plan.control
+    treatments = [treatment] if treatment else list(plan.treatments)
+    arms = set(_arms(study)["arm"].dropna()) if _arms(study) is not None else set()
+    for arm in [control, *treatments]:
+        if arm not in arms:
+            raise UsageError(f"no arm named {arm!r} (arms: {', '.join(sorted(arms)) or 'none'})")
+    if not treatments:
+        raise UsageError(f"no treatment arm to compare with the control {control!r}")
+    return treatments, control
 
 
 def compare_arms(study, key: str, visit: str, test: str = "welch", treatment=None, control=None,
                  exclude_flagged: bool = False) -> pd.DataFrame:
-    """Treatment against control on the change from baseline at `visit`.
+    """Each treatment against the control (the plan's, unless named) on the change from baseline at `visit`.
 
     "welch" (Welch's t) and "mannwhitney" compare the changes; "ancova" fits change ~ arm + baseline
-    (statsmodels OLS). Columns: metric, visit, test, treatment, control, n_treatment, n_control,
-    mean_treatment, mean_control, diff (treatment - control; adjusted for baseline with ancova), ci_low,
-    ci_high, statistic, p.
+    (statsmodels OLS) on the two arms. One row per treatment: metric, visit, test, treatment, control,
+    n_treatment, n_control, mean_treatment, mean_control, diff (treatment - control; adjusted for baseline
+    with ancova), ci_low, ci_high, statistic, p.
     """
     check_test(test, ARM_TESTS)
-    ch = _arm_changes(study, key, visit, exclude_flagged)
-    treat, ctrl = pick_arms(ch["arm"].unique(), treatment, control)
-    a, b = ch.loc[ch["arm"] == treat, "delta"].to_numpy(), ch.loc[ch["arm"] == ctrl, "delta"].to_numpy()
-    if test == "ancova":
-        import statsmodels.formula.api as smf
-
-        data = ch[ch["arm"].isin([treat, ctrl])].assign(treated=lambda d: (d["arm"] == treat).astype(float))
-        fit = smf.ols("delta ~ treated + baseline_value", data=data).fit()
-        lo, hi = fit.conf_int().loc["treated"]
-        res = {"n_a": len(a), "n_b": len(b), "mean_a": a.mean(), "mean_b": b.mean(), "diff": fit.params["treated"],
-               "ci_low": lo, "ci_high": hi, "statistic": fit.tvalues["treated"], "p": fit.pvalues["treated"]}
-    else:
-        res = two_sample(a, b, test)
-    return pd.DataFrame([{"metric": key, "visit": visit, "test": test, "treatment": treat, "control": ctrl,
-                          "n_treatment": res["n_a"], "n_control": res["n_b"], "mean_treatment": res["mean_a"],
-                          "mean_control": res["mean_b"], "diff": res["diff"], "ci_low": res["ci_low"],
-                          "ci_high": res["ci_high"], "statistic": res["statistic"], "p": res["p"]}])
+    treatments, ctrl = _arm_pair(study, treatment, control)
+    ch = arm_changes(study, key, exclude_flagged)
+    ch = ch[ch["visit"] == visit]
+    rows = []
+    for treat in treatments:
+        a, b = ch.loc[ch["arm"] == treat, "delta"].to_numpy(), ch.loc[ch["arm"] == ctrl, "delta"].to_numpy()
+        res = _ancova(ch, treat, ctrl, a, b) if test == "ancova" else two_sample(a, b, test)
+        rows.append({"metric": key, "visit": visit, "test": test, "treatment": treat, "control": ctrl,
+                     "n_treatment": res["n_a"], "n_control": res["n_b"], "mean_treatment": res["mean_a"],
+                     "mean_control": res["mean_b"], "diff": res["diff"], "ci_low": res["ci_low"],
+                     "ci_high": res["ci_high"], "statistic": res["statistic"], "p": res["p"]})
+    out = pd.DataFrame(rows)
+    out.attrs["excluded"] = ch.attrs.get("excluded")
+    return out
 
 
-def mixed_model(study, key: str, treatment=None, control=None, exclude_flagged: bool = False) -> pd.DataFrame:
-    """MixedLM of the change from baseline on treatment, visit and treatment x visit, with a random
-    intercept per subject (REML). Returns term, estimate, std_error, z, p, ci_low, ci_high; the fit's
-    warnings (e.g. convergence) are in ``.attrs["warnings"]``.
-    """
+def _ancova(ch, treat, ctrl, a, b) -> dict:
     import statsmodels.formula.api as smf
 
-    ch = _arm_changes(study, key, None, exclude_flagged)
-    treat, ctrl = pick_arms(ch["arm"].unique(), treatment, control)
-    order = study.visits
-    post = ch[ch["arm"].isin([treat, ctrl]) & ch["delta"].notna()].copy()
-    post = post[~post["is_baseline"].astype(bool)]
-    if post["subject_id"].nunique() < 3 or post["visit"].nunique() < 1:
-        raise UsageError(f"{key}: too few post-baseline observations for a mixed model")
-    post["treated"] = (post["arm"] == treat).astype(float)
-    levels = [v for v in order if v in set(post["visit"])]
-    post["visit"] = pd.Categorical(post["visit"], categories=levels)
-    formula = "delta ~ treated * C(visit)" if len(levels) > 1 else "delta ~ treated"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fit = smf.mixedlm(formula, post, groups=post["subject_id"]).fit(reml=True)
-    ci = fit.conf_int()
-    terms = [t for t in fit.params.index if t != "Group Var"]
-    out = pd.DataFrame({"term": terms, "estimate": fit.params[terms].to_numpy(), "std_error": fit.bse[terms].to_numpy(),
-                        "z": fit.tvalues[terms].to_numpy(), "p": fit.pvalues[terms].to_numpy(),
-                        "ci_low": ci.loc[terms, 0].to_numpy(), "ci_high": ci.loc[terms, 1].to_numpy()})
-    out.attrs.update(metric=key, treatment=treat, control=ctrl, n_subjects=int(post["subject_id"].nunique()),
-                     n_obs=len(post), converged=bool(fit.converged), random_intercept_var=float(fit.cov_re.iloc[0, 0]),
-                     warnings=[str(w.message) for w in caught], better=metric_info(key)["better"])
-    return out
+    data = ch[ch["arm"].isin([treat, ctrl])].assign(treated=lambda d: (d["arm"] == treat).astype(float))
+    res = {"n_a": len(a), "n_b": len(b), "mean_a": a.mean() if len(a) else math.nan,
+           "mean_b": b.mean() if len(b) else math.nan, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+           "statistic": math.nan, "p": math.nan}
+    if len(a) < 2 or len(b) < 2:
+        return res
+    fit = smf.ols("delta ~ treated + baseline_value", data=data).fit()
+    lo, hi = fit.conf_int().loc["treated"]
+    return {**res, "diff": fit.params["treated"], "ci_low": lo, "ci_high": hi, "statistic": fit.tvalues["treated"],
+            "p": fit.pvalues["treated"]}
+
+
+def mmrm(study, key: str, treatments=None, control=None, base_by_visit: bool = False,
+         exclude_flagged: bool | None = None) -> MMRMResult:
+    """The MMRM of the change from the plan's baseline (see `skintrack.analysis.mmrm`) over the plan's
+    post-baseline visits; QC-flagged captures are handled as the plan says unless `exclude_flagged` is given."""
+    plan = study.plan
+    if exclude_flagged is None:
+        exclude_flagged = plan.qc == "exclude"
+    chosen, ctrl = _arm_pair(study, None, control)
+    treatments = list(treatments) if treatments else chosen
+    ch = arm_changes(study, key, exclude_flagged)
+    visits = [v for v in plan.schedule if v != plan.baseline]
+    data = pd.DataFrame({"subject": ch["subject_id"], "arm": ch["arm"], "visit": ch["visit"],
+                         "base": ch["baseline_value"], "chg": ch["delta"]})
+    fit = fit_mmrm(data, visits, ctrl, treatments, base_by_visit=base_by_visit, metric=key)
+    fit.excluded = pd.DataFrame(ch.attrs["excluded"], columns=["subject_id", "reason"])
+    fit.assumed = list(plan.assumed)
+    fit.qc = "QC-flagged captures excluded" if exclude_flagged else "QC-flagged captures included"
+    return fit
+
+
+def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
+    """The plan's primary and key secondary endpoints in testing order, each treatment against the control
+    by the MMRM, with the plan's multiplicity strategy applied: a fixed sequence tests each at alpha until
+    the first that is not significant (the rest are not tested); Holm adjusts the p-values of all of them.
+
+    Columns: order, role, metric, visit, treatment, control, estimate, ci_low, ci_high, df, p, p_adjusted,
+    decision (significant, not significant, not tested), better. ``.attrs`` holds the strategy, alpha and
+    what the plan assumed.
+    """
+    plan = study.plan
+    fits, rows = {}, []
+    for order, e in enumerate(plan.endpoints, 1):
+        if e.metric not in fits:
+            fits[e.metric] = mmrm(study, e.metric, exclude_flagged=exclude_flagged)
+        for treat in plan.treatments:
+            d = fits[e.metric].diff(e.visit, treat)
+            rows.append({"order": order, "role": "primary" if order == 1 and plan.primary else "secondary",
+                         "metric": e.metric, "visit": e.visit, "treatment": treat, "control": plan.control,
+                         "estimate": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "df": d["df"],
+                         "p": d["p"]})
+    df = pd.DataFrame(rows, columns=["order", "role", "metric", "visit", "treatment", "control", "estimate", "ci_low",
+                                     "ci_high", "df", "p"])
+    df["p_adjusted"], df["decision"] = np.nan, "not tested"
+    if plan.multiplicity == "holm" and len(df):
+        df["p_adjusted"] = adjust(df["p"])[0]
+        df["decision"] = np.where(df["p_adjusted"] < plan.alpha, "significant", "not significant")
+    else:
+        for i in df.index:
+            df.loc[i, "decision"] = "significant" if df.loc[i, "p"] < plan.alpha else "not significant"
+            if df.loc[i, "decision"] != "significant":
+                break
+    from ..tables.catalog import metric_info
+
+    df["better"] = [metric_info(m)["better"] for m in df["metric"]]
+    df.attrs.update(strategy=plan.multiplicity, alpha=plan.alpha, assumed=list(plan.assumed))
+    return df

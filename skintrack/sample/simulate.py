@@ -395,6 +395,7 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
             manifest.append({"file": f"responses/{name}", "subject_id": sid, "visit": visit,
                              "taken_at": f"{taken.isoformat()}T{rng.randint(8, 17):02d}:{rng.choice(('00', '30'))}:00",
                              "operator": rng.choice(["op-a", "op-b"])})
+    sample_plan().write(out)
     for name, rows in (("manifest.csv", manifest), ("subjects.csv", people)):
         with open(out / name, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -406,9 +407,22 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
         "data and no real person is behind it.\n\nThe simulated product lowers dehydration "
         "(`severity.water`, so `score.water` rises), roughness and pigmentation over 12 weeks; every other metric "
         "only varies from visit to visit. Three captures carry planted problems for QC to catch: S03 W8 (head "
-        "turned 36 deg), S07 W4 (glasses), S11 W12 (camera closer).\n\nRegenerate with `python -m skintrack.sample "
+        "turned 36 deg), S07 W4 (glasses), S11 W12 (camera closer).\n\n`plan.toml` is the trial's study plan (primary "
+        "endpoint `score.water` at W12, then `score.rough` and `score.melanin` in a fixed sequence).\n\nRegenerate with `python -m skintrack.sample "
         "data/sample-trial`.\n")
     return out
+
+
+def sample_plan():
+    """The SIMULATED sample trial's study plan: hydration at W12 first, then roughness and pigmentation."""
+    from ..tables.plan import Endpoint, Plan, Visit
+
+    return Plan(title="Sample trial (SIMULATED)", sponsor="skintrack (SIMULATED)",
+                product="Hydrating serum (SIMULATED)", protocol="SIM-2024-01", version="1.0", baseline="D0",
+                visits=[Visit(v, d, 0 if v == "D0" else 3) for v, d in VISITS.items()], control="placebo",
+                treatments=["active"], primary=Endpoint("score.water", "W12"),
+                secondary=[Endpoint("score.rough", "W12"), Endpoint("score.melanin", "W12")],
+                multiplicity="fixed_sequence", qc="exclude", responders={"score.water": 5.0})
 
 
 def sample_photo(folder, name: str = "photo.jpg", size=(800, 800), seed: int = 0, fmt: str = "JPEG") -> Path:

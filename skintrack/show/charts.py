@@ -125,9 +125,8 @@ def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = 
     adds significance marks: * p<0.05, ** p<0.01, *** p<0.001, ns otherwise."""
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
-    data = _with_arm(cohort[cohort["change_n"] > 0])
-    visits = list(dict.fromkeys(data["visit"]))[1:] if len(data) else []
-    data = data[data["visit"].isin(visits)]
+    data = _with_arm(cohort[cohort["change_n"] > 0])  # baseline rows are no change
+    visits = list(dict.fromkeys(data["visit"]))
     arms = sorted(data["arm"].dropna().unique())
     _grouped_bars(ax, data, visits, "change_mean", "change_ci_low", "change_ci_high")
     ax.axhline(0, color="black", lw=0.8)

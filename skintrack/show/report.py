@@ -72,7 +72,7 @@ class _Builder:
         self.s, self.out, self.metrics, self.subject = study, out, metrics, subject
         self.parts: list[str] = []
         self.figures: list[tuple[str, object]] = []
-        self.findings: list[tuple[float, str]] = []
+        self._headline = None
         self.subjects = study.sql("SELECT * FROM subjects")
 
     def figure(self, name: str, fig, caption: str) -> None:
@@ -141,23 +141,20 @@ class _Builder:
                          "95% CI low", "95% CI high", "p"]
             self.parts.append("<h3>Treatment against control (ANCOVA on the change, adjusted for baseline)</h3>"
                               + _table(t))
-            last = tests.iloc[-1]
-            direction = "improved" if (last["diff"] > 0) == (info["better"] == "higher") else "worsened"
-            if info["better"] != "none":
-                self.findings.append((last["p"], (
-                    f"{title}: by {last['visit']}, {last['treatment']} {direction} it by {abs(last['diff']):.1f} "
-                    f"{info['unit']} more than {last['control']} (baseline-adjusted; 95% CI {last['ci_low']:.1f} to "
-                    f"{last['ci_high']:.1f}; p {_fmt_p(last['p'])}; n = {last['n_treatment']} + {last['n_control']}).")))
             try:
-                mm = s.mixed_model(key, exclude_flagged=True)
-                keep = mm[mm["term"].str.startswith("treated")].copy()
-                keep["p"] = keep["p"].map(_fmt_p)
-                note = "" if mm.attrs["converged"] and not mm.attrs["warnings"] else \
-                    f"<p class='note'>Fit warnings: {html.escape('; '.join(mm.attrs['warnings']) or 'not converged')}</p>"
-                self.parts.append("<h3>Mixed model (change ~ treated x visit, random intercept per subject)</h3>"
-                                  + _table(keep[["term", "estimate", "std_error", "ci_low", "ci_high", "p"]]) + note)
+                fit = s.mmrm(key)
             except UsageError as e:
-                self.parts.append(f"<p class='note'>No mixed model: {html.escape(str(e))}</p>")
+                self.parts.append(f"<p class='note'>No MMRM: {html.escape(str(e))}</p>")
+                return
+            ls, diffs = fit.lsmeans.copy(), fit.diffs.copy()
+            for df in (ls, diffs):
+                df["p"] = df["p"].map(_fmt_p)
+            self.parts.append(f"<h3>MMRM: LS-means of the change by arm and visit ({fit.covariance} covariance, "
+                              "REML, Satterthwaite df)</h3>"
+                              + _table(ls[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]])
+                              + "<h3>MMRM: treatment minus control</h3>"
+                              + _table(diffs[["visit", "treatment", "control", "estimate", "std_error", "df", "ci_low",
+                                              "ci_high", "p"]]))
 
     def subject_page(self, sid: str):
         s = self.s
@@ -192,16 +189,18 @@ class _Builder:
         return (
             "<h2>Methods</h2><p>Photos were analysed by the Skin Analyze Pro API; its responses were ingested "
             f"losslessly by skintrack {__version__}. For each subject and visit the latest successful analysis was "
-            "used. The baseline is each subject's first session; change is the later value minus the baseline "
-            f"value. {n_flag} analyses were excluded for capture quality (head pose beyond the API's "
+            f"used. The baseline is the plan's baseline visit ({html.escape(str(s.plan.baseline))}); subjects "
+            "without a usable baseline are left out of change analyses; change is the later value minus the "
+            f"baseline value. {n_flag} analyses were excluded for capture quality (head pose beyond the API's "
             "recommended limits, face box under 400 px, glasses or hair unlike baseline, a different camera "
             "distance, abnormal lighting, or a whole-face tone shift beyond the noise floor). Cohort summaries "
             "give the mean with a Student-t 95% confidence interval. Arms were compared at each follow-up visit "
             "by ANCOVA of the change on arm, adjusted for the baseline value (ordinary least squares, "
-            "statsmodels); over all visits, by a linear mixed model of the change on treatment, visit and their "
-            "interaction with a random intercept per subject (REML, statsmodels MixedLM). All intervals are 95%; "
-            "p-values are two-sided and not adjusted for the number of metrics shown "
-            f"({len(self.metrics)}). Generated {dt.date.today().isoformat()} from {html.escape(str(s.path))}.</p>")
+            "statsmodels); over all visits, by a mixed model for repeated measures of the change on baseline, arm, "
+            "visit and arm by visit with an unstructured covariance (REML, Satterthwaite degrees of freedom). The "
+            f"headline findings are the plan's endpoints in testing order ({s.plan.multiplicity.replace('_', ' ')}, "
+            f"alpha {s.plan.alpha:g}); every other p-value is two-sided and not adjusted for the number of metrics "
+            f"shown ({len(self.metrics)}). Plan: {html.escape(s.plan.describe())}. Generated {dt.date.today().isoformat()} from {html.escape(str(s.path))}.</p>")
 
     def html(self, title: str) -> str:
         findings = "".join(f'<p class="finding">{html.escape(t)}</p>' for _, t in self.headline())
@@ -211,8 +210,32 @@ class _Builder:
                 f"<h2>Headline findings</h2>{findings or '<p>No between-arm comparison was possible.</p>'}"
                 + "".join(self.parts) + self.methods() + "</body></html>")
 
-    def headline(self, n: int = 3):
-        return sorted(self.findings, key=lambda f: (f[0] != f[0], f[0]))[:n]
+    def headline(self):
+        """The plan's endpoints in testing order with their multiplicity decision (never the smallest p-values)."""
+        if self._headline is None:
+            try:
+                ends = self.s.endpoints()
+                self._headline = [(row.p, finding(row, ends.attrs)) for row in ends.itertuples()]
+            except UsageError:
+                self._headline = []
+        return self._headline
+
+
+def finding(row, attrs) -> str:
+    """One endpoint's result in a sentence that says how it was tested and what was decided."""
+    info = metric_info(row.metric)
+    title = info["description"].rstrip(".")
+    how = (f"MMRM, {'fixed-sequence' if attrs['strategy'] == 'fixed_sequence' else 'Holm'} testing at alpha "
+           f"{attrs['alpha']:g}")
+    if row.decision == "not tested":
+        return (f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} ({how}): not tested, because "
+                "an earlier endpoint in the sequence was not significant.")
+    better = (row.estimate > 0) == (info["better"] == "higher")
+    verb = ("improved it by" if better else "worsened it by") if info["better"] != "none" else "changed it by"
+    p = _fmt_p(row.p_adjusted if attrs["strategy"] == "holm" else row.p)
+    return (f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} ({how}): {row.treatment} {verb} "
+            f"{abs(row.estimate):.1f} {info['unit']} more than {row.control} (95% CI {row.ci_low:.1f} to "
+            f"{row.ci_high:.1f}; {'adjusted ' if attrs['strategy'] == 'holm' else ''}p {p}): {row.decision}.")
 
 
 def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title: str | None = None) -> Report:

@@ -1,0 +1,231 @@
+"""The study plan: what the trial says it will analyse, stored with the study as ``STUDY/plan.toml``.
+
+The baseline visit; the visit schedule (labels in order, nominal day, allowed window); the control arm and
+the treatment arms; the primary endpoint and the key secondary endpoints in their testing order; the
+multiplicity strategy (``fixed_sequence`` by default, or ``holm``); how QC-flagged captures are handled
+(``exclude``: left out of the primary analysis and included as a sensitivity analysis, or ``include``: the
+reverse); responder thresholds per metric. Every helper, the report and the export read it. A study
+without a plan (or a plan that leaves something out) gets defaults derived from the data, and
+`Plan.assumed` names each of them so that every output can say what was assumed.
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> p = Plan(baseline="D0", visits=[Visit("D0", 0, 0), Visit("W12", 84, 7)], control="placebo",
+...          treatments=["active"], primary=Endpoint("score.water", "W12"))
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> p.write(folder).name
+'plan.toml'
+>>> Plan.read(folder).primary
+Endpoint(metric='score.water', visit='W12')
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from .catalog import metric_info
+
+FILE = "plan.toml"
+MULTIPLICITY = ("fixed_sequence", "holm")
+QC_HANDLING = ("exclude", "include")
+CONTROL_NAMES = re.compile(r"placebo|control|vehicle|sham|untreated", re.I)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One scheduled visit: its label, nominal day (since baseline) and allowed window (+/- days)."""
+
+    label: str
+    day: float | None = None
+    window: float | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A metric at a visit."""
+
+    metric: str
+    visit: str
+
+
+@dataclass
+class Plan:
+    """The study plan (see the module docstring); `assumed` lists what was derived from the data."""
+
+    title: str = ""
+    sponsor: str = ""
+    product: str = ""
+    protocol: str = ""
+    version: str = ""
+    baseline: str | None = None
+    visits: list = field(default_factory=list)
+    control: str | None = None
+    treatments: list = field(default_factory=list)
+    primary: Endpoint | None = None
+    secondary: list = field(default_factory=list)
+    multiplicity: str = "fixed_sequence"
+    alpha: float = 0.05
+    qc: str = "exclude"
+    responders: dict = field(default_factory=dict)
+    assumed: list = field(default_factory=list)
+
+    # ---- reading and writing --------------------------------------------------------------------------
+    @classmethod
+    def read(cls, study) -> Plan | None:
+        """The plan stored in the study folder (None when there is none); checked as it is read."""
+        path = Path(study) / FILE
+        return cls.load(path) if path.exists() else None
+
+    @classmethod
+    def load(cls, path) -> Plan:
+        """A plan from a TOML file; checked as it is read."""
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: not a readable TOML file ({e})") from None
+        return cls.from_dict(doc, str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: str = "plan") -> Plan:
+        known = {f.name for f in dataclasses.fields(cls)} - {"assumed"}
+        unknown = set(doc) - known
+        if unknown:
+            raise UsageError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        try:
+            plan = cls(**{k: v for k, v in doc.items() if k not in ("visits", "primary", "secondary")})
+            plan.visits = [Visit(**v) for v in doc.get("visits", [])]
+            plan.primary = Endpoint(**doc["primary"]) if doc.get("primary") else None
+            plan.secondary = [Endpoint(**e) for e in doc.get("secondary", [])]
+        except TypeError as e:
+            raise UsageError(f"{where}: {e}") from None
+        plan.check()
+        return plan
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "assumed" or value in (None, "", [], {}):
+                continue
+            if f.name == "visits":
+                value = [{k: v for k, v in dataclasses.asdict(x).items() if v is not None} for x in value]
+            elif f.name == "primary":
+                value = dataclasses.asdict(value)
+            elif f.name == "secondary":
+                value = [dataclasses.asdict(e) for e in value]
+            out[f.name] = value
+        return out
+
+    def write(self, study) -> Path:
+        """Check the plan and store it in the study folder (atomically)."""
+        import tomli_w  # the standard library reads TOML but cannot write it
+
+        from .store import write_atomic
+
+        self.check()
+        path = Path(study) / FILE
+        write_atomic(path, tomli_w.dumps(self.to_dict()).encode())
+        return path
+
+    # ---- checks -----------------------------------------------------------------------------------------
+    def check(self, visits=None, arms=None) -> None:
+        """Raise `UsageError` naming what is wrong; with the study's `visits` and `arms`, check against them."""
+        problems = []
+        if self.multiplicity not in MULTIPLICITY:
+            problems.append(f"multiplicity {self.multiplicity!r} is not one of {', '.join(MULTIPLICITY)}")
+        if self.qc not in QC_HANDLING:
+            problems.append(f"qc {self.qc!r} is not one of {', '.join(QC_HANDLING)}")
+        if not 0 < self.alpha < 0.5:
+            problems.append(f"alpha {self.alpha} is not between 0 and 0.5")
+        labels = [v.label for v in self.visits]
+        if len(set(labels)) != len(labels):
+            problems.append(f"visits repeat a label ({', '.join(labels)})")
+        schedule = labels or list(visits or [])
+        if self.baseline is not None and schedule and self.baseline not in schedule:
+            problems.append(f"baseline {self.baseline!r} is not a visit of the schedule ({', '.join(schedule)})")
+        for what, e in [("primary", self.primary)] + [("secondary", e) for e in self.secondary]:
+            if e is None:
+                continue
+            try:
+                metric_info(e.metric)
+            except KeyError:
+                problems.append(f"{what} endpoint: unknown metric {e.metric!r} (see `skintrack metrics`)")
+            if schedule and e.visit not in schedule:
+                problems.append(f"{what} endpoint {e.metric}: visit {e.visit!r} is not in the schedule "
+                                f"({', '.join(schedule)})")
+            if e.visit == self.baseline:
+                problems.append(f"{what} endpoint {e.metric}: the baseline visit cannot be an endpoint")
+        for metric in self.responders:
+            try:
+                metric_info(metric)
+            except KeyError:
+                problems.append(f"responders: unknown metric {metric!r}")
+        if self.control is not None and self.control in self.treatments:
+            problems.append(f"arm {self.control!r} cannot be both the control and a treatment")
+        if arms is not None:
+            for arm in [self.control, *self.treatments]:
+                if arm is not None and arm not in arms:
+                    problems.append(f"arm {arm!r} is not in the subjects CSV (arms: {', '.join(arms) or 'none'})")
+        if problems:
+            raise UsageError("the study plan: " + "; ".join(problems))
+
+    # ---- defaults from the data -------------------------------------------------------------------------
+    def resolved(self, visits: list, days: dict, arms: list) -> Plan:
+        """A copy with what this plan leaves out derived from the data (`visits` in order, their median
+        `days`, the `arms`), each such field named in `assumed`."""
+        p = dataclasses.replace(self, visits=list(self.visits), treatments=list(self.treatments),
+                                secondary=list(self.secondary), responders=dict(self.responders), assumed=[])
+        if not p.visits and visits:
+            p.visits = [Visit(v, days.get(v)) for v in visits]
+            p.assumed.append("visits (every visit label in the data, in time order)")
+        schedule = [v.label for v in p.visits]
+        if p.baseline is None and schedule:
+            p.baseline = schedule[0]
+            p.assumed.append(f"baseline visit {p.baseline} (the first visit)")
+        if p.control is None and arms:
+            p.control = next((a for a in arms if CONTROL_NAMES.search(a)), sorted(arms)[0])
+            p.assumed.append(f"control arm {p.control} (" + ("named like a control)" if CONTROL_NAMES.search(
+                p.control) else "no arm is named like a control: the first by name)"))
+        if not p.treatments and arms:
+            p.treatments = [a for a in sorted(arms) if a != p.control]
+            if p.treatments:
+                p.assumed.append(f"treatment arms {', '.join(p.treatments)} (every other arm)")
+        if p.primary is None and len(schedule) > 1:
+            p.primary = Endpoint("score.total", schedule[-1])
+            p.assumed.append(f"primary endpoint score.total at {schedule[-1]} (the total score at the last visit)")
+        p.check(visits, arms or None)
+        return p
+
+    @property
+    def schedule(self) -> list:
+        """Visit labels in order."""
+        return [v.label for v in self.visits]
+
+    @property
+    def endpoints(self) -> list:
+        """The primary and the key secondary endpoints, in their testing order."""
+        return ([self.primary] if self.primary else []) + list(self.secondary)
+
+    def describe(self) -> str:
+        """The plan in a few lines, with what was assumed."""
+        lines = [f"baseline: {self.baseline}",
+                 "visits: " + ", ".join(f"{v.label}" + (f" (day {v.day:g}" + (f" +/- {v.window:g}" if v.window
+                                                                              is not None else "") + ")"
+                                                         if v.day is not None else "") for v in self.visits),
+                 f"control: {self.control}; treatments: {', '.join(self.treatments) or 'none'}",
+                 "primary endpoint: " + (f"{self.primary.metric} at {self.primary.visit}" if self.primary else "none"),
+                 "key secondary endpoints (testing order): " + (", ".join(f"{e.metric} at {e.visit}"
+                                                                           for e in self.secondary) or "none"),
+                 f"multiplicity: {self.multiplicity} at alpha {self.alpha:g}",
+                 f"QC-flagged captures: {self.qc}d in the primary analysis, "
+                 f"{'included' if self.qc == 'exclude' else 'excluded'} as a sensitivity analysis",
+                 "responder thresholds: " + (", ".join(f"{k} >= {v:g}" for k, v in self.responders.items()) or "none")]
+        if self.assumed:
+            lines.append("assumed (no plan says otherwise): " + "; ".join(self.assumed))
+        return "\n".join(lines)
