@@ -4,7 +4,7 @@ Example
 -------
 >>> import tempfile
 >>> print(run_demo(tempfile.mkdtemp()))  # doctest: +ELLIPSIS
-Sample trial (SIMULATED): 24 subjects (active 12, placebo 12), visits D0/W4/W8/W12, 96 analyses, ...
+Sample trial (SIMULATED): 24 subjects (active 12, placebo 12), visits D0/W4/W8/W12, 120 analyses, ...
 """
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ from .sample.simulate import sample_study_dir
 from .analysis.study import open as open_study
 
 
-def ingest_sample(study):
-    """Ingest the SIMULATED sample trial (responses, manifest, subjects) into `study`, with its plan."""
+def ingest_sample(study, repeats: bool = False):
+    """Ingest the SIMULATED sample trial (responses, manifest, subjects) into `study`, with its plan, and
+    with `repeats` its repeat captures at D0."""
     src = sample_study_dir()
     report = ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    if repeats:
+        extra = ingest([src / "repeats"], study, manifest=src / "repeats.csv")
+        report.added, report.rejected = report.added + extra.added, report.rejected + extra.rejected
     Plan.read(src).write(study)
     return report
 
@@ -37,6 +41,7 @@ def demo_study():
 
 
 _DEMO = None
+PRIMARY_METRICS = ("score.water", "score.rough", "score.melanin")
 
 
 def run_demo(study, out=None) -> str:
@@ -44,7 +49,7 @@ def run_demo(study, out=None) -> str:
     (into `out`, default `<study>/report`), and return a short account with the three headline findings."""
     from .show.report import build_report
 
-    report = ingest_sample(study)
+    report = ingest_sample(study, repeats=True)
     s = open_study(study)
     n = s.sql("""SELECT count(DISTINCT a.subject_id) AS subjects, count(*) AS analyses,
                  (SELECT string_agg(arm || ' ' || k, ', ' ORDER BY arm) FROM
@@ -60,5 +65,8 @@ def run_demo(study, out=None) -> str:
              f"Report: {result.html.resolve()}" + (f" and {result.pdf.resolve()} ({result.pdf_engine})"
                                                     if result.pdf else ""),
              f"Figures: {len(result.figures)} charts as PNG, SVG and PDF in {result.html.parent.resolve() / 'figures'}",
+             "Repeatability (a repeat capture of every subject at D0): " + "; ".join(
+                 f"{r.metric} SEM {r.sem:.2f}, CV {r.cv_pct:.1f}%, ICC {r.icc:.2f}, MDC95 {r.mdc95:.2f}"
+                 for r in s.repeatability(list(PRIMARY_METRICS)).itertuples()),
              "Headline findings:"] + [f"  {i}. {t}" for i, t in enumerate(result.findings, 1)]
     return "\n".join(lines)

@@ -121,7 +121,7 @@ def test_the_readme_commands_run(tmp_path, run_cli):
     assert "Headline findings" in out[3] and out[4] == "trial: no problems found\n"
     assert "primary endpoint: score.water at W12" in out[5] and "multiplicity: holm at alpha 0.05" in out[6]
     assert "assumed" not in out[6]
-    assert any(line.split()[1:7] == ["primary", "score.water", "W12", "active", "placebo", "15.55"]
+    assert any(line.split()[1:8] == ["primary", "score.water", "W12", "active", "placebo", "mmrm", "15.55"]
                for line in out[7].splitlines()), out[7]
     assert "W12  active 12          12" in out[8] and out[9].startswith("kind,visit,arm,control,estimate")
     assert "glasses_changed" in out[12]

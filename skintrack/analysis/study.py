@@ -237,6 +237,62 @@ class Study:
         """
         return trial.endpoints(self, exclude_flagged)
 
+    def endpoint(self, metric: str, visit: str | None = None, model: str | None = None, margin: float | None = None,
+                 exclude_flagged: bool | None = None) -> pd.DataFrame:
+        """`metric` at `visit` for each treatment against the control by the model its type calls for
+        (negative binomial for counts, proportional odds for grades, logistic for flags, the MMRM with the
+        Hodges-Lehmann shift, Hedges' g and TOST for continuous metrics); see `skintrack.analysis.endpoints`.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().endpoint("count.blackhead.nose", "W12")[["model", "treatment"]].values.tolist()
+        [['negative_binomial', 'active']]
+        """
+        return trial.endpoint(self, metric, visit, model=model, margin=margin, exclude_flagged=exclude_flagged)
+
+    def responders_between(self, metric: str, visit: str | None = None, threshold=None,
+                           exclude_flagged: bool | None = None) -> pd.DataFrame:
+        """Responders (threshold: given, the plan's, or "mdc") per treatment against the control: risk
+        difference with Newcombe's interval, odds ratio, Fisher's p.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> r = demo_study().responders_between("score.water", "W12").iloc[0]  # S11's W12 is QC-flagged
+        >>> float(r["threshold"]), int(r["n_treatment"]), int(r["n_control"])
+        (5.0, 11, 12)
+        """
+        return trial.responders_between(self, metric, visit, threshold, exclude_flagged=exclude_flagged)
+
+    def shift_table(self, metric: str, visit: str | None = None, exclude_flagged: bool = False) -> pd.DataFrame:
+        """Subjects by arm, baseline grade and grade at `visit` (default: the plan's last visit).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().shift_table("severity.pores.chin").columns.tolist()
+        ['arm', 'base', 'value', 'n']
+        """
+        from .endpoints import shift_table
+
+        ch = trial.arm_changes(self, metric, exclude_flagged)
+        at = ch[ch["visit"] == self.check_visit(visit or self.plan.schedule[-1])]
+        return shift_table(at.rename(columns={"baseline_value": "base"}))
+
+    def repeatability(self, metrics=None) -> pd.DataFrame:
+        """From sessions holding repeat captures, per metric: SEM (within-subject SD), CV, ICC(1,1), MDC95.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().repeatability().columns.tolist()[:5]
+        ['metric', 'sessions', 'captures', 'mean', 'sem']
+        """
+        from .repeatability import repeatability
+
+        return repeatability(self, metrics)
+
     def check(self) -> pd.DataFrame:
         """Every problem of assignment in the study (see `skintrack.tables.check`): where, problem.
 

@@ -103,7 +103,7 @@ def compare_arms(study, key: str, visit: str, test: str = "welch", treatment=Non
     rows = []
     for treat in treatments:
         a, b = ch.loc[ch["arm"] == treat, "delta"].to_numpy(), ch.loc[ch["arm"] == ctrl, "delta"].to_numpy()
-        res = _ancova(ch, treat, ctrl, a, b) if test == "ancova" else two_sample(a, b, test)
+        res = ancova(ch, treat, ctrl) if test == "ancova" else two_sample(a, b, test)
         rows.append({"metric": key, "visit": visit, "test": test, "treatment": treat, "control": ctrl,
                      "n_treatment": res["n_a"], "n_control": res["n_b"], "mean_treatment": res["mean_a"],
                      "mean_control": res["mean_b"], "diff": res["diff"], "ci_low": res["ci_low"],
@@ -113,10 +113,14 @@ def compare_arms(study, key: str, visit: str, test: str = "welch", treatment=Non
     return out
 
 
-def _ancova(ch, treat, ctrl, a, b) -> dict:
+def ancova(changes: pd.DataFrame, treatment: str, control: str) -> dict:
+    """change ~ treated + baseline (statsmodels OLS) on the rows of two arms (columns arm, delta,
+    baseline_value): n_a, n_b, mean_a, mean_b, diff (baseline-adjusted), ci_low, ci_high, statistic, p."""
     import statsmodels.formula.api as smf
 
-    data = ch[ch["arm"].isin([treat, ctrl])].assign(treated=lambda d: (d["arm"] == treat).astype(float))
+    data = changes[changes["arm"].isin([treatment, control])].assign(
+        treated=lambda d: (d["arm"] == treatment).astype(float))
+    a, b = data.loc[data["arm"] == treatment, "delta"].to_numpy(), data.loc[data["arm"] == control, "delta"].to_numpy()
     res = {"n_a": len(a), "n_b": len(b), "mean_a": a.mean() if len(a) else math.nan,
            "mean_b": b.mean() if len(b) else math.nan, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
            "statistic": math.nan, "p": math.nan}
@@ -149,27 +153,25 @@ def mmrm(study, key: str, treatments=None, control=None, base_by_visit: bool = F
 
 
 def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
-    """The plan's primary and key secondary endpoints in testing order, each treatment against the control
-    by the MMRM, with the plan's multiplicity strategy applied: a fixed sequence tests each at alpha until
+    """The plan's primary and key secondary endpoints in testing order, each treatment against the control,
+    with the plan's multiplicity strategy applied: a fixed sequence tests each at alpha until
     the first that is not significant (the rest are not tested); Holm adjusts the p-values of all of them.
 
-    Columns: order, role, metric, visit, treatment, control, estimate, ci_low, ci_high, df, p, p_adjusted,
-    decision (significant, not significant, not tested), better. ``.attrs`` holds the strategy, alpha and
+    Each endpoint uses the model its type calls for (see `endpoint`): estimate is a difference for the MMRM,
+    a ratio otherwise. Columns: order, role, metric, visit, treatment, control, model, estimate, ci_low,
+    ci_high, p, p_adjusted, decision (significant, not significant, not tested), better. ``.attrs`` holds the strategy, alpha and
     what the plan assumed.
     """
     plan = study.plan
-    fits, rows = {}, []
+    rows = []
     for order, e in enumerate(plan.endpoints, 1):
-        if e.metric not in fits:
-            fits[e.metric] = mmrm(study, e.metric, exclude_flagged=exclude_flagged)
-        for treat in plan.treatments:
-            d = fits[e.metric].diff(e.visit, treat)
+        for r in endpoint(study, e.metric, e.visit, exclude_flagged=exclude_flagged).itertuples():
             rows.append({"order": order, "role": "primary" if order == 1 and plan.primary else "secondary",
-                         "metric": e.metric, "visit": e.visit, "treatment": treat, "control": plan.control,
-                         "estimate": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "df": d["df"],
-                         "p": d["p"]})
-    df = pd.DataFrame(rows, columns=["order", "role", "metric", "visit", "treatment", "control", "estimate", "ci_low",
-                                     "ci_high", "df", "p"])
+                         "metric": e.metric, "visit": e.visit, "treatment": r.treatment, "control": r.control,
+                         "model": r.model, "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                         "p": r.p})
+    df = pd.DataFrame(rows, columns=["order", "role", "metric", "visit", "treatment", "control", "model", "estimate",
+                                     "ci_low", "ci_high", "p"])
     df["p_adjusted"], df["decision"] = np.nan, "not tested"
     if plan.multiplicity == "holm" and len(df):
         df["p_adjusted"] = adjust(df["p"])[0]
@@ -184,3 +186,90 @@ def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
     df["better"] = [metric_info(m)["better"] for m in df["metric"]]
     df.attrs.update(strategy=plan.multiplicity, alpha=plan.alpha, assumed=list(plan.assumed))
     return df
+
+
+MODELS = {"count": "negative_binomial", "grade": "proportional_odds", "presence": "logistic",
+          "continuous": "mmrm"}
+
+
+def endpoint(study, key: str, visit: str | None = None, treatment=None, control=None, model: str | None = None,
+             margin: float | None = None, exclude_flagged: bool | None = None) -> pd.DataFrame:
+    """`key` at `visit` (default: the plan's last visit) for each treatment against the control, by the model
+    its type calls for (the plan's `models` or the catalog's type): negative binomial rate ratio for counts,
+    proportional-odds odds ratio for grades, logistic odds ratio for flags, the MMRM difference for
+    continuous metrics (with the Hodges-Lehmann shift, Hedges' g and, given a `margin`, TOST equivalence
+    on the changes). One row per treatment: metric, visit, treatment, control, model, estimate, ci_low,
+    ci_high, p, n_treatment, n_control, and the model's extras."""
+    from ..tables.catalog import metric_info
+    from . import endpoints as ep
+
+    plan = study.plan
+    visit = study.check_visit(visit or plan.schedule[-1])
+    kind = metric_info(key)["type"]
+    model = model or plan.models.get(key) or MODELS.get(kind)
+    if model is None:
+        raise UsageError(f"{key} is a {kind} without an order: no model compares it between arms (describe it "
+                         "with cohort)")
+    if exclude_flagged is None:
+        exclude_flagged = plan.qc == "exclude"
+    treatments, ctrl = _arm_pair(study, treatment, control)
+    ch = arm_changes(study, key, exclude_flagged)
+    at = ch[ch["visit"] == visit].rename(columns={"baseline_value": "base"})
+    fit = mmrm(study, key, treatments, ctrl, exclude_flagged=exclude_flagged) if model == "mmrm" else None
+    rows = []
+    for treat in treatments:
+        if model == "mmrm":
+            d = fit.diff(visit, treat)
+            a, b = at.loc[at["arm"] == treat, "delta"], at.loc[at["arm"] == ctrl, "delta"]
+            hl, g = ep.hodges_lehmann(a, b), ep.hedges_g(a, b)
+            res = {"estimate": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d["p"],
+                   "n_treatment": len(a), "n_control": len(b), "hl_shift": hl["shift"], "hl_ci_low": hl["ci_low"],
+                   "hl_ci_high": hl["ci_high"], "hedges_g": g["g"], "g_ci_low": g["ci_low"], "g_ci_high": g["ci_high"]}
+            if margin is not None:
+                eq = ep.tost(a, b, margin)
+                res.update(tost_ci_low=eq["ci_low"], tost_ci_high=eq["ci_high"], tost_p=eq["p"],
+                           equivalent=eq["equivalent"])
+        else:
+            fn = {"negative_binomial": ep.negative_binomial, "proportional_odds": ep.proportional_odds,
+                  "logistic": ep.logistic}.get(model)
+            if fn is None:
+                raise UsageError(f"unknown model {model!r}: use mmrm, negative_binomial, proportional_odds, logistic")
+            res = fn(at, treat, ctrl)
+        rows.append({"metric": key, "visit": visit, "treatment": treat, "control": ctrl, "model": model, **res})
+    out = pd.DataFrame(rows)
+    out.attrs["excluded"] = ch.attrs.get("excluded")
+    return out
+
+
+def responders_between(study, key: str, visit: str | None = None, threshold: float | None = None,
+                       treatment=None, control=None, exclude_flagged: bool | None = None) -> pd.DataFrame:
+    """Responders at `visit` (improved by at least `threshold`, default the plan's; "mdc" takes the
+    metric's MDC95 from the repeat captures) for each treatment against the control: risk difference with
+    Newcombe's interval, odds ratio, Fisher's p."""
+    from ..tables.catalog import metric_info
+    from . import endpoints as ep
+    from .repeatability import repeatability
+
+    plan = study.plan
+    visit = study.check_visit(visit or plan.schedule[-1])
+    threshold = plan.responders.get(key) if threshold is None else threshold
+    if threshold is None:
+        raise UsageError(f"no responder threshold for {key}: give one, or set it in the plan")
+    if threshold == "mdc":
+        table = repeatability(study, [key])
+        if table.empty:
+            raise UsageError(f"no repeat captures to measure {key}'s MDC95 from")
+        threshold = float(table["mdc95"].iloc[0])
+    better = metric_info(key)["better"]
+    if better not in ("higher", "lower"):
+        raise UsageError(f"{key} has no better-direction, so no one can respond on it")
+    if exclude_flagged is None:
+        exclude_flagged = plan.qc == "exclude"
+    treatments, ctrl = _arm_pair(study, treatment, control)
+    ch = arm_changes(study, key, exclude_flagged)
+    at = ch[ch["visit"] == visit].assign(gain=lambda d: d["delta"] if better == "higher" else -d["delta"])
+    count = lambda arm: (int((at.loc[at["arm"] == arm, "gain"] >= threshold).sum()),  # noqa: E731
+                         int((at["arm"] == arm).sum()))
+    rows = [{"metric": key, "visit": visit, "threshold": threshold, "treatment": t, "control": ctrl,
+             **ep.responder_difference(*count(t), *count(ctrl))} for t in treatments]
+    return pd.DataFrame(rows)

@@ -356,7 +356,8 @@ PLACEBO_PER_WEEK = {"water_severity": -0.25, "rough_severity": -0.05}
 def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
     """Write a SIMULATED two-arm placebo-controlled trial (visits D0/W4/W8/W12) into `out_dir`.
 
-    Writes ``responses/<subject>_<visit>.json``, ``manifest.csv``, ``subjects.csv`` and ``README.md``.
+    Writes ``responses/<subject>_<visit>.json``, ``manifest.csv``, ``subjects.csv``, ``plan.toml``, the repeat
+    captures (``repeats/`` and ``repeats.csv``) and ``README.md``.
     """
     import datetime as dt
 
@@ -364,7 +365,7 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
     (out / "responses").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     start = dt.date(2024, 1, 8)
-    manifest, people = [], []
+    manifest, people, d0 = [], [], {}
     arms = ["active", "placebo"] * (subjects // 2) + ["active"] * (subjects % 2)
     rng.shuffle(arms)
     for n, arm in enumerate(arms, 1):
@@ -395,7 +396,10 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
             manifest.append({"file": f"responses/{name}", "subject_id": sid, "visit": visit,
                              "taken_at": f"{taken.isoformat()}T{rng.randint(8, 17):02d}:{rng.choice(('00', '30'))}:00",
                              "operator": rng.choice(["op-a", "op-b"])})
+            if visit == "D0":
+                d0[sid] = (z, manifest[-1])
     sample_plan().write(out)
+    _repeat_captures(out, seed, d0)
     for name, rows in (("manifest.csv", manifest), ("subjects.csv", people)):
         with open(out / name, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -408,9 +412,37 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
         "(`severity.water`, so `score.water` rises), roughness and pigmentation over 12 weeks; every other metric "
         "only varies from visit to visit. Three captures carry planted problems for QC to catch: S03 W8 (head "
         "turned 36 deg), S07 W4 (glasses), S11 W12 (camera closer).\n\n`plan.toml` is the trial's study plan (primary "
-        "endpoint `score.water` at W12, then `score.rough` and `score.melanin` in a fixed sequence).\n\nRegenerate with `python -m skintrack.sample "
+        "endpoint `score.water` at W12, then `score.rough` and `score.melanin` in a fixed sequence).\n\n`repeats/` holds a "
+        "repeat capture of every subject at D0, taken a minute before the main one (`repeats.csv`, `replicate` 1): "
+        "what moves between two photos is the measurement's own noise (`Study.repeatability()`).\n\n"
+        "Regenerate with `python -m skintrack.sample "
         "data/sample-trial`.\n")
     return out
+
+
+REPEAT_NOISE = 0.3  # share of the visit-to-visit noise that two photos a minute apart still show
+
+
+def _repeat_captures(out: Path, seed: int, d0: dict) -> None:
+    """A second SIMULATED capture of each subject at D0, a minute before the main one, with its own RNG (the
+    trial's responses do not change)."""
+    import datetime as dt
+
+    (out / "repeats").mkdir(exist_ok=True)
+    rows = []
+    for sid, (z, row) in d0.items():
+        rng = random.Random(f"{seed}-{sid}-repeat")
+        again = replace(z.shifted(rng, noise=REPEAT_NOISE), glasses=z.glasses)
+        name = f"{sid}_D0_r1.json"
+        doc = build_response(again, random.Random(f"{seed}-{sid}-D0-r1"), request_id=f"SIMULATED-{sid}-D0-r1")
+        (out / "repeats" / name).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        taken = dt.datetime.fromisoformat(row["taken_at"]) - dt.timedelta(minutes=1)
+        rows.append({"file": f"repeats/{name}", "subject_id": sid, "visit": "D0", "taken_at": taken.isoformat(),
+                     "operator": row["operator"], "replicate": "1"})
+    with open(out / "repeats.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def sample_plan():

@@ -228,14 +228,23 @@ def finding(row, attrs) -> str:
     how = (f"MMRM, {'fixed-sequence' if attrs['strategy'] == 'fixed_sequence' else 'Holm'} testing at alpha "
            f"{attrs['alpha']:g}")
     if row.decision == "not tested":
-        return (f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} ({how}): not tested, because "
-                "an earlier endpoint in the sequence was not significant.")
+        return (f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} "
+                f"({how.replace('MMRM', MODEL_NAMES[row.model])}): {row.treatment} against "
+                f"{row.control} not tested, because an earlier comparison in the sequence was not significant.")
+    p = _fmt_p(row.p_adjusted if attrs["strategy"] == "holm" else row.p)
+    tail = (f"(95% CI {row.ci_low:.{2 if row.model != 'mmrm' else 1}f} to {row.ci_high:.{2 if row.model != 'mmrm' else 1}f}; "
+            f"{'adjusted ' if attrs['strategy'] == 'holm' else ''}p {p}): {row.decision}.")
+    head = f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} ({how.replace('MMRM', MODEL_NAMES[row.model])})"
+    if row.model != "mmrm":
+        ratio = "rate ratio" if row.model == "negative_binomial" else "odds ratio"
+        return f"{head}: {row.treatment} against {row.control}, {ratio} {row.estimate:.2f} {tail}"
     better = (row.estimate > 0) == (info["better"] == "higher")
     verb = ("improved it by" if better else "worsened it by") if info["better"] != "none" else "changed it by"
-    p = _fmt_p(row.p_adjusted if attrs["strategy"] == "holm" else row.p)
-    return (f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} ({how}): {row.treatment} {verb} "
-            f"{abs(row.estimate):.1f} {info['unit']} more than {row.control} (95% CI {row.ci_low:.1f} to "
-            f"{row.ci_high:.1f}; {'adjusted ' if attrs['strategy'] == 'holm' else ''}p {p}): {row.decision}.")
+    return f"{head}: {row.treatment} {verb} {abs(row.estimate):.1f} {info['unit']} more than {row.control} {tail}"
+
+
+MODEL_NAMES = {"mmrm": "MMRM", "negative_binomial": "negative binomial", "proportional_odds": "proportional odds",
+               "logistic": "logistic regression"}
 
 
 def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title: str | None = None) -> Report:

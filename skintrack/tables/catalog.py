@@ -18,8 +18,25 @@ import pandas as pd
 from ..errors import UnknownMetric
 from .schema import DECLARED_BLOCKS, DECLARED_FIELDS, DETECTION_KINDS, LABELS, REGIONS, SEVERITY_100_BANDS
 
-COLUMNS = ["key", "family", "feature", "region", "measure", "description", "unit", "range", "lo", "hi",
+COLUMNS = ["key", "family", "feature", "region", "measure", "type", "description", "unit", "range", "lo", "hi",
            "better", "labels", "paths", "table", "column"]
+# What kind of number a metric is, which decides its endpoint model: counts of lesions, pores, lines
+# (negative binomial), ordered grades (proportional odds), presence flags (logistic), classes without an
+# order (described, not modelled), and everything else continuous (MMRM, ANCOVA).
+ORDERED_LABELS = {"grade4", "grade3", "oily"}
+UNORDERED_LABELS = {"dark_circle_type", "skin_type", "jawline_quality", "jawline_level", "ita_class", "ha_class",
+                    "skin_tone"}
+
+
+def metric_type(unit: str, labels: str | None, better: str) -> str:
+    """count, grade, presence, class or continuous."""
+    if labels == "presence":
+        return "presence"
+    if labels in ORDERED_LABELS:
+        return "grade"
+    if labels in UNORDERED_LABELS:
+        return "class"
+    return "count" if unit == "count" else "continuous"
 
 
 def _range(lo, hi):
@@ -58,7 +75,7 @@ def _rows() -> tuple:
             rows[key]["paths"] += paths
             continue
         rows[key] = dict(key=key, family=family, feature=feature, region=region, measure=measure,
-                         description=f.description, unit=f.unit, range=_range(*f.range), lo=f.range[0],
+                         type=metric_type(f.unit, f.labels, f.better), description=f.description, unit=f.unit, range=_range(*f.range), lo=f.range[0],
                          hi=f.range[1], better=f.better, labels=_labels(f.labels), paths=paths, table=f.table,
                          column=f.column)
     for b in DECLARED_BLOCKS:
@@ -66,7 +83,7 @@ def _rows() -> tuple:
             continue
         key = f"count.{b.kind}.{b.side}"
         where = "front photo" if b.side == "front" else f"{b.side} side-face photo"
-        rows[key] = dict(key=key, family="count", feature=b.kind, region=b.side, measure=None,
+        rows[key] = dict(key=key, family="count", feature=b.kind, region=b.side, measure=None, type="count",
                          description=f"Number of {DETECTION_KINDS[b.kind]} detected, {where} (the block's `count`, "
                                      "or its number of boxes in responses that predate `count`).",
                          unit="count", range=_range(0, None), lo=0, hi=None, better="lower" if b.kind != "mole"

@@ -33,6 +33,7 @@ from .catalog import metric_info
 FILE = "plan.toml"
 MULTIPLICITY = ("fixed_sequence", "holm")
 QC_HANDLING = ("exclude", "include")
+MODELS = ("mmrm", "negative_binomial", "proportional_odds", "logistic")
 CONTROL_NAMES = re.compile(r"placebo|control|vehicle|sham|untreated", re.I)
 
 
@@ -72,6 +73,7 @@ class Plan:
     alpha: float = 0.05
     qc: str = "exclude"
     responders: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
     assumed: list = field(default_factory=list)
 
     # ---- reading and writing --------------------------------------------------------------------------
@@ -161,11 +163,16 @@ class Plan:
                                 f"({', '.join(schedule)})")
             if e.visit == self.baseline:
                 problems.append(f"{what} endpoint {e.metric}: the baseline visit cannot be an endpoint")
-        for metric in self.responders:
+        for metric, threshold in self.responders.items():
             try:
                 metric_info(metric)
             except KeyError:
                 problems.append(f"responders: unknown metric {metric!r}")
+            if threshold != "mdc" and not isinstance(threshold, (int, float)):
+                problems.append(f"responders: {metric} threshold {threshold!r} is neither a number nor \"mdc\"")
+        for metric, model in self.models.items():
+            if model not in MODELS:
+                problems.append(f"models: {metric} model {model!r} is not one of {', '.join(MODELS)}")
         if self.control is not None and self.control in self.treatments:
             problems.append(f"arm {self.control!r} cannot be both the control and a treatment")
         if arms is not None:
@@ -180,7 +187,8 @@ class Plan:
         """A copy with what this plan leaves out derived from the data (`visits` in order, their median
         `days`, the `arms`), each such field named in `assumed`."""
         p = dataclasses.replace(self, visits=list(self.visits), treatments=list(self.treatments),
-                                secondary=list(self.secondary), responders=dict(self.responders), assumed=[])
+                                secondary=list(self.secondary), responders=dict(self.responders),
+                                models=dict(self.models), assumed=[])
         if not p.visits and visits:
             p.visits = [Visit(v, days.get(v)) for v in visits]
             p.assumed.append("visits (every visit label in the data, in time order)")
@@ -225,7 +233,10 @@ class Plan:
                  f"multiplicity: {self.multiplicity} at alpha {self.alpha:g}",
                  f"QC-flagged captures: {self.qc}d in the primary analysis, "
                  f"{'included' if self.qc == 'exclude' else 'excluded'} as a sensitivity analysis",
-                 "responder thresholds: " + (", ".join(f"{k} >= {v:g}" for k, v in self.responders.items()) or "none")]
+                 "responder thresholds: " + (", ".join(f"{k} >= {v if v == 'mdc' else format(v, 'g')}"
+                                                       for k, v in self.responders.items()) or "none"),
+                 "endpoint models: " + (", ".join(f"{k}: {v}" for k, v in self.models.items())
+                                        or "by the catalog's metric type")]
         if self.assumed:
             lines.append("assumed (no plan says otherwise): " + "; ".join(self.assumed))
         return "\n".join(lines)

@@ -1,0 +1,238 @@
+"""Endpoints of every type, compared between arms: the model follows what the number is.
+
+* counts (lesions, pores, lines): negative binomial regression of the count at the visit on arm and
+  log(baseline + 1), as a rate ratio (alpha by maximum likelihood, as R's MASS::glm.nb);
+* 0-3 grades: proportional-odds logistic regression on arm and baseline grade (as R's MASS::polr), an
+  odds ratio, with shift tables of baseline against visit grade;
+* presence flags: logistic regression on arm and baseline flag, an odds ratio;
+* responders: risk difference with Newcombe's hybrid score interval and the odds ratio (Woolf; 0.5 added
+  to every cell when one is empty), Fisher's exact p;
+* continuous changes: equivalence by two one-sided tests (TOST) with a margin and a 90% interval,
+  Hodges-Lehmann shift with its Mann-Whitney interval, and Hedges' g with a noncentral-t interval.
+
+Each function takes plain arrays or a frame with columns arm, base, value and returns a dict; the
+study-level entry point is `Study.endpoint(metric, visit)`, which picks the model from the catalog's type
+(or the plan's `models`).
+
+Example
+-------
+>>> r = responder_difference(9, 12, 3, 12)
+>>> round(r["risk_difference"], 3), [round(x, 3) for x in (r["rd_ci_low"], r["rd_ci_high"])]
+(0.5, [0.101, 0.728])
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+from scipy import stats as st
+
+from ..errors import UsageError
+
+Z = st.norm.ppf(0.975)
+
+
+def _design(frame: pd.DataFrame, treatment: str, control: str, transform=None) -> tuple:
+    data = frame[frame["arm"].isin([treatment, control])].dropna(subset=["base", "value"])
+    base = data["base"].to_numpy(float)
+    X = np.column_stack([np.ones(len(data)), (data["arm"] == treatment).to_numpy(float),
+                         transform(base) if transform else base])
+    return data, X
+
+
+def _wald(b: float, se: float, n_t: int, n_c: int, **extra) -> dict:
+    return {"n_treatment": n_t, "n_control": n_c, "log_estimate": b, "std_error": se, "estimate": math.exp(b),
+            "ci_low": math.exp(b - Z * se), "ci_high": math.exp(b + Z * se), "p": 2 * st.norm.sf(abs(b / se)),
+            **extra}
+
+
+def _counts(data, treatment):
+    return int((data["arm"] == treatment).sum()), int((data["arm"] != treatment).sum())
+
+
+def negative_binomial(frame: pd.DataFrame, treatment: str, control: str) -> dict:
+    """Rate ratio of treatment to control: count ~ arm + log(baseline + 1), NB2 with alpha by maximum
+    likelihood; Wald interval (as R's confint.default of MASS::glm.nb)."""
+    import statsmodels.api as sm
+    from statsmodels.discrete.discrete_model import NegativeBinomial
+
+    data, X = _design(frame, treatment, control, lambda b: np.log(b + 1))
+    y = data["value"].to_numpy(float)
+    if len(data) < 4 or y.sum() == 0:
+        raise UsageError("too few counts for a count model (every count is 0, or fewer than 4 subjects)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter; checked below
+        nb = NegativeBinomial(y, X, loglike_method="nb2").fit(method="bfgs", maxiter=2000, disp=False, gtol=1e-10)
+    alpha = float(nb.params[-1])
+    if not np.isfinite(alpha) or alpha < 1e-6:  # no overdispersion: the negative binomial's limit is Poisson
+        glm = sm.GLM(y, X, family=sm.families.Poisson()).fit(tol=1e-12)
+        return _wald(float(glm.params[1]), float(glm.bse[1]), *_counts(data, treatment), theta=math.inf,
+                     method="poisson (rate ratio; the counts show no overdispersion)")
+    glm = sm.GLM(y, X, family=sm.families.NegativeBinomial(alpha=alpha)).fit(tol=1e-12)
+    return _wald(float(glm.params[1]), float(glm.bse[1]), *_counts(data, treatment), theta=1 / alpha,
+                 method="negative binomial (rate ratio)")
+
+
+def proportional_odds(frame: pd.DataFrame, treatment: str, control: str) -> dict:
+    """Odds ratio of a higher grade, treatment to control: grade ~ arm + baseline grade, logit link
+    (as R's MASS::polr; grades nobody has are dropped)."""
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    data, X = _design(frame, treatment, control)
+    levels = sorted(data["value"].unique())
+    if len(levels) < 2:
+        raise UsageError(f"every subject has grade {levels[0] if levels else 'none'} at this visit: no model")
+    if len(levels) == 2:
+        out = logistic(data.assign(value=(data["value"] == levels[1]).astype(float)), treatment, control)
+        return {**out, "method": "proportional odds (two grades: logistic)"}
+    y = pd.Series(pd.Categorical(data["value"], categories=levels, ordered=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = OrderedModel(y, X[:, 1:], distr="logit").fit(method="bfgs", maxiter=5000, disp=False, gtol=1e-10)
+    return _wald(float(fit.params.iloc[0]), float(fit.bse.iloc[0]), *_counts(data, treatment),
+                 method="proportional odds (odds ratio of a higher grade)")
+
+
+def logistic(frame: pd.DataFrame, treatment: str, control: str) -> dict:
+    """Odds ratio of presence, treatment to control: flag ~ arm + baseline flag (binomial GLM)."""
+    import statsmodels.api as sm
+
+    data, X = _design(frame, treatment, control)
+    y = data["value"].to_numpy(float)
+    if y.min() == y.max():
+        raise UsageError("every subject has the same flag at this visit: no model")
+    if np.ptp(X[:, 2]) == 0:
+        X = X[:, :2]  # a baseline that does not vary adjusts nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            fit = sm.GLM(y, X, family=sm.families.Binomial()).fit(tol=1e-12)
+        except Exception as e:  # noqa: BLE001 - perfect separation and its kin
+            raise UsageError(f"the logistic model cannot be fitted ({type(e).__name__}: one arm's flags are "
+                             "perfectly predicted); compare the responders instead") from None
+    return _wald(float(fit.params[1]), float(fit.bse[1]), *_counts(data, treatment), method="logistic (odds ratio)")
+
+
+def shift_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Subjects by arm, baseline grade and grade at the visit."""
+    return (frame.dropna(subset=["base", "value"]).astype({"base": int, "value": int})
+            .groupby(["arm", "base", "value"]).size().rename("n").reset_index())
+
+
+# ---- responders -----------------------------------------------------------------------------------------
+def _wilson(k, n):
+    p = k / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return centre - half, centre + half
+
+
+def responder_difference(k_t: int, n_t: int, k_c: int, n_c: int) -> dict:
+    """Responders in the treatment (k_t of n_t) against the control (k_c of n_c): risk difference with
+    Newcombe's hybrid score 95% interval (his method 10), odds ratio with Woolf's interval, Fisher's p."""
+    if min(n_t, n_c) == 0:
+        raise UsageError("an arm has no subject to count responders in")
+    p1, p2 = k_t / n_t, k_c / n_c
+    (l1, u1), (l2, u2) = _wilson(k_t, n_t), _wilson(k_c, n_c)
+    rd = p1 - p2
+    low = rd - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = rd + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    a, b, c, d = k_t, n_t - k_t, k_c, n_c - k_c
+    shift = 0.5 if min(a, b, c, d) == 0 else 0.0
+    log_or = math.log((a + shift) * (d + shift) / ((b + shift) * (c + shift)))
+    se = math.sqrt(sum(1 / (x + shift) for x in (a, b, c, d)))
+    return {"responders_treatment": k_t, "n_treatment": n_t, "responders_control": k_c, "n_control": n_c,
+            "risk_difference": rd, "rd_ci_low": low, "rd_ci_high": high, "odds_ratio": math.exp(log_or),
+            "or_ci_low": math.exp(log_or - Z * se), "or_ci_high": math.exp(log_or + Z * se),
+            "or_zero_cell_correction": shift, "p_fisher": float(st.fisher_exact([[a, b], [c, d]])[1])}
+
+
+# ---- continuous changes ---------------------------------------------------------------------------------
+def tost(a, b, margin: float, level: float = 0.90) -> dict:
+    """Equivalence of the mean of `a` and `b` within +/- `margin` (Welch): two one-sided tests; equivalent
+    when the (1 - 2 alpha) = 90% interval of the difference lies inside the margin."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if margin <= 0:
+        raise UsageError(f"the equivalence margin must be positive, not {margin}")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    diff = a.mean() - b.mean()
+    half = st.t.ppf(0.5 + level / 2, df) * se
+    p_low, p_high = st.t.sf((diff + margin) / se, df), st.t.cdf((diff - margin) / se, df)
+    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "level": level, "margin": margin,
+            "df": df, "p_lower": p_low, "p_upper": p_high, "p": max(p_low, p_high),
+            "equivalent": bool(max(p_low, p_high) < (1 - level) / 2)}
+
+
+def hedges_g(a, b, level: float = 0.95) -> dict:
+    """Hedges' g of `a` against `b` (Cohen's d with the pooled SD, times the small-sample correction J)
+    with the interval from the noncentral t distribution of d * sqrt(n_a n_b / (n_a + n_b))."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    na, nb = len(a), len(b)
+    df = na + nb - 2
+    sp = math.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / df)
+    d = (a.mean() - b.mean()) / sp
+    j = math.exp(math.lgamma(df / 2) - math.log(math.sqrt(df / 2)) - math.lgamma((df - 1) / 2))
+    scale = math.sqrt(na * nb / (na + nb))
+    t = d * scale
+    q = (1 - level) / 2
+
+    def ncp(prob):
+        f = lambda nc: st.nct.cdf(t, df, nc) - prob  # noqa: E731
+        return optimize.brentq(f, t - 50, t + 50, xtol=1e-12)
+
+    return {"g": d * j, "d": d, "ci_low": ncp(1 - q) / scale * j, "ci_high": ncp(q) / scale * j, "df": df}
+
+
+def _mann_whitney_quantile(q: float, m: int, n: int) -> int:
+    """The q-quantile of the Mann-Whitney U of samples of m and n without ties (exact, as R's qwilcox):
+    counts by the recursion f(i, j, u) = f(i - 1, j, u - j) + f(i, j - 1, u)."""
+    f = [[None] * (n + 1) for _ in range(m + 1)]
+    for i in range(m + 1):
+        for j in range(n + 1):
+            ways = np.zeros(i * j + 1)
+            if i == 0 or j == 0:
+                ways[0] = 1.0
+            else:
+                ways[j:] += f[i - 1][j]
+                ways[:i * (j - 1) + 1] += f[i][j - 1]
+            f[i][j] = ways
+    cdf = np.cumsum(f[m][n]) / f[m][n].sum()
+    return int(np.searchsorted(cdf, q * (1 - 1e-12)))
+
+
+def hodges_lehmann(a, b, level: float = 0.95) -> dict:
+    """The Hodges-Lehmann shift of `a` against `b` (median of the pairwise differences) with the interval
+    that inverts the Mann-Whitney test: exact without ties and under 50 per sample, otherwise the normal
+    approximation with the tie and continuity corrections (as R's wilcox.test(conf.int = TRUE))."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    m, n = len(a), len(b)
+    diffs = np.sort(np.subtract.outer(a, b).ravel())
+    alpha = 1 - level
+    ties = len(np.unique(np.concatenate([a, b]))) < m + n
+    if m < 50 and n < 50 and not ties:
+        qu = max(_mann_whitney_quantile(alpha / 2, m, n), 1)
+        low, high = diffs[qu - 1], diffs[m * n - qu]
+        return {"shift": float(np.median(diffs)), "ci_low": float(low), "ci_high": float(high), "method": "exact"}
+
+    def w(d):
+        r = st.rankdata(np.concatenate([a - d, b]))
+        _, t = np.unique(r, return_counts=True)
+        dz = r[:m].sum() - m * (m + 1) / 2 - m * n / 2
+        sigma = math.sqrt(m * n / 12 * ((m + n + 1) - (t ** 3 - t).sum() / ((m + n) * (m + n - 1))))
+        return (dz - np.sign(dz) * 0.5) / sigma
+
+    def root(zq):  # w falls as d grows: the d where it crosses zq, between the extreme differences
+        lo, hi = diffs[0], diffs[-1]
+        if w(lo) - zq <= 0:
+            return lo
+        if w(hi) - zq >= 0:
+            return hi
+        return optimize.brentq(lambda d: w(d) - zq, lo, hi, xtol=1e-10)
+
+    return {"shift": float(root(0.0)), "ci_low": float(root(st.norm.ppf(1 - alpha / 2))),
+            "ci_high": float(root(st.norm.ppf(alpha / 2))), "method": "normal approximation"}

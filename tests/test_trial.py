@@ -1,0 +1,125 @@
+"""The study plan and what follows from it: one baseline, any number of arms, endpoints tested in order with
+the multiplicity strategy, QC as the plan says, and every output saying what was assumed."""
+import csv
+import shutil
+
+import numpy as np
+import orjson
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+import skintrack
+from skintrack import UsageError
+from skintrack.demo import ingest_sample
+from skintrack.sample import sample_study_dir
+from skintrack.show.report import build_report
+from skintrack.tables.plan import Endpoint, Plan
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("planned")
+    ingest_sample(folder / "s")
+    return folder / "s"
+
+
+def test_the_plan_is_checked_where_it_is_written(planned, run_cli):
+    for args, message in [
+        (("--primary", "score.watr@W12"), "primary endpoint: unknown metric 'score.watr'"),
+        (("--primary", "score.water@W13"), "primary endpoint score.water: visit 'W13' is not in the schedule "
+                                           "(D0, W4, W8, W12)"),
+        (("--primary", "score.water@D0"), "the baseline visit cannot be an endpoint"),
+        (("--control", "vehicle"), "arm 'vehicle' is not in the subjects CSV (arms: active, placebo)"),
+        (("--baseline", "W2"), "baseline 'W2' is not a visit of the schedule"),
+        (("--primary", "score.water"), "write METRIC@VISIT"),
+        (("--visits", "D0:0,W4:28:3"), "write LABEL:DAY:WINDOW"),
+    ]:
+        proc = run_cli("plan", planned, *args)
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.splitlines()) == 1, (args, proc)
+    assert Plan.read(planned).primary == Endpoint("score.water", "W12")  # nothing bad was stored
+    (planned / "plan.toml").write_text("multiplicty = 'holm'\n" + (planned / "plan.toml").read_text())
+    with pytest.raises(UsageError, match="unknown keys multiplicty"):
+        skintrack.open(planned).plan
+    Plan.load(sample_study_dir() / "plan.toml").write(planned)
+
+
+def test_without_a_plan_every_output_says_what_was_assumed(tmp_path, run_cli):
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    s = skintrack.open(tmp_path / "s")
+    assert s.plan.assumed == [
+        "visits (every visit label in the data, in time order)", "baseline visit D0 (the first visit)",
+        "control arm placebo (named like a control)", "treatment arms active (every other arm)",
+        "primary endpoint score.total at W12 (the total score at the last visit)"]
+    assert s.mmrm("score.water").assumed == s.plan.assumed
+    proc = run_cli("endpoints", tmp_path / "s", check=0)
+    assert "assumed (no plan says otherwise): visits" in proc.stdout
+    page = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False).html.read_text()
+    assert "assumed (no plan says otherwise)" in page
+
+
+def three_arm_study(tmp_path):
+    """The sample trial with its subjects spread over arms A, B, C (none named like a placebo)."""
+    src = sample_study_dir()
+    with open(src / "subjects.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, r in enumerate(rows):
+        r["arm"] = "ABC"[i % 3]
+    with open(tmp_path / "subjects.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv",
+                     subjects=tmp_path / "subjects.csv")
+    return skintrack.open(tmp_path / "s")
+
+
+def test_three_arms_with_no_placebo_name_are_analysed_and_reported(tmp_path):
+    s = three_arm_study(tmp_path)
+    assert (s.plan.control, s.plan.treatments) == ("A", ["B", "C"])
+    assert "control arm A (no arm is named like a control: the first by name)" in s.plan.assumed
+    fit = s.mmrm("score.water")
+    assert fit.diffs[["visit", "treatment", "control"]].values.tolist() == [
+        [v, t, "A"] for v in ("W4", "W8", "W12") for t in ("B", "C")]
+    assert s.compare_arms("score.water", "W12")["treatment"].tolist() == ["B", "C"]
+    assert len(s.endpoints()) == 2 and set(s.endpoints()["treatment"]) == {"B", "C"}
+    r = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False)
+    assert len(r.findings) == 2 and ": B " in r.findings[0] and ": C against A" in r.findings[1]
+
+
+def test_a_fixed_sequence_stops_at_the_first_endpoint_that_fails(planned, tmp_path):
+    study = tmp_path / "s"
+    shutil.copytree(planned, study)
+    plan = Plan.read(study)
+    plan.primary = Endpoint("score.pores", "W12")  # the simulated product does nothing to pores
+    plan.write(study)
+    s = skintrack.open(study)
+    ends = s.endpoints()
+    assert ends["metric"].tolist() == ["score.pores", "score.rough", "score.melanin"]
+    assert ends["p"].iloc[0] > 0.05 and ends["p"].iloc[1] < 0.05  # the second would pass alone ...
+    assert ends["decision"].tolist() == ["not significant", "not tested", "not tested"]  # ... but is not tested
+    r = build_report(s, tmp_path / "r", metrics=["score.pores"], pdf=False)
+    assert "active against placebo not tested, because an earlier comparison in the sequence was not significant" \
+        in r.findings[1]
+    plan.multiplicity = "holm"
+    plan.write(study)
+    holm = skintrack.open(study).endpoints()
+    np.testing.assert_allclose(holm["p_adjusted"], multipletests(holm["p"], method="holm")[1], rtol=1e-12)
+    assert holm["decision"].tolist() == ["not significant", "significant", "significant"]
+
+
+def test_a_baseline_excluded_by_qc_leaves_the_subject_out_and_says_why(tmp_path):
+    src = sample_study_dir()
+    shutil.copytree(src / "responses", tmp_path / "in")
+    doc = orjson.loads((tmp_path / "in" / "S05_D0.json").read_bytes())
+    doc["result"]["image_quality"]["face_orientation"]["yaw"] = 40.0  # a turned head at baseline
+    (tmp_path / "in" / "S05_D0.json").write_bytes(orjson.dumps(doc))
+    skintrack.ingest([tmp_path / "in"], tmp_path / "s", manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    Plan.load(src / "plan.toml").write(tmp_path / "s")
+    s = skintrack.open(tmp_path / "s")
+    fit = s.mmrm("score.water")  # the plan excludes QC-flagged captures
+    assert fit.excluded.values.tolist() == [["S05", "D0 excluded by capture QC (yaw_out)"]]
+    assert fit.n_subjects == 23 and "S05" not in set(s.change_from_baseline("score.water", exclude_flagged=True)
+                                                     .subject_id)
+    included = s.mmrm("score.water", exclude_flagged=False)  # the sensitivity analysis
+    assert included.n_subjects == 24 and included.excluded.empty
