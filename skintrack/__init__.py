@@ -25,11 +25,13 @@ from .errors import (ApiError, AuthError, FaceQualityError, InvalidInput, Invali
 from .tables.catalog import catalog
 from .tables.flatten import flatten
 from .tables.ingest import IngestReport, ingest
+from .tables.plan import Endpoint, Plan, Visit
 
 __all__ = [
-    "AnalyzeReport", "Client", "Params", "RetryPolicy", "analyze", "ApiError", "AuthError", "FaceQualityError", "IngestReport", "InvalidInput", "InvalidManifest", "InvalidResponse",
-    "ParameterError", "PhotoRejected", "RateLimited", "ServerError", "SkintrackError", "Study", "TransportError",
-    "UnknownMetric", "UsageError", "catalog", "flatten", "ingest", "open",
+    "AnalyzeReport", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
+    "InvalidManifest", "InvalidResponse", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
+    "RetryPolicy", "ServerError", "SkintrackError", "Study", "TransportError", "UnknownMetric", "UsageError", "Visit",
+    "analyze", "catalog", "flatten", "ingest", "open",
 ]
 
 

@@ -14,10 +14,10 @@ ROOT = Path(__file__).parent.parent
 
 
 PUBLIC = {
-    "AnalyzeReport", "ApiError", "AuthError", "Client", "FaceQualityError", "IngestReport", "InvalidInput",
-    "InvalidManifest", "InvalidResponse", "Params", "ParameterError", "PhotoRejected", "RateLimited", "RetryPolicy",
-    "ServerError", "SkintrackError", "Study", "TransportError", "UnknownMetric", "UsageError", "analyze", "catalog",
-    "flatten", "ingest", "open",
+    "AnalyzeReport", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
+    "InvalidManifest", "InvalidResponse", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
+    "RetryPolicy", "ServerError", "SkintrackError", "Study", "TransportError", "UnknownMetric", "UsageError", "Visit",
+    "analyze", "catalog", "flatten", "ingest", "open",
 }
 
 
