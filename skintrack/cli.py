@@ -397,6 +397,23 @@ def report(study, out, metrics, subject, no_pdf):
 
 
 @main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the datasets.")
+@click.option("--format", "formats", default="xpt,parquet,csv,xlsx,json", show_default=True,
+              help="Comma-separated: xpt (SAS XPORT v5), parquet, csv, xlsx, json (CDISC Dataset-JSON v1.1).")
+@click.option("--metrics", default="", help="Parameters, comma-separated (default: every score and the plan's endpoints).")
+def export(study, out, formats, metrics):
+    """Write the CDISC ADaM datasets ADSL and ADSKIN for the statistician, with a define-style listing.
+
+    Example: skintrack export trial --out trial-adam --format xpt,csv
+    """
+    from .show.export import export as run
+
+    for path in run(_open(study), out, _csv(formats), list(_csv(metrics)) or None):
+        click.echo(str(path))
+
+
+@main.command()
 @click.option("--study", default="build/demo-study", show_default=True, type=click.Path(file_okay=False),
               help="Where to build the demo study.")
 def demo(study):

@@ -47,6 +47,7 @@ PRIMARY_METRICS = ("score.water", "score.rough", "score.melanin")
 def run_demo(study, out=None) -> str:
     """Ingest the sample trial into `study`, run QC and the statistics, write charts and the report
     (into `out`, default `<study>/report`), and return a short account with the three headline findings."""
+    from .show.export import export
     from .show.report import build_report
 
     report = ingest_sample(study, repeats=True)
@@ -58,6 +59,7 @@ def run_demo(study, out=None) -> str:
                  FROM analyses a""").iloc[0]
     flagged = s.qc().query("flagged")
     result = build_report(s, Path(out) if out else Path(study) / "report")
+    adam = export(s, (Path(out) if out else Path(study)) / "adam")
     lines = [f"Sample trial (SIMULATED): {n['subjects']} subjects ({n['arms']}), visits {'/'.join(s.visits)}, "
              f"{n['analyses']} analyses, {n['metrics']} metrics; this run added {report.added}.",
              f"QC excluded {len(flagged)} analyses: " + "; ".join(
@@ -65,6 +67,7 @@ def run_demo(study, out=None) -> str:
              f"Report: {result.html.resolve()}" + (f" and {result.pdf.resolve()} ({result.pdf_engine})"
                                                     if result.pdf else ""),
              f"Figures: {len(result.figures)} charts as PNG, SVG and PDF in {result.html.parent.resolve() / 'figures'}",
+             f"ADaM: ADSL and ADSKIN as XPT, Parquet, CSV, Excel and Dataset-JSON in {adam[0].parent.resolve()}",
              "Repeatability (a repeat capture of every subject at D0): " + "; ".join(
                  f"{r.metric} SEM {r.sem:.2f}, CV {r.cv_pct:.1f}%, ICC {r.icc:.2f}, MDC95 {r.mdc95:.2f}"
                  for r in s.repeatability(list(PRIMARY_METRICS)).itertuples()),

@@ -115,7 +115,7 @@ def test_the_readme_commands_run(tmp_path, run_cli):
     finally:
         os.chdir(cwd)
     assert [a for a, _ in ran] == ["ingest", "ingest", "metrics", "demo", "check", "plan", "plan", "endpoints", "trends",
-                                   "trends", "compare", "compare", "qc", "report"]
+                                   "trends", "compare", "compare", "qc", "export", "report"]
     out = [o for _, o in ran]
     assert "ingested 96 new analyses" in out[0] and "ingested 0 new analyses, skipped 96" in out[1]
     assert "Headline findings" in out[3] and out[4] == "trial: no problems found\n"
@@ -125,4 +125,5 @@ def test_the_readme_commands_run(tmp_path, run_cli):
                for line in out[7].splitlines()), out[7]
     assert "W12  active 12          12" in out[8] and out[9].startswith("kind,visit,arm,control,estimate")
     assert "glasses_changed" in out[12]
-    assert "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, Holm testing at alpha 0.05)" in out[13]
+    assert out[13].splitlines()[0].endswith("trial-adam/adsl.xpt") and "define.csv" in out[13]
+    assert "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, Holm testing at alpha 0.05)" in out[14]

@@ -1,0 +1,130 @@
+"""`skintrack export`: the ADaM datasets (ADSL, ADSKIN) as SAS XPORT v5, Parquet, CSV, Excel and CDISC
+Dataset-JSON v1.1, with a define-style listing of every variable (name, label, type, dataset).
+
+Example
+-------
+>>> import tempfile
+>>> from skintrack.demo import demo_study
+>>> out = export(demo_study(), tempfile.mkdtemp(), formats=("csv",), metrics=["score.water"])
+>>> sorted(p.name for p in out)
+['adskin.csv', 'adsl.csv', 'define.csv']
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .. import __version__
+from ..errors import UsageError
+from .adam import adam
+
+FORMATS = ("xpt", "parquet", "csv", "xlsx", "json")
+
+
+def _kind(series: pd.Series) -> str:
+    if series.name in ("ADT", "TRTSDT"):
+        return "date"
+    return "double" if pd.api.types.is_numeric_dtype(series) else "string"
+
+
+def define(datasets: dict) -> pd.DataFrame:
+    """One row per variable: dataset, variable, label, type, length (longest value for text)."""
+    rows = []
+    for name, df in datasets.items():
+        for col in df.columns:
+            kind = _kind(df[col])
+            length = int(df[col].astype(str).str.len().max()) if kind == "string" and len(df) else 8
+            rows.append({"dataset": name, "variable": col, "label": df.attrs["labels"].get(col, ""), "type": kind,
+                         "length": length})
+    return pd.DataFrame(rows)
+
+
+def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
+    """Write ADSL and ADSKIN of `study` into folder `out` in each of `formats`; returns the files written."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise UsageError(f"unknown export format {', '.join(sorted(unknown))}: use {', '.join(FORMATS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    adsl, adskin = adam(study, metrics)
+    datasets = {"ADSL": adsl, "ADSKIN": adskin}
+    listing = define(datasets)
+    written = []
+    for fmt in formats:
+        for name, df in datasets.items():
+            path = out / f"{name.lower()}.{fmt}"
+            WRITERS[fmt](df, path, name, study)
+            written.append(path)
+    if "xlsx" in formats:
+        with pd.ExcelWriter(out / "adsl.xlsx", mode="a", engine="openpyxl") as xl:
+            listing.to_excel(xl, sheet_name="define", index=False)
+    listing.to_csv(out / "define.csv", index=False)
+    written.append(out / "define.csv")
+    return written
+
+
+def _xpt(df, path, name, study):
+    import pyreadstat
+
+    data = df.copy()
+    for col in data.columns:
+        if _kind(data[col]) == "string":
+            data[col] = data[col].fillna("").astype(str)
+    formats = {c: "DATE9." for c in data.columns if _kind(data[c]) == "date"}
+    pyreadstat.write_xport(data, str(path), file_label=f"{name} {study.plan.title or study.path.name}"[:40],
+                           column_labels={c: df.attrs["labels"].get(c, "")[:40] for c in data.columns},
+                           table_name=name, file_format_version=5, variable_format=formats)
+
+
+def _parquet(df, path, name, study):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    fields = [f.with_metadata({"label": df.attrs["labels"].get(f.name, "")}) for f in table.schema]
+    pq.write_table(table.cast(pa.schema(fields, metadata=table.schema.metadata)), path)
+
+
+def _csv(df, path, name, study):
+    df.to_csv(path, index=False)
+
+
+def _xlsx(df, path, name, study):
+    with pd.ExcelWriter(path, engine="openpyxl") as xl:
+        df.to_excel(xl, sheet_name=name, index=False)
+        sheet = xl.sheets[name]
+        for i, col in enumerate(df.columns, 1):  # the label as the header cell's comment
+            from openpyxl.comments import Comment
+
+            sheet.cell(row=1, column=i).comment = Comment(df.attrs["labels"].get(col, ""), "skintrack")
+
+
+def _json(df, path, name, study):
+    """CDISC Dataset-JSON v1.1."""
+    kinds = {c: _kind(df[c]) for c in df.columns}
+    rows = [[None if (v is None or (isinstance(v, float) and v != v)) else
+             v.isoformat() if kinds[c] == "date" and hasattr(v, "isoformat") else v
+             for c, v in zip(df.columns, r)] for r in df.itertuples(index=False)]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    doc = {"datasetJSONCreationDateTime": now, "datasetJSONVersion": "1.1.0", "fileOID": f"skintrack.{name}",
+           "dbLastModifiedDateTime": now, "originator": "skintrack",
+           "sourceSystem": {"name": "skintrack", "version": __version__},
+           "studyOID": study.plan.protocol or study.path.name, "metaDataVersionOID": "MDV.1",
+           "itemGroupOID": f"IG.{name}", "records": len(df), "name": name,
+           "label": {"ADSL": "Subject-Level Analysis Dataset", "ADSKIN": "Skin Measurements Analysis Dataset"}[name],
+           "columns": [{"itemOID": f"IT.{name}.{c}", "name": c, "label": df.attrs["labels"].get(c, ""),
+                        "dataType": kinds[c], **({"keySequence": 1} if c == "USUBJID" else {})} for c in df.columns],
+           "rows": rows}
+    path.write_text(json.dumps(doc, default=_plain))
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+WRITERS = {"xpt": _xpt, "parquet": _parquet, "csv": _csv, "xlsx": _xlsx, "json": _json}
