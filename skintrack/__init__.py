@@ -15,17 +15,16 @@ True
 """
 __version__ = "0.1.0"
 
-from .analysis.study import Study, open
-from .api.analyze import AnalyzeReport, analyze
-from .api.client import Client, RetryPolicy
-from .api.request import Params
 from .errors import (ApiError, AuthError, FaceQualityError, InvalidInput, InvalidManifest, InvalidResponse,
                      ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, TransportError,
                      UnknownMetric, UsageError)
-from .tables.catalog import catalog
-from .tables.flatten import flatten
-from .tables.ingest import IngestReport, ingest
-from .tables.plan import Endpoint, Plan, Visit
+
+# The rest loads on first use (PEP 562), so that `skintrack --help` does not wait for pandas and scipy.
+_LAZY = {"Study": "analysis.study", "open": "analysis.study", "AnalyzeReport": "api.analyze", "analyze": "api.analyze",
+         "Client": "api.client", "RetryPolicy": "api.client", "Params": "api.request", "catalog": "tables.catalog",
+         "flatten": "tables.flatten", "IngestReport": "tables.ingest", "ingest": "tables.ingest",
+         "Endpoint": "tables.plan", "Plan": "tables.plan", "Visit": "tables.plan", "charts": "show.charts",
+         "report": "show.report"}
 
 __all__ = [
     "AnalyzeReport", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
@@ -36,9 +35,16 @@ __all__ = [
 
 
 def __getattr__(name):
-    """`skintrack.charts` and `skintrack.report`, imported on first use (matplotlib is slow to import)."""
-    if name in ("charts", "report"):
-        import importlib
+    """The public names (and `skintrack.charts`, `skintrack.report`), imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'skintrack' has no attribute {name!r}")
+    import importlib
 
-        return importlib.import_module(f".show.{name}", __name__)
-    raise AttributeError(f"module 'skintrack' has no attribute {name!r}")
+    module = importlib.import_module(f".{_LAZY[name]}", __name__)
+    value = module if name in ("charts", "report") else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
