@@ -383,14 +383,18 @@ def qc(study, flagged_only, fmt):
 @click.option("--metrics", default="", help="Metric keys, comma-separated (default: total, water, rough, melanin, pores).")
 @click.option("--subject", multiple=True, help="Add a page for this subject (repeatable).")
 @click.option("--no-pdf", is_flag=True, help="Only the HTML.")
-def report(study, out, metrics, subject, no_pdf):
-    """Write a self-contained HTML trial report, a PDF of it, and every chart as PNG, SVG and PDF.
+@click.option("--paper", type=click.Choice(["a4", "letter"]), default="a4", show_default=True, help="Page size.")
+@click.option("--figures", default="png", show_default=True, help="Figure files to write: png,svg,pdf.")
+@click.option("--title", help="Report title (default: the plan's).")
+def report(study, out, metrics, subject, no_pdf, paper, figures, title):
+    """Write the dossier-ready trial report: self-contained HTML, a paged PDF of it, and the figures.
 
     Example: skintrack report trial --out trial-report --metrics score.water,score.rough --subject S05
     """
     from .show.report import build_report
 
-    result = build_report(_open(study), out, _csv(metrics) or None, list(subject), pdf=not no_pdf)
+    result = build_report(_open(study), out, _csv(metrics) or None, list(subject), pdf=not no_pdf, title=title,
+                          paper=paper, figure_formats=_csv(figures))
     click.echo(f"report: {result.html}" + (f"\npdf: {result.pdf} ({result.pdf_engine})" if result.pdf else ""))
     for i, finding in enumerate(result.findings, 1):
         click.echo(f"{i}. {finding}")

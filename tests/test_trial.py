@@ -55,7 +55,7 @@ def test_without_a_plan_every_output_says_what_was_assumed(tmp_path, run_cli):
     proc = run_cli("endpoints", tmp_path / "s", check=0)
     assert "assumed (no plan says otherwise): visits" in proc.stdout
     page = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False).html.read_text()
-    assert "assumed (no plan says otherwise)" in page
+    assert "Assumed (not in the plan)" in page and "primary endpoint score.total at W12 (the total score" in page
 
 
 def three_arm_study(tmp_path):

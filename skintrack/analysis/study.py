@@ -44,6 +44,7 @@ class Study:
         self._indexed = False
         self._visits = None
         self._plan = None
+        self._fits = {}
 
     @property
     def plan(self) -> Plan:
@@ -223,7 +224,11 @@ class Study:
         >>> fit.covariance, fit.diffs["visit"].tolist()
         ('unstructured', ['W4', 'W8', 'W12'])
         """
-        return trial.mmrm(self, metric, treatments, control, base_by_visit, exclude_flagged)
+        key = (metric, tuple(treatments or ()), control, base_by_visit, exclude_flagged, self._stamp(),
+               _mtime(self.path / PLAN_FILE))
+        if key not in self._fits:  # a fit is reused until the data or the plan change
+            self._fits[key] = trial.mmrm(self, metric, treatments, control, base_by_visit, exclude_flagged)
+        return self._fits[key]
 
     def endpoints(self, exclude_flagged: bool | None = None) -> pd.DataFrame:
         """The plan's primary and key secondary endpoints in testing order, by the MMRM, with the plan's

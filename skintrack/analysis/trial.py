@@ -215,7 +215,7 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
     treatments, ctrl = _arm_pair(study, treatment, control)
     ch = arm_changes(study, key, exclude_flagged)
     at = ch[ch["visit"] == visit].rename(columns={"baseline_value": "base"})
-    fit = mmrm(study, key, treatments, ctrl, exclude_flagged=exclude_flagged) if model == "mmrm" else None
+    fit = study.mmrm(key, treatments, ctrl, exclude_flagged=exclude_flagged) if model == "mmrm" else None
     rows = []
     for treat in treatments:
         if model == "mmrm":

@@ -283,6 +283,54 @@ def qc_overview(qc: pd.DataFrame) -> Figure:
     return fig
 
 
+def lsmeans_plot(lsmeans: pd.DataFrame, diffs: pd.DataFrame, metric: str) -> Figure:
+    """The MMRM's LS-means of the change with 95% CIs by arm and visit; each visit is marked with the
+    stars of its treatment-minus-control difference (the same fit as the tables beside it)."""
+    fig = _figure(6.4, 3.4)
+    ax = _axes(fig, 1, 1, 1)
+    visits = list(dict.fromkeys(lsmeans["visit"]))
+    colors = arm_colors(lsmeans["arm"].unique())
+    arms = list(dict.fromkeys(lsmeans["arm"]))
+    for k, arm in enumerate(arms):
+        d = lsmeans[lsmeans["arm"] == arm]
+        x = np.array([visits.index(v) for v in d["visit"]]) + (k - (len(arms) - 1) / 2) * 0.08
+        ax.errorbar(x, d["estimate"], yerr=[d["estimate"] - d["ci_low"], d["ci_high"] - d["estimate"]], marker="o",
+                    capsize=3, color=colors[arm], label=arm, lw=1.6)
+    ax.axhline(0, color="black", lw=0.7)
+    top = lsmeans["ci_high"].max()
+    span = (top - min(0, lsmeans["ci_low"].min())) or 1
+    for v, g in diffs.groupby("visit", sort=False):
+        ax.text(visits.index(v), top + 0.08 * span, " ".join(_stars(p) for p in g["p"]), ha="center", va="bottom")
+    ax.set_ylim(top=top + 0.25 * span)
+    ax.set_xticks(range(len(visits)), visits)
+    ax.set_ylabel(f"LS-mean change ({metric_info(metric)['unit'] or 'value'})")
+    ax.set_title(f"{label(metric)}: MMRM LS-means of the change (95% CI)")
+    ax.legend(loc="upper left", ncols=len(arms))
+    return fig
+
+
+def flow_diagram(steps: list[tuple[str, str]]) -> str:
+    """The subject flow as inline SVG: one box per (label, count text), arrows between them."""
+    width, box, gap = 110, 26, 8
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width * len(steps)} 60" role="img" '
+             'aria-label="subject flow" style="width:100%;max-width:180mm;font:9.5px sans-serif">']
+    for i, (name, count) in enumerate(steps):
+        x = i * width + 2
+        parts.append(f'<rect x="{x}" y="8" width="{width - 2 * gap}" height="{box + 16}" rx="4" fill="#eef3f8" '
+                     f'stroke="#0072B2"/><text x="{x + (width - 2 * gap) / 2}" y="24" text-anchor="middle">'
+                     f'{_xml(name)}</text><text x="{x + (width - 2 * gap) / 2}" y="40" text-anchor="middle" '
+                     f'font-weight="bold">{_xml(count)}</text>')
+        if i:
+            parts.append(f'<path d="M{x - 2 * gap + 2} 30 L{x - 2} 30" stroke="#333" marker-end="url(#a)"/>')
+    parts.insert(1, '<defs><marker id="a" markerWidth="6" markerHeight="6" refX="5" refY="3" orient="auto">'
+                    '<path d="M0,0 L6,3 L0,6 z" fill="#333"/></marker></defs>')
+    return "".join(parts) + "</svg>"
+
+
+def _xml(text) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def save(fig: Figure, stem, formats=("png", "svg", "pdf")) -> list[Path]:
     """Save a figure as PNG, SVG and PDF next to each other; returns the paths."""
     stem = Path(stem)
@@ -295,12 +343,12 @@ def save(fig: Figure, stem, formats=("png", "svg", "pdf")) -> list[Path]:
     return out
 
 
-def png_bytes(fig: Figure) -> bytes:
+def png_bytes(fig: Figure, dpi: int = 150) -> bytes:
     """The figure as PNG bytes (for embedding)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150)
+    fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
 __all__ = ["trend_lines", "change_bars", "waterfall", "responder_bars", "score_profile", "face_regions", "map_panels",
-           "qc_overview", "save", "png_bytes", "label", "arm_colors"]
+           "qc_overview", "lsmeans_plot", "flow_diagram", "save", "png_bytes", "label", "arm_colors"]

@@ -1,22 +1,29 @@
-"""`skintrack report`: a self-contained HTML trial report and a PDF of it.
+"""`skintrack report`: a dossier-ready trial report, HTML from a Jinja2 template and a paged PDF of it.
 
-The HTML embeds every figure (PNG as data URIs) and its style, and references nothing outside itself.
-The PDF is printed from the HTML by headless Chromium when one is installed; otherwise the same
-content is laid out with matplotlib. Statistics leave out QC-flagged analyses and say so.
+The HTML is the single source: every figure is embedded (PNG data URIs), tables are pandas Stylers, and
+print CSS gives A4 (or Letter) pages with a running header (title, sponsor, product, protocol, plan
+version) and a footer (date, data version, "page X of Y"), which headless Chromium prints to PDF. The
+sections follow the study plan: synopsis, subject disposition with a flow diagram, baseline and
+demographics by arm, the primary endpoint (MMRM LS-means, differences and a chart of the same fit), the
+key secondary endpoints in testing order with their decisions, % change and responders, before/after
+face maps, the QC listing and the plan's sensitivity analysis, methods written from what was run, and the
+software and data versions. Each chart is drawn once.
 
 Example
 -------
 >>> import tempfile
 >>> from skintrack.demo import demo_study
 >>> r = build_report(demo_study(), tempfile.mkdtemp(), metrics=["score.water"], pdf=False)
->>> r.html.name, len(r.findings) >= 1
-('report.html', True)
+>>> r.html.name, len(r.findings)
+('report.html', 3)
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import html
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -29,21 +36,13 @@ from .. import __version__
 from ..analysis.qc import FLAGS
 from ..errors import UsageError
 from ..tables.catalog import metric_info
-from ..tables.codes import about_photo
 from . import charts
 
-DEFAULT_METRICS = ("score.total", "score.water", "score.rough", "score.melanin", "score.pores")
+DEFAULT_METRICS = ("score.water", "score.rough", "score.melanin", "score.total", "score.pores")
+PAPER = {"a4": "A4", "letter": "letter"}
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:960px;margin:2em auto;color:#222;
-line-height:1.45;padding:0 1em}h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #0072B2;
-padding-bottom:.2em;margin-top:2em;page-break-before:auto}h3{margin-top:1.5em}table{border-collapse:collapse;
-font-size:.82em;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
-th{background:#f0f4f8}td:first-child,th:first-child{text-align:left}figure{margin:1em 0;page-break-inside:avoid}
-img{width:100%;max-width:760px;display:block;margin:auto}.text td{text-align:left}.note{color:#555;font-size:.9em}.finding{background:#f5f9fc;border-left:4px solid #0072B2;
-padding:.4em .8em;margin:.4em 0}.simulated{background:#fff4e0;border:1px solid #E69F00;padding:.5em .8em}
-section{page-break-inside:auto}@media print{body{margin:0;max-width:none}h2{page-break-before:always}}
-"""
+MODEL_NAMES = {"mmrm": "MMRM", "negative_binomial": "negative binomial", "proportional_odds": "proportional odds",
+               "logistic": "logistic regression"}
 
 
 @dataclass
@@ -55,6 +54,7 @@ class Report:
     figures: list = field(default_factory=list)
     findings: list = field(default_factory=list)
     pdf_engine: str = ""
+    seconds: float = 0.0
 
 
 def _fmt_p(p) -> str:
@@ -63,98 +63,243 @@ def _fmt_p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _table(df: pd.DataFrame, floats: int = 2) -> str:
-    return df.to_html(index=False, border=0, na_rep="", float_format=lambda x: f"{x:.{floats}f}", escape=True)
+def table(df: pd.DataFrame, caption: str = "", digits: int = 2, text: bool = False) -> str:
+    """A table for the dossier: pandas' Styler (numbers to `digits`, p-values as p, no index), captioned."""
+    number = lambda x: "" if x != x else f"{x:.{digits}f}"  # noqa: E731
+    fmt = {c: _fmt_p if c == "p" or c.startswith("p ") else number for c in df.columns
+           if pd.api.types.is_float_dtype(df[c])}
+    styler = df.style.hide(axis="index").format(fmt, na_rep="", escape="html")
+    if caption:
+        styler = styler.set_caption(html.escape(caption))
+    return styler.set_table_attributes(f'class="{"text" if text else "num"}"').to_html()
+
+
+def finding(row, attrs) -> str:
+    """One endpoint's result in a sentence that says how it was tested and what was decided."""
+    info = metric_info(row.metric)
+    title = info["description"].rstrip(".")
+    how = (f"{MODEL_NAMES[row.model]}, {'fixed-sequence' if attrs['strategy'] == 'fixed_sequence' else 'Holm'} "
+           f"testing at alpha {attrs['alpha']:g}")
+    head = f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} ({how})"
+    if row.decision == "not tested":
+        return (f"{head}: {row.treatment} against {row.control} not tested, because an earlier comparison in the "
+                "sequence was not significant.")
+    p = _fmt_p(row.p_adjusted if attrs["strategy"] == "holm" else row.p)
+    digits = 1 if row.model == "mmrm" else 2
+    tail = (f"(95% CI {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
+            f"{'adjusted ' if attrs['strategy'] == 'holm' else ''}p {p}): {row.decision}.")
+    if row.model != "mmrm":
+        ratio = "rate ratio" if row.model == "negative_binomial" else "odds ratio"
+        return f"{head}: {row.treatment} against {row.control}, {ratio} {row.estimate:.2f} {tail}"
+    better = (row.estimate > 0) == (info["better"] == "higher")
+    verb = ("improved it by" if better else "worsened it by") if info["better"] != "none" else "changed it by"
+    return f"{head}: {row.treatment} {verb} {abs(row.estimate):.1f} {info['unit']} more than {row.control} {tail}"
 
 
 class _Builder:
-    def __init__(self, study, out: Path, metrics, subject):
-        self.s, self.out, self.metrics, self.subject = study, out, metrics, subject
-        self.parts: list[str] = []
-        self.figures: list[tuple[str, object]] = []
-        self._headline = None
+    def __init__(self, study, out: Path, metrics, figure_formats):
+        self.s, self.out, self.metrics, self.formats = study, out, metrics, figure_formats
+        self.plan = study.plan
+        self.sections: list[dict] = []
+        self.figures: list[str] = []
         self.subjects = study.sql("SELECT * FROM subjects")
+        self.qc = study.qc()
+        self.has_arms = "arm" in self.subjects and self.plan.control is not None and bool(self.plan.treatments)
+        self.ends, self._fits = None, {}
+        if self.has_arms:
+            try:
+                self.ends = study.endpoints()
+            except UsageError:
+                self.ends = None
 
-    def figure(self, name: str, fig, caption: str) -> None:
-        charts.save(fig, self.out / "figures" / name)
-        data = base64.b64encode(charts.png_bytes(fig)).decode()
-        self.figures.append((name, fig))
-        self.parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-                          f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>')
+    def section(self, title: str, *parts: str, kind: str = "") -> None:
+        self.sections.append({"title": title, "parts": [p for p in parts if p], "kind": kind})
 
-    def glance(self):
-        s = self.s
-        every = s.sql("SELECT subject_id, ok, coalesce(error_status, error_code_str) AS code, "
-                      "coalesce(http_status, error_code) AS status FROM analyses")
-        # a refused key or exhausted credits (archived by older versions) is no analysis of a photo
-        every = every[every["ok"].to_numpy() | [about_photo(c, st) for c, st in zip(every["code"], every["status"])]]
-        n = {"analyses": len(every), "ok": int(every["ok"].sum()), "subjects": every["subject_id"].nunique()}
-        arms = self.subjects.groupby("arm").size().to_dict() if "arm" in self.subjects else {}
-        qc = s.qc()
-        self.qc = qc
-        flagged = qc[qc["flagged"]]
-        simulated = s.sql("SELECT count(*) AS n FROM extras WHERE path = 'simulated'")["n"].iloc[0]
-        self.parts.append("<h2>The study at a glance</h2>")
-        if simulated:
-            self.parts.append(f'<p class="simulated"><b>SIMULATED DATA.</b> {simulated} of the responses in this '
-                              "study say they were simulated (skintrack.sample); no real person is behind them.</p>")
-        rows = [("Subjects", int(n["subjects"])), ("Arms", ", ".join(f"{a} ({k})" for a, k in arms.items()) or "none"),
-                ("Visits", " / ".join(map(str, s.visits)) or "none"), ("Analyses", int(n["analyses"])),
-                ("Analyses the API could not do", int(n["analyses"] - n["ok"])),
-                ("Analyses excluded by capture QC", len(flagged))]
-        self.parts.append(_table(pd.DataFrame(rows, columns=["", "value"])))
-        if len(flagged):
-            why = flagged[["subject_id", "visit", "reasons"]].copy()
-            why["reasons"] = [", ".join(f"{r} ({FLAGS[r]})" for r in rs.split(", ")) for rs in why["reasons"]]
-            self.parts.append("<h3>What QC excluded and why</h3>" + _table(why).replace("<table", '<table class="text"', 1))
-        self.figure("qc_overview", charts.qc_overview(qc), "Capture-quality flags by visit.")
+    def figure(self, name: str, fig, caption: str) -> str:
+        png = charts.png_bytes(fig, dpi=120)  # drawn once: these bytes are embedded and written
+        folder = self.out / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.png").write_bytes(png)
+        others = [f for f in self.formats if f != "png"]
+        if others:
+            charts.save(fig, folder / name, others)
+        self.figures.append(name)
+        return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+                f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+    # ---- sections -------------------------------------------------------------------------------------------
+    def findings(self) -> list[str]:
+        return [] if self.ends is None else [finding(r, self.ends.attrs) for r in self.ends.itertuples()]
+
+    def synopsis(self):
+        p = self.plan
+        rows = [("Design", f"{len(p.treatments) + 1}-arm, controlled, repeated photographs" if self.has_arms else
+                 "single group, repeated photographs"),
+                ("Arms", f"control {p.control}; treatments {', '.join(p.treatments)}" if self.has_arms else "none"),
+                ("Visits", "; ".join(f"{v.label}" + (f" (day {v.day:g}" + (f" +/- {v.window:g}" if v.window is not None
+                                                                         else "") + ")" if v.day is not None else "")
+                                     for v in p.visits)),
+                ("Baseline", p.baseline),
+                ("Primary endpoint", f"{p.primary.metric} at {p.primary.visit}" if p.primary else "none"),
+                ("Key secondary endpoints (testing order)", "; ".join(f"{e.metric} at {e.visit}" for e in p.secondary)
+                 or "none"),
+                ("Multiplicity", f"{p.multiplicity.replace('_', ' ')} at alpha {p.alpha:g}"),
+                ("Capture QC", f"flagged captures {p.qc}d in the primary analysis; the other way as a sensitivity "
+                               "analysis"),
+                ("Assumed (not in the plan)", "; ".join(p.assumed) or "nothing")]
+        findings = "".join(f'<p class="finding">{html.escape(t)}</p>' for t in self.findings()) or \
+            "<p>No between-arm comparison was possible.</p>"
+        self.section("Synopsis and headline findings", findings,
+                     table(pd.DataFrame(rows, columns=["", "as planned"]), text=True))
+
+    def disposition(self):
+        s, p = self.s, self.plan
+        enrolled = len(self.subjects) or int(s.sql("SELECT count(DISTINCT subject_id) n FROM analyses")["n"][0])
+        per_visit = s.sql("SELECT visit, count(DISTINCT subject_id) AS photographed, count(*) AS analyses FROM analyses "
+                          "WHERE ok AND subject_id IS NOT NULL GROUP BY visit")
+        flagged = self.qc[self.qc["flagged"]].groupby("visit").size().rename("QC-flagged")
+        per_visit = per_visit.set_index("visit").join(flagged).fillna({"QC-flagged": 0}).reindex(
+            [v for v in s.visits if v in set(per_visit["visit"])]).reset_index().astype({"QC-flagged": int})
+        analysed = 0
+        if p.primary is not None:
+            fit = self._fit(p.primary.metric)
+            analysed = fit.n_subjects if fit is not None else 0
+        steps = [("Enrolled", str(enrolled))] + [(f"Photographed {r.visit}", str(r.photographed))
+                                                  for r in per_visit.itertuples()]
+        steps += [("QC-excluded captures", str(int(self.qc["flagged"].sum()))), ("Analysed (primary)", str(analysed))]
+        self.section("Subject disposition", charts.flow_diagram(steps),
+                     table(per_visit, "Subjects photographed, analyses and QC flags per visit"))
+
+    def demographics(self):
+        if not self.has_arms:
+            return
+        s, p = self.s, self.plan
+        subj = self.subjects
+        rows = {"Subjects": subj.groupby("arm").size().astype(str)}
+        if "age" in subj:
+            g = subj.groupby("arm")["age"]
+            rows["Age, mean (SD)"] = g.mean().map("{:.1f}".format) + " (" + g.std().map("{:.1f}".format) + ")"
+        for col in [c for c in ("sex", "skin_type_self") if c in subj]:
+            counts = subj.groupby(["arm", col]).size().unstack(fill_value=0)
+            rows[col.replace("_", " ").capitalize()] = counts.apply(
+                lambda r: ", ".join(f"{k} {v}" for k, v in r.items() if v), axis=1)
+        for key in [e.metric for e in p.endpoints]:
+            cohort = s.cohort(key)
+            base = cohort[cohort["visit"] == p.baseline].set_index("arm")
+            rows[f"Baseline {metric_info(key)['description'].rstrip('.').lower()}, mean (SD)"] = \
+                base["mean"].map("{:.1f}".format) + " (" + base["sd"].map("{:.1f}".format) + ")"
+        df = pd.DataFrame(rows).T.reset_index().rename(columns={"index": ""})
+        self.section("Baseline and demographics by arm", table(df[[""] + [a for a in [p.control, *p.treatments]
+                                                                          if a in df.columns]], text=True))
+
+    def _fit(self, key, exclude_flagged=None):
+        """The MMRM of `key` (QC as the plan says, or as asked), fitted once per report."""
+        flag = self.plan.qc == "exclude" if exclude_flagged is None else exclude_flagged
+        if (key, flag) not in self._fits:
+            try:
+                self._fits[(key, flag)] = self.s.mmrm(key, exclude_flagged=flag)
+            except UsageError:
+                self._fits[(key, flag)] = None
+        return self._fits[(key, flag)]
+
+    def primary(self):
+        p = self.plan
+        if p.primary is None or not self.has_arms:
+            return
+        key = p.primary.metric
+        fit = self._fit(key)
+        if fit is None:
+            self.section("Primary endpoint", f"<p>The MMRM of {html.escape(key)} could not be fitted.</p>")
+            return
+        ls = fit.lsmeans[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]].rename(
+            columns={"estimate": "LS-mean", "std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"})
+        diffs = fit.diffs[["visit", "treatment", "control", "estimate", "std_error", "df", "ci_low", "ci_high",
+                           "p"]].rename(columns={"estimate": "difference", "std_error": "SE", "ci_low": "95% CI low",
+                                                 "ci_high": "95% CI high"})
+        title = metric_info(key)["description"].rstrip(".")
+        note = (f'<p class="note">{fit.n_subjects} subjects, {fit.n_obs} post-baseline observations; {fit.qc}; '
+                f'{fit.covariance} covariance' + (f" (fell back: {'; '.join(fit.tried)})" if fit.tried else "")
+                + (f"; left out for want of a baseline: {', '.join(fit.excluded['subject_id'])}"
+                   if len(fit.excluded) else "") + ".</p>")
+        self.section(f"Primary endpoint: {title} ({key}) at {p.primary.visit}",
+                     self.figure(f"{key}-lsmeans", charts.lsmeans_plot(fit.lsmeans, fit.diffs, key),
+                                 f"{title}: MMRM LS-means of the change with 95% CIs; the marks are the differences' "
+                                 "p-values in the table below (* <0.05, ** <0.01, *** <0.001, ns)."),
+                     table(ls, "MMRM LS-means of the change from baseline by arm and visit"),
+                     table(diffs, "Treatment minus control"), note)
+
+    def secondary(self):
+        if self.ends is None or len(self.ends) == 0:
+            return
+        e = self.ends[["order", "role", "metric", "visit", "treatment", "model", "estimate", "ci_low", "ci_high",
+                       "p", "p_adjusted", "decision"]].rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high",
+                                                                      "p_adjusted": "p adjusted"})
+        e["model"] = e["model"].map(MODEL_NAMES)
+        self.section("Endpoints in testing order, with the multiplicity decision",
+                     table(e, f"{self.plan.multiplicity.replace('_', ' ').capitalize()} at alpha {self.plan.alpha:g}; "
+                              "estimates are differences (MMRM) or ratios (other models)"))
 
     def metric(self, key: str):
         s, info = self.s, metric_info(key)
         title = info["description"].rstrip(".")
-        cohort = s.cohort(key, exclude_flagged=True)
+        cohort = s.cohort(key, exclude_flagged=self.plan.qc == "exclude")
         if cohort.empty:
-            self.parts.append(f"<h2>{html.escape(title)}</h2><p>No data.</p>")
             return
-        visits = [v for v in s.visits if v in set(cohort["visit"])]
-        tests = pd.concat([s.compare_arms(key, v, test="ancova", exclude_flagged=True) for v in visits[1:]],
-                          ignore_index=True) if "arm" in self.subjects and len(visits) > 1 else pd.DataFrame()
-        self.parts.append(f"<h2>{html.escape(title)} <span class='note'>({html.escape(key)}; {info['unit']}; "
-                          f"{info['better']} is better)</span></h2>")
-        self.figure(f"{key}-trend", charts.trend_lines(s.timeline(key, exclude_flagged=True), cohort, key,
-                                                       self.subjects),
-                    f"{title}: each subject's values (thin lines) and the mean with its 95% CI by arm.")
-        self.figure(f"{key}-change", charts.change_bars(cohort, key, tests if len(tests) else None),
-                    f"{title}: mean change from baseline with 95% CI; marks give the baseline-adjusted "
-                    "(ANCOVA) difference between arms: * p<0.05, ** p<0.01, *** p<0.001.")
-        table = cohort[[c for c in ("visit", "arm", "n", "mean", "sd", "ci_low", "ci_high", "change_mean",
-                                    "change_ci_low", "change_ci_high") if c in cohort]].rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high",
-                                                           "change_mean": "change", "change_ci_low": "change CI low",
-                                                           "change_ci_high": "change CI high"})
-        self.parts.append("<h3>Cohort by visit" + (" and arm" if "arm" in table else "") + "</h3>" + _table(table))
-        if len(tests):
-            t = tests[["visit", "n_treatment", "n_control", "mean_treatment", "mean_control", "diff", "ci_low",
-                       "ci_high", "p"]].copy()
-            t["p"] = t["p"].map(_fmt_p)
-            t.columns = ["visit", f"n {tests['treatment'][0]}", f"n {tests['control'][0]}",
-                         f"change {tests['treatment'][0]}", f"change {tests['control'][0]}", "adjusted difference",
-                         "95% CI low", "95% CI high", "p"]
-            self.parts.append("<h3>Treatment against control (ANCOVA on the change, adjusted for baseline)</h3>"
-                              + _table(t))
-            try:
-                fit = s.mmrm(key)
-            except UsageError as e:
-                self.parts.append(f"<p class='note'>No MMRM: {html.escape(str(e))}</p>")
-                return
-            ls, diffs = fit.lsmeans.copy(), fit.diffs.copy()
-            for df in (ls, diffs):
-                df["p"] = df["p"].map(_fmt_p)
-            self.parts.append(f"<h3>MMRM: LS-means of the change by arm and visit ({fit.covariance} covariance, "
-                              "REML, Satterthwaite df)</h3>"
-                              + _table(ls[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]])
-                              + "<h3>MMRM: treatment minus control</h3>"
-                              + _table(diffs[["visit", "treatment", "control", "estimate", "std_error", "df", "ci_low",
-                                              "ci_high", "p"]]))
+        cols = [c for c in ("visit", "arm", "n", "mean", "sd", "change_mean", "change_ci_low", "change_ci_high")
+                if c in cohort]
+        pct = s.change_from_baseline(key, exclude_flagged=self.plan.qc == "exclude")
+        pct = pct[~pct["is_baseline"].astype(bool)].merge(self.subjects[["subject_id", "arm"]] if self.has_arms
+                                                          else pct[["subject_id"]].assign(arm="all"), on="subject_id")
+        pct = pct.groupby(["visit", "arm"], sort=False)["pct_change"].agg(["count", "mean", "median"]).reset_index()
+        parts = [self.figure(f"{key}-trend", charts.trend_lines(s.timeline(key), cohort, key, self.subjects),
+                             f"{title}: each subject's values (thin) and the mean with its 95% CI by arm (bold)."),
+                 table(cohort[cols].rename(columns={"change_mean": "change", "change_ci_low": "change 95% CI low",
+                                                    "change_ci_high": "change 95% CI high"}),
+                       "Values and change from baseline (baseline rows are no change)"),
+                 table(pct.rename(columns={"count": "n", "mean": "mean % change", "median": "median % change"}),
+                       "Percent change from baseline")]
+        threshold = self.plan.responders.get(key)
+        if threshold is not None and self.has_arms:
+            r = s.responders_between(key)
+            parts.append(table(r[["visit", "threshold", "treatment", "responders_treatment", "n_treatment",
+                                  "responders_control", "n_control", "risk_difference", "rd_ci_low", "rd_ci_high",
+                                  "odds_ratio", "p_fisher"]].rename(columns={"p_fisher": "p"}),
+                               "Responders (risk difference with Newcombe's 95% CI; Fisher's exact p)"))
+        self.section(f"{title} ({key}; {info['unit']}; {info['better']} is better)", *parts)
+
+    def photos(self):
+        s = self.s
+        maps = s.sql("""SELECT a.subject_id, a.visit, m.name, m.path, a.photo FROM maps m JOIN analyses a
+                        USING (analysis_id) WHERE a.subject_id IS NOT NULL ORDER BY a.taken_at""")
+        if maps.empty:
+            self.section("Before and after", "<p>This study holds no face maps or photos to show (ask the API for "
+                                             "maps with <code>skintrack analyze --maps red_area,...</code>).</p>")
+            return
+        parts = []
+        for (sid, name), g in list(maps.groupby(["subject_id", "name"]))[:4]:
+            if len(g) > 1:
+                first, last = g.iloc[0], g.iloc[-1]
+                parts.append(self.figure(f"subject-{sid}-{name}", charts.map_panels(
+                    s.path / first["path"], s.path / last["path"], name, first["photo"], last["photo"]),
+                    f"Subject {sid}: the API's {name.replace('_', ' ')} map at {first['visit']} and {last['visit']}."))
+        self.section("Before and after", *(parts or ["<p>No subject has face maps at two visits.</p>"]))
+
+    def quality(self):
+        overview = self.figure("qc_overview", charts.qc_overview(self.qc), "Capture-quality flags by visit.")
+        flagged = self.qc[self.qc["flagged"]][["subject_id", "visit", "reasons"]].copy()
+        flagged["reasons"] = [", ".join(f"{r} ({FLAGS[r]})" for r in rs.split(", ")) for rs in flagged["reasons"]]
+        parts = [table(flagged, "Captures flagged by QC", text=True) if len(flagged) else "<p>No capture was flagged.</p>"]
+        p = self.plan
+        if p.primary is not None and self.has_arms:
+            main, other = self._fit(p.primary.metric), self._fit(p.primary.metric, p.qc != "exclude")
+            if main is not None and other is not None:
+                rows = [{"analysis": f"primary ({f.qc})", "visit": p.primary.visit, **{
+                    k: f.diff(p.primary.visit, t)[k] for k in ("estimate", "ci_low", "ci_high", "p")}, "treatment": t}
+                        for f in (main, other) for t in p.treatments]
+                rows[len(p.treatments):] = [dict(r, analysis=f"sensitivity ({other.qc})") for r in rows[len(p.treatments):]]
+                parts.append(table(pd.DataFrame(rows)[["analysis", "treatment", "visit", "estimate", "ci_low",
+                                                       "ci_high", "p"]], "Sensitivity analysis of the primary endpoint"))
+        self.section("Capture quality and the sensitivity analysis", *parts, overview)
 
     def subject_page(self, sid: str):
         s = self.s
@@ -164,113 +309,107 @@ class _Builder:
                         GROUP BY m.metric ORDER BY m.metric""", [sid])
         if prof.empty:
             raise UsageError(f"subject {sid!r} has no analyses in this study")
-        self.parts.append(f"<h2>Subject {html.escape(sid)}</h2>")
-        self.figure(f"subject-{sid}-profile", charts.score_profile(prof, sid),
-                    f"Subject {sid}: every health score at baseline and at the latest visit.")
-        maps = s.sql("""SELECT m.name, m.path, a.photo, a.taken_at FROM maps m JOIN analyses a USING (analysis_id)
-                        WHERE a.subject_id = ? ORDER BY a.taken_at""", [sid])
-        for name, g in maps.groupby("name"):
-            if len(g) > 1:
-                first, last = g.iloc[0], g.iloc[-1]
-                self.figure(f"subject-{sid}-{name}", charts.map_panels(
-                    s.path / first["path"], s.path / last["path"], name, first["photo"], last["photo"]),
-                    f"Subject {sid}: the API's {name.replace('_', ' ')} map at the first and the latest visit.")
         values = s.sql("""SELECT a.visit, m.metric, m.value FROM metrics m JOIN analyses a USING (analysis_id)
                           WHERE a.subject_id = ? AND a.ok AND m.metric IN (SELECT unnest(?::VARCHAR[]))""",
                        [sid, list(self.metrics)])
-        if len(values):
-            wide = values.pivot_table(index="metric", columns="visit", values="value", aggfunc="last")
-            wide = wide[[v for v in s.visits if v in wide.columns]].reset_index()
-            self.parts.append(_table(wide, 1))
+        wide = values.pivot_table(index="metric", columns="visit", values="value", aggfunc="last")
+        wide = wide[[v for v in s.visits if v in wide.columns]].reset_index()
+        self.section(f"Subject {sid}", self.figure(f"subject-{sid}-profile", charts.score_profile(prof, sid),
+                                                   f"Subject {sid}: every health score at baseline and at the latest visit."),
+                     table(wide, f"Subject {sid}: values by visit", 1), kind="subject")
 
-    def methods(self) -> str:
-        s = self.s
-        n_flag = int(self.qc["flagged"].sum())
-        return (
-            "<h2>Methods</h2><p>Photos were analysed by the Skin Analyze Pro API; its responses were ingested "
-            f"losslessly by skintrack {__version__}. For each subject and visit the latest successful analysis was "
-            f"used. The baseline is the plan's baseline visit ({html.escape(str(s.plan.baseline))}); subjects "
-            "without a usable baseline are left out of change analyses; change is the later value minus the "
-            f"baseline value. {n_flag} analyses were excluded for capture quality (head pose beyond the API's "
-            "recommended limits, face box under 400 px, glasses or hair unlike baseline, a different camera "
-            "distance, abnormal lighting, or a whole-face tone shift beyond the noise floor). Cohort summaries "
-            "give the mean with a Student-t 95% confidence interval. Arms were compared at each follow-up visit "
-            "by ANCOVA of the change on arm, adjusted for the baseline value (ordinary least squares, "
-            "statsmodels); over all visits, by a mixed model for repeated measures of the change on baseline, arm, "
-            "visit and arm by visit with an unstructured covariance (REML, Satterthwaite degrees of freedom). The "
-            f"headline findings are the plan's endpoints in testing order ({s.plan.multiplicity.replace('_', ' ')}, "
-            f"alpha {s.plan.alpha:g}); every other p-value is two-sided and not adjusted for the number of metrics "
-            f"shown ({len(self.metrics)}). Plan: {html.escape(s.plan.describe())}. Generated {dt.date.today().isoformat()} from {html.escape(str(s.path))}.</p>")
+    def methods(self, data_version: str):
+        p, n_flag = self.plan, int(self.qc["flagged"].sum())
+        import duckdb
+        import numpy
+        import scipy
+        import statsmodels
 
-    def html(self, title: str) -> str:
-        findings = "".join(f'<p class="finding">{html.escape(t)}</p>' for _, t in self.headline())
-        return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-                f"<p class='note'>skintrack {__version__}; metrics: {html.escape(', '.join(self.metrics))}</p>"
-                f"<h2>Headline findings</h2>{findings or '<p>No between-arm comparison was possible.</p>'}"
-                + "".join(self.parts) + self.methods() + "</body></html>")
-
-    def headline(self):
-        """The plan's endpoints in testing order with their multiplicity decision (never the smallest p-values)."""
-        if self._headline is None:
-            try:
-                ends = self.s.endpoints()
-                self._headline = [(row.p, finding(row, ends.attrs)) for row in ends.itertuples()]
-            except UsageError:
-                self._headline = []
-        return self._headline
+        text = (
+            "<p>Photos were analysed by the Skin Analyze Pro API; its responses were ingested losslessly by "
+            f"skintrack. For each subject and visit the latest successful analysis was used. The baseline is the "
+            f"plan's baseline visit ({html.escape(str(p.baseline))}); subjects without a usable baseline are left out "
+            f"of change analyses and listed; change is the later value minus the baseline value. {n_flag} captures "
+            "were flagged by capture QC (head pose beyond the API's limits, a face box under 400 px, glasses, hair or "
+            "camera distance unlike baseline, abnormal lighting, a tone shift beyond the noise floor) and handled as "
+            f"the plan says ({p.qc}d in the primary analysis). Continuous endpoints were analysed by a mixed model for "
+            "repeated measures of the change on baseline, arm, visit and arm by visit with an unstructured "
+            "covariance (REML, Satterthwaite degrees of freedom; LS-means at the mean baseline); counts by negative "
+            "binomial, grades by proportional-odds and flags by logistic regression, each on arm and baseline. The "
+            f"endpoints were tested in the plan's order ({p.multiplicity.replace('_', ' ')}, alpha {p.alpha:g}); "
+            "every other p-value is two-sided and unadjusted. All intervals are 95%.</p>")
+        versions = pd.DataFrame([("skintrack", __version__), ("Python", platform.python_version()),
+                                 ("numpy", numpy.__version__), ("scipy", scipy.__version__),
+                                 ("statsmodels", statsmodels.__version__), ("pandas", pd.__version__),
+                                 ("DuckDB", duckdb.__version__), ("data", data_version),
+                                 ("study folder", str(self.s.path))], columns=["software and data", "version"])
+        self.section("Methods, software and data", text, table(versions, text=True))
 
 
-def finding(row, attrs) -> str:
-    """One endpoint's result in a sentence that says how it was tested and what was decided."""
-    info = metric_info(row.metric)
-    title = info["description"].rstrip(".")
-    how = (f"MMRM, {'fixed-sequence' if attrs['strategy'] == 'fixed_sequence' else 'Holm'} testing at alpha "
-           f"{attrs['alpha']:g}")
-    if row.decision == "not tested":
-        return (f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} "
-                f"({how.replace('MMRM', MODEL_NAMES[row.model])}): {row.treatment} against "
-                f"{row.control} not tested, because an earlier comparison in the sequence was not significant.")
-    p = _fmt_p(row.p_adjusted if attrs["strategy"] == "holm" else row.p)
-    tail = (f"(95% CI {row.ci_low:.{2 if row.model != 'mmrm' else 1}f} to {row.ci_high:.{2 if row.model != 'mmrm' else 1}f}; "
-            f"{'adjusted ' if attrs['strategy'] == 'holm' else ''}p {p}): {row.decision}.")
-    head = f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} ({how.replace('MMRM', MODEL_NAMES[row.model])})"
-    if row.model != "mmrm":
-        ratio = "rate ratio" if row.model == "negative_binomial" else "odds ratio"
-        return f"{head}: {row.treatment} against {row.control}, {ratio} {row.estimate:.2f} {tail}"
-    better = (row.estimate > 0) == (info["better"] == "higher")
-    verb = ("improved it by" if better else "worsened it by") if info["better"] != "none" else "changed it by"
-    return f"{head}: {row.treatment} {verb} {abs(row.estimate):.1f} {info['unit']} more than {row.control} {tail}"
+def data_version(study) -> str:
+    """The data the report was computed from: analyses held, latest ingest, and a hash of their ids."""
+    ids = study.sql("SELECT analysis_id, ingested_at FROM analyses ORDER BY analysis_id")
+    digest = hashlib.sha256("".join(ids["analysis_id"]).encode()).hexdigest()[:12]
+    latest = ids["ingested_at"].max()
+    return f"{len(ids)} analyses, last ingested {latest:%Y-%m-%d %H:%M} UTC, content {digest}" if len(ids) else "empty"
 
 
-MODEL_NAMES = {"mmrm": "MMRM", "negative_binomial": "negative binomial", "proportional_odds": "proportional odds",
-               "logistic": "logistic regression"}
+def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title: str | None = None,
+                 paper: str = "a4", figure_formats=("png",)) -> Report:
+    """Write `report.html` (self-contained), `report.pdf` (paged, A4 or Letter) and every figure into `out`."""
+    import time
 
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
-def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title: str | None = None) -> Report:
-    """Write `report.html` (self-contained), `report.pdf` and every figure (PNG, SVG, PDF) into `out`."""
+    t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = list(metrics or DEFAULT_METRICS)
     for m in metrics:
         metric_info(m)
-    b = _Builder(study, out, metrics, subject)
-    b.glance()
+    if paper not in PAPER:
+        raise UsageError(f"paper {paper!r}: use a4 or letter")
+    b = _Builder(study, out, metrics, tuple(figure_formats))
+    plan = study.plan
+    version = data_version(study)
+    b.synopsis()
+    b.disposition()
+    b.demographics()
+    b.primary()
+    b.secondary()
     for key in metrics:
         b.metric(key)
+    b.photos()
+    b.quality()
     for sid in [subject] if isinstance(subject, str) else (subject or []):
         b.subject_page(sid)
-    page = b.html(title or f"Skin study report: {study.path.name}")
+    b.methods(version)
+    title = title or plan.title or f"Skin study report: {study.path.name}"
+    simulated = int(study.sql("SELECT count(*) AS n FROM extras WHERE path = 'simulated'")["n"].iloc[0])
+    header = " | ".join(x for x in (title, plan.sponsor, plan.product, plan.protocol,
+                                    f"plan version {plan.version}" if plan.version else "") if x)
+    footer = f"Generated {dt.date.today().isoformat()} by skintrack {__version__} | data: {version}"
+    env = Environment(loader=PackageLoader("skintrack.show", "templates"), autoescape=select_autoescape(["j2"]))
+    env.filters["css"] = lambda s: str(s).replace("\\", "\\\\").replace('"', '\\"')
+    from markupsafe import Markup
+
+    page = env.get_template("report.html.j2").render(
+        title=title, subtitle=" | ".join(x for x in (plan.sponsor, plan.product, plan.protocol) if x) or study.path.name,
+        simulated=(f"{simulated} of the responses in this study say they were simulated (skintrack.sample); no real "
+                   "person is behind them.") if simulated else "",
+        sections=[dict(s, parts=[Markup(p) for p in s["parts"]]) for s in b.sections], paper=PAPER[paper],
+        header=header, footer=footer)
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
-    report = Report(html_path, None, [n for n, _ in b.figures], [t for _, t in b.headline()])
+    report = Report(html_path, None, b.figures, b.findings())
     if pdf:
-        report.pdf, report.pdf_engine = _pdf(html_path, b)
+        report.pdf, report.pdf_engine = _pdf(html_path)
+    report.seconds = time.perf_counter() - t0
     return report
 
 
 def chromium() -> str | None:
-    """The headless browser used to print the PDF, if one is installed."""
+    """The headless browser that prints the PDF, if one is installed."""
     return next((p for p in map(shutil.which, CHROMIUM) if p), None)
 
 
@@ -279,25 +418,16 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-default-apps", "--disable-extensions", "--mute-audio")
 
 
-def _pdf(html_path: Path, builder) -> tuple[Path, str]:
-    pdf_path = html_path.with_suffix(".pdf")
+def _pdf(html_path: Path) -> tuple[Path | None, str]:
+    """Print the HTML with Chromium (the page CSS gives the header, the footer and "page X of Y")."""
     exe = chromium()
-    if exe:
-        with tempfile.TemporaryDirectory() as profile:
-            proc = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
-                                   f"--print-to-pdf={pdf_path}", html_path.resolve().as_uri()],
-                                  capture_output=True, text=True, timeout=180)
-        if proc.returncode == 0 and pdf_path.exists():
-            return pdf_path, "chromium"
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    with PdfPages(pdf_path, metadata={"Creator": f"skintrack {__version__}"}) as pdf:
-        cover = charts._figure(8.27, 11.69)
-        ax = cover.add_subplot(1, 1, 1)
-        ax.axis("off")
-        text = "Headline findings\n\n" + "\n\n".join(t for _, t in builder.headline())
-        ax.text(0, 1, text, va="top", wrap=True, fontsize=10)
-        pdf.savefig(cover)
-        for _, fig in builder.figures:
-            pdf.savefig(fig)
-    return pdf_path, "matplotlib"
+    if exe is None:
+        raise UsageError("printing the PDF needs Chromium (apt-get install chromium); or pass --no-pdf")
+    pdf_path = html_path.with_suffix(".pdf")
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
+                               f"--print-to-pdf={pdf_path}", html_path.resolve().as_uri()],
+                              capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0 or not pdf_path.exists():
+        raise UsageError(f"Chromium could not print {html_path} ({proc.stderr.strip()[-200:]})")
+    return pdf_path, "chromium"
