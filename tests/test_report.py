@@ -185,3 +185,19 @@ def test_a_study_without_arms_still_gets_a_report(tmp_path):
     r = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False)
     page = r.html.read_text()
     assert r.findings == [] and "No between-arm comparison was possible" in page and len(r.figures) == 2
+
+
+def test_before_and_after_maps_of_the_best_responders(tmp_path):
+    import skintrack
+
+    from conftest import FIXTURES
+
+    case = FIXTURES / "real" / "ailabtools-docs-case1"
+    (tmp_path / "m.csv").write_text("file,subject_id,visit,taken_at\nresponse-old.json,S1,D0,2024-01-01\n"
+                                    "response-v1.7.json,S1,W4,2024-01-29\n")
+    skintrack.ingest([case / "response-old.json", case / "response-v1.7.json"], tmp_path / "s",
+                     manifest=tmp_path / "m.csv")
+    r = build_report(skintrack.open(tmp_path / "s"), tmp_path / "r", metrics=["score.total"], pdf=False)
+    shown = [f for f in r.figures if f.startswith("subject-S1-")]
+    assert len(shown) == 1 and (tmp_path / "r" / "figures" / f"{shown[0]}.png").exists()
+    assert "map at D0 and W4" in r.html.read_text()

@@ -247,7 +247,7 @@ def map_panels(before: Path, after: Path, name: str, photo_before: Path | None =
     for i, (layer, photo, title) in enumerate(zip((before, after), (photo_before, photo_after), titles)):
         ax = _axes(fig, 1, 2, i + 1)
         img = Image.open(layer).convert("RGBA")
-        if photo is not None and Path(photo).exists():
+        if isinstance(photo, (str, Path)) and Path(photo).exists():  # a study may not know its photos
             base = Image.open(photo).convert("RGBA").resize(img.size)
             if img.getextrema()[3][0] == 255:  # an opaque map (white background): blend instead of overlay
                 img = Image.blend(base, img, 0.55)

@@ -267,22 +267,35 @@ class _Builder:
                                "Responders (risk difference with Newcombe's 95% CI; Fisher's exact p)"))
         self.section(f"{title} ({key}; {info['unit']}; {info['better']} is better)", *parts)
 
-    def photos(self):
+    def photos(self, how_many: int = 3):
+        """Before/after face maps (over the photo when it is at hand) of the best responders on the primary
+        endpoint, or of the first subjects with maps at two visits when there is no primary endpoint."""
         s = self.s
         maps = s.sql("""SELECT a.subject_id, a.visit, m.name, m.path, a.photo FROM maps m JOIN analyses a
-                        USING (analysis_id) WHERE a.subject_id IS NOT NULL ORDER BY a.taken_at""")
+                        USING (analysis_id) WHERE a.subject_id IS NOT NULL AND a.ok ORDER BY a.taken_at""")
         if maps.empty:
             self.section("Before and after", "<p>This study holds no face maps or photos to show (ask the API for "
                                              "maps with <code>skintrack analyze --maps red_area,...</code>).</p>")
             return
+        order = list(dict.fromkeys(maps["subject_id"]))
+        if self.plan.primary is not None:
+            key, visit = self.plan.primary.metric, self.plan.primary.visit
+            ch = s.change_from_baseline(key)
+            ch = ch[ch["visit"] == visit].assign(gain=lambda d: d["delta"] * (-1 if metric_info(key)["better"] ==
+                                                                              "lower" else 1))
+            order = [x for x in ch.sort_values("gain", ascending=False)["subject_id"] if x in set(order)] or order
         parts = []
-        for (sid, name), g in list(maps.groupby(["subject_id", "name"]))[:4]:
-            if len(g) > 1:
+        for sid in order:
+            g = maps[maps["subject_id"] == sid]
+            name = g["name"].iloc[0]
+            g = g[g["name"] == name]
+            if g["visit"].nunique() > 1 and len(parts) < how_many:
                 first, last = g.iloc[0], g.iloc[-1]
                 parts.append(self.figure(f"subject-{sid}-{name}", charts.map_panels(
                     s.path / first["path"], s.path / last["path"], name, first["photo"], last["photo"]),
                     f"Subject {sid}: the API's {name.replace('_', ' ')} map at {first['visit']} and {last['visit']}."))
-        self.section("Before and after", *(parts or ["<p>No subject has face maps at two visits.</p>"]))
+        self.section("Before and after (best responders on the primary endpoint)",
+                     *(parts or ["<p>No subject has face maps at two visits.</p>"]))
 
     def quality(self):
         overview = self.figure("qc_overview", charts.qc_overview(self.qc), "Capture-quality flags by visit.")
