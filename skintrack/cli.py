@@ -386,7 +386,10 @@ def qc(study, flagged_only, fmt):
 @click.option("--paper", type=click.Choice(["a4", "letter"]), default="a4", show_default=True, help="Page size.")
 @click.option("--figures", default="png", show_default=True, help="Figure files to write: png,svg,pdf.")
 @click.option("--title", help="Report title (default: the plan's).")
-def report(study, out, metrics, subject, no_pdf, paper, figures, title):
+@click.option("--sponsor", help="Sponsor (default: the plan's).")
+@click.option("--product", help="Product (default: the plan's).")
+@click.option("--protocol", help="Protocol (default: the plan's).")
+def report(study, out, metrics, subject, no_pdf, paper, figures, title, sponsor, product, protocol):
     """Write the dossier-ready trial report: self-contained HTML, a paged PDF of it, and the figures.
 
     Example: skintrack report trial --out trial-report --metrics score.water,score.rough --subject S05
@@ -394,7 +397,8 @@ def report(study, out, metrics, subject, no_pdf, paper, figures, title):
     from .show.report import build_report
 
     result = build_report(_open(study), out, _csv(metrics) or None, list(subject), pdf=not no_pdf, title=title,
-                          paper=paper, figure_formats=_csv(figures))
+                          paper=paper, figure_formats=_csv(figures),
+                          names={"sponsor": sponsor, "product": product, "protocol": protocol})
     click.echo(f"report: {result.html}" + (f"\npdf: {result.pdf} ({result.pdf_engine})" if result.pdf else ""))
     for i, finding in enumerate(result.findings, 1):
         click.echo(f"{i}. {finding}")

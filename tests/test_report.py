@@ -149,10 +149,10 @@ def test_pdf_pages_render(report):
         assert header in text and "plan version 1.0" in text  # the running header
         assert "data: 96 analyses" in text
         body = text.replace(header, "")
-        assert len(body) > 600, f"page {i + 1} is nearly empty"
         image = pdf[i].render(scale=0.5).to_pil().convert("L")
         inked = float((np.asarray(image) < 200).mean())
-        assert inked > 0.03, f"page {i + 1} holds almost nothing ({inked:.1%} inked)"
+        # nearly empty: a lone title or small table (little text and little ink); a figure page inks more
+        assert len(body) > 900 or inked > 0.05, f"page {i + 1} is nearly empty ({len(body)} chars, {inked:.1%} ink)"
     first = pdf[0].get_textpage().get_text_range()
     assert "Synopsis and headline findings" in first and "Primary endpoint 1" in first  # no lone title page
 
@@ -166,8 +166,11 @@ def test_report_cli(run_cli, tmp_path):
         " at alpha 0.05): active improved it by 15.5 points more than placebo" in proc.stdout
     assert sorted(p.suffix for p in (tmp_path / "r" / "figures").glob("score.water-trend.*")) == [".png"]
     letter = run_cli("report", demo_study().path, "--out", tmp_path / "l", "--metrics", "score.water", "--paper",
-                     "letter", "--figures", "png,svg,pdf", "--no-pdf", check=0)
-    assert "size: letter" in (tmp_path / "l" / "report.html").read_text() and "report:" in letter.stdout
+                     "letter", "--figures", "png,svg,pdf", "--no-pdf", "--sponsor", "Acme Labs", "--title", "CSR 9",
+                     check=0)
+    page = (tmp_path / "l" / "report.html").read_text()
+    assert "size: letter" in page and "report:" in letter.stdout
+    assert '"CSR 9 | Acme Labs | Hydrating serum (SIMULATED) | SIM-2024-01 | plan version 1.0"' in page
     assert sorted(p.suffix for p in (tmp_path / "l" / "figures").glob("score.water-trend.*")) == [".pdf", ".png",
                                                                                                   ".svg"]
     bad = run_cli("report", demo_study().path, "--out", tmp_path / "r2", "--metrics", "score.wter")

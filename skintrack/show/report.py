@@ -20,6 +20,7 @@ Example
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import html
@@ -261,9 +262,11 @@ class _Builder:
         threshold = self.plan.responders.get(key)
         if threshold is not None and self.has_arms:
             r = s.responders_between(key)
-            parts.append(table(r[["visit", "threshold", "treatment", "responders_treatment", "n_treatment",
-                                  "responders_control", "n_control", "risk_difference", "rd_ci_low", "rd_ci_high",
-                                  "odds_ratio", "p_fisher"]].rename(columns={"p_fisher": "p"}),
+            short = {"treatment": "arm", "responders_treatment": "responders", "n_treatment": "n",
+                     "responders_control": "control responders", "n_control": "control n",
+                     "risk_difference": "difference", "rd_ci_low": "95% CI low", "rd_ci_high": "95% CI high",
+                     "odds_ratio": "odds ratio", "p_fisher": "p"}
+            parts.append(table(r[["visit", "threshold", *short]].rename(columns=short),
                                "Responders (risk difference with Newcombe's 95% CI; Fisher's exact p)"))
         self.section(f"{title} ({key}; {info['unit']}; {info['better']} is better)", *parts)
 
@@ -312,7 +315,7 @@ class _Builder:
                 rows[len(p.treatments):] = [dict(r, analysis=f"sensitivity ({other.qc})") for r in rows[len(p.treatments):]]
                 parts.append(table(pd.DataFrame(rows)[["analysis", "treatment", "visit", "estimate", "ci_low",
                                                        "ci_high", "p"]], "Sensitivity analysis of the primary endpoint"))
-        self.section("Capture quality and the sensitivity analysis", *parts, overview)
+        self.section("Capture quality and the sensitivity analysis", overview, *parts)
 
     def subject_page(self, sid: str):
         s = self.s
@@ -356,7 +359,7 @@ class _Builder:
                                  ("statsmodels", statsmodels.__version__), ("pandas", pd.__version__),
                                  ("DuckDB", duckdb.__version__), ("data", data_version),
                                  ("study folder", str(self.s.path))], columns=["software and data", "version"])
-        self.section("Methods, software and data", text, table(versions, text=True))
+        self.section("Methods, software and data", text, table(versions, text=True), kind="keep")
 
 
 def data_version(study) -> str:
@@ -368,8 +371,10 @@ def data_version(study) -> str:
 
 
 def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title: str | None = None,
-                 paper: str = "a4", figure_formats=("png",)) -> Report:
-    """Write `report.html` (self-contained), `report.pdf` (paged, A4 or Letter) and every figure into `out`."""
+                 paper: str = "a4", figure_formats=("png",), names: dict | None = None) -> Report:
+    """Write `report.html` (self-contained), `report.pdf` (paged, A4 or Letter) and every figure into `out`.
+
+    Title, sponsor, product and protocol come from the plan unless given (`title`, `names`)."""
     import time
 
     from jinja2 import Environment, PackageLoader, select_autoescape
@@ -397,6 +402,8 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     for sid in [subject] if isinstance(subject, str) else (subject or []):
         b.subject_page(sid)
     b.methods(version)
+    given = {k: v for k, v in (names or {}).items() if v}
+    plan = dataclasses.replace(plan, **given) if given else plan
     title = title or plan.title or f"Skin study report: {study.path.name}"
     simulated = int(study.sql("SELECT count(*) AS n FROM extras WHERE path = 'simulated'")["n"].iloc[0])
     header = " | ".join(x for x in (title, plan.sponsor, plan.product, plan.protocol,
