@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import os
 import re
 from pathlib import Path
 
 import orjson
 
-from ..errors import UsageError
 from ..tables.codes import about_photo
-from ..tables.store import write_atomic
+from ..tables.store import exclusive, write_atomic
 
 
 _NAME = re.compile(r"^.+\.(?P<sha12>[0-9a-f]{12})\.(?P<key>[0-9a-f]{8})(?P<failed>\.failed(\.[0-9T]+)?)?\.json$")
@@ -50,18 +48,8 @@ class Archive:
     @contextlib.contextmanager
     def claim(study):
         """Hold the study's analyze lock for a whole run: a second `analyze` on the study is refused at once."""
-        study = Path(study)
-        try:
-            study.mkdir(parents=True, exist_ok=True)
-            fh = open(study / ".analyze.lock", "w")
-        except OSError as e:
-            raise UsageError(f"{study}: cannot write to this study folder ({e.strerror})") from None
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"{study}: another `skintrack analyze` is running on this study; wait for it to "
-                                 "finish (two at once could pay for the same photos twice)") from None
+        with exclusive(study, ".analyze.lock", "another `skintrack analyze` is running on this study; wait for it "
+                                               "to finish (two at once could pay for the same photos twice)"):
             yield
 
     def done(self, photo_sha256: str, params_key: str, retry_failed: bool = False) -> bool:

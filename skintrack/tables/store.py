@@ -44,19 +44,27 @@ def batches_dir(study: Path) -> Path:
 
 
 @contextlib.contextmanager
-def locked(study: Path):
-    """Hold the study's write lock (one writer at a time); clears stale staging folders."""
+def exclusive(study: Path, name: str, busy: str):
+    """Hold the lock file `name` in the study folder (created if needed), or refuse at once with `busy`.
+    The lock goes with the process (flock), so a killed holder never leaves it behind."""
     study = Path(study)
     try:
         study.mkdir(parents=True, exist_ok=True)
-        fh = open(study / ".lock", "w")
+        fh = open(study / name, "w")
     except OSError as e:
         raise UsageError(f"{study}: cannot write to this study folder ({e.strerror})") from None
     with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"{study}: another skintrack process is writing to this study") from None
+            raise UsageError(f"{study}: {busy}") from None
+        yield study
+
+
+@contextlib.contextmanager
+def locked(study: Path):
+    """Hold the study's write lock (one writer at a time); clears stale staging folders."""
+    with exclusive(study, ".lock", "another skintrack process is writing to this study") as study:
         shutil.rmtree(study / ".staging", ignore_errors=True)
         yield study
 
