@@ -23,14 +23,15 @@ from .errors import (ApiError, AuthError, FaceQualityError, InvalidInput, Invali
 _LAZY = {"Study": "analysis.study", "open": "analysis.study", "AnalyzeReport": "api.analyze", "analyze": "api.analyze",
          "Client": "api.client", "RetryPolicy": "api.client", "Params": "api.request", "catalog": "tables.catalog",
          "flatten": "tables.flatten", "IngestReport": "tables.ingest", "ingest": "tables.ingest",
-         "Endpoint": "tables.plan", "Plan": "tables.plan", "Visit": "tables.plan", "charts": "show.charts",
+         "Endpoint": "tables.plan", "Plan": "tables.plan", "Visit": "tables.plan", "export": "show.export",
+         "build_report": "show.report", "charts": "show.charts",
          "report": "show.report"}
 
 __all__ = [
     "AnalyzeReport", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
     "InvalidManifest", "InvalidResponse", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
     "RetryPolicy", "ServerError", "SkintrackError", "Study", "TransportError", "UnknownMetric", "UsageError", "Visit",
-    "analyze", "catalog", "flatten", "ingest", "open",
+    "analyze", "build_report", "catalog", "export", "flatten", "ingest", "open",
 ]
 
 
@@ -41,7 +42,7 @@ def __getattr__(name):
     import importlib
 
     module = importlib.import_module(f".{_LAZY[name]}", __name__)
-    value = module if name in ("charts", "report") else getattr(module, name)
+    value = module if name in ("charts", "report") else getattr(module, name)  # export is show.export.export
     globals()[name] = value
     return value
 

@@ -17,7 +17,7 @@ PUBLIC = {
     "AnalyzeReport", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
     "InvalidManifest", "InvalidResponse", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
     "RetryPolicy", "ServerError", "SkintrackError", "Study", "TransportError", "UnknownMetric", "UsageError", "Visit",
-    "analyze", "catalog", "flatten", "ingest", "open",
+    "analyze", "build_report", "catalog", "export", "flatten", "ingest", "open",
 }
 
 
