@@ -66,7 +66,7 @@ def run_demo(study, out=None) -> str:
                  f"{r.subject_id} {r.visit} ({r.reasons})" for r in flagged.itertuples()),
              f"Report: {result.html.resolve()}" + (f" and {result.pdf.resolve()} ({result.pdf_engine})"
                                                     if result.pdf else ""),
-             f"Figures: {len(result.figures)} charts as PNG, SVG and PDF in {result.html.parent.resolve() / 'figures'}",
+             f"Figures: {len(result.figures)} charts as PNG in {result.html.parent.resolve() / 'figures'}",
              f"ADaM: ADSL and ADSKIN as XPT, Parquet, CSV, Excel and Dataset-JSON in {adam[0].parent.resolve()}",
              "Repeatability (a repeat capture of every subject at D0): " + "; ".join(
                  f"{r.metric} SEM {r.sem:.2f}, CV {r.cv_pct:.1f}%, ICC {r.icc:.2f}, MDC95 {r.mdc95:.2f}"
