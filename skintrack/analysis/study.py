@@ -20,7 +20,9 @@ from ..tables import check, store
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from . import qc, trends, trial
+from .endpoints import shift_table
 from .mmrm import MMRMResult
+from .repeatability import repeatability as measure_repeatability
 
 
 class Study:
@@ -66,7 +68,8 @@ class Study:
             self._plan = (stamp, (Plan.read(self.path) or Plan()).resolved(self.visits, days, arms))
         return self._plan[1]
 
-    def _stamp(self):  # noqa: D401 - the batches folder's time: an ingest publishes there
+    def _stamp(self):
+        """The batches folder's time: every ingest publishes there."""
         try:
             return os.stat(store.batches_dir(self.path)).st_mtime_ns
         except FileNotFoundError:
@@ -279,8 +282,6 @@ class Study:
         >>> demo_study().shift_table("severity.pores.chin").columns.tolist()
         ['arm', 'base', 'value', 'n']
         """
-        from .endpoints import shift_table
-
         ch = trial.arm_changes(self, metric, exclude_flagged)
         at = ch[ch["visit"] == self.check_visit(visit or self.plan.schedule[-1])]
         return shift_table(at.rename(columns={"baseline_value": "base"}))
@@ -294,9 +295,7 @@ class Study:
         >>> demo_study().repeatability().columns.tolist()[:5]
         ['metric', 'sessions', 'captures', 'mean', 'sem']
         """
-        from .repeatability import repeatability
-
-        return repeatability(self, metrics)
+        return measure_repeatability(self, metrics)
 
     def check(self) -> pd.DataFrame:
         """Every problem of assignment in the study (see `skintrack.tables.check`): where, problem.

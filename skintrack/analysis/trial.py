@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from ..tables.catalog import metric_info
+from . import endpoints as ep
 from .mmrm import MMRMResult, fit_mmrm
+from .repeatability import repeatability
 from .stats import adjust, paired, two_sample
 from .trends import change_from_baseline, observations
 
@@ -78,7 +81,8 @@ def _arm_pair(study, treatment, control) -> tuple[list, str]:
     plan = study.plan
     control = control or plan.control
     treatments = [treatment] if treatment else list(plan.treatments)
-    arms = set(_arms(study)["arm"].dropna()) if _arms(study) is not None else set()
+    held = _arms(study)
+    arms = set(held["arm"].dropna()) if held is not None else set()
     for arm in [control, *treatments]:
         if arm not in arms:
             raise UsageError(f"no arm named {arm!r} (arms: {', '.join(sorted(arms)) or 'none'})")
@@ -181,8 +185,6 @@ def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
             df.loc[i, "decision"] = "significant" if df.loc[i, "p"] < plan.alpha else "not significant"
             if df.loc[i, "decision"] != "significant":
                 break
-    from ..tables.catalog import metric_info
-
     df["better"] = [metric_info(m)["better"] for m in df["metric"]]
     df.attrs.update(strategy=plan.multiplicity, alpha=plan.alpha, assumed=list(plan.assumed))
     return df
@@ -200,8 +202,6 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
     continuous metrics (with the Hodges-Lehmann shift, Hedges' g and, given a `margin`, TOST equivalence
     on the changes). One row per treatment: metric, visit, treatment, control, model, estimate, ci_low,
     ci_high, p, n_treatment, n_control, and the model's extras."""
-    from ..tables.catalog import metric_info
-    from . import endpoints as ep
 
     plan = study.plan
     visit = study.check_visit(visit or plan.schedule[-1])
@@ -246,9 +246,6 @@ def responders_between(study, key: str, visit: str | None = None, threshold: flo
     """Responders at `visit` (improved by at least `threshold`, default the plan's; "mdc" takes the
     metric's MDC95 from the repeat captures) for each treatment against the control: risk difference with
     Newcombe's interval, odds ratio, Fisher's p."""
-    from ..tables.catalog import metric_info
-    from . import endpoints as ep
-    from .repeatability import repeatability
 
     plan = study.plan
     visit = study.check_visit(visit or plan.schedule[-1])

@@ -120,6 +120,17 @@ def _stars(p) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "ns"
 
 
+def _mark_visits(ax, visits: list, low, high, tests: pd.DataFrame) -> None:
+    """Above each visit, the stars of its tests' p-values (one per treatment), with room made for them."""
+    top = high.max()
+    span = (top - min(0, low.min())) or 1
+    for visit, g in tests.groupby("visit", sort=False):
+        if visit in visits:
+            ax.text(visits.index(visit), top + 0.07 * span, " ".join(_stars(p) for p in g["p"]), ha="center",
+                    va="bottom")
+    ax.set_ylim(top=top + 0.25 * span)
+
+
 def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = None) -> Figure:
     """Mean change from baseline with 95% CI, by visit and arm; `tests` (compare_arms rows, one per visit)
     adds significance marks: * p<0.05, ** p<0.01, *** p<0.001, ns otherwise."""
@@ -131,12 +142,7 @@ def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = 
     _grouped_bars(ax, data, visits, "change_mean", "change_ci_low", "change_ci_high")
     ax.axhline(0, color="black", lw=0.8)
     if tests is not None and len(tests):
-        top = data["change_ci_high"].max()
-        span = (data["change_ci_high"].max() - min(0, data["change_ci_low"].min())) or 1
-        for _, t in tests.iterrows():
-            if t["visit"] in visits:
-                ax.text(visits.index(t["visit"]), top + 0.06 * span, _stars(t["p"]), ha="center", va="bottom")
-        ax.set_ylim(top=top + 0.25 * span)
+        _mark_visits(ax, visits, data["change_ci_low"], data["change_ci_high"], tests)
     ax.set_xticks(range(len(visits)), visits)
     ax.set_ylabel(f"Change from baseline ({metric_info(metric)['unit'] or 'value'})")
     ax.set_title(f"{metric_info(metric)['description'].rstrip('.')}: change from baseline (mean, 95% CI)")
@@ -297,11 +303,7 @@ def lsmeans_plot(lsmeans: pd.DataFrame, diffs: pd.DataFrame, metric: str) -> Fig
         ax.errorbar(x, d["estimate"], yerr=[d["estimate"] - d["ci_low"], d["ci_high"] - d["estimate"]], marker="o",
                     capsize=3, color=colors[arm], label=arm, lw=1.6)
     ax.axhline(0, color="black", lw=0.7)
-    top = lsmeans["ci_high"].max()
-    span = (top - min(0, lsmeans["ci_low"].min())) or 1
-    for v, g in diffs.groupby("visit", sort=False):
-        ax.text(visits.index(v), top + 0.08 * span, " ".join(_stars(p) for p in g["p"]), ha="center", va="bottom")
-    ax.set_ylim(top=top + 0.25 * span)
+    _mark_visits(ax, visits, lsmeans["ci_low"], lsmeans["ci_high"], diffs)
     ax.set_xticks(range(len(visits)), visits)
     ax.set_ylabel(f"LS-mean change ({metric_info(metric)['unit'] or 'value'})")
     ax.set_title(f"{label(metric)}: MMRM LS-means of the change (95% CI)")

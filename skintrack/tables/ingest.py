@@ -91,11 +91,10 @@ def expand(sources) -> tuple[list[str], list[tuple[str, str]]]:
     files, seen = [], set()
     for path in candidates:
         path = os.path.abspath(path)
-        reason = _not_a_response_file(path)
+        st, reason = _regular_file(path)
         if reason:
             rejects.append((_printable(path), reason))
             continue
-        st = os.stat(path)
         if (st.st_dev, st.st_ino) not in seen:
             seen.add((st.st_dev, st.st_ino))
             files.append(path)
@@ -115,19 +114,19 @@ def _printable(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _not_a_response_file(path: str) -> str | None:
-    """Why `path` cannot be read as a response file, or None."""
+def _regular_file(path: str) -> tuple[os.stat_result | None, str | None]:
+    """(its stat, None) for a regular file with a UTF-8 name, else (None, why it cannot be read)."""
     if _printable(path) != path:
-        return "the file name is not valid UTF-8; rename it"
+        return None, "the file name is not valid UTF-8; rename it"
     try:
         st = os.stat(path)
     except OSError as e:
         if os.path.islink(path):
-            return f"a symbolic link that leads nowhere ({e.strerror})"
-        return e.strerror
+            return None, f"a symbolic link that leads nowhere ({e.strerror})"
+        return None, e.strerror
     if not stat.S_ISREG(st.st_mode):
-        return "not a regular file (a FIFO, device or socket); skipped"
-    return None
+        return None, "not a regular file (a FIFO, device or socket); skipped"
+    return st, None
 
 
 def read_response_bytes(path: str, most: int = MAX_RESPONSE_BYTES) -> bytes:
@@ -341,24 +340,15 @@ def _session_rows(manifest: Manifest, inputs: list[tuple[str, str, str]]) -> lis
     return out
 
 
-def _checked_sessions(study: Path, sessions: list[dict], subj, report) -> tuple[list[dict], list]:
-    """Drop the manifest rows that cannot be right (see `manifest.session_problems`); warn of the doubtful."""
-    subjects = store.read_table(study, "subjects", ["subject_id"])
-    known = set() if subjects is None else set(subjects.column("subject_id").to_pylist())
-    if subj is not None:
-        known |= set(subj[0]["subject_id"])
-    stored = store.read_table(study, "sessions", ["analysis_id", "visit", "assigned_at"])
+def _checked_sessions(sessions: list[dict], known_subjects: set, stored: dict, report) -> tuple[list[dict], list]:
+    """Drop the manifest rows that cannot be right (see `manifest.session_problems`); warn of the doubtful.
+    `stored` is the study's current session of each analysis."""
     uses = {}
-    if stored is not None:
-        mine = {r["analysis_id"] for r in sessions}
-        latest = {}
-        for aid, visit, at in zip(*stored.to_pydict().values()):
-            if aid not in mine and (aid not in latest or at > latest[aid][1]):
-                latest[aid] = (visit, at)
-        for visit, _ in latest.values():
-            if visit is not None:
-                uses[visit] = uses.get(visit, 0) + 1
-    rejects, warnings = session_problems(sessions, known, uses)
+    mine = {r["analysis_id"] for r in sessions}
+    for aid, row in stored.items():
+        if aid not in mine and row.get("visit") is not None:
+            uses[row["visit"]] = uses.get(row["visit"], 0) + 1
+    rejects, warnings = session_problems(sessions, known_subjects, uses)
     report.warnings += warnings
     bad = {where for where, _ in rejects}
     return [{k: v for k, v in r.items() if k != "_where"} for r in sessions if r["_where"] not in bad], rejects
@@ -449,15 +439,19 @@ def _metadata_batch(study: Path, man, subj, inputs, report, unreadable) -> dict[
     of the sources that could not be read as files."""
     now = dt.datetime.now(dt.timezone.utc)
     tables, rejects = {}, list(unreadable)
+    stored_subjects = store.current_rows(study, "subjects", "subject_id") if man is not None or subj is not None \
+        else {}
     if man is not None:
         rejects += man.rejects
         sessions = _session_rows(man, inputs)
         for source, _ in report.rejected + unreadable:  # not "missing": the input itself was rejected
             man.match(source)
         rejects += man.unmatched_missing()
-        sessions, problems = _checked_sessions(study, sessions, subj, report)
+        stored = store.current_rows(study, "sessions", "analysis_id")
+        known = set(stored_subjects) | (set(subj[0]["subject_id"]) if subj is not None else set())
+        sessions, problems = _checked_sessions(sessions, known, stored, report)
         rejects += problems
-        sessions = store.changed_rows(study, "sessions", "analysis_id", sessions)
+        sessions = store.changed_rows(stored, "analysis_id", sessions)
         if sessions:
             extra = [(k, pa.string()) for k in sessions[0] if k not in SESSION_TYPES]
             tables["sessions"] = pa.Table.from_pylist(sessions, schema=pa.schema(list(SESSION_TYPES.items()) + extra))
@@ -465,7 +459,7 @@ def _metadata_batch(study: Path, man, subj, inputs, report, unreadable) -> dict[
     if subj is not None:
         df, subj_rejects = subj
         rejects += subj_rejects
-        rows = store.changed_rows(study, "subjects", "subject_id", df.to_dict("records"))
+        rows = store.changed_rows(stored_subjects, "subject_id", df.to_dict("records"))
         if rows:
             tables["subjects"] = pa.Table.from_pylist([dict(r, assigned_at=now) for r in rows])
         report.subjects = len(rows)

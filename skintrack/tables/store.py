@@ -124,15 +124,19 @@ def drop_ids(stage: Path, ids: set) -> None:
             pq.write_table(t.filter(keep), f, compression="zstd")
 
 
-def changed_rows(study: Path, table: str, key: str, rows: list[dict]) -> list[dict]:
-    """The rows that differ from the latest stored row with the same key (ignoring `assigned_at`)."""
+def current_rows(study: Path, table: str, key: str) -> dict:
+    """The latest stored row of each `key` of a metadata table (sessions, subjects), by key."""
     files = _files(study, table)
-    if not files or not rows:
-        return rows
+    if not files:
+        return {}
     con = duckdb.connect()
     current = con.sql(f"SELECT * FROM read_parquet(?, union_by_name = true) QUALIFY row_number() OVER "
                       f"(PARTITION BY {key} ORDER BY assigned_at DESC) = 1", params=[files]).to_arrow_table().to_pandas()
-    current = {r[key]: r for r in current.to_dict("records")}
+    return {r[key]: r for r in current.to_dict("records")}
+
+
+def changed_rows(current: dict, key: str, rows: list[dict]) -> list[dict]:
+    """The rows that differ from the `current` row with the same key (ignoring `assigned_at`)."""
 
     def same(a, b):
         return (a is None or a != a) and (b is None or b != b) or a == b
