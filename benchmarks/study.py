@@ -1,7 +1,7 @@
 """Study-helper benchmark: skintrack (DuckDB) against pandas on the same Parquet files, in one run.
 
 Builds a SIMULATED study of 1,000,000 analyses (100,000 subjects x 10 visits, 12 score metrics, so
-12 million score rows) directly as a study folder, then times `change_from_baseline`, `slopes` and
+12 million score rows) directly into a study's lake (and the same tables as plain Parquet for pandas), then times `change_from_baseline`, `slopes` and
 `cohort` on one metric, each against pandas doing the same from the same files (reading included);
 each figure is the best of --repeat runs.
 
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import skintrack
+from skintrack.tables import session_index, store
 from skintrack.tables.schema import TABLES
 
 METRICS = ["total", "water", "rough", "melanin", "pores", "acne", "blackhead", "wrinkle", "dark_circle",
@@ -29,10 +30,10 @@ METRICS = ["total", "water", "rough", "melanin", "pores", "acne", "blackhead", "
 
 
 def build(folder: Path, subjects: int, visits: int, seed: int = 1) -> None:
+    """Write the SIMULATED study into the lake in one transaction (as one big ingest would), and the same
+    tables as plain Parquet files under `folder/peer/` for pandas."""
     rng = np.random.default_rng(seed)
     n = subjects * visits
-    batch = folder / "batches" / "bench"
-    batch.mkdir(parents=True)
     ids = pa.array([f"{i:032x}" for i in range(n)])
     subject = np.repeat(np.arange(subjects), visits)
     visit_no = np.tile(np.arange(visits), subjects)
@@ -40,30 +41,37 @@ def build(folder: Path, subjects: int, visits: int, seed: int = 1) -> None:
     taken = pd.Timestamp("2024-01-01") + pd.to_timedelta(day + rng.integers(0, 30, n).repeat(1), unit="D")
     subject_ids = pa.array([f"P{i:06d}" for i in range(subjects)])
     now = pa.scalar(dt.datetime.now(dt.timezone.utc), pa.timestamp("us", tz="UTC"))
-    pq.write_table(pa.table({"analysis_id": ids, "subject_id": subject_ids.take(pa.array(subject)),
-                             "visit": pa.array([f"V{v}" for v in visit_no]),
-                             "taken_at": pa.array(taken.values.astype("datetime64[us]")),
-                             "assigned_at": pa.array(np.full(n, now.value), pa.timestamp("us", tz="UTC"))}),
-                   batch / "sessions.parquet")
+    tables = {}
+    tables["sessions"] = pa.table({"analysis_id": ids, "subject_id": subject_ids.take(pa.array(subject)),
+                                   "visit": pa.array([f"V{v}" for v in visit_no]),
+                                   "taken_at": pa.array(taken.values.astype("datetime64[us]")),
+                                   "assigned_at": pa.array(np.full(n, now.value), pa.timestamp("us", tz="UTC"))})
     arm = np.where(rng.random(subjects) < 0.5, "active", "placebo")
-    pq.write_table(pa.table({"subject_id": subject_ids, "arm": arm,
-                             "assigned_at": pa.array(np.full(subjects, now.value), pa.timestamp("us", tz="UTC"))}),
-                   batch / "subjects.parquet")
+    tables["subjects"] = pa.table({"subject_id": subject_ids, "arm": arm, "assigned_at": pa.array(
+        np.full(subjects, now.value), pa.timestamp("us", tz="UTC"))})
     cols = {f.name: pa.nulls(n, f.type) for f in TABLES["analyses"]}
     cols.update(analysis_id=ids, ok=pa.array(np.ones(n, bool)))
-    pq.write_table(pa.table(cols, schema=TABLES["analyses"]), batch / "analyses.parquet")
+    tables["analyses"] = pa.table(cols, schema=TABLES["analyses"])
     base = rng.normal(70, 10, (subjects, len(METRICS)))
-    effect = np.where(arm == "active", 1.0, 0.1)[:, None] * visit_no.reshape(subjects, visits)[:, :1]
     rows = []
     for j, m in enumerate(METRICS):
-        value = np.repeat(base[:, j], visits) + visit_no * np.repeat(effect[:, 0], visits) * 0 + \
+        value = np.repeat(base[:, j], visits) + \
             visit_no * np.where(np.repeat(arm, visits) == "active", 0.8, 0.1) + rng.normal(0, 3, n)
         rows.append(pa.table({"analysis_id": ids, "metric": pa.array(np.full(n, m)), "value": np.round(value)}))
-    pq.write_table(pa.concat_tables(rows), batch / "scores.parquet", row_group_size=1_000_000)
+    tables["scores"] = pa.concat_tables(rows)
+    con = store.connect(folder, write=True)
+    with store.transaction(con, "ingest", {"analyses added": n, "simulated": "benchmark"}):
+        for name, t in tables.items():
+            store.insert(con, name, t)
+        session_index.update(con)
+    con.close()
+    (folder / "peer").mkdir()
+    for name, t in tables.items():
+        pq.write_table(t, folder / "peer" / f"{name}.parquet", row_group_size=1_000_000)
 
 
 def pandas_obs(folder: Path, metric: str) -> pd.DataFrame:
-    b = folder / "batches" / "bench"
+    b = folder / "peer"
     scores = pd.read_parquet(b / "scores.parquet", filters=[("metric", "==", metric)], columns=["analysis_id", "value"])
     ses = pd.read_parquet(b / "sessions.parquet", columns=["analysis_id", "subject_id", "visit", "taken_at"])
     ok = pd.read_parquet(b / "analyses.parquet", columns=["analysis_id", "ok"])
@@ -92,7 +100,7 @@ def pandas_slopes(folder, metric):
 
 
 def pandas_cohort(folder, metric):
-    df = pandas_change(folder, metric).merge(pd.read_parquet(folder / "batches" / "bench" / "subjects.parquet",
+    df = pandas_change(folder, metric).merge(pd.read_parquet(folder / "peer" / "subjects.parquet",
                                                              columns=["subject_id", "arm"]), on="subject_id")
     return df.groupby(["visit", "arm"]).agg(n=("value", "size"), mean=("value", "mean"), sd=("value", "std"),
                                             median=("value", "median"), q1=("value", lambda v: v.quantile(0.25)),
@@ -119,12 +127,13 @@ def main():
     args = ap.parse_args()
     folder = Path(args.keep or tempfile.mkdtemp(prefix="skb-study-"))
     try:
-        if not (folder / "batches").exists():
+        if not store.is_study(folder):
             t, _ = timed(build, folder, args.subjects, args.visits)
             print(f"built a SIMULATED study of {args.subjects * args.visits:,} analyses in {t:.1f} s")
-        s = skintrack.open(folder)
-        t, _ = timed(lambda: s.visits)
-        print(f"session index, built once per opened study: {t:.3f} s (not counted below)")
+        t, s = timed(lambda: skintrack.open(folder))
+        t_visits, _ = timed(lambda: s.visits)
+        t += t_visits
+        print(f"open the study and read its visits (session index kept in the lake): {t:.3f} s")
         print(f"{'helper':22s} {'skintrack s':>12s} {'pandas s':>9s} {'speed-up':>9s} {'rows':>9s}")
         for name, ours, theirs in [
             ("change_from_baseline", lambda: s.change_from_baseline("score.water"), pandas_change),

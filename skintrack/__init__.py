@@ -13,7 +13,7 @@ Example
 >>> "score.total" in set(skintrack.catalog()["key"])
 True
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import (ApiError, AuthError, FaceQualityError, InvalidInput, InvalidManifest, InvalidResponse,
                      ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, TransportError,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -57,9 +59,11 @@ def _print_rejects(rejected):
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV mapping files to subject, visit, taken_at.")
 @click.option("--subjects", type=click.Path(dir_okay=False), help="CSV of subject-level columns (arm, age, ...).")
 @click.option("--workers", default=1, show_default=True, help="Worker processes for parsing.")
-@click.option("--batch-size", default=200, show_default=True, help="Files per atomic batch.")
+@click.option("--batch-size", default=200, show_default=True, help="Files read per chunk (per worker task).")
+@click.option("--commit-every", default=20_000, show_default=True,
+              help="Commit a long ingest every N analyses (each a version); a crash loses at most N.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def ingest(sources, study, manifest, subjects, workers, batch_size, quiet):
+def ingest(sources, study, manifest, subjects, workers, batch_size, commit_every, quiet):
     """Ingest response files, folders (recursive), globs or a study's raw/ archive.
 
     Example: skintrack ingest responses/ --study trial --manifest manifest.csv --subjects subjects.csv
@@ -67,7 +71,7 @@ def ingest(sources, study, manifest, subjects, workers, batch_size, quiet):
     from .tables.ingest import ingest as run
 
     report = run(sources, study, manifest=manifest, subjects=subjects, workers=workers,
-                 progress=not quiet, chunk_size=batch_size)
+                 progress=not quiet, chunk_size=batch_size, commit_every=commit_every)
     _print_rejects(report.rejected)
     for where, what in report.warnings:
         click.echo(f"warning: {where}: {what}", err=True)
@@ -190,15 +194,17 @@ def _emit(df, fmt):
         click.echo(df.to_string(index=False, max_rows=200, float_format=lambda x: f"{x:.4g}"))
 
 
-def _open(study):
-    import os
-
+def _open(study, version=None):
     from .analysis.study import open as open_study
+    from .tables.store import is_old_layout, is_study
 
-    s = open_study(study)  # a missing folder is an error there
-    if not os.path.isdir(os.path.join(study, "batches")):
+    if os.path.isdir(study) and not is_study(study) and not is_old_layout(study):
         raise UsageError(f"{study}: not a study (nothing ingested yet); ingest something first")
-    return s
+    return open_study(study, version=version)  # a missing folder is an error there
+
+
+_VERSION = click.option("--version", "version", type=int, help="Use this version of the study (skintrack history "
+                        "lists them): reproduces an earlier output exactly.")
 
 
 VIEWS = ("timeline", "change", "slopes", "cohort", "responders", "mmrm")
@@ -389,14 +395,15 @@ def qc(study, flagged_only, fmt):
 @click.option("--sponsor", help="Sponsor (default: the plan's).")
 @click.option("--product", help="Product (default: the plan's).")
 @click.option("--protocol", help="Protocol (default: the plan's).")
-def report(study, out, metrics, subject, no_pdf, paper, figures, title, sponsor, product, protocol):
+@_VERSION
+def report(study, out, metrics, subject, no_pdf, paper, figures, title, sponsor, product, protocol, version):
     """Write the dossier-ready trial report: self-contained HTML, a paged PDF of it, and the figures.
 
     Example: skintrack report trial --out trial-report --metrics score.water,score.rough --subject S05
     """
     from .show.report import build_report
 
-    result = build_report(_open(study), out, _csv(metrics) or None, list(subject), pdf=not no_pdf, title=title,
+    result = build_report(_open(study, version), out, _csv(metrics) or None, list(subject), pdf=not no_pdf, title=title,
                           paper=paper, figure_formats=_csv(figures),
                           names={"sponsor": sponsor, "product": product, "protocol": protocol})
     click.echo(f"report: {result.html}" + (f"\npdf: {result.pdf} ({result.pdf_engine})" if result.pdf else ""))
@@ -410,15 +417,78 @@ def report(study, out, metrics, subject, no_pdf, paper, figures, title, sponsor,
 @click.option("--format", "formats", default="xpt,parquet,csv,xlsx,json", show_default=True,
               help="Comma-separated: xpt (SAS XPORT v5), parquet, csv, xlsx, json (CDISC Dataset-JSON v1.1).")
 @click.option("--metrics", default="", help="Parameters, comma-separated (default: every score and the plan's endpoints).")
-def export(study, out, formats, metrics):
+@_VERSION
+def export(study, out, formats, metrics, version):
     """Write the CDISC ADaM datasets ADSL and ADSKIN for the statistician, with a define-style listing.
 
     Example: skintrack export trial --out trial-adam --format xpt,csv
     """
     from .show.export import export as run
 
-    for path in run(_open(study), out, _csv(formats), list(_csv(metrics)) or None):
+    for path in run(_open(study, version), out, _csv(formats), list(_csv(metrics)) or None):
         click.echo(str(path))
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@_output
+def history(study, fmt):
+    """Every version of the study: number, time, command, who, and what changed.
+
+    Example: skintrack history trial
+    """
+    _emit(_open(study).history(), fmt)
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--keep-days", type=float, help="Also expire versions older than this many days (never the newest, "
+              "never one an open reader holds) and delete the files only they needed. Default: keep every version.")
+def compact(study, keep_days):
+    """Merge the study's small data files (each ingest adds some; this also runs by itself as they pile up).
+
+    Example: skintrack compact trial --keep-days 365
+    """
+    from .tables import store, versions
+
+    _open(study)  # converts an old study, refuses a folder that is none
+    with store.locked(Path(study)):
+        con = store.connect(study, write=True)
+        done = versions.compact(con, Path(study), keep_days)
+    click.echo(f"most data files of one table: {done['files_before']} -> {done['files_after']}; "
+               f"versions expired: {done['expired']}; files deleted: {done['deleted']}")
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False, exists=True))
+def upgrade(study):
+    """Convert a study written by skintrack before 0.2 (batch folders) into the versioned store (opening it
+    does the same).
+
+    Example: skintrack upgrade old-trial
+    """
+    from .tables.upgrade import upgrade as run
+
+    counts = run(study)
+    click.echo(f"converted {study}: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items())))
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--catalog", required=True, help="PostgreSQL connection for the catalog: 'postgres:dbname=... host=... "
+              "user=...' (the password from PGPASSWORD or ~/.pgpass).")
+@click.option("--data-path", help="Where the Parquet files go, shared by every machine (default: STUDY/lake).")
+def share(study, catalog, data_path):
+    """Make a new study a team study: its catalog in PostgreSQL, so that several machines read and write it.
+
+    Example: skintrack share trial --catalog 'postgres:dbname=skin host=db.lab user=ana' --data-path /mnt/lake
+    """
+    from .tables import store
+
+    if store.is_study(study):
+        raise UsageError(f"{study}: already a study; share a new study folder before the first ingest")
+    store.share(study, catalog, data_path)
+    click.echo(f"{study}: catalog {catalog}")
 
 
 @main.command()

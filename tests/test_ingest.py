@@ -1,8 +1,9 @@
 """`skintrack ingest` and `skintrack.open`: tables, manifest, idempotence, increments, bad input, crashes."""
+import contextlib
 import gzip
-import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -78,11 +79,12 @@ def test_metrics_view_and_wide_agree(trial):
 
 
 def test_reingest_is_a_noop(trial):
-    before = sorted(p.name for p in (trial / "batches").iterdir())
+    before = skintrack.open(trial).history()
     src = skintrack.sample.sample_study_dir()
     report = skintrack.ingest([src / "responses"], trial, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
     assert (report.added, report.skipped, report.sessions, report.subjects) == (0, 96, 0, 0)
-    assert sorted(p.name for p in (trial / "batches").iterdir()) == before
+    after = skintrack.open(trial).history()  # nothing changed, so no new version
+    assert after["version"].tolist() == before["version"].tolist()
 
 
 def test_same_content_under_two_names_is_one_analysis(tmp_path):
@@ -99,12 +101,13 @@ def test_increment_touches_only_new_files(tmp_path, sample):
     files = sorted((sample / "responses").glob("*.json"))
     study = tmp_path / "s"
     first = skintrack.ingest(files[:80], study, chunk_size=20)
-    batches = set(os.listdir(study / "batches"))
-    assert (first.added, len(batches)) == (80, 4)
+    assert first.added == 80
     second = skintrack.ingest(files, study, chunk_size=20)
-    new = set(os.listdir(study / "batches")) - batches
-    assert (second.added, second.skipped, len(new)) == (16, 80, 1)
-    assert skintrack.open(study).sql("select count(*) n from analyses")["n"].tolist() == [96]
+    assert (second.added, second.skipped) == (16, 80)
+    s = skintrack.open(study)
+    assert s.sql("select count(*) n from analyses")["n"].tolist() == [96]
+    ingests = s.history().query("command == 'ingest'")["changed"].tolist()
+    assert ingests == ["80 analyses added", "16 analyses added"]  # one version per ingest
 
 
 def test_later_manifest_assigns_sessions_without_reingesting(tmp_path, sample):
@@ -189,6 +192,17 @@ def _jittered_corpus(folder: Path, n: int):
         (folder / f"r{i:04d}.json").write_bytes(orjson.dumps(base))
 
 
+def _commits(study: Path) -> int:
+    """Ingest commits so far, read straight from the catalog (SQLite) while a writer is running."""
+    if not (study / "lake.sqlite").exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{study / 'lake.sqlite'}?mode=ro", uri=True, timeout=5)) as db:
+        try:
+            return db.execute("SELECT count(*) FROM ducklake_snapshot_changes WHERE commit_message = 'ingest'").fetchone()[0]
+        except sqlite3.OperationalError:  # the catalog is still being created
+            return 0
+
+
 def _check_whole(study: Path):
     s = skintrack.open(study)
     n = s.sql("select count(*) n from analyses")["n"].iloc[0]
@@ -206,15 +220,16 @@ def test_sigkill_at_any_moment_leaves_whole_analyses_and_rerun_completes(tmp_pat
     exe = Path(sys.executable).with_name("skintrack")
 
     def cmd(target):
-        return [str(exe), "ingest", str(corpus), "--study", str(target), "--batch-size", "10", "--quiet"]
+        return [str(exe), "ingest", str(corpus), "--study", str(target), "--batch-size", "10", "--commit-every", "10",
+                "--quiet"]
 
 
     seen = []
-    for published in (5, 40, 80, 120):  # of 150 batches: kill as soon as that many are visible
+    for published in (5, 20, 40, 60):  # of 150 commits in all: kill as soon as this run has made that many
         proc = subprocess.Popen(cmd(study), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
+        deadline, start = time.monotonic() + 120, _commits(study)
         while time.monotonic() < deadline and proc.poll() is None:
-            if (study / "batches").exists() and len(os.listdir(study / "batches")) >= published:
+            if _commits(study) - start >= published:
                 break
             time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)

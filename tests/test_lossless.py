@@ -3,11 +3,12 @@ import base64
 from collections import Counter
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 import skintrack
+from skintrack.tables import store
 from skintrack.tables.ingest import content_id
+from skintrack.tables.schema import TABLES
 
 from conftest import REAL, REAL_IDS
 
@@ -44,16 +45,15 @@ def real_study(tmp_path_factory):
 def test_every_leaf_is_somewhere(real_study, path):
     aid = content_id(path.read_bytes())
     stored = Counter()
-    for f in (real_study / "batches").glob("*/*.parquet"):
-        if f.stem in ("sources", "rejects"):
+    con = store.connect(real_study)  # the lake's tables as stored, at the study's newest version
+    for table in TABLES:
+        if table in ("sources", "rejects"):
             continue
-        t = pq.read_table(f)
-        if "analysis_id" not in t.column_names:
-            continue
-        for r in (r for r in t.to_pylist() if r["analysis_id"] == aid):
-            if f.stem == "extras":
+        rows = con.execute(f"SELECT * FROM {store.LAKE}.main.{table} WHERE analysis_id = ?", [aid]).to_arrow_table()
+        for r in rows.to_pylist():
+            if table == "extras":
                 stored.update(_leaf_values(orjson.loads(r["value"])))
-            elif f.stem == "maps":
+            elif table == "maps":
                 stored[base64.b64encode((real_study / r["path"]).read_bytes()).decode()] += 1
             else:
                 stored.update(_leaf_values({k: v for k, v in r.items()

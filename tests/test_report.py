@@ -147,7 +147,7 @@ def test_pdf_pages_render(report):
         text = pdf[i].get_textpage().get_text_range()
         assert f"page {i + 1} of {n}" in text, i  # the footer's page numbers
         assert header in text and "plan version 1.0" in text  # the running header
-        assert "data: 96 analyses" in text
+        assert "data: study version " in text
         body = text.replace(header, "")
         image = pdf[i].render(scale=0.5).to_pil().convert("L")
         inked = float((np.asarray(image) < 200).mean())

@@ -182,8 +182,16 @@ def hedges_g(a, b, level: float = 0.95) -> dict:
     q = (1 - level) / 2
 
     def ncp(prob):
+        """The noncentrality at which P(T <= t) = prob. The CDF falls as the noncentrality grows; the bracket
+        widens step by step from t (a fixed wide one reaches where SciPy's CDF is NaN for small df)."""
         f = lambda nc: st.nct.cdf(t, df, nc) - prob  # noqa: E731
-        return optimize.brentq(f, t - 50, t + 50, xtol=1e-12)
+        lo, hi, step = t - 1, t + 1, 1.0
+        for _ in range(12):
+            if f(lo) > 0 and f(hi) < 0:
+                return optimize.brentq(f, lo, hi, xtol=1e-12)
+            step *= 2
+            lo, hi = (lo - step if not f(lo) > 0 else lo), (hi + step if not f(hi) < 0 else hi)
+        raise ValueError(f"Hedges' g: no confidence limit found for t = {t:.3g} with {df} df")
 
     return {"g": d * j, "d": d, "ci_low": ncp(1 - q) / scale * j, "ci_high": ncp(q) / scale * j, "df": df}
 

@@ -9,16 +9,17 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from ..errors import UsageError
-from ..tables import check, store
+from ..tables import check, store, versions
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
+from ..tables.upgrade import upgrade
 from . import qc, trends, trial
 from .endpoints import shift_table
 from .mmrm import MMRMResult
@@ -26,9 +27,14 @@ from .repeatability import repeatability as measure_repeatability
 
 
 class Study:
-    """A study folder opened for reading: `con` has one view per table plus `metrics` and `metrics_wide`."""
+    """A study folder opened for reading: `con` has one view per table plus `metrics` and `metrics_wide`,
+    all at one version of the study (`version`).
 
-    def __init__(self, path, create: bool = False):
+    Opened without a version, each query sees the newest version (the views move on when a write has
+    committed since); opened at `version=N`, the study stays at N, as it was then, plan included.
+    """
+
+    def __init__(self, path, create: bool = False, version: int | None = None):
         self.path = Path(path)
         if not self.path.exists():
             if not create:
@@ -36,22 +42,75 @@ class Study:
             self.path.mkdir(parents=True)
         if not self.path.is_dir():
             raise UsageError(f"{self.path}: not a study folder")
-        self.con = duckdb.connect()
-        self.refresh()
+        if store.is_old_layout(self.path):
+            upgrade(self.path)  # a study written before the lake: converted once, nothing lost
+        self._follow = version is None
+        self._reader = versions.Reader(self.path)
+        self._connect(version)
+
+    def _connect(self, version=None) -> None:
+        self._on_disk = store.is_study(self.path)
+        self.con = store.connect(self.path, version)
+        self._stamp = self._catalog_stamp()
+        self._pin(version if version is not None else store.latest_version(self.con))
+
+    def _pin(self, version) -> None:
+        self.version = version
+        self._reader.hold(version)
+        self._plan = None
+        self._visits = None
+        self._fits = {}
 
     def refresh(self) -> None:
-        """Re-read the folder. Queries do this by themselves when a batch has come or gone since."""
-        self._seen = self._stamp()
-        store.create_views(self.con, self.path)
-        self._indexed = False
-        self._visits = None
-        self._plan = None
-        self._fits = {}
+        """Move to the newest version (queries do this by themselves unless a version was asked for)."""
+        if not self._on_disk:
+            if store.is_study(self.path):
+                self._connect()
+            return
+        self._stamp = self._catalog_stamp()
+        latest = store.latest_version(self.con)
+        if latest != self.version:
+            store.create_views(self.con, latest)
+            self._pin(latest)
+
+    def _catalog_stamp(self):
+        """Changes whenever a local catalog commits (None for a shared catalog: then ask it every time)."""
+        with contextlib.suppress(OSError):
+            return tuple(os.stat(self.path / f).st_mtime_ns for f in (store.CATALOG, store.CATALOG + "-wal")
+                         if (self.path / f).exists()) or None
+        return None
+
+    @property
+    def version_note(self) -> str:
+        """Which data this is, for a report or an export: "study version N (committed ... UTC)".
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().version_note.startswith("study version ")
+        True
+        """
+        if self.version is None:
+            return f"an empty study at {self.path}"
+        when = self.con.execute(f"SELECT strftime(snapshot_time AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S') FROM "
+                                f"{store.LAKE}.snapshots() WHERE snapshot_id = ?", [self.version]).fetchall()[0][0]
+        return f"study version {self.version} (committed {when} UTC)"
+
+    def history(self) -> pd.DataFrame:
+        """Every version kept: version, time, command, by (user@host), changed.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> "ingest" in set(demo_study().history()["command"])
+        True
+        """
+        return versions.history(self.con)
 
     @property
     def plan(self) -> Plan:
-        """The study plan (`STUDY/plan.toml`), with what it leaves out derived from the data and named in
-        `plan.assumed`.
+        """The study plan (`STUDY/plan.toml`, as kept at this version), with what it leaves out derived from
+        the data and named in `plan.assumed`.
 
         Example
         -------
@@ -59,21 +118,33 @@ class Study:
         >>> demo_study().plan.primary
         Endpoint(metric='score.water', visit='W12')
         """
-        stamp = (self._stamp(), _mtime(self.path / PLAN_FILE))
-        if self._plan is None or self._plan[0] != stamp:
+        self._sync()
+        text = self._plan_text()
+        if self._plan is None or self._plan[0] != text:
             days = dict(self.sql("SELECT visit, median(days) AS d FROM session_index WHERE visit IS NOT NULL "
                                  "GROUP BY visit").values.tolist()) if self.visits else {}
             arms = sorted(self.sql("SELECT DISTINCT arm FROM subjects WHERE arm IS NOT NULL")["arm"]) \
                 if "arm" in self.columns("subjects") else []
-            self._plan = (stamp, (Plan.read(self.path) or Plan()).resolved(self.visits, days, arms))
+            plan = Plan.parse(text, str(self.path / PLAN_FILE)) if text else Plan()
+            self._plan = (text, plan.resolved(self.visits, days, arms))
         return self._plan[1]
 
-    def _stamp(self):
-        """The batches folder's time: every ingest publishes there."""
-        try:
-            return os.stat(store.batches_dir(self.path)).st_mtime_ns
-        except FileNotFoundError:
-            return None
+    def _plan_text(self) -> str | None:
+        """The plan at this version. Following the newest version, `plan.toml` is the plan, and an edit not
+        yet kept is kept now, as a version of its own (unless another process is writing, or the folder is
+        read-only: then it is used as it is)."""
+        stored = store.plan_text(self.con, self.version) if self._on_disk else None
+        path = self.path / PLAN_FILE
+        if not self._follow or not path.exists():
+            return stored
+        text = path.read_text(encoding="utf-8")
+        if text != stored and self._on_disk:
+            with contextlib.suppress(UsageError), store.locked(self.path):
+                con = store.connect(self.path, write=True)
+                store.save_plan(con, text)
+                con.close()
+                self.refresh()
+        return text
 
     def columns(self, view: str) -> list[str]:
         """The columns of one of the study's views (e.g. the subjects CSV's columns in `subjects`)."""
@@ -81,16 +152,11 @@ class Study:
             raise UsageError(f"no columns listing for {view!r}")
         return list(self.sql(f"SELECT * FROM {view} LIMIT 0").columns)
 
-    def _ensure_index(self) -> None:
-        if not self._indexed:
-            trends.build_index(self.con)
-            self._indexed = True
-
     @property
     def visits(self) -> list:
         """Visit labels in the order they happen (median days since each subject's first session)."""
+        self._sync()
         if self._visits is None:
-            self._ensure_index()
             self._visits = trends.visit_order(self)
         return self._visits
 
@@ -101,7 +167,11 @@ class Study:
         return label
 
     def __repr__(self) -> str:
-        return f"Study({str(self.path)!r})"
+        return f"Study({str(self.path)!r}, version={self.version})"
+
+    def _sync(self) -> None:
+        if self._follow and (self._stamp is None or self._catalog_stamp() != self._stamp):
+            self.refresh()
 
     def sql(self, query: str, params=None) -> pd.DataFrame:
         """Run a query against the study's views; `params` are bound, never pasted into the SQL.
@@ -112,13 +182,9 @@ class Study:
         >>> open(tempfile.mkdtemp()).sql("select ? + 1 as two", [1])["two"].tolist()
         [2]
         """
-        if self._stamp() != self._seen:  # an ingest published or removed a batch since we looked
-            self.refresh()
-        if "session_index" in query:
-            self._ensure_index()
+        self._sync()
         rel = self.con.sql(query, params=params)
         return rel.to_arrow_table().to_pandas() if rel is not None else pd.DataFrame()
-
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def timeline(self, metric: str, exclude_flagged: bool = False) -> pd.DataFrame:
@@ -227,9 +293,9 @@ class Study:
         >>> fit.covariance, fit.diffs["visit"].tolist()
         ('unstructured', ['W4', 'W8', 'W12'])
         """
-        key = (metric, tuple(treatments or ()), control, base_by_visit, exclude_flagged, self._stamp(),
-               _mtime(self.path / PLAN_FILE))
-        if key not in self._fits:  # a fit is reused until the data or the plan change
+        self.plan  # noqa: B018 - brings the plan up to date: a fit is reused until the data or the plan change
+        key = (metric, tuple(treatments or ()), control, base_by_visit, exclude_flagged, self.version, self._plan[0])
+        if key not in self._fits:
             self._fits[key] = trial.mmrm(self, metric, treatments, control, base_by_visit, exclude_flagged)
         return self._fits[key]
 
@@ -306,7 +372,7 @@ class Study:
         >>> demo_study().check().empty
         True
         """
-        self.sql("SELECT 1")  # refresh the views if an ingest came since
+        self._sync()
         return check.problems(self.con)
 
     def qc(self, limits: qc.QCLimits = qc.QCLimits()) -> pd.DataFrame:
@@ -322,13 +388,7 @@ class Study:
         return qc.qc_frame(self, limits)
 
 
-def _mtime(path: Path):
-    try:
-        return os.stat(path).st_mtime_ns
-    except FileNotFoundError:
-        return None
-
-
-def open(path, create: bool = False) -> Study:  # noqa: A001 - the contract names it skintrack.open
-    """Open a study folder; a missing folder is an error unless `create` (an empty study has empty views)."""
-    return Study(path, create)
+def open(path, create: bool = False, version: int | None = None) -> Study:  # noqa: A001 - the contract's name
+    """Open a study folder, at its newest version or at `version` (see `Study.history`); a missing folder is
+    an error unless `create` (an empty study has empty views)."""
+    return Study(path, create, version)

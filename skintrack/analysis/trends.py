@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..tables.catalog import metric_info
+from ..tables.session_index import NATURAL_VISIT
 from ..tables.store import quote
 from ..errors import UsageError
 from .qc import QC_SQL, QCLimits
@@ -38,34 +39,10 @@ def metric_source(key: str) -> tuple[str, dict]:
     return f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM {source}", {}
 
 
-# Visit labels in natural order (D0 < W4 < W12), the tie-breaker when times are equal or missing.
-NATURAL_VISIT = ("regexp_replace(visit, '[0-9]+', '', 'g'), TRY_CAST(regexp_extract(visit, '([0-9]+)', 1) AS INTEGER), "
-                 "visit")
-INDEX_SQL = f"""CREATE OR REPLACE TEMP TABLE session_index AS
-    WITH labels AS (SELECT visit, row_number() OVER (ORDER BY {NATURAL_VISIT}) AS vrank
-                    FROM (SELECT DISTINCT visit FROM sessions WHERE visit IS NOT NULL)),
-    base AS (SELECT s.analysis_id, s.subject_id, s.visit, s.taken_at, l.vrank,
-                    date_diff('second', min(s.taken_at) OVER (PARTITION BY s.subject_id), s.taken_at) / 86400.0 AS days,
-                    count(*) OVER (PARTITION BY s.subject_id, coalesce(s.visit, s.analysis_id)) > 1 AS dup
-             FROM sessions s LEFT JOIN labels l USING (visit)
-             WHERE s.subject_id IS NOT NULL
-               AND s.analysis_id NOT IN (SELECT analysis_id FROM analyses_raw WHERE NOT ok))
-    SELECT * EXCLUDE (vrank), row_number() OVER (PARTITION BY subject_id ORDER BY days NULLS LAST, vrank NULLS LAST,
-                                                 analysis_id) AS seq
-    FROM base"""
-
-
-def build_index(con) -> None:
-    """The study's session index: one row per ok analysis with a subject: days since the subject's first
-    session, `seq` (the subject's sessions in time order: days, then visit label, then id) and whether its
-    session holds more than one analysis. Metric-independent, so built once."""
-    con.execute(INDEX_SQL)
-
-
 def observations(key: str, exclude_flagged: bool = False, limits: QCLimits = QCLimits()) -> tuple[str, dict]:
     """CTEs ending in `tl` (subject_id, visit, taken_at, days, value, analysis_id) for one metric.
 
-    Needs the `session_index` temp table (`Study` builds it). Only sessions holding several analyses are
+    Reads the `session_index` view (kept up to date by every write). Only sessions holding several analyses are
     deduplicated (the latest wins), so the common case is a single join.
     """
     source, params = metric_source(key)

@@ -30,20 +30,22 @@ def _kind(series: pd.Series) -> str:
     return "double" if pd.api.types.is_numeric_dtype(series) else "string"
 
 
-def define(datasets: dict) -> pd.DataFrame:
-    """One row per variable: dataset, variable, label, type, length (longest value for text)."""
+def define(datasets: dict, source: str = "") -> pd.DataFrame:
+    """One row per variable: dataset, variable, label, type, length (longest value for text), and the
+    study version the data came from."""
     rows = []
     for name, df in datasets.items():
         for col in df.columns:
             kind = _kind(df[col])
             length = int(df[col].astype(str).str.len().max()) if kind == "string" and len(df) else 8
             rows.append({"dataset": name, "variable": col, "label": df.attrs["labels"].get(col, ""), "type": kind,
-                         "length": length})
+                         "length": length, "source": source})
     return pd.DataFrame(rows)
 
 
 def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
-    """Write ADSL and ADSKIN of `study` into folder `out` in each of `formats`; returns the files written."""
+    """Write ADSL and ADSKIN of `study` into folder `out` in each of `formats`; returns the files written.
+    `define.csv` names the study version they came from (`skintrack export --version N` writes them again)."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise UsageError(f"unknown export format {', '.join(sorted(unknown))}: use {', '.join(FORMATS)}")
@@ -51,7 +53,7 @@ def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     adsl, adskin = adam(study, metrics)
     datasets = {"ADSL": adsl, "ADSKIN": adskin}
-    listing = define(datasets)
+    listing = define(datasets, f"{study.path}, {study.version_note}")
     written = []
     for fmt in formats:
         for name, df in datasets.items():

@@ -363,11 +363,11 @@ class _Builder:
 
 
 def data_version(study) -> str:
-    """The data the report was computed from: analyses held, latest ingest, and a hash of their ids."""
-    ids = study.sql("SELECT analysis_id, ingested_at FROM analyses ORDER BY analysis_id")
+    """The data the report was computed from: the study version (`skintrack report --version N` reproduces
+    it), the analyses held and a hash of their ids."""
+    ids = study.sql("SELECT analysis_id FROM analyses ORDER BY analysis_id")
     digest = hashlib.sha256("".join(ids["analysis_id"]).encode()).hexdigest()[:12]
-    latest = ids["ingested_at"].max()
-    return f"{len(ids)} analyses, last ingested {latest:%Y-%m-%d %H:%M} UTC, content {digest}" if len(ids) else "empty"
+    return f"{study.version_note}: {len(ids)} analyses, content {digest}"
 
 
 def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title: str | None = None,
@@ -408,7 +408,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     simulated = int(study.sql("SELECT count(*) AS n FROM extras WHERE path = 'simulated'")["n"].iloc[0])
     header = " | ".join(x for x in (title, plan.sponsor, plan.product, plan.protocol,
                                     f"plan version {plan.version}" if plan.version else "") if x)
-    footer = f"Generated {dt.date.today().isoformat()} by skintrack {__version__} | data: {version}"
+    footer = f"Generated {dt.date.today().isoformat()} by skintrack {__version__} | data: study version {study.version}"
     env = Environment(loader=PackageLoader("skintrack.show", "templates"), autoescape=select_autoescape(["j2"]))
     env.filters["css"] = lambda s: str(s).replace("\\", "\\\\").replace('"', '\\"')
     from markupsafe import Markup

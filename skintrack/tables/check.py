@@ -6,10 +6,9 @@ arm when others have one, an analysis no manifest row assigns. Each is a row: wh
 
 Example
 -------
->>> import duckdb, tempfile
->>> from skintrack.tables.store import create_views
->>> con = duckdb.connect(); create_views(con, tempfile.mkdtemp())
->>> problems(con).columns.tolist()
+>>> import tempfile
+>>> from skintrack.tables.store import connect
+>>> problems(connect(tempfile.mkdtemp())).columns.tolist()
 ['where', 'problem']
 """
 from __future__ import annotations
@@ -50,4 +49,4 @@ def problems(con) -> pd.DataFrame:
         checks.append("""SELECT 'subject ' || subject_id AS "where", 'has no arm while others have one' AS problem
                          FROM subjects WHERE arm IS NULL""")
     sql = " UNION ALL ".join(f"SELECT * FROM ({c})" for c in checks)
-    return con.sql(f'SELECT * FROM ({sql}) ORDER BY "where", problem').df()
+    return con.sql(f'SELECT * FROM ({sql}) ORDER BY "where", problem').to_arrow_table().to_pandas()

@@ -1,7 +1,9 @@
-"""Ingest responses into a study: parse, flatten, decode maps, and publish atomic batches.
+"""Ingest responses into a study: parse, flatten, decode maps, and commit them to the lake.
 
-Re-ingesting is a no-op (files already seen are skipped by size and time, responses already held by
-their content hash), so adding k responses to a study of N costs time in proportion to k.
+An ingest is one transaction (a long one commits every `commit_every` analyses, so that a crash loses
+at most that much): every table changes together, as one new version. Re-ingesting is a no-op (files
+already seen are looked up by path, size and time, responses by their content hash), so adding k
+responses to a study of N costs time in proportion to k, not N.
 
 Example
 -------
@@ -18,6 +20,7 @@ import base64
 import binascii
 import concurrent.futures
 import datetime as dt
+import errno
 import gc
 import glob
 import gzip
@@ -25,25 +28,31 @@ import hashlib
 import io
 import multiprocessing
 import os
+import random
 import stat
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import store
+from . import session_index, store, versions
 from ..errors import InvalidInput, InvalidResponse
 from .codes import about_photo
 from .flatten import flatten
 from .manifest import Manifest, read_subjects, session_problems
 from .schema import TABLES
+from .upgrade import upgrade
 
 CHUNK = 200
+CONFLICT_RETRIES = 5  # a shared study: times to redo an ingest whose commit lost to another machine's
+COMMIT_EVERY = 20_000  # analyses per commit of a long ingest (a crash loses at most these)
 CHUNK_BYTES = 48 * 2**20
 SESSION_TYPES = {"analysis_id": pa.string(), "subject_id": pa.string(), "visit": pa.string(),
                  "taken_at": pa.timestamp("us"), "assigned_at": pa.timestamp("us", tz="UTC")}
@@ -181,7 +190,6 @@ def _decode_map(study: Path, aid: str, name: str, data: str, writes: list) -> di
     return {"name": name, "path": rel, "media_type": media, "width": width, "height": height, "bytes": len(raw)}
 
 
-_KNOWN_IDS: set = set()
 _WRITERS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 
 
@@ -191,12 +199,6 @@ def _writer() -> concurrent.futures.ThreadPoolExecutor:
     if pid not in _WRITERS:
         _WRITERS[pid] = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="skintrack-maps")
     return _WRITERS[pid]
-
-
-def _init_worker(ids, parent: int):
-    global _KNOWN_IDS
-    _KNOWN_IDS = ids
-    _die_with_parent(parent)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -214,26 +216,26 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def stage_chunk(study: str, paths: list[str], known_ids=None) -> dict:
-    """Read, flatten and stage one chunk of files as a batch in .staging (not yet visible).
+def read_chunk(study: str, paths: list[str]) -> dict:
+    """Read and flatten one chunk of files (its face maps are written to the study as they are decoded).
 
-    Returns {"batch": id or None, "accepted": [(source, id, photo)], "duplicates": [...], "rejects": [...]}.
+    Returns {"tables": {table: Arrow rows}, "accepted": [(source, id, photo)], "duplicates": [...],
+    "rejects": [...]}.
     The cyclic garbage collector is paused meanwhile: parsing allocates millions of acyclic objects, and
     its repeated scans of the chunk's live rows doubled the parse time (reference counting frees them).
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _stage_chunk(Path(study), paths, known_ids)
+        return _read_chunk(Path(study), paths)
     finally:
         if enabled:
             gc.enable()
 
 
-def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
-    known = _KNOWN_IDS if known_ids is None else known_ids
+def _read_chunk(study: Path, paths: list[str]) -> dict:
     rows = {t: [] for t in TABLES}
-    out = {"accepted": [], "duplicates": [], "rejects": [], "batch": None}
+    out = {"accepted": [], "duplicates": [], "rejects": [], "tables": {}}
     now = dt.datetime.now(dt.timezone.utc)
     seen, writes = set(), []
 
@@ -249,7 +251,7 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
             meta, meta_problem = sidecar(path)
             photo = meta.get("photo")
             source = {"source": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "analysis_id": aid}
-            if aid in known or aid in seen:
+            if aid in seen:
                 out["duplicates"].append((path, aid, photo))
                 rows["sources"].append(source)
                 continue
@@ -277,13 +279,9 @@ def _stage_chunk(study: Path, paths: list[str], known_ids) -> dict:
             rows[table].extend(trows)
         rows["sources"].append(source)
         out["accepted"].append((path, aid, photo))
-    for w in writes:  # every map is on disk before the batch that lists it can be published
+    for w in writes:  # every map is on disk before the commit that lists it
         w.result()
-    if any(rows.values()):
-        bid = store.batch_id(sorted(r["source"] + str(r.get("analysis_id")) for r in rows["sources"] + rows["rejects"]))
-        tables = _to_arrow(rows, out, reject)
-        store.stage_batch(study / ".staging" / bid, tables)
-        out["batch"] = bid
+    out["tables"] = _to_arrow(rows, out, reject)
     return out
 
 
@@ -340,85 +338,130 @@ def _session_rows(manifest: Manifest, inputs: list[tuple[str, str, str]]) -> lis
     return out
 
 
-def _checked_sessions(sessions: list[dict], known_subjects: set, stored: dict, report) -> tuple[list[dict], list]:
+def _checked_sessions(sessions: list[dict], known_subjects: set, visit_uses: dict, report) -> tuple[list[dict], list]:
     """Drop the manifest rows that cannot be right (see `manifest.session_problems`); warn of the doubtful.
-    `stored` is the study's current session of each analysis."""
-    uses = {}
-    mine = {r["analysis_id"] for r in sessions}
-    for aid, row in stored.items():
-        if aid not in mine and row.get("visit") is not None:
-            uses[row["visit"]] = uses.get(row["visit"], 0) + 1
-    rejects, warnings = session_problems(sessions, known_subjects, uses)
+    `visit_uses` counts the study's other sessions per visit label."""
+    rejects, warnings = session_problems(sessions, known_subjects, visit_uses)
     report.warnings += warnings
     bad = {where for where, _ in rejects}
     return [{k: v for k, v in r.items() if k != "_where"} for r in sessions if r["_where"] not in bad], rejects
 
 
 def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progress: bool = False,
-           chunk_size: int = CHUNK) -> IngestReport:
+           chunk_size: int = CHUNK, commit_every: int = COMMIT_EVERY) -> IngestReport:
     """Ingest response files (files, folders, globs, or the study's raw/ archive) into the study at `study`.
 
     `manifest` is a CSV path (or a `Manifest` already read and matched, as `analyze` passes it).
-
     Rejected inputs are listed in the report and in the `rejects` table; the rest is ingested.
     """
     t0 = time.perf_counter()
     study = Path(study)
-    report = IngestReport()
     man = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest) if manifest else None
     subj = read_subjects(subjects) if subjects else None
     files, unreadable = expand(sources)
-    with store.locked(study):
-        index = store.read_table(study, "sources")
-        index = {} if index is None else {s: (z, m, a) for s, z, m, a in zip(*index.to_pydict().values())}
-        ids = store.read_table(study, "analyses", ["analysis_id"])
-        known_ids = set() if ids is None else set(ids.column("analysis_id").to_pylist())
-        inputs, todo = [], []
-        for path in files:
-            hit = index.get(path)
-            st = os.stat(path)
-            if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] in known_ids:
-                photo = sidecar(path)[0].get("photo") if man else None  # only a manifest matches by photo
-                inputs.append((path, hit[2], photo))
-                report.skipped += 1
-            else:
-                todo.append(path)
-        if workers > 1:  # about eight chunks per worker, so that no worker is left with the long tail
-            chunk_size = max(10, min(chunk_size, -(-len(todo) // (workers * 8))))
-        chunks = _chunks(todo, chunk_size)
-        bar = tqdm(total=len(todo), unit="file", desc="ingest", disable=not progress or not todo)
-        committed = set(known_ids)
-
-        def commit(res):
-            dup = {aid for _, aid, _ in res["accepted"]} & committed
-            if dup:  # the same response in two chunks of this run: keep the first
-                store.drop_ids(study / ".staging" / res["batch"], dup)
-                res["duplicates"] += [a for a in res["accepted"] if a[1] in dup]
-                res["accepted"] = [a for a in res["accepted"] if a[1] not in dup]
-            if res["batch"]:
-                store.publish(study, res["batch"])
-            committed.update(aid for _, aid, _ in res["accepted"])
-            report.added += len(res["accepted"])
-            report.skipped += len(res["duplicates"])
-            report.rejected += res["rejects"]
-            inputs.extend(res["accepted"] + res["duplicates"])
-            bar.update(len(res["accepted"]) + len(res["duplicates"]) + len(res["rejects"]))
-
-        if workers > 1 and len(chunks) > 1:
-            spawn = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker,
-                                                        initargs=(known_ids, os.getpid())) as pool:
-                for res in pool.map(stage_chunk, [str(study)] * len(chunks), chunks):
-                    commit(res)
-        else:
-            for chunk in chunks:
-                commit(stage_chunk(str(study), chunk, known_ids))
-        bar.close()
-        extra = _metadata_batch(study, man, subj, inputs, report, unreadable)
-        if extra:
-            store.write_batch(study, store.batch_id(sorted(map(str, extra.items()))), extra)
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            with store.locked(study):
+                report = _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk_size,
+                                        commit_every)
+            break
+        except duckdb.TransactionException as e:  # another machine committed first to a shared study
+            if "conflict" not in str(e) or attempt == CONFLICT_RETRIES:
+                raise
+            time.sleep(random.uniform(0.2, 1.0) * 2 ** attempt)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk_size, commit_every) -> IngestReport:
+    """The ingest proper, under the study's write lock. A transaction that conflicts with another
+    machine's commit (a shared study) is rolled back whole and raised, for `ingest` to try again."""
+    report = IngestReport()
+    if store.is_old_layout(study):
+        upgrade(study)
+    con = store.connect(study, write=True)
+    stats = [(p, st.st_size, st.st_mtime_ns) for p, st in ((p, os.stat(p)) for p in files)]
+    seen = store.seen_sources(con, stats)
+    inputs = [(p, seen[p], sidecar(p)[0].get("photo") if man else None) for p in files if p in seen]
+    report.skipped = len(inputs)  # only a manifest matches by photo, so only then is the envelope read
+    todo = [p for p in files if p not in seen]
+    if workers > 1:  # about eight chunks per worker, so that no worker is left with the long tail
+        chunk_size = max(10, min(chunk_size, -(-len(todo) // (workers * 8))))
+    chunks = _chunks(todo, chunk_size)
+    bar = tqdm(total=len(todo), unit="file", desc="ingest", disable=not progress or not todo)
+    part = _Part(con, report)
+    try:
+        for res in _read_all(study, chunks, workers):
+            part.add(res)
+            inputs.extend(res["accepted"] + res["duplicates"])
+            bar.update(len(res["accepted"]) + len(res["duplicates"]) + len(res["rejects"]))
+            if part.added >= commit_every:
+                part.commit()
+        bar.close()
+        _add_metadata(con, man, subj, inputs, report, unreadable, part)
+        part.commit(last=True)
+    except BaseException as e:
+        store.rollback(con)
+        con.close()
+        if "No space left on device" in str(e):  # DuckDB's words for ENOSPC
+            raise OSError(errno.ENOSPC, "No space left on device", str(study)) from None
+        raise
+    versions.compact_if_needed(con, study)
+    con.close()
+    return report
+
+
+def _read_all(study: Path, chunks: list[list[str]], workers: int):
+    """Each chunk read and flattened, in order: in this process, or in `workers` spawned processes."""
+    if workers > 1 and len(chunks) > 1:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_die_with_parent,
+                                                    initargs=(os.getpid(),)) as pool:
+            yield from pool.map(read_chunk, [str(study)] * len(chunks), chunks)
+    else:
+        for chunk in chunks:
+            yield read_chunk(str(study), chunk)
+
+
+class _Part:
+    """The open transaction of an ingest: chunks are written into it as they come, and it commits as one
+    version (a long ingest commits every `commit_every` analyses and opens the next part)."""
+
+    def __init__(self, con, report: IngestReport):
+        self.con, self.report, self.number = con, report, 0
+        self.ids: set = set()  # analyses added by this ingest so far
+        self._open()
+
+    def _open(self):
+        self.number += 1
+        self.added = 0
+        self.info = {"analyses added": 0, "part": self.number if self.number > 1 else None}
+        self.con.execute("BEGIN TRANSACTION")
+
+    def add(self, res: dict) -> None:
+        """Write one chunk, leaving out the analyses the study (or this ingest) holds already."""
+        ids = [aid for _, aid, _ in res["accepted"]]
+        dup = (store.held(self.con, ids) | self.ids) & set(ids)
+        if dup:
+            res["duplicates"] += [a for a in res["accepted"] if a[1] in dup]
+            res["accepted"] = [a for a in res["accepted"] if a[1] not in dup]
+        keep = pa.array(sorted(dup), pa.string())
+        for table, rows in res["tables"].items():
+            if dup and table not in ("sources", "rejects"):
+                rows = rows.filter(pa.compute.invert(pa.compute.is_in(rows["analysis_id"], keep)))
+            store.insert(self.con, table, rows)
+        self.ids.update(ids)
+        self.added += len(res["accepted"])
+        self.info["analyses added"] += len(res["accepted"])
+        self.report.added += len(res["accepted"])
+        self.report.skipped += len(res["duplicates"])
+        self.report.rejected += res["rejects"]
+
+    def commit(self, last: bool = False) -> None:
+        self.info["rejected"] = len(self.report.rejected)
+        store.commit(self.con, "ingest", self.info)
+        if not last:
+            self._open()
 
 
 def _chunks(paths: list[str], most: int, most_bytes: int = CHUNK_BYTES) -> list[list[str]]:
@@ -434,37 +477,47 @@ def _chunks(paths: list[str], most: int, most_bytes: int = CHUNK_BYTES) -> list[
     return chunks + [current] if current else chunks
 
 
-def _metadata_batch(study: Path, man, subj, inputs, report, unreadable) -> dict[str, pa.Table]:
-    """Sessions and subjects that differ from what the study already holds, and the rejects of the CSVs and
-    of the sources that could not be read as files."""
+def _add_metadata(con, man, subj, inputs, report, unreadable, part: _Part) -> None:
+    """Write the sessions and subjects that differ from what the study holds (and the session index of the
+    subjects they touch), and the rejects of the CSVs and of the sources that could not be read as files."""
     now = dt.datetime.now(dt.timezone.utc)
-    tables, rejects = {}, list(unreadable)
-    stored_subjects = store.current_rows(study, "subjects", "subject_id") if man is not None or subj is not None \
-        else {}
+    rejects = list(unreadable)
+    known = {r[0] for r in con.execute(f"SELECT subject_id FROM {store.LAKE}.main.subjects").fetchall()} \
+        if man is not None or subj is not None else set()
+    touched = set()
+    if subj is not None:
+        df, subj_rejects = subj
+        rejects += subj_rejects
+        rows = df.to_dict("records")
+        rows = store.changed_rows(store.current_rows(con, "subjects", "subject_id", [r["subject_id"] for r in rows]),
+                                  "subject_id", rows)
+        if rows:
+            store.replace(con, "subjects", "subject_id", pa.Table.from_pylist([dict(r, assigned_at=now) for r in rows]))
+        report.subjects = len(rows)
+        known |= set(df["subject_id"])
     if man is not None:
         rejects += man.rejects
         sessions = _session_rows(man, inputs)
         for source, _ in report.rejected + unreadable:  # not "missing": the input itself was rejected
             man.match(source)
         rejects += man.unmatched_missing()
-        stored = store.current_rows(study, "sessions", "analysis_id")
-        known = set(stored_subjects) | (set(subj[0]["subject_id"]) if subj is not None else set())
-        sessions, problems = _checked_sessions(sessions, known, stored, report)
+        mine = [r["analysis_id"] for r in sessions]
+        uses = dict(con.execute(f"SELECT visit, count(*) FROM {store.LAKE}.main.sessions WHERE visit IS NOT NULL "
+                                "AND analysis_id NOT IN (SELECT unnest(?)) GROUP BY visit", [mine]).fetchall())
+        sessions, problems = _checked_sessions(sessions, known, uses, report)
         rejects += problems
+        stored = store.current_rows(con, "sessions", "analysis_id", [r["analysis_id"] for r in sessions])
         sessions = store.changed_rows(stored, "analysis_id", sessions)
         if sessions:
             extra = [(k, pa.string()) for k in sessions[0] if k not in SESSION_TYPES]
-            tables["sessions"] = pa.Table.from_pylist(sessions, schema=pa.schema(list(SESSION_TYPES.items()) + extra))
+            store.replace(con, "sessions", "analysis_id",
+                          pa.Table.from_pylist(sessions, schema=pa.schema(list(SESSION_TYPES.items()) + extra)))
+            touched = {r["subject_id"] for r in sessions} | {stored[r["analysis_id"]]["subject_id"]
+                                                               for r in sessions if r["analysis_id"] in stored}
         report.sessions = len(sessions)
-    if subj is not None:
-        df, subj_rejects = subj
-        rejects += subj_rejects
-        rows = store.changed_rows(stored_subjects, "subject_id", df.to_dict("records"))
-        if rows:
-            tables["subjects"] = pa.Table.from_pylist([dict(r, assigned_at=now) for r in rows])
-        report.subjects = len(rows)
+    session_index.update(con, touched)
     if rejects:
         report.rejected += rejects
-        tables["rejects"] = pa.Table.from_pylist([{"source": s, "reason": r, "at": now} for s, r in rejects],
-                                                 schema=TABLES["rejects"])
-    return tables
+        store.insert(con, "rejects", pa.Table.from_pylist([{"source": s, "reason": r, "at": now} for s, r in rejects],
+                                                          schema=TABLES["rejects"]))
+    part.info.update({"sessions assigned": report.sessions, "subjects": report.subjects})

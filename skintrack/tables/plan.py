@@ -88,10 +88,19 @@ class Plan:
         """A plan from a TOML file; checked as it is read."""
         path = Path(path)
         try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"{path}: not a readable TOML file ({e})") from None
-        return cls.from_dict(doc, str(path))
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, where: str = "plan") -> Plan:
+        """A plan from TOML text; checked as it is read."""
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"{where}: not a readable TOML file ({e})") from None
+        return cls.from_dict(doc, where)
 
     @classmethod
     def from_dict(cls, doc: dict, where: str = "plan") -> Plan:

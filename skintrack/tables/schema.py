@@ -426,5 +426,5 @@ TABLES: dict[str, pa.Schema] = {
     "sources": pa.schema([("source", S), ("size", I), ("mtime_ns", I), ("analysis_id", S)]),
 }
 # Session metadata (subject, visit, time, free manifest columns) and subjects are stored apart from the
-# response tables (in `sessions` and `subjects` files), so a later manifest re-assigns sessions without
-# re-ingesting anything; the latest assignment wins.
+# response tables (the `sessions` and `subjects` tables of the store), so a later manifest re-assigns
+# sessions without re-ingesting anything; the latest assignment wins, the earlier stays in the history.

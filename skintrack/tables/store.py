@@ -1,48 +1,312 @@
-"""The study on disk: atomic batches of Parquet files, face-map images, and the DuckDB views over them.
+"""The study on disk: a DuckLake (Parquet data files and a SQL catalog), face-map images, and the views.
 
 Layout of a study folder::
 
-    DIR/raw/                       verbatim API responses archived by `skintrack analyze`
-    DIR/batches/<batch_id>/*.parquet   one file per table; a batch appears by one atomic rename
-    DIR/maps/<analysis_id>/<name>.png  decoded face maps
-    DIR/.staging/                  batches being written (removed on the next run)
+    DIR/lake.sqlite          the DuckLake catalog: tables, snapshots (versions), which files hold what
+    DIR/lake/                the Parquet data files
+    DIR/store.toml           only for a shared study: the PostgreSQL catalog (and data path) to use instead
+    DIR/raw/                 verbatim API responses archived by `skintrack analyze`
+    DIR/maps/<analysis_id>/  decoded face maps
+    DIR/plan.toml            the study plan (every saved plan is also kept in the lake, by version)
 
-A reader sees a batch whole or not at all, so a crash at any moment leaves a readable study.
+Every write is one DuckLake transaction: all tables change together or not at all, and each commit is a
+numbered version with its time, the command and what changed. A reader pins one version, so it always
+sees a whole study, never blocks a writer, and can go back to any version kept.
+
+DuckLake is used instead of Delta Lake or Iceberg because it commits several tables in one transaction
+(an analysis is its rows in 15 tables), keeps its catalog in SQLite locally or PostgreSQL for a team, and
+is read by the DuckDB that runs every query.
 
 Example
 -------
 >>> import tempfile, duckdb
->>> con = duckdb.connect()
->>> create_views(con, tempfile.mkdtemp())
->>> con.execute("select count(*) from scores").fetchone()
-(0,)
+>>> con = connect(tempfile.mkdtemp())
+>>> con.execute("select count(*) from scores").fetchall()
+[(0,)]
 """
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
-import hashlib
+import getpass
+import glob
+import importlib
+import json
 import os
 import shutil
+import socket
 import threading
+import tomllib
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - pa.compute
-import pyarrow.parquet as pq
 
-from .catalog import metric_keys
 from ..errors import UsageError
+from .catalog import metric_keys
 from .schema import TABLES, WRINKLE_MEASURES
 
-RESPONSE_TABLES = [t for t in TABLES if t not in ("sources",)]
+CATALOG = "lake.sqlite"
+DATA = "lake"
+CONFIG = "store.toml"
+LAKE = "lake"  # the name the catalog is attached under
+BASE = {  # tables whose columns grow with the CSVs given (manifest columns, subject columns)
+    "sessions": pa.schema([("analysis_id", pa.string()), ("subject_id", pa.string()), ("visit", pa.string()),
+                           ("taken_at", pa.timestamp("us")), ("assigned_at", pa.timestamp("us", tz="UTC"))]),
+    "subjects": pa.schema([("subject_id", pa.string()), ("assigned_at", pa.timestamp("us", tz="UTC"))]),
+    "session_index": pa.schema([("analysis_id", pa.string()), ("subject_id", pa.string()), ("visit", pa.string()),
+                                ("taken_at", pa.timestamp("us")), ("days", pa.float64()), ("dup", pa.bool_()),
+                                ("seq", pa.int64())]),
+    "plans": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
+}
+SCHEMAS = {**TABLES, **BASE}
+_EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
+               "postgres_scanner": "duckdb_extension_postgres_scanner"}
 
 
-def batches_dir(study: Path) -> Path:
-    return Path(study) / "batches"
+def is_study(study) -> bool:
+    """Whether the folder holds a study (a local catalog or a shared one)."""
+    return (Path(study) / CATALOG).exists() or (Path(study) / CONFIG).exists()
 
 
+def is_old_layout(study) -> bool:
+    """Whether the folder holds a study written before the DuckLake store (batch folders of Parquet)."""
+    return (Path(study) / "batches").is_dir()
+
+
+def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load a DuckDB extension from its PyPI package (pinned with DuckDB), or from DuckDB's own
+    repository when that package is missing."""
+    try:
+        package = importlib.import_module(_EXTENSIONS[name])
+        path = glob.glob(os.path.join(os.path.dirname(package.__file__), "extensions", f"v{duckdb.__version__}",
+                                      f"{name}.duckdb_extension"))
+    except ImportError:
+        path = []
+    if path:
+        con.execute(f"LOAD {_literal(path[0])}")
+    else:
+        con.execute(f"INSTALL {name}; LOAD {name}")
+
+
+def catalog_of(study: Path) -> tuple[str, str]:
+    """(the DuckLake catalog to attach, its data path) for a study folder."""
+    study = Path(study).resolve()
+    config = study / CONFIG
+    if config.exists():
+        try:
+            doc = tomllib.loads(config.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise UsageError(f"{config}: not a readable TOML file ({e})") from None
+        if not str(doc.get("catalog", "")).startswith("postgres:"):
+            raise UsageError(f"{config}: `catalog` must be a PostgreSQL connection, as 'postgres:dbname=... host=...'")
+        return doc["catalog"], str(doc.get("data_path", study / DATA))
+    return f"sqlite:{study / CATALOG}", str(study / DATA)
+
+
+def share(study, catalog: str, data_path=None) -> None:
+    """Make `study` a shared study whose catalog is in PostgreSQL (`catalog` as 'postgres:dbname=... host=...';
+    the password comes from PGPASSWORD or ~/.pgpass, never from a file of the study). The first machine
+    creates the catalog's tables; every other machine shares the same catalog and data path.
+
+    >>> share("/tmp/x", "sqlite:nope")
+    Traceback (most recent call last):
+    ...
+    skintrack.errors.UsageError: catalog 'sqlite:nope': a shared study needs 'postgres:dbname=... host=...'
+    """
+    if not catalog.startswith("postgres:"):
+        raise UsageError(f"catalog {catalog!r}: a shared study needs 'postgres:dbname=... host=...'")
+    if "password" in catalog.lower():
+        raise UsageError("the catalog connection holds a password: give it in PGPASSWORD or ~/.pgpass instead")
+    study = Path(study)
+    study.mkdir(parents=True, exist_ok=True)
+    lines = [f"catalog = {json.dumps(catalog)}"] + ([f"data_path = {json.dumps(str(data_path))}"] if data_path else [])
+    write_atomic(study / CONFIG, ("\n".join(lines) + "\n").encode())
+    try:
+        connect(study, write=True).close()  # the catalog's tables, made once (or found, on the next machine)
+    except BaseException:
+        (study / CONFIG).unlink()
+        raise
+
+
+def connect(study, version: int | None = None, write: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the study's lake attached as `lake` and the views over it (at `version`, or
+    the latest). A folder with no study yet gives empty views; `write=True` creates the lake."""
+    con = duckdb.connect()
+    study = Path(study)
+    if write or is_study(study):
+        attach(con, study, create=write)
+    else:
+        con.execute(f"ATTACH ':memory:' AS {LAKE}")
+        create_tables(con)
+    if version is None and not write:
+        version = latest_version(con)
+    elif version is not None:
+        check_version(con, version)
+    create_views(con, version)
+    return con
+
+
+def check_version(con: duckdb.DuckDBPyConnection, version) -> int:
+    """`version` if the study keeps it, else a `UsageError` naming the versions it has."""
+    kept = [r[0] for r in con.execute(f"SELECT snapshot_id FROM {LAKE}.snapshots() ORDER BY 1").fetchall()]
+    if not isinstance(version, int) or version not in kept:
+        have = f"{kept[0]}-{kept[-1]}" if kept else "none"
+        raise UsageError(f"version {version!r}: this study keeps versions {have} (skintrack history lists them)")
+    return version
+
+
+def attach(con: duckdb.DuckDBPyConnection, study: Path, create: bool = False) -> None:
+    """Attach the study's DuckLake catalog as `lake` (creating it and its tables when `create`).
+
+    Rows always go to Parquet files, never inlined into the catalog: DuckLake 1.5.5 drops inlined rows
+    on flushing them, and a reader holding an older version then fails (found by the expiry test)."""
+    catalog, data = catalog_of(study)
+    load_extension(con, "ducklake")
+    load_extension(con, "postgres_scanner" if catalog.startswith("postgres:") else "sqlite_scanner")
+    if create:
+        Path(data).mkdir(parents=True, exist_ok=True)
+    try:
+        con.execute(f"ATTACH {_literal('ducklake:' + catalog)} AS {LAKE} "
+                    f"(DATA_PATH {_literal(data.rstrip('/') + '/')}, OVERRIDE_DATA_PATH true, DATA_INLINING_ROW_LIMIT 0)")
+    except duckdb.Error as e:
+        raise UsageError(f"{study}: cannot open the study's catalog ({_first_line(e)})") from None
+    if create:
+        with transaction(con, "create") if not _tables(con) else contextlib.nullcontext():
+            create_tables(con)
+
+
+def _tables(con) -> set:
+    return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?",
+                                      [LAKE]).fetchall()}
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the study's tables that are missing, with the columns of their Arrow schemas."""
+    have = _tables(con)
+    for name, schema in SCHEMAS.items():
+        if name not in have:
+            con.register("_empty", schema.empty_table())
+            con.execute(f"CREATE TABLE {LAKE}.main.{name} AS SELECT * FROM _empty")
+            con.unregister("_empty")
+
+
+def latest_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The newest committed version of the attached lake (None for a study not yet on disk)."""
+    try:
+        return con.execute(f"SELECT id FROM {LAKE}.current_snapshot()").fetchall()[0][0]
+    except duckdb.Error:
+        return None
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection, command: str, info: dict | None = None):
+    """One commit: everything written inside is visible together, as one new version, or not at all.
+
+    The version records `command`, who ran it (user@host) and `info` (what changed; never the command
+    line, which may hold a key). Yields `info` so that the writer can fill it in as it goes."""
+    info = {} if info is None else info
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield info
+        commit(con, command, info)
+    except BaseException:
+        rollback(con)
+        raise
+
+
+def commit(con: duckdb.DuckDBPyConnection, command: str, info: dict) -> None:
+    """Commit the open transaction as a version made by `command` that changed `info`."""
+    con.execute(f"CALL {LAKE}.set_commit_message(?, ?, extra_info => ?)",
+                [f"{getpass.getuser()}@{socket.gethostname()}", command, json.dumps(info, default=str)])
+    con.execute("COMMIT")
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the open transaction, if any (its data files are orphans that compaction deletes)."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Append Arrow rows to a lake table, by column name; `sessions` and `subjects` first gain the columns
+    they do not have yet (a manifest's or subjects CSV's own columns)."""
+    if not rows.num_rows:
+        return
+    con.register("_rows", rows)
+    try:
+        if table not in TABLES:
+            have = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND "
+                                              "table_name = ?", [LAKE, table]).fetchall()}
+            for name, kind in con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM _rows)").fetchall():
+                if name not in have:
+                    con.execute(f"ALTER TABLE {LAKE}.main.{table} ADD COLUMN {quote(name)} {kind}")
+        con.execute(f"INSERT INTO {LAKE}.main.{table} BY NAME SELECT * FROM _rows")
+    finally:
+        con.unregister("_rows")
+
+
+def replace(con: duckdb.DuckDBPyConnection, table: str, key: str, rows: pa.Table) -> None:
+    """Replace the rows with these keys (a session's new assignment, a subject's new columns)."""
+    if rows.num_rows:
+        con.execute(f"DELETE FROM {LAKE}.main.{table} WHERE {key} IN (SELECT unnest(?))",
+                    [rows.column(key).to_pylist()])
+        insert(con, table, rows)
+
+
+def held(con: duckdb.DuckDBPyConnection, ids: list[str]) -> set:
+    """Which of these analysis ids the lake already holds (looked up, not read whole)."""
+    if not ids:
+        return set()
+    return {r[0] for r in con.execute(f"SELECT analysis_id FROM {LAKE}.main.analyses WHERE analysis_id IN "
+                                      "(SELECT unnest(?))", [ids]).fetchall()}
+
+
+def seen_sources(con: duckdb.DuckDBPyConnection, files: list[tuple[str, int, int]]) -> dict:
+    """{path: analysis_id} of the files (path, size, mtime_ns) ingested before in this very state."""
+    if not files:
+        return {}
+    con.register("_files", pa.table(list(zip(*files)), names=["source", "size", "mtime_ns"]))
+    try:
+        return dict(con.execute(f"SELECT source, any_value(analysis_id) FROM {LAKE}.main.sources "
+                                "JOIN _files USING (source, size, mtime_ns) GROUP BY source").fetchall())
+    finally:
+        con.unregister("_files")
+
+
+def current_rows(con: duckdb.DuckDBPyConnection, table: str, key: str, keys=None) -> dict:
+    """The stored rows of a metadata table (sessions, subjects) by key; only those with `keys` if given."""
+    where = f"WHERE {key} IN (SELECT unnest(?))" if keys is not None else ""
+    df = con.execute(f"SELECT * FROM {LAKE}.main.{table} {where}", [list(keys)] if keys is not None else None).to_arrow_table().to_pandas()
+    return {r[key]: r for r in df.to_dict("records")}
+
+
+def changed_rows(current: dict, key: str, rows: list[dict]) -> list[dict]:
+    """The rows that differ from the `current` row with the same key (ignoring `assigned_at`)."""
+
+    def same(a, b):
+        return (a is None or a != a) and (b is None or b != b) or a == b
+
+    return [r for r in rows if r[key] not in current or not all(
+        same(v, current[r[key]].get(k)) for k, v in r.items() if k != "assigned_at")]
+
+
+def plan_text(con: duckdb.DuckDBPyConnection, version: int | None) -> str | None:
+    """The plan saved last at `version` (None when none was saved)."""
+    at = f" AT (VERSION => {int(version)})" if version is not None else ""
+    row = con.execute(f"SELECT text FROM {LAKE}.main.plans{at} ORDER BY saved_at DESC LIMIT 1").fetchall()
+    return row[0][0] if row else None
+
+
+def save_plan(con: duckdb.DuckDBPyConnection, text: str) -> None:
+    """Keep this plan text as a new version ("plan")."""
+    with transaction(con, "plan", {"saved": "plan.toml"}):
+        insert(con, "plans", pa.table({"text": [text], "saved_at": [dt.datetime.now(dt.timezone.utc)]},
+                                      schema=BASE["plans"]))
+
+
+# ---- locks and files ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def exclusive(study: Path, name: str, busy: str):
     """Hold the lock file `name` in the study folder (created if needed), or refuse at once with `busy`.
@@ -63,94 +327,10 @@ def exclusive(study: Path, name: str, busy: str):
 
 @contextlib.contextmanager
 def locked(study: Path):
-    """Hold the study's write lock (one writer at a time); clears stale staging folders."""
+    """Hold the study's write lock (one writer at a time on this machine); clears stale temporary files."""
     with exclusive(study, ".lock", "another skintrack process is writing to this study") as study:
         shutil.rmtree(study / ".staging", ignore_errors=True)
         yield study
-
-
-def _files(study: Path, table: str) -> list[str]:
-    return sorted(str(p) for p in batches_dir(study).glob(f"*/{table}.parquet"))
-
-
-def read_table(study: Path, table: str, columns=None) -> pa.Table | None:
-    """All committed rows of one table (None when no batch holds it)."""
-    files = _files(study, table)
-    if not files:
-        return None
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="permissive")
-
-
-def batch_id(parts) -> str:
-    """A deterministic batch id: the hash of what the batch holds."""
-    h = hashlib.blake2b(digest_size=10)
-    for p in parts:
-        h.update(str(p).encode() + b"\0")
-    return h.hexdigest()
-
-
-def stage_batch(stage: Path, tables: dict[str, pa.Table]) -> None:
-    """Write a batch's tables into its staging folder (invisible to readers)."""
-    stage.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        pq.write_table(table, stage / f"{name}.parquet", compression="zstd")
-
-
-def publish(study: Path, bid: str) -> bool:
-    """Make a staged batch visible with one atomic rename. False if that batch was already published."""
-    stage, final = Path(study) / ".staging" / bid, batches_dir(study) / bid
-    if final.exists():
-        shutil.rmtree(stage, ignore_errors=True)
-        return False
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _fsync_dir(stage)
-    os.rename(stage, final)
-    _fsync_dir(final.parent)
-    return True
-
-
-def write_batch(study: Path, bid: str, tables: dict[str, pa.Table]) -> bool:
-    """Stage and publish a batch in one step."""
-    stage_batch(Path(study) / ".staging" / bid, tables)
-    return publish(study, bid)
-
-
-def drop_ids(stage: Path, ids: set) -> None:
-    """Remove the rows of some analyses from a staged (unpublished) batch."""
-    for f in stage.glob("*.parquet"):
-        t = pq.read_table(f)
-        if "analysis_id" in t.column_names:
-            keep = pa.compute.invert(pa.compute.is_in(t["analysis_id"], pa.array(list(ids))))
-            pq.write_table(t.filter(keep), f, compression="zstd")
-
-
-def current_rows(study: Path, table: str, key: str) -> dict:
-    """The latest stored row of each `key` of a metadata table (sessions, subjects), by key."""
-    files = _files(study, table)
-    if not files:
-        return {}
-    con = duckdb.connect()
-    current = con.sql(f"SELECT * FROM read_parquet(?, union_by_name = true) QUALIFY row_number() OVER "
-                      f"(PARTITION BY {key} ORDER BY assigned_at DESC) = 1", params=[files]).to_arrow_table().to_pandas()
-    return {r[key]: r for r in current.to_dict("records")}
-
-
-def changed_rows(current: dict, key: str, rows: list[dict]) -> list[dict]:
-    """The rows that differ from the `current` row with the same key (ignoring `assigned_at`)."""
-
-    def same(a, b):
-        return (a is None or a != a) and (b is None or b != b) or a == b
-
-    return [r for r in rows if r[key] not in current or not all(
-        same(v, current[r[key]].get(k)) for k, v in r.items() if k != "assigned_at")]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
@@ -174,28 +354,12 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
         raise
 
 
-# ---- views ------------------------------------------------------------------------------------------
-_DUCK = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "bool": "BOOLEAN",
-         "timestamp[us, tz=UTC]": "TIMESTAMPTZ"}
-
-
-def _empty(schema: pa.Schema) -> str:
-    cols = ", ".join(f"CAST(NULL AS {_DUCK.get(str(f.type), 'STRUCT(x DOUBLE, y DOUBLE)[]')}) AS {f.name}"
-                     for f in schema)
-    return f"SELECT {cols} WHERE false"
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _source(study: Path, table: str, schema: pa.Schema | None) -> str:
-    files = _files(study, table)  # an explicit list: a study path holding [, ?, * is never read as a pattern
-    if files:
-        return f"SELECT * FROM read_parquet([{', '.join(map(_literal, files))}], union_by_name = true)"
-    if schema is None:
-        return None
-    return _empty(schema)
 
 
 def quote(name: str) -> str:
@@ -203,24 +367,22 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def create_views(con: duckdb.DuckDBPyConnection, study) -> None:
-    """(Re)create one view per table, plus `metrics` and `metrics_wide`, over the study's Parquet files."""
-    study = Path(study)
-    for table, schema in TABLES.items():
+# ---- views ------------------------------------------------------------------------------------------
+def create_views(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
+    """(Re)create one view per table, plus `metrics` and `metrics_wide`, over the lake at `version`."""
+    at = f" AT (VERSION => {int(version)})" if version is not None else ""
+
+    def source(table):
+        return f"SELECT * FROM {LAKE}.main.{table}{at}"
+
+    for table in TABLES:
         name = "analyses_raw" if table == "analyses" else table
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {_source(study, table, schema)}")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {source(table)}")
     con.execute("CREATE OR REPLACE VIEW rejects AS SELECT source, reason, max(\"at\") AS \"at\" FROM "
-                f"({_source(study, 'rejects', TABLES['rejects'])}) GROUP BY ALL")
-    sessions = _source(study, "sessions", None)
-    if sessions is None:
-        sessions = ("SELECT NULL::VARCHAR AS analysis_id, NULL::VARCHAR AS subject_id, NULL::VARCHAR AS visit, "
-                    "NULL::TIMESTAMP AS taken_at, NULL::TIMESTAMPTZ AS assigned_at WHERE false")
-    con.execute(f"CREATE OR REPLACE VIEW sessions AS SELECT * FROM ({sessions}) "
-                "QUALIFY row_number() OVER (PARTITION BY analysis_id ORDER BY assigned_at DESC) = 1")
-    subjects = _source(study, "subjects", None) or (
-        "SELECT NULL::VARCHAR AS subject_id, NULL::TIMESTAMPTZ AS assigned_at WHERE false")
-    con.execute(f"CREATE OR REPLACE VIEW subjects AS SELECT * EXCLUDE (assigned_at) FROM ({subjects}) "
-                "QUALIFY row_number() OVER (PARTITION BY subject_id ORDER BY assigned_at DESC) = 1")
+                f"({source('rejects')}) GROUP BY ALL")
+    con.execute(f"CREATE OR REPLACE VIEW sessions AS {source('sessions')}")
+    con.execute(f"CREATE OR REPLACE VIEW subjects AS SELECT * EXCLUDE (assigned_at) FROM ({source('subjects')})")
+    con.execute(f"CREATE OR REPLACE VIEW session_index AS {source('session_index')}")
     con.execute(
         "CREATE OR REPLACE VIEW analyses AS SELECT a.analysis_id, s.subject_id, s.visit, s.taken_at, "
         "a.* EXCLUDE (analysis_id), s.* EXCLUDE (analysis_id, subject_id, visit, taken_at, assigned_at) "
@@ -243,4 +405,3 @@ def create_views(con: duckdb.DuckDBPyConnection, study) -> None:
         SELECT a.analysis_id, a.subject_id, a.visit, a.taken_at, {wide}
         FROM analyses a LEFT JOIN metrics m USING (analysis_id) GROUP BY a.analysis_id, a.subject_id, a.visit,
         a.taken_at""")
-

@@ -1,0 +1,151 @@
+"""A study's versions: the history of its commits, the readers holding a version, and compaction.
+
+Every write (ingest, manifest or subjects change, plan change, compaction, upgrade) is one numbered
+version. `history` lists them; `skintrack.open(DIR, version=N)` reads one.
+
+The expiry policy: versions are kept until `compact(..., keep_days=N)` is asked to drop those older than
+N days. Even then the newest version is kept, and so is every version an open reader on this machine is
+holding (and every version after it), so that nothing is expired under a reader. Files that no version
+needs any more are deleted only by that same call.
+
+Example
+-------
+>>> from skintrack.demo import demo_study
+>>> history(demo_study().con)["command"].iloc[-1] in ("ingest", "plan", "compact")
+True
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import uuid
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from ..errors import UsageError
+from . import store
+from .store import LAKE
+
+SMALL_FILES = 64  # compact automatically once a table is spread over more data files than this
+ORPHAN_AGE = dt.timedelta(days=1)  # files no version lists, left by a crashed writer; younger ones may be in flight
+
+
+def history(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """One row per kept version: version, time, command, by (user@host), changed (what it did)."""
+    rows = con.execute(f"SELECT snapshot_id, snapshot_time, commit_message, author, commit_extra_info, changes "
+                       f"FROM {LAKE}.snapshots() ORDER BY snapshot_id").to_arrow_table().to_pandas()
+    out = []
+    for version, time, command, author, info, changes in rows.itertuples(index=False):
+        info = json.loads(info) if isinstance(info, str) else {}
+        changes = changes if isinstance(changes, (dict, list)) else {}  # a map arrives as (key, value) pairs
+        command = command if isinstance(command, str) else None
+        out.append({"version": version, "time": time, "command": command or _engine_command(changes),
+                     "by": author if isinstance(author, str) else "", "changed": _summary(info) or _engine_summary(changes)})
+    return pd.DataFrame(out, columns=["version", "time", "command", "by", "changed"])
+
+
+def _summary(info: dict) -> str:
+    return ", ".join(f"{v} {k}" if not isinstance(v, str) else f"{k} {v}" for k, v in info.items() if v not in (0, None))
+
+
+def _engine_command(changes) -> str:
+    return "create" if {"schemas_created", "tables_created"} & set(dict(changes)) else "(engine)"
+
+
+def _engine_summary(changes) -> str:
+    return "; ".join(k.replace("_", " ") for k in dict(changes))
+
+
+# ---- readers -------------------------------------------------------------------------------------------
+class Reader:
+    """Marks the version an open Study reads, so that compaction never expires it (a file in
+    `.readers/` holding a shared lock for as long as the reader lives; a crashed reader's lock goes away).
+    Without write access the reader is simply not marked."""
+
+    def __init__(self, study: Path):
+        self.path = Path(study) / ".readers" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.fh = None
+
+    def hold(self, version: int | None) -> None:
+        if version is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.fh is None:
+                self.path.parent.mkdir(exist_ok=True)
+                self.fh = open(self.path, "w")
+                fcntl.flock(self.fh, fcntl.LOCK_SH)
+            self.fh.seek(0)
+            self.fh.truncate()
+            self.fh.write(str(version))
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.fh.close()
+            self.fh = None
+
+    __del__ = close
+
+
+def held_versions(study: Path) -> list[int]:
+    """The versions open readers hold; the marks of readers that are gone are removed."""
+    out = []
+    for mark in (Path(study) / ".readers").glob("*"):
+        with contextlib.suppress(OSError, ValueError), open(mark, "r+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # succeeds only when no reader holds it
+            except BlockingIOError:
+                out.append(int(fh.read().strip() or 0))
+                continue
+            mark.unlink()
+    return out
+
+
+# ---- compaction --------------------------------------------------------------------------------------------
+def small_files(con: duckdb.DuckDBPyConnection) -> int:
+    """The most data files any one table is spread over."""
+    row = con.execute(f"SELECT max(file_count) FROM ducklake_table_info('{LAKE}')").fetchall()
+    return row[0][0] or 0
+
+
+def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None = None,
+            automatic: bool = False) -> dict:
+    """Merge small data files (one version, "compact"); with `keep_days`, also expire the versions older
+    than that (never the newest, never one a reader holds) and delete the files no kept version needs.
+    Returns what it did. The caller holds the study's write lock."""
+    before = small_files(con)
+    with store.transaction(con, "compact", {"automatic": automatic or None}) as info:
+        con.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')")
+        con.execute(f"CALL ducklake_rewrite_data_files('{LAKE}')")
+        info["most files per table"] = f"{before} -> {small_files(con)}"
+    done = {"files_before": before, "files_after": small_files(con), "expired": 0, "deleted": 0}
+    if keep_days is not None:
+        if keep_days < 0:
+            raise UsageError(f"keep_days {keep_days}: give a number of days of versions to keep (0 or more)")
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=keep_days)
+        latest = store.latest_version(con)
+        oldest_held = min(held_versions(study) + [latest])
+        expire = [int(v) for v in con.execute(f"SELECT snapshot_id FROM {LAKE}.snapshots() WHERE snapshot_time < ? "
+                                              "AND snapshot_id < ?", [cutoff, oldest_held]).to_arrow_table().to_pandas()["snapshot_id"]]
+        if expire:
+            con.execute(f"CALL ducklake_expire_snapshots('{LAKE}', versions => ?)", [expire])
+        deleted = con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)").fetchall()
+        orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => ?)",
+                              [dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE]).fetchall()
+        done.update(expired=len(expire), deleted=len(deleted) + len(orphans))
+    return done
+
+
+def compact_if_needed(con: duckdb.DuckDBPyConnection, study: Path) -> bool:
+    """Compact when some table has grown past `SMALL_FILES` data files (called after each ingest)."""
+    if small_files(con) <= SMALL_FILES:
+        return False
+    compact(con, study, automatic=True)
+    return True

@@ -1,0 +1,248 @@
+"""The versioned study store (DuckLake): transactions, versions and time travel, readers and writers,
+compaction, a team study on a real PostgreSQL server, and the upgrade of a study in the old layout."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import skintrack
+from skintrack.tables import store, versions
+
+from conftest import FIXTURES
+
+OLD = FIXTURES / "old-layout-study"
+
+
+@pytest.fixture
+def small(tmp_path, sample):
+    """A study of the sample trial's first 6 subjects, with its manifest, subjects and plan."""
+    files = sorted((sample / "responses").glob("S0[1-6]_*.json"))
+    study = tmp_path / "study"
+    skintrack.ingest(files, study, manifest=sample / "manifest.csv", subjects=sample / "subjects.csv")
+    shutil.copy(sample / "plan.toml", study / "plan.toml")
+    return study
+
+
+def _relabel(sample, tmp_path, old, new) -> Path:
+    text = (sample / "manifest.csv").read_text().replace(f",{old},", f",{new},")
+    (tmp_path / "m2.csv").write_text(text)
+    return tmp_path / "m2.csv"
+
+
+def test_every_change_is_a_version_and_old_versions_read_as_they_were(small, sample, tmp_path, run_cli):
+    s = skintrack.open(small)
+    s.plan  # noqa: B018 - a plan not yet kept is kept as a version of its own
+    before = s.version
+    assert s.sql("select count(*) n from analyses where visit = 'W4'")["n"].tolist() == [6]
+    report = skintrack.ingest([sample / "responses"], small, manifest=_relabel(sample, tmp_path, "W4", "Week4"))
+    assert report.added == 72  # the other subjects' responses; W4 is now Week4 for everybody
+    run_cli("plan", small, "--secondary", "score.rough@W12", check=0)
+    run_cli("compact", small, check=0)
+    hist = skintrack.open(small).history()
+    assert {"create", "ingest", "plan", "compact"} <= set(hist["command"])
+    assert hist["version"].is_monotonic_increasing and hist["time"].is_monotonic_increasing
+    assert "72 analyses added, 78 sessions assigned" in hist.query("command == 'ingest'")["changed"].iloc[-1]
+    now, then = skintrack.open(small), skintrack.open(small, version=before)
+    assert now.sql("select count(*) n from analyses where visit = 'W4'")["n"].tolist() == [0]
+    assert then.sql("select count(*) n from analyses where visit = 'W4'")["n"].tolist() == [6]
+    assert then.sql("select count(*) n from analyses")["n"].tolist() == [24]
+    assert [e.metric for e in then.plan.secondary] != ["score.rough"] and \
+        [e.metric for e in now.plan.secondary] == ["score.rough"]
+    assert then.visits == ["D0", "W4", "W8", "W12"]
+    proc = run_cli("history", small, "--csv", check=0)
+    assert proc.stdout.startswith("version,time,command,by,changed") and "ingest" in proc.stdout
+
+
+def test_a_version_not_kept_is_refused_with_the_range(small):
+    with pytest.raises(skintrack.UsageError, match=r"version 999: this study keeps versions 0-\d+"):
+        skintrack.open(small, version=999)
+
+
+def test_report_and_export_name_their_version_and_reproduce_it(small, sample, tmp_path, run_cli):
+    run_cli("export", small, "--out", tmp_path / "a", "--format", "csv", check=0)
+    source = pd.read_csv(tmp_path / "a" / "define.csv")["source"].iloc[0]  # "FOLDER, study version N (committed ...)"
+    version = int(re.search(r"study version (\d+) \(committed ", source).group(1))
+    assert version == skintrack.open(small).version  # the plan, kept by that export, is part of it
+    skintrack.ingest([sample / "responses"], small, manifest=sample / "manifest.csv")  # 72 more analyses
+    run_cli("export", small, "--out", tmp_path / "b", "--format", "csv", "--version", version, check=0)
+    run_cli("export", small, "--out", tmp_path / "c", "--format", "csv", check=0)
+    a, b, c = ((tmp_path / x / "adskin.csv").read_bytes() for x in "abc")
+    assert a == b != c
+    assert pd.read_csv(tmp_path / "b" / "define.csv")["source"].iloc[0] == source
+    out = run_cli("report", small, "--out", tmp_path / "r", "--no-pdf", "--version", version, check=0)
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert f"study version {version} (committed" in html and out.returncode == 0
+
+
+def test_a_reader_never_blocks_a_writer_and_keeps_its_version(small, sample):
+    reader = skintrack.open(small, version=skintrack.open(small).version)
+    n = reader.sql("select count(*) n from analyses")["n"].tolist()
+    exe = Path(sys.executable).with_name("skintrack")
+    t0 = time.monotonic()
+    proc = subprocess.run([str(exe), "ingest", str(sample / "responses"), "--study", str(small), "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and time.monotonic() - t0 < 60, proc.stderr
+    assert reader.sql("select count(*) n from analyses")["n"].tolist() == n == [24]
+    follower = skintrack.open(small)
+    assert follower.sql("select count(*) n from analyses")["n"].tolist() == [96]
+
+
+def test_a_following_reader_moves_on_after_a_commit(small, sample):
+    s = skintrack.open(small)
+    first = s.version
+    assert s.sql("select count(*) n from analyses")["n"].tolist() == [24]
+    skintrack.ingest([sample / "responses"], small)
+    assert s.sql("select count(*) n from analyses")["n"].tolist() == [96] and s.version > first
+
+
+def test_two_writers_on_one_machine_take_turns(small, sample, run_cli):
+    with store.locked(small):
+        proc = run_cli("ingest", sample / "responses", "--study", small)
+    assert proc.returncode == 2 and "another skintrack process is writing to this study" in proc.stderr
+    assert run_cli("ingest", sample / "responses", "--study", small, "--quiet").returncode == 0
+
+
+def test_expiry_keeps_what_a_reader_holds(small, sample, run_cli):
+    held = skintrack.open(small, version=skintrack.open(small).version)
+    skintrack.ingest([sample / "responses"], small)
+    skintrack.ingest([sample / "responses"], small, manifest=_relabel(sample, small.parent, "W8", "Week8"))
+    run_cli("compact", small, "--keep-days", "0", check=0)
+    kept = skintrack.open(small).history()["version"].tolist()
+    assert held.version in kept and min(kept) == held.version  # older ones went, the held one stayed
+    assert held.sql("select count(*) n from analyses")["n"].tolist() == [24]
+    version = held.version
+    del held  # the reader goes away: its version may now expire
+    proc = run_cli("compact", small, "--keep-days", "0", check=0)
+    assert "versions expired: 0" not in proc.stdout
+    assert version not in skintrack.open(small).history()["version"].tolist()
+    now = skintrack.open(small)
+    assert now.sql("select count(*) n from analyses where visit = 'Week8'")["n"].tolist() == [24]
+
+
+def test_small_ingests_are_compacted_by_themselves(tmp_path, sample, monkeypatch):
+    monkeypatch.setattr(versions, "SMALL_FILES", 10)
+    files = sorted((sample / "responses").glob("*.json"))
+    study = tmp_path / "s"
+    for f in files[:25]:
+        skintrack.ingest([f], study)
+    con = store.connect(study)
+    assert versions.small_files(con) <= 10
+    assert list(versions.history(con)["command"]).count("compact") == 2  # after the 11th and the 22nd
+    assert skintrack.open(study).sql("select count(*) n from analyses")["n"].tolist() == [25]
+
+
+# ---- upgrade -----------------------------------------------------------------------------------------------
+def _old_rows(table: str) -> pd.DataFrame:
+    files = sorted(glob.glob(str(OLD / "batches" / "*" / f"{table}.parquet")))
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True) if files else pd.DataFrame()
+
+
+@pytest.mark.parametrize("how", ["open", "command"])
+def test_a_study_in_the_old_layout_is_converted_with_nothing_lost(tmp_path, run_cli, how):
+    study = tmp_path / "old"
+    shutil.copytree(OLD, study)
+    if how == "command":
+        out = run_cli("upgrade", study, check=0).stdout
+        assert "14 analyses" in out
+    s = skintrack.open(study)
+    assert not (study / "batches").exists() and store.is_study(study)
+    for table in ("analyses_raw", "scores", "counts", "areas", "severities", "tones", "wrinkles", "detections",
+                  "outlines", "side_results", "boxes", "extras", "sources"):
+        old = _old_rows("analyses" if table == "analyses_raw" else table)
+        new = s.sql(f"select * from {table}")
+        assert len(new) == len(old), table
+        key = sorted(old.columns)
+        pd.testing.assert_frame_equal(new[key].sort_values(key[:3]).reset_index(drop=True).astype(str),
+                                      old[key].sort_values(key[:3]).reset_index(drop=True).astype(str), obj=table)
+    old_sessions = _old_rows("sessions").sort_values("assigned_at").drop_duplicates("analysis_id", keep="last")
+    new_sessions = s.sql("select analysis_id, subject_id, visit, operator from sessions")
+    assert sorted(map(tuple, new_sessions.values.tolist())) == \
+        sorted(map(tuple, old_sessions[["analysis_id", "subject_id", "visit", "operator"]].values.tolist()))
+    assert set(new_sessions["operator"]) == {"op-a", "op-c"}  # the second manifest's re-assignment won
+    assert s.sql("select count(*) n from rejects")["n"].tolist() == [1]
+    assert len(s.sql("select * from session_index")) == 12
+    assert s.cohort("score.water")["n"].sum() == 12
+    upgrades = s.history().query("command == 'upgrade'")
+    assert len(upgrades) == len(list(OLD.glob("batches/*")))  # each old batch is a version, oldest first
+    first = skintrack.open(study, version=int(upgrades["version"].iloc[1]))  # before the re-assignment
+    assert set(first.sql("select operator from sessions")["operator"]) == {"op-a", "op-b"}
+
+
+# ---- a team study on PostgreSQL ---------------------------------------------------------------------------------
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql",
+                       shell=True, check=False, capture_output=True, timeout=900)
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert found, "PostgreSQL is needed for the team-study test: apt-get install postgresql"
+    return Path(found[-1]).parent
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server on a Unix socket in a temporary folder, run as the `postgres` user (a
+    folder of its own under /tmp: pytest's are closed to other users)."""
+    bin_dir, root = _pg_bin(), Path(tempfile.mkdtemp(prefix="skintrack-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    os.chmod(root, 0o777)
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    shutil.chown(sock, "postgres") if os.geteuid() == 0 else None
+    subprocess.run(as_pg + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(as_pg + [str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                            f"-p {port} -k {sock} -c listen_addresses=''", "start"], check=True, capture_output=True)
+    subprocess.run(as_pg + [str(bin_dir / "createdb"), "-h", str(sock), "-p", str(port), "skintrack"], check=True)
+    yield f"postgres:dbname=skintrack host={sock} port={port} user=postgres"
+    subprocess.run(as_pg + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_several_machines_share_one_study_through_postgresql(postgres, tmp_path, sample, run_cli):
+    lake = tmp_path / "shared-data"
+    one, two = tmp_path / "machine-1" / "trial", tmp_path / "machine-2" / "trial"
+    for folder in (one, two):
+        run_cli("share", folder, "--catalog", postgres, "--data-path", lake, check=0)
+    assert "password" not in (one / "store.toml").read_text()
+    files = sorted((sample / "responses").glob("*.json"))
+    exe = str(Path(sys.executable).with_name("skintrack"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for i, f in enumerate(files):  # two halves, each only on its own machine
+        shutil.copy(f, tmp_path / ("a" if i % 2 else "b") / f.name)
+    procs = [subprocess.Popen([exe, "ingest", str(tmp_path / half), "--study", str(folder), "--quiet",
+                               "--subjects", str(sample / "subjects.csv")], stderr=subprocess.PIPE, text=True)
+             for half, folder in (("a", one), ("b", two))]  # at the same time
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    for folder in (one, two):
+        s = skintrack.open(folder)
+        assert s.sql("select count(*) n from analyses")["n"].tolist() == [96]
+        assert s.sql("select count(*) n from subjects")["n"].tolist() == [24]
+    manifest = pd.read_csv(sample / "manifest.csv")
+    manifest["file"] = manifest["file"].str.replace("responses/", "")
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    run_cli("ingest", tmp_path / "a", "--study", one, "--manifest", tmp_path / "m.csv", "--quiet")
+    run_cli("ingest", tmp_path / "b", "--study", two, "--manifest", tmp_path / "m.csv", "--quiet")
+    s = skintrack.open(two)
+    assert s.cohort("score.water")["n"].sum() == 96
+    assert len(s.sql("select * from session_index")) == 96
+    assert {Path(p).parent.name for p in s.sql("select source from sources")["source"]} == {"a", "b"}
+    assert not list(one.glob("lake.sqlite")) and (lake / "main").is_dir()  # the catalog is in PostgreSQL
