@@ -131,8 +131,9 @@ def share(study, catalog: str, data_path=None) -> None:
 
 
 def connect(study, version: int | None = None, write: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the study's lake attached as `lake` and the views over it (at `version`, or
-    the latest). A folder with no study yet gives empty views; `write=True` creates the lake."""
+    """A DuckDB connection with the study's lake attached as `lake`. A reader gets the views over it (at
+    `version`, or the newest); a folder with no study yet gives empty views. A writer (`write=True`) gets
+    no views (it writes `lake.main.<table>`), and the lake is created if needed."""
     con = duckdb.connect()
     study = Path(study)
     if write or is_study(study):
@@ -140,9 +141,11 @@ def connect(study, version: int | None = None, write: bool = False) -> duckdb.Du
     else:
         con.execute(f"ATTACH ':memory:' AS {LAKE}")
         create_tables(con)
-    if version is None and not write:
+    if write:
+        return con
+    if version is None:
         version = latest_version(con)
-    elif version is not None:
+    else:
         check_version(con, version)
     create_views(con, version)
     return con
@@ -173,8 +176,10 @@ def attach(con: duckdb.DuckDBPyConnection, study: Path, create: bool = False) ->
     except duckdb.Error as e:
         raise UsageError(f"{study}: cannot open the study's catalog ({_first_line(e)})") from None
     if create:
-        with transaction(con, "create") if not _tables(con) else contextlib.nullcontext():
-            create_tables(con)
+        have = _tables(con)
+        if len(have) < len(SCHEMAS):
+            with transaction(con, "create") if not have else contextlib.nullcontext():
+                create_tables(con, have)
 
 
 def _tables(con) -> set:
@@ -182,9 +187,8 @@ def _tables(con) -> set:
                                       [LAKE]).fetchall()}
 
 
-def create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the study's tables that are missing, with the columns of their Arrow schemas."""
-    have = _tables(con)
+def create_tables(con: duckdb.DuckDBPyConnection, have: set = frozenset()) -> None:
+    """Create the study's tables that are missing (not in `have`), with the columns of their Arrow schemas."""
     for name, schema in SCHEMAS.items():
         if name not in have:
             con.register("_empty", schema.empty_table())
