@@ -68,6 +68,8 @@ def run_demo(study, out=None) -> str:
                                                     if result.pdf else ""),
              f"Figures: {len(result.figures)} charts as PNG in {result.html.parent.resolve() / 'figures'}",
              f"ADaM: ADSL and ADSKIN as XPT, Parquet, CSV, Excel and Dataset-JSON in {adam[0].parent.resolve()}",
+             f"Both from {s.version_note}; `skintrack history {study}` lists every version, and "
+             f"`--version {s.version}` writes them again exactly.",
              "Repeatability (a repeat capture of every subject at D0): " + "; ".join(
                  f"{r.metric} SEM {r.sem:.2f}, CV {r.cv_pct:.1f}%, ICC {r.icc:.2f}, MDC95 {r.mdc95:.2f}"
                  for r in s.repeatability(list(PRIMARY_METRICS)).itertuples()),
