@@ -37,6 +37,7 @@ from pathlib import Path
 
 import duckdb
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 from PIL import Image
@@ -332,7 +333,7 @@ def _session_rows(manifest: Manifest, inputs: list[tuple[str, str, str]]) -> lis
         row = manifest.match(source, photo)
         if row is None:
             continue
-        meta = {k: v for k, v in row.items() if k not in ("file", "_line")}
+        meta = {k: None if pd.isna(v) else v for k, v in row.items() if k not in ("file", "_line")}  # an empty cell
         out.append({"analysis_id": aid, **{k: meta.pop(k, None) for k in ("subject_id", "visit", "taken_at")},
                     **meta, "assigned_at": now, "_where": f"{manifest.path}:{row['_line']}"})
     return out
