@@ -62,16 +62,25 @@ def _print_rejects(rejected):
 @click.option("--batch-size", default=200, show_default=True, help="Files read per chunk (per worker task).")
 @click.option("--commit-every", default=20_000, show_default=True,
               help="Commit a long ingest every N analyses (each a version); a crash loses at most N.")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+              help="spark: flatten inside Apache Spark (pip install skintrack[spark]; Java 17).")
+@click.option("--spark-master", default="local[2]", show_default=True, help="Spark master URL for --engine spark.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def ingest(sources, study, manifest, subjects, workers, batch_size, commit_every, quiet):
+def ingest(sources, study, manifest, subjects, workers, batch_size, commit_every, engine, spark_master, quiet):
     """Ingest response files, folders (recursive), globs or a study's raw/ archive.
 
     Example: skintrack ingest responses/ --study trial --manifest manifest.csv --subjects subjects.csv
     """
-    from .tables.ingest import ingest as run
+    if engine == "spark":
+        from .spark.engine import local_session
+        from .spark.ingest import ingest as run_on_spark
 
-    report = run(sources, study, manifest=manifest, subjects=subjects, workers=workers,
-                 progress=not quiet, chunk_size=batch_size, commit_every=commit_every)
+        report = run_on_spark(local_session(spark_master), sources, study, manifest=manifest, subjects=subjects)
+    else:
+        from .tables.ingest import ingest as run
+
+        report = run(sources, study, manifest=manifest, subjects=subjects, workers=workers,
+                     progress=not quiet, chunk_size=batch_size, commit_every=commit_every)
     _print_rejects(report.rejected)
     for where, what in report.warnings:
         click.echo(f"warning: {where}: {what}", err=True)

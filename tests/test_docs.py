@@ -27,15 +27,15 @@ def test_all_is_pinned():
 
 
 def test_stage_packages_say_what_they_take_and_give():
-    for stage in ("api", "tables", "analysis", "show", "sample"):
+    for stage in ("api", "tables", "spark", "analysis", "show", "sample"):
         doc = importlib.import_module(f"skintrack.{stage}").__doc__
         assert doc and " in, " in doc.splitlines()[0] and " out" in doc.splitlines()[0], stage
 
 
 def test_no_import_runs_back_up_the_flow():
-    """tables <- sample <- api; tables <- analysis <- show; the top (cli, demo) may import any stage."""
-    allowed = {"tables": set(), "sample": {"tables"}, "api": {"tables", "sample"}, "analysis": {"tables"},
-               "show": {"tables", "analysis"}}
+    """tables <- sample <- api; tables <- spark <- analysis <- show; the top (cli, demo) may import any stage."""
+    allowed = {"tables": set(), "sample": {"tables"}, "api": {"tables", "sample"}, "spark": {"tables"},
+               "analysis": {"tables", "spark"}, "show": {"tables", "analysis"}}
     for stage, ok in allowed.items():
         for path in (ROOT / "skintrack" / stage).glob("*.py"):
             for other in re.findall(r"from \.\.(\w+)", path.read_text()):
@@ -115,7 +115,7 @@ def test_the_readme_commands_run(tmp_path, run_cli):
     finally:
         os.chdir(cwd)
     assert [a for a, _ in ran] == ["ingest", "ingest", "metrics", "demo", "check", "plan", "plan", "endpoints", "trends",
-                                   "trends", "compare", "compare", "qc", "export", "report", "history", "compact"]
+                                   "trends", "compare", "compare", "qc", "export", "report", "history", "compact", "ingest"]
     out = [o for _, o in ran]
     assert "ingested 96 new analyses" in out[0] and "ingested 0 new analyses, skipped 96" in out[1]
     assert "Headline findings" in out[3] and out[4] == "trial: no problems found\n"

@@ -45,6 +45,7 @@ class Study:
         if store.is_old_layout(self.path):
             upgrade(self.path)  # a study written before the lake: converted once, nothing lost
         self._follow = version is None
+        self._engine = None
         self._reader = versions.Reader(self.path)
         self._connect(version)
 
@@ -169,6 +170,23 @@ class Study:
     def __repr__(self) -> str:
         return f"Study({str(self.path)!r}, version={self.version})"
 
+    def on(self, spark) -> Study:
+        """This study at its current version, with every query (so every helper) run by `spark`, a
+        SparkSession, instead of DuckDB (see `skintrack.spark.engine`).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().on  # doctest: +ELLIPSIS
+        <bound method Study.on of Study(...)>
+        """
+        from ..spark.engine import SparkEngine
+
+        self.plan  # noqa: B018 - a plan.toml edit not yet kept becomes a version first, then this one is pinned
+        other = Study(self.path, version=self.version)
+        other._engine = SparkEngine(spark, other.con, other.version, other.path)
+        return other
+
     def _sync(self) -> None:
         if self._follow and (self._stamp is None or self._catalog_stamp() != self._stamp):
             self.refresh()
@@ -182,6 +200,8 @@ class Study:
         >>> open(tempfile.mkdtemp()).sql("select ? + 1 as two", [1])["two"].tolist()
         [2]
         """
+        if self._engine is not None:
+            return self._engine.sql(query, params)
         self._sync()
         rel = self.con.sql(query, params=params)
         return rel.to_arrow_table().to_pandas() if rel is not None else pd.DataFrame()
@@ -388,7 +408,9 @@ class Study:
         return qc.qc_frame(self, limits)
 
 
-def open(path, create: bool = False, version: int | None = None) -> Study:  # noqa: A001 - the contract's name
+def open(path, create: bool = False, version: int | None = None, engine=None) -> Study:  # noqa: A001
     """Open a study folder, at its newest version or at `version` (see `Study.history`); a missing folder is
-    an error unless `create` (an empty study has empty views)."""
-    return Study(path, create, version)
+    an error unless `create` (an empty study has empty views). `engine` is a SparkSession to run every
+    query on (`Study.on`), or None for DuckDB."""
+    study = Study(path, create, version)
+    return study.on(engine) if engine is not None else study
