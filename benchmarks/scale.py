@@ -23,9 +23,9 @@ from study import build, timed  # noqa: E402
 
 HELPERS = {
     "timeline": lambda s: s.timeline("score.water"),
-    "change_from_baseline": lambda s: s.change_from_baseline("score.water", baseline="V0"),
+    "change_from_baseline": lambda s: s.change_from_baseline("score.water"),
     "slopes": lambda s: s.slopes("score.water"),
-    "cohort": lambda s: s.cohort("score.water", baseline="V0"),
+    "cohort": lambda s: s.cohort("score.water"),
 }
 
 
