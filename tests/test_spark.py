@@ -188,3 +188,10 @@ def test_cli_ingest_on_spark(tmp_path, sample, run_cli):
     assert proc.returncode == 0, proc.stderr
     assert "ingested 96 new analyses" in proc.stdout
     assert skintrack.open(tmp_path / "s").cohort("score.water")["n"].sum() == 96
+
+
+def test_a_bad_spark_master_is_one_line(tmp_path, sample, run_cli):
+    proc = run_cli("ingest", sample / "responses", "--study", tmp_path / "s", "--engine", "spark",
+                   "--spark-master", "'local[2]'", timeout=300)
+    assert proc.returncode == 2 and "cannot start Spark with master \"'local[2]'\"" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -26,6 +26,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 
+from ..errors import UsageError
 from ..tables import store
 
 
@@ -121,9 +122,15 @@ def local_session(master: str = "local[2]", memory: str = "2g"):
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master(master).appName("skintrack")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").config("spark.sql.session.timeZone", "UTC")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true").config("spark.driver.memory", memory)
-             .config("spark.pyspark.python", sys.executable).getOrCreate())
+    builder = SparkSession.builder.master(master).appName("skintrack")
+    for key, value in {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+                       "spark.sql.session.timeZone": "UTC", "spark.sql.execution.arrow.pyspark.enabled": "true",
+                       "spark.driver.memory": memory, "spark.pyspark.python": sys.executable}.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as e:  # noqa: BLE001 - Java missing, a bad master URL: one line, not a Java trace
+        raise UsageError(f"cannot start Spark with master {master!r} (is Java 17 installed, is the URL right?): "
+                         f"{str(e).strip().splitlines()[0]}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
