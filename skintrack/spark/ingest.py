@@ -26,7 +26,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
 from ..tables import store, versions
-from ..tables.ingest import IngestReport, _add_metadata, _Part, expand, read_chunk, sidecar
+from ..tables.ingest import IngestReport, add_metadata, Part, expand, read_chunk, split_seen
 from ..tables.manifest import Manifest, read_subjects
 
 RESULT = pa.schema([("kind", pa.string()), ("table", pa.string()), ("path", pa.string()), ("rows", pa.int64()),
@@ -72,21 +72,18 @@ def ingest(spark, sources, study, manifest=None, subjects=None) -> IngestReport:
     report = IngestReport()
     with store.locked(study):
         con = store.connect(study, write=True)
-        stats = [(p, st.st_size, st.st_mtime_ns) for p, st in ((p, Path(p).stat()) for p in files)]
-        seen = store.seen_sources(con, stats)
-        inputs = [(p, seen[p], sidecar(p)[0].get("photo") if man else None) for p in files if p in seen]
+        inputs, todo = split_seen(con, files, man is not None)
         report.skipped = len(inputs)
-        todo = [p for p in files if p not in seen]
         written = []
         if todo:
             tasks = max(1, -(-len(todo) // FILES_PER_TASK))
             paths = spark.createDataFrame([(p,) for p in todo], "path string").repartition(tasks)
             data = store.catalog_of(study)[1]
             written = paths.mapInArrow(_task(str(study), data), SPARK_RESULT).toArrow().to_pylist()
-        part = _Part(con, report)
+        part = Part(con, report)
         try:
             _commit(con, part, written, inputs, report)
-            _add_metadata(con, man, subj, inputs, report, unreadable, part)
+            add_metadata(con, man, subj, inputs, report, unreadable, part)
             part.commit(last=True)
         except BaseException:
             store.rollback(con)
@@ -97,7 +94,7 @@ def ingest(spark, sources, study, manifest=None, subjects=None) -> IngestReport:
     return report
 
 
-def _commit(con, part: _Part, written: list[dict], inputs: list, report: IngestReport) -> None:
+def _commit(con, part: Part, written: list[dict], inputs: list, report: IngestReport) -> None:
     """Register the tasks' files in the open transaction. Each analysis is kept once: rows of one the
     study already held, or that an earlier task (in a fixed order) also read, are filtered out first."""
     written = sorted(written, key=lambda r: r["batch"])

@@ -381,16 +381,13 @@ def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk
     if store.is_old_layout(study):
         upgrade(study)
     con = store.connect(study, write=True)
-    stats = [(p, st.st_size, st.st_mtime_ns) for p, st in ((p, os.stat(p)) for p in files)]
-    seen = store.seen_sources(con, stats)
-    inputs = [(p, seen[p], sidecar(p)[0].get("photo") if man else None) for p in files if p in seen]
-    report.skipped = len(inputs)  # only a manifest matches by photo, so only then is the envelope read
-    todo = [p for p in files if p not in seen]
+    inputs, todo = split_seen(con, files, man is not None)
+    report.skipped = len(inputs)
     if workers > 1:  # about eight chunks per worker, so that no worker is left with the long tail
         chunk_size = max(10, min(chunk_size, -(-len(todo) // (workers * 8))))
     chunks = _chunks(todo, chunk_size)
     bar = tqdm(total=len(todo), unit="file", desc="ingest", disable=not progress or not todo)
-    part = _Part(con, report)
+    part = Part(con, report)
     try:
         for res in _read_all(study, chunks, workers):
             part.add(res)
@@ -399,7 +396,7 @@ def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk
             if part.added >= commit_every:
                 part.commit()
         bar.close()
-        _add_metadata(con, man, subj, inputs, report, unreadable, part)
+        add_metadata(con, man, subj, inputs, report, unreadable, part)
         part.commit(last=True)
     except BaseException as e:
         store.rollback(con)
@@ -410,6 +407,14 @@ def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk
     versions.compact_if_needed(con, study)
     con.close()
     return report
+
+
+def split_seen(con, files: list[str], with_photos: bool) -> tuple[list, list]:
+    """([(path, analysis_id, photo)] of the files ingested before in this very state, [the other paths]).
+    Only a manifest matches by photo, so only `with_photos` reads the archive envelopes."""
+    seen = store.seen_sources(con, [(p, st.st_size, st.st_mtime_ns) for p, st in ((p, os.stat(p)) for p in files)])
+    inputs = [(p, seen[p], sidecar(p)[0].get("photo") if with_photos else None) for p in files if p in seen]
+    return inputs, [p for p in files if p not in seen]
 
 
 def _read_all(study: Path, chunks: list[list[str]], workers: int):
@@ -424,7 +429,7 @@ def _read_all(study: Path, chunks: list[list[str]], workers: int):
             yield read_chunk(str(study), chunk)
 
 
-class _Part:
+class Part:
     """The open transaction of an ingest: chunks are written into it as they come, and it commits as one
     version (a long ingest commits every `commit_every` analyses and opens the next part)."""
 
@@ -478,7 +483,7 @@ def _chunks(paths: list[str], most: int, most_bytes: int = CHUNK_BYTES) -> list[
     return chunks + [current] if current else chunks
 
 
-def _add_metadata(con, man, subj, inputs, report, unreadable, part: _Part) -> None:
+def add_metadata(con, man, subj, inputs, report, unreadable, part: Part) -> None:
     """Write the sessions and subjects that differ from what the study holds (and the session index of the
     subjects they touch), and the rejects of the CSVs and of the sources that could not be read as files."""
     now = dt.datetime.now(dt.timezone.utc)
