@@ -195,3 +195,19 @@ def test_a_bad_spark_master_is_one_line(tmp_path, sample, run_cli):
                    "--spark-master", "'local[2]'", timeout=300)
     assert proc.returncode == 2 and "cannot start Spark with master \"'local[2]'\"" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_large_spark_ingest_writes_one_file_per_metric_per_task(both):
+    """The 20,000-analysis ingest is partitioned: each scores file holds one metric, in a metric=... folder,
+    and the automatic compaction after it kept that layout (the lake's table is partitioned too)."""
+    import pyarrow.parquet as pq
+
+    s = skintrack.open(both[1])
+    files = [Path(f) for f, in s.con.execute("SELECT data_file FROM ducklake_list_files('lake', 'scores', "
+                                             "snapshot_version => ?)", [s.version]).fetchall()]
+    assert files and all(f.parent.name.startswith("metric=") for f in files)  # compaction kept the layout
+    for f in files[:20]:
+        assert pq.read_table(f, columns=["metric"])["metric"].unique().to_pylist() == [f.parent.name[len("metric="):]]
+    assert {f.parent.name for f in files} >= {"metric=water", "metric=total"}
+    assert s.sql("SELECT count(*) n FROM scores WHERE metric = 'water'")["n"].tolist() == [20000]
+    assert "partition" in set(s.history()["command"])

@@ -17,6 +17,7 @@ Example
 from __future__ import annotations
 
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -33,9 +34,23 @@ RESULT = pa.schema([("kind", pa.string()), ("table", pa.string()), ("path", pa.s
                     ("items", pa.string()), ("batch", pa.string())])
 SPARK_RESULT = ", ".join(f"`{f.name}` {'bigint' if f.type == pa.int64() else 'string'}" for f in RESULT)
 FILES_PER_TASK = 500
+# A large ingest splits each task's rows of these tables by the column every metric query filters on: one
+# file per value (in `<table>/<column>=<value>/` folders), so a query of one metric reads only its files
+# (DuckLake and Spark skip the others by their statistics).
+PARTITION_BY = {"scores": "metric", "counts": "feature", "areas": "feature", "severities": "feature"}
+PARTITION_FROM = 20_000  # responses in one ingest
 
 
-def _task(study: str, data: str):
+def _files(table: str, rows: pa.Table, folder: Path, name: str, partitioned: bool):
+    """(path, rows) of the files one task writes for one table."""
+    key = PARTITION_BY.get(table) if partitioned else None
+    if key is None or rows[key].null_count:  # (the flattener always sets these keys)
+        return [(folder / name, rows)]
+    return [(folder / f"{key}={urllib.parse.quote(value, safe='')}" / name, rows.filter(pa.compute.equal(rows[key], value)))
+            for value in rows[key].unique().to_pylist()]
+
+
+def _task(study: str, data: str, partitioned: bool):
     """The function each Spark task runs over its batches of paths (see the module docstring)."""
 
     def run(batches):
@@ -46,11 +61,13 @@ def _task(study: str, data: str):
             res, batch_id = read_chunk(study, paths), uuid.uuid4().hex
             out = []
             for table, rows in res["tables"].items():
-                if rows.num_rows:
-                    path = Path(data) / "main" / table / f"spark-{batch_id}.parquet"
+                if not rows.num_rows:
+                    continue
+                for path, part in _files(table, rows, Path(data) / "main" / table, f"spark-{batch_id}.parquet",
+                                         partitioned):
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    pq.write_table(rows, path, compression="zstd")
-                    out.append(("file", table, str(path), rows.num_rows, None, batch_id))
+                    pq.write_table(part, path, compression="zstd")
+                    out.append(("file", table, str(path), part.num_rows, None, batch_id))
             for kind in ("accepted", "duplicates", "rejects"):
                 out.append((kind, None, None, len(res[kind]), orjson.dumps(res[kind]).decode(), batch_id))
             yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(zip(*out), RESULT)], schema=RESULT)
@@ -58,11 +75,13 @@ def _task(study: str, data: str):
     return run
 
 
-def ingest(spark, sources, study, manifest=None, subjects=None) -> IngestReport:
+def ingest(spark, sources, study, manifest=None, subjects=None, partitioned: bool | None = None) -> IngestReport:
     """Ingest response files (files, folders, globs, the study's raw/ archive) into `study` with Spark.
 
     The study's folder must be reachable by every executor (local disk in local mode; shared storage on
-    a cluster). Returns the same report as a local ingest.
+    a cluster). `partitioned` splits the metric tables' files by metric or feature (`PARTITION_BY`); by
+    default, when the ingest holds `PARTITION_FROM` responses or more. Returns the same report as a local
+    ingest.
     """
     t0 = time.perf_counter()
     study = Path(study).resolve()
@@ -74,12 +93,17 @@ def ingest(spark, sources, study, manifest=None, subjects=None) -> IngestReport:
         con = store.connect(study, write=True)
         inputs, todo = split_seen(con, files, man is not None)
         report.skipped = len(inputs)
-        written = []
+        written, split = [], False
         if todo:
             tasks = max(1, -(-len(todo) // FILES_PER_TASK))
             paths = spark.createDataFrame([(p,) for p in todo], "path string").repartition(tasks)
             data = store.catalog_of(study)[1]
-            written = paths.mapInArrow(_task(str(study), data), SPARK_RESULT).toArrow().to_pylist()
+            split = len(todo) >= PARTITION_FROM if partitioned is None else partitioned
+            written = paths.mapInArrow(_task(str(study), data, split), SPARK_RESULT).toArrow().to_pylist()
+        if written and split:  # the lake keeps the layout too: compaction merges within a value only
+            with store.transaction(con, "partition", {"tables": ", ".join(PARTITION_BY)}):
+                for table, key in PARTITION_BY.items():
+                    con.execute(f"ALTER TABLE {store.LAKE}.main.{table} SET PARTITIONED BY ({key})")
         part = Part(con, report)
         try:
             _commit(con, part, written, inputs, report)
@@ -115,7 +139,9 @@ def _commit(con, part: Part, written: list[dict], inputs: list, report: IngestRe
             keep = [owner.get(aid) == r["batch"] for aid in ids]
             if not all(keep):
                 pq.write_table(rows.filter(pa.array(keep)), r["path"], compression="zstd")
-        con.execute(f"CALL ducklake_add_data_files('{store.LAKE}', ?, ?)", [r["table"], r["path"]])
+        hive = Path(r["path"]).parent.name.startswith(f"{PARTITION_BY.get(r['table'])}=")
+        con.execute(f"CALL ducklake_add_data_files('{store.LAKE}', ?, ?, hive_partitioning => ?)",
+                    [r["table"], r["path"], hive])
     report.added, report.rejected = len(accepted), [tuple(x[1:]) for x in items["rejects"]]
     report.skipped += len(duplicates)
     part.info["analyses added"] = len(accepted)
