@@ -58,6 +58,7 @@ class Study:
     def _pin(self, version) -> None:
         self.version = version
         self._reader.hold(version)
+        self._stored_plan = None  # the plan kept in the lake at this version, read once
         self._plan = None
         self._visits = None
         self._fits = {}
@@ -134,7 +135,9 @@ class Study:
         """The plan at this version. Following the newest version, `plan.toml` is the plan, and an edit not
         yet kept is kept now, as a version of its own (unless another process is writing, or the folder is
         read-only: then it is used as it is)."""
-        stored = store.plan_text(self.con, self.version) if self._on_disk else None
+        if self._stored_plan is None:
+            self._stored_plan = (store.plan_text(self.con, self.version) if self._on_disk else None,)
+        stored = self._stored_plan[0]
         path = self.path / PLAN_FILE
         if not self._follow or not path.exists():
             return stored

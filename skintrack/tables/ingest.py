@@ -20,7 +20,6 @@ import base64
 import binascii
 import concurrent.futures
 import datetime as dt
-import errno
 import gc
 import glob
 import gzip
@@ -398,11 +397,9 @@ def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk
         bar.close()
         add_metadata(con, man, subj, inputs, report, unreadable, part)
         part.commit(last=True)
-    except BaseException as e:
+    except BaseException:
         store.rollback(con)
         con.close()
-        if "No space left on device" in str(e):  # DuckDB's words for ENOSPC
-            raise OSError(errno.ENOSPC, "No space left on device", str(study)) from None
         raise
     versions.compact_if_needed(con, study)
     con.close()
@@ -498,7 +495,7 @@ def add_metadata(con, man, subj, inputs, report, unreadable, part: Part) -> None
         rows = store.changed_rows(store.current_rows(con, "subjects", "subject_id", [r["subject_id"] for r in rows]),
                                   "subject_id", rows)
         if rows:
-            store.replace(con, "subjects", "subject_id", pa.Table.from_pylist([dict(r, assigned_at=now) for r in rows]))
+            store.replace(con, "subjects", pa.Table.from_pylist([dict(r, assigned_at=now) for r in rows]))
         report.subjects = len(rows)
         known |= set(df["subject_id"])
     if man is not None:
@@ -516,7 +513,7 @@ def add_metadata(con, man, subj, inputs, report, unreadable, part: Part) -> None
         sessions = store.changed_rows(stored, "analysis_id", sessions)
         if sessions:
             extra = [(k, pa.string()) for k in sessions[0] if k not in SESSION_TYPES]
-            store.replace(con, "sessions", "analysis_id",
+            store.replace(con, "sessions",
                           pa.Table.from_pylist(sessions, schema=pa.schema(list(SESSION_TYPES.items()) + extra)))
             touched = {r["subject_id"] for r in sessions} | {stored[r["analysis_id"]]["subject_id"]
                                                                for r in sessions if r["analysis_id"] in stored}

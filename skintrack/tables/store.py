@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import getpass
 import glob
@@ -61,6 +62,7 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
     "plans": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
 }
 SCHEMAS = {**TABLES, **BASE}
+KEYS = {"sessions": "analysis_id", "subjects": "subject_id"}  # tables whose rows are replaced per key
 _EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
                "postgres_scanner": "duckdb_extension_postgres_scanner"}
 
@@ -251,9 +253,10 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
         con.unregister("_rows")
 
 
-def replace(con: duckdb.DuckDBPyConnection, table: str, key: str, rows: pa.Table) -> None:
-    """Replace the rows with these keys (a session's new assignment, a subject's new columns)."""
+def replace(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Replace the rows with these keys (`KEYS`: a session's new assignment, a subject's new columns)."""
     if rows.num_rows:
+        key = KEYS[table]
         con.execute(f"DELETE FROM {LAKE}.main.{table} WHERE {key} IN (SELECT unnest(?))",
                     [rows.column(key).to_pylist()])
         insert(con, table, rows)
@@ -331,10 +334,16 @@ def exclusive(study: Path, name: str, busy: str):
 
 @contextlib.contextmanager
 def locked(study: Path):
-    """Hold the study's write lock (one writer at a time on this machine); clears stale temporary files."""
+    """Hold the study's write lock (one writer at a time on this machine); clears stale temporary files.
+    A full disk met by DuckDB inside is raised as the OSError (ENOSPC) it is, as for any other write."""
     with exclusive(study, ".lock", "another skintrack process is writing to this study") as study:
         shutil.rmtree(study / ".staging", ignore_errors=True)
-        yield study
+        try:
+            yield study
+        except duckdb.Error as e:
+            if "No space left on device" in str(e):  # DuckDB's words for ENOSPC
+                raise OSError(errno.ENOSPC, "No space left on device", str(study)) from None
+            raise
 
 
 def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:

@@ -27,7 +27,6 @@ from . import session_index, store
 from .plan import FILE as PLAN_FILE
 
 _TIME = {"analyses": "ingested_at", "rejects": "at", "sessions": "assigned_at", "subjects": "assigned_at"}
-KEYS = {"sessions": "analysis_id", "subjects": "subject_id"}
 
 
 def upgrade(study) -> dict:
@@ -46,8 +45,8 @@ def upgrade(study) -> dict:
                 touched = set()
                 for f in sorted(batch.glob("*.parquet")):
                     table, rows = f.stem, pq.read_table(f)
-                    if table in KEYS:
-                        store.replace(con, table, KEYS[table], rows)
+                    if table in store.KEYS:
+                        store.replace(con, table, rows)
                     else:
                         store.insert(con, table, rows)
                     if table == "sessions":
