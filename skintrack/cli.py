@@ -20,8 +20,20 @@ from .errors import InvalidManifest, SkintrackError, UnknownMetric, UsageError
 DISK_FULL = 3
 
 
+class _Command(click.Command):
+    """Remembers the study a command works on, so that any failure can name it."""
+
+    def invoke(self, ctx):
+        study = ctx.params.get("study")
+        if study is not None:
+            ctx.find_root().ensure_object(dict)["study"] = study
+        return super().invoke(ctx)
+
+
 class _Group(click.Group):
     """Turns library errors into one clear line and an exit status; no traceback reaches the user."""
+
+    command_class = _Command
 
     def invoke(self, ctx):
         try:
@@ -39,6 +51,14 @@ class _Group(click.Group):
                            "run the same command again to finish.", err=True)
                 ctx.exit(DISK_FULL)
             click.echo(f"Error: {e.strerror or e}{where}", err=True)
+            ctx.exit(1)
+        except Exception as e:  # a DuckDB failure the library did not name: still one line, naming the study
+            if not type(e).__module__.lstrip("_").startswith("duckdb"):
+                raise
+            study = (ctx.obj or {}).get("study", "the study")
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            click.echo(f"Error: {study}: the study store failed ({first}); `skintrack check {study}` lists damaged "
+                       "files", err=True)
             ctx.exit(1)
 
 
@@ -205,8 +225,9 @@ def _emit(df, fmt):
 
 def _open(study, version=None):
     from .analysis.study import open as open_study
-    from .tables.store import is_old_layout, is_study
+    from .tables.store import check_catalog, is_old_layout, is_study
 
+    check_catalog(study)  # data files without their catalog: refused, never taken for an empty folder
     if os.path.isdir(study) and not is_study(study) and not is_old_layout(study):
         raise UsageError(f"{study}: not a study (nothing ingested yet); ingest something first")
     return open_study(study, version=version)  # a missing folder is an error there
@@ -367,15 +388,21 @@ def endpoints(study, fmt):
 @click.argument("study", type=click.Path(file_okay=False))
 @_output
 def check(study, fmt):
-    """List every problem of assignment in a study: unknown subjects, doubled visits, odd visit labels, ...
+    """List every problem of a study: damaged store files, unknown subjects, doubled visits, odd visit labels, ...
 
     Exit status 1 when there is any. Example: skintrack check trial
     """
-    df = _open(study).check()
-    if df.empty and fmt is None:
-        click.echo(f"{study}: no problems found")
-    else:
+    from .errors import StoreError
+    from .tables.check import store_problems
+
+    try:
+        df = _open(study).check()
+    except StoreError:  # a catalog that cannot be opened: what is damaged, without opening it
+        df = store_problems(study)
+    if fmt is not None:
         _emit(df, fmt)
+    else:  # one line per problem: where it is, then what it is
+        click.echo("\n".join(f"{r.where}: {r.problem}" for r in df.itertuples()) or f"{study}: no problems found")
     sys.exit(1 if len(df) else 0)
 
 
@@ -458,12 +485,10 @@ def compact(study, keep_days):
 
     Example: skintrack compact trial --keep-days 365
     """
-    from .tables import store, versions
+    from .tables import versions
 
     _open(study)  # converts an old study, refuses a folder that is none
-    with store.locked(Path(study)):
-        con = store.connect(study, write=True)
-        done = versions.compact(con, Path(study), keep_days)
+    done = versions.compact_study(study, keep_days)
     click.echo(f"most data files of one table: {done['files_before']} -> {done['files_after']}; "
                f"versions expired: {done['expired']}; files deleted: {done['deleted']}")
 

@@ -9,6 +9,7 @@
     │   ├── InvalidManifest           a manifest or subjects CSV that cannot be used
     │   └── PhotoRejected             a photo the API would refuse; refused before paying
     ├── UnknownMetric                 a metric key not in the catalog
+    ├── StoreError                    the study store is damaged or unreadable; names the study and the file
     └── ApiError                      the API answered with an error; carries .response, .code, .retryable
         ├── AuthError                 401/403: the key is missing or refused      (retryable: no)
         ├── ParameterError            400/413/415: the request is wrong           (retryable: no)
@@ -57,6 +58,11 @@ class UnknownMetric(SkintrackError, KeyError):
 
     def __str__(self):
         return str(self.args[0]) if self.args else ""
+
+
+class StoreError(SkintrackError):
+    """The study store cannot be read or written as it is: a lost or damaged catalog, a missing or truncated
+    data file, a catalog server that went away. The message names the study, the file and what to do."""
 
 
 class ApiError(SkintrackError):

@@ -2,6 +2,7 @@
 compaction, a team study on a real PostgreSQL server, and the upgrade of a study in the old layout."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -191,10 +192,10 @@ def _pg_bin() -> Path:
     return Path(found[-1]).parent
 
 
-@pytest.fixture(scope="module")
-def postgres():
+@contextlib.contextmanager
+def _postgres_server():
     """A real PostgreSQL server on a Unix socket in a temporary folder, run as the `postgres` user (a
-    folder of its own under /tmp: pytest's are closed to other users)."""
+    folder of its own under /tmp: pytest's are closed to other users). Yields (connection, stop)."""
     bin_dir, root = _pg_bin(), Path(tempfile.mkdtemp(prefix="skintrack-pg-"))
     data, sock = root / "data", root / "sock"
     sock.mkdir()
@@ -209,9 +210,22 @@ def postgres():
     subprocess.run(as_pg + [str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
                             f"-p {port} -k {sock} -c listen_addresses=''", "start"], check=True, capture_output=True)
     subprocess.run(as_pg + [str(bin_dir / "createdb"), "-h", str(sock), "-p", str(port), "skintrack"], check=True)
-    yield f"postgres:dbname=skintrack host={sock} port={port} user=postgres"
-    subprocess.run(as_pg + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+
+    def stop():
+        subprocess.run(as_pg + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+
+    try:
+        yield f"postgres:dbname=skintrack host={sock} port={port} user=postgres", stop
+    finally:
+        stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with _postgres_server() as (catalog, _):
+        yield catalog
 
 
 def test_several_machines_share_one_study_through_postgresql(postgres, tmp_path, sample, run_cli):
@@ -246,3 +260,21 @@ def test_several_machines_share_one_study_through_postgresql(postgres, tmp_path,
     assert len(s.sql("select * from session_index")) == 96
     assert {Path(p).parent.name for p in s.sql("select source from sources")["source"]} == {"a", "b"}
     assert not list(one.glob("lake.sqlite")) and (lake / "main").is_dir()  # the catalog is in PostgreSQL
+
+
+def test_a_catalog_server_that_goes_away_mid_ingest_is_one_line(tmp_path, sample, run_cli):
+    with _postgres_server() as (catalog, stop):
+        study = tmp_path / "team"
+        run_cli("share", study, "--catalog", catalog, check=0)
+        run_cli("ingest", sample / "responses" / "S01_D0.json", "--study", study, "--quiet", check=0)
+        exe = str(Path(sys.executable).with_name("skintrack"))
+        before = len(list((study / "lake").rglob("*.parquet")))
+        proc = subprocess.Popen([exe, "ingest", str(sample / "responses"), "--study", str(study), "--quiet",
+                                 "--batch-size", "10", "--commit-every", "10"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        while len(list((study / "lake").rglob("*.parquet"))) == before and proc.poll() is None:
+            time.sleep(0.01)  # until the ingest writes its first data files: then the server goes
+        stop()
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(study) in err

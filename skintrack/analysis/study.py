@@ -13,9 +13,10 @@ import contextlib
 import os
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import StoreError, UsageError
 from ..tables import check, store, versions
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
@@ -70,9 +71,9 @@ class Study:
                 self._connect()
             return
         self._stamp = self._catalog_stamp()
-        latest = store.latest_version(self.con)
+        latest = store.retry_busy(store.latest_version, self.con)
         if latest != self.version:
-            store.create_views(self.con, latest)
+            store.retry_busy(store.create_views, self.con, latest)
             self._pin(latest)
 
     def _catalog_stamp(self):
@@ -206,8 +207,19 @@ class Study:
         if self._engine is not None:
             return self._engine.sql(query, params)
         self._sync()
-        rel = self.con.sql(query, params=params)
-        return rel.to_arrow_table().to_pandas() if rel is not None else pd.DataFrame()
+
+        def run():
+            rel = self.con.sql(query, params=params)
+            return rel.to_arrow_table().to_pandas() if rel is not None else pd.DataFrame()
+
+        try:
+            return store.retry_busy(run)
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.SerializationException) as e:
+            raise store.damaged(self.path, e) from None
+        except duckdb.Error as e:
+            if ".parquet" in str(e) or store.is_busy(e):
+                raise store.damaged(self.path, e) from None
+            raise UsageError(f"{self.path}: the query failed: {store.first_line(e)}") from None
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def timeline(self, metric: str, exclude_flagged: bool = False) -> pd.DataFrame:
@@ -387,7 +399,8 @@ class Study:
         return measure_repeatability(self, metrics)
 
     def check(self) -> pd.DataFrame:
-        """Every problem of assignment in the study (see `skintrack.tables.check`): where, problem.
+        """Every problem of the study's store and of its assignments (see `skintrack.tables.check`): where,
+        problem.
 
         Example
         -------
@@ -395,6 +408,9 @@ class Study:
         >>> demo_study().check().empty
         True
         """
+        damaged = check.store_problems(self.path)
+        if len(damaged):
+            return damaged
         self._sync()
         return check.problems(self.con)
 

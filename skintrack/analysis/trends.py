@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..tables.catalog import metric_info
 from ..tables.session_index import NATURAL_VISIT
-from ..tables.store import quote
+from ..sinks import sql_identifier
 from ..errors import UsageError
 from .qc import QC_SQL, QCLimits
 from .stats import t_interval, wilson
@@ -186,8 +186,8 @@ def cohort(study, key: str, by=None, exclude_flagged: bool = False, baseline: st
         raise UsageError(f"cohort by {', '.join(by)} without visit would pool each subject's visits as if they "
                          "were independent; group by visit too (e.g. by=('visit', 'arm')), or use mmrm")
     sql, params = _change_sql(key, baseline or study.plan.baseline, exclude_flagged)
-    cols = ", ".join(map(quote, by))
-    order = ", ".join("list_position($visits, visit)" if c == "visit" else quote(c) for c in by)
+    cols = ", ".join(map(sql_identifier, by))
+    order = ", ".join("list_position($visits, visit)" if c == "visit" else sql_identifier(c) for c in by)
     df = _ordered_sql(study, f"""WITH {sql},
         everyone AS (SELECT subject_id, visit, value, analysis_id, NULL AS delta FROM tl
                      WHERE subject_id NOT IN (SELECT subject_id FROM change)

@@ -1,8 +1,10 @@
-"""`skintrack check STUDY`: every problem of assignment in a study, with where it is.
+"""`skintrack check STUDY`: every problem of a study's store and of its assignments, with where it is.
 
-A subject in the manifest but not in the subjects CSV, two captures of one subject's visit not told
-apart by `replicate`, a visit label no other session uses (a typo such as Wk8), a subject without an
-arm when others have one, an analysis no manifest row assigns. Each is a row: where, problem.
+The store: the catalog opens, and every data file it lists (for every version kept) exists, has its
+recorded size and a readable Parquet footer. The assignments: a subject in the manifest but not in the
+subjects CSV, two captures of one subject's visit not told apart by `replicate`, a visit label no other
+session uses (a typo such as Wk8), a subject without an arm when others have one, an analysis no manifest
+row assigns. Each is a row: where, problem.
 
 Example
 -------
@@ -13,7 +15,17 @@ Example
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
+
+from ..errors import StoreError
+from . import store
+
+COLUMNS = ["where", "problem"]
 
 
 def _columns(con, view: str) -> set:
@@ -50,3 +62,51 @@ def problems(con) -> pd.DataFrame:
                          FROM subjects WHERE arm IS NULL""")
     sql = " UNION ALL ".join(f"SELECT * FROM ({c})" for c in checks)
     return con.sql(f'SELECT * FROM ({sql}) ORDER BY "where", problem').to_arrow_table().to_pandas()
+
+
+def store_problems(study) -> pd.DataFrame:
+    """The damaged parts of a study's store: a catalog that cannot be opened, and each data or delete file
+    the catalog lists that is missing, of another size than recorded, or without a readable Parquet footer."""
+    study = Path(study)
+    try:
+        con = store.connect(study, write=False) if store.is_study(study) else None
+        if con is None:
+            store.check_catalog(study)
+            return pd.DataFrame(columns=COLUMNS)
+        files = store.retry_busy(_listed_files, con, store.catalog_of(study)[1])
+    except (StoreError, duckdb.Error) as e:
+        return pd.DataFrame([(str(study / store.CATALOG), str(e))], columns=COLUMNS)
+    rows = []
+    for path, size in files:
+        try:
+            actual = os.stat(path).st_size
+        except OSError as e:
+            rows.append((path, f"listed by the catalog but {e.strerror.lower()}"))
+            continue
+        if actual != size:
+            rows.append((path, f"{actual} bytes where the catalog recorded {size} (truncated or overwritten)"))
+            continue
+        try:
+            pq.read_metadata(path)
+        except Exception as e:  # noqa: BLE001 - any unreadable footer is the same finding
+            rows.append((path, f"no readable Parquet footer ({type(e).__name__}: {e})"))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _listed_files(con, data_path: str) -> list[tuple[str, int]]:
+    """(absolute path, recorded size) of every data and delete file the catalog lists."""
+    rows = con.execute(f"""
+        WITH t AS (SELECT DISTINCT table_id, schema_id, path, path_is_relative FROM {store.META}.ducklake_table),
+             s AS (SELECT DISTINCT schema_id, path, path_is_relative FROM {store.META}.ducklake_schema),
+             f AS (SELECT table_id, path, path_is_relative, file_size_bytes FROM {store.META}.ducklake_data_file
+                   WHERE data_file_id NOT IN (SELECT data_file_id FROM {store.META}.ducklake_files_scheduled_for_deletion)
+                   UNION ALL
+                   SELECT table_id, path, path_is_relative, file_size_bytes FROM {store.META}.ducklake_delete_file)
+        SELECT f.path, f.path_is_relative, t.path, t.path_is_relative, s.path, s.path_is_relative, f.file_size_bytes
+        FROM f JOIN t USING (table_id) JOIN s USING (schema_id)""").fetchall()
+    out = []
+    for fpath, frel, tpath, trel, spath, srel, size in rows:
+        base = Path(data_path) / spath if srel else Path(spath)
+        base = base / tpath if trel else Path(tpath)
+        out.append((str(base / fpath) if frel else fpath, int(size)))
+    return sorted(out)

@@ -48,7 +48,7 @@ from .codes import about_photo
 from .flatten import flatten
 from .manifest import Manifest, read_subjects, session_problems
 from .schema import TABLES
-from .upgrade import upgrade
+from .upgrade import upgrade_locked
 
 CHUNK = 200
 CONFLICT_RETRIES = 5  # a shared study: times to redo an ingest whose commit lost to another machine's
@@ -365,9 +365,9 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
                 report = _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk_size,
                                         commit_every)
             break
-        except duckdb.TransactionException as e:  # another machine committed first to a shared study
-            if "conflict" not in str(e) or attempt == CONFLICT_RETRIES:
-                raise
+        except duckdb.Error as e:  # another machine committed first to a shared study, or readers kept it busy
+            if not ("conflict" in str(e) or store.is_busy(e)) or attempt == CONFLICT_RETRIES:
+                raise store.damaged(study, e, writing=True) from None
             time.sleep(random.uniform(0.2, 1.0) * 2 ** attempt)
     report.seconds = time.perf_counter() - t0
     return report
@@ -378,7 +378,7 @@ def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk
     machine's commit (a shared study) is rolled back whole and raised, for `ingest` to try again."""
     report = IngestReport()
     if store.is_old_layout(study):
-        upgrade(study)
+        upgrade_locked(study)
     con = store.connect(study, write=True)
     inputs, todo = split_seen(con, files, man is not None)
     report.skipped = len(inputs)

@@ -54,6 +54,53 @@ class Endpoint:
     visit: str
 
 
+TEXT, NUMBER = (str,), (int, float)
+# What each key of plan.toml holds: (the TOML types it may be, what a reader is told, an example).
+KEY_TYPES = {
+    "title": (TEXT, "a text", '"Hydration trial"'), "sponsor": (TEXT, "a text", '"Acme"'),
+    "product": (TEXT, "a text", '"Serum X"'), "protocol": (TEXT, "a text", '"AC-2024-01"'),
+    "version": (TEXT, "a text", '"1.0"'), "baseline": (TEXT, "a visit label", '"D0"'),
+    "visits": ((list,), "a list of tables", '[{label = "D0", day = 0, window = 0}, {label = "W4", day = 28, window = 3}]'),
+    "control": (TEXT, "an arm name", '"placebo"'), "treatments": ((list,), "a list of arm names", '["active"]'),
+    "primary": ((dict,), "a table", '{metric = "score.water", visit = "W12"}'),
+    "secondary": ((list,), "a list of tables", '[{metric = "score.rough", visit = "W12"}]'),
+    "multiplicity": (TEXT, "a text", '"fixed_sequence"'), "alpha": (NUMBER, "a number", "0.05"),
+    "qc": (TEXT, "a text", '"exclude"'), "responders": ((dict,), "a table of thresholds", '{"score.water" = 5}'),
+    "models": ((dict,), "a table of models", '{"count.acne.front" = "negative_binomial"}'),
+}
+ITEM_TYPES = {"visits": (dict, {"label": TEXT, "day": NUMBER, "window": NUMBER}),
+              "secondary": (dict, {"metric": TEXT, "visit": TEXT}), "treatments": (str, None),
+              "primary": (None, {"metric": TEXT, "visit": TEXT})}
+
+
+def _kind(value) -> str:
+    return {str: "the text", bool: "the boolean", int: "the number", float: "the number", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__) + (f" {value!r}" if not isinstance(value, (
+                list, dict)) else "")
+
+
+def _check_types(doc: dict, where: str) -> None:
+    """Refuse a plan.toml key of the wrong type, naming the key, what it holds and what it should hold."""
+    for key, value in doc.items():
+        types, expected, example = KEY_TYPES[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise UsageError(f"{where}: `{key}` must be {expected} (e.g. {key} = {example}), not {_kind(value)}")
+        item, fields = ITEM_TYPES.get(key, (None, None))
+        entries = value if isinstance(value, list) else [value]
+        for i, entry in enumerate(entries):
+            at = f"{key}[{i}]" if isinstance(value, list) else key
+            if item is not None and not isinstance(entry, item):
+                raise UsageError(f"{where}: `{at}` must be {'a table' if item is dict else 'a text'} (e.g. {key} = "
+                                 f"{example}), not {_kind(entry)}")
+            for name, kinds in (fields or {}).items():
+                if name in entry and (not isinstance(entry[name], kinds) or isinstance(entry[name], bool)):
+                    raise UsageError(f"{where}: `{at}.{name}` must be {'a number' if kinds is NUMBER else 'a text'}, "
+                                     f"not {_kind(entry[name])}")
+    for metric, threshold in doc.get("responders", {}).items():
+        if threshold != "mdc" and (not isinstance(threshold, NUMBER) or isinstance(threshold, bool)):
+            raise UsageError(f"{where}: `responders.{metric}` must be a number or \"mdc\", not {_kind(threshold)}")
+
+
 @dataclass
 class Plan:
     """The study plan (see the module docstring); `assumed` lists what was derived from the data."""
@@ -108,6 +155,7 @@ class Plan:
         unknown = set(doc) - known
         if unknown:
             raise UsageError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        _check_types(doc, where)
         try:
             plan = cls(**{k: v for k, v in doc.items() if k not in ("visits", "primary", "secondary")})
             plan.visits = [Visit(**v) for v in doc.get("visits", [])]

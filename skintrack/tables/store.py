@@ -35,16 +35,20 @@ import glob
 import importlib
 import json
 import os
+import random
+import re
 import shutil
 import socket
 import threading
+import time
 import tomllib
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from ..errors import UsageError
+from ..errors import StoreError, UsageError
+from ..sinks import sql_identifier, sql_literal
 from .catalog import metric_keys
 from .schema import TABLES, WRINKLE_MEASURES
 
@@ -52,6 +56,10 @@ CATALOG = "lake.sqlite"
 DATA = "lake"
 CONFIG = "store.toml"
 LAKE = "lake"  # the name the catalog is attached under
+META = f"__ducklake_metadata_{LAKE}"  # DuckLake's own tables of the attached catalog
+BLANK = "blank"  # empty tables of the current schemas, for tables a study (or a version of it) does not have
+BUSY_TIMEOUT_MS = 10_000  # a SQLite catalog: wait this long for the other side's lock before "database is locked"
+BUSY_ATTEMPTS = 10  # then try the whole statement again this many times (SQLite gives up at once on a deadlock)
 BASE = {  # tables whose columns grow with the CSVs given (manifest columns, subject columns)
     "sessions": pa.schema([("analysis_id", pa.string()), ("subject_id", pa.string()), ("visit", pa.string()),
                            ("taken_at", pa.timestamp("us")), ("assigned_at", pa.timestamp("us", tz="UTC"))]),
@@ -68,8 +76,52 @@ _EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckd
 
 
 def is_study(study) -> bool:
-    """Whether the folder holds a study (a local catalog or a shared one)."""
-    return (Path(study) / CATALOG).exists() or (Path(study) / CONFIG).exists()
+    """Whether the folder holds a study (a local catalog with something in it, or a shared one)."""
+    catalog = Path(study) / CATALOG
+    return (catalog.exists() and catalog.stat().st_size > 0) or (Path(study) / CONFIG).exists()
+
+
+def check_catalog(study) -> None:
+    """Refuse a study whose data files have lost their catalog (deleted, or emptied to 0 bytes): without it
+    nobody can tell which rows belong to which version, and a new catalog would orphan every file."""
+    study = Path(study)
+    if is_study(study):
+        return
+    data = study / DATA
+    files = sum(1 for _ in data.rglob("*.parquet")) if data.is_dir() else 0
+    if files:
+        what = "is empty (0 bytes)" if (study / CATALOG).exists() else "is missing"
+        raise StoreError(f"{study}: the catalog {CATALOG} {what}, but {DATA}/ holds {files} data files; nothing was "
+                         f"read or written. Restore {CATALOG} from a backup of this folder (or, to start an empty "
+                         f"study here, move {DATA}/ away first).")
+
+
+def is_busy(error: Exception) -> bool:
+    """Whether a DuckDB error is the catalog being busy with another process's statement (try again)."""
+    text = str(error).lower()
+    return "database is locked" in text or "database table is locked" in text or "sqlite_busy" in text
+
+
+def retry_busy(fn, *args, attempts: int = BUSY_ATTEMPTS):
+    """`fn(*args)`, tried again with a growing, jittered wait while the catalog is busy (bounded)."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args)
+        except duckdb.Error as e:
+            if not is_busy(e) or attempt + 1 == attempts:
+                raise
+            time.sleep(min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
+
+
+def damaged(study, error: duckdb.Error, writing: bool = False) -> StoreError:
+    """A DuckDB failure on the study's store as one line naming the study and, where DuckDB says it, the file."""
+    found = re.search(r"[\"']([^\"']+\.(?:parquet|sqlite))[\"']", str(error))
+    where = f" (file {found.group(1)})" if found else ""
+    then = ("nothing of this command was committed; run it again once the store is reachable and whole"
+            if writing else "restore damaged files from a backup of this folder")
+    return StoreError(f"{study}: the study store failed{where}: {first_line(error)}; `skintrack check {study}` "
+                      f"lists every damaged file; {then}.")
 
 
 def is_old_layout(study) -> bool:
@@ -87,7 +139,7 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
     except ImportError:
         path = []
     if path:
-        con.execute(f"LOAD {_literal(path[0])}")
+        con.execute(f"LOAD {sql_literal(path[0])}")
     else:
         con.execute(f"INSTALL {name}; LOAD {name}")
 
@@ -138,18 +190,19 @@ def connect(study, version: int | None = None, write: bool = False) -> duckdb.Du
     no views (it writes `lake.main.<table>`), and the lake is created if needed."""
     con = duckdb.connect()
     study = Path(study)
+    check_catalog(study)
     if write or is_study(study):
-        attach(con, study, create=write)
+        retry_busy(attach, con, study, write)
     else:
         con.execute(f"ATTACH ':memory:' AS {LAKE}")
         create_tables(con)
     if write:
         return con
     if version is None:
-        version = latest_version(con)
+        version = retry_busy(latest_version, con)
     else:
         check_version(con, version)
-    create_views(con, version)
+    retry_busy(create_views, con, version)
     return con
 
 
@@ -166,22 +219,50 @@ def attach(con: duckdb.DuckDBPyConnection, study: Path, create: bool = False) ->
     """Attach the study's DuckLake catalog as `lake` (creating it and its tables when `create`).
 
     Rows always go to Parquet files, never inlined into the catalog: DuckLake 1.5.5 drops inlined rows
-    on flushing them, and a reader holding an older version then fails (found by the expiry test)."""
+    on flushing them, and a reader holding an older version then fails (found by the expiry test).
+
+    A local catalog is a SQLite file in WAL mode, so that readers never block the writer nor the writer
+    the readers (with the rollback journal, four busy readers starved an ingest for minutes); a reader of
+    a folder it may not write (a read-only share) reads a private copy of the catalog, as WAL needs to
+    write its index beside the file."""
     catalog, data = catalog_of(study)
+    sqlite = not catalog.startswith("postgres:")
+    load_extension(con, "sqlite_scanner" if sqlite else "postgres_scanner")
     load_extension(con, "ducklake")
-    load_extension(con, "postgres_scanner" if catalog.startswith("postgres:") else "sqlite_scanner")
     if create:
         Path(data).mkdir(parents=True, exist_ok=True)
+    elif sqlite and not os.access(study, os.W_OK):
+        catalog = f"sqlite:{_private_copy(study / CATALOG)}"
+    busy = f", META_BUSY_TIMEOUT {BUSY_TIMEOUT_MS}, META_JOURNAL_MODE 'WAL'" if sqlite else ""
     try:
-        con.execute(f"ATTACH {_literal('ducklake:' + catalog)} AS {LAKE} "
-                    f"(DATA_PATH {_literal(data.rstrip('/') + '/')}, OVERRIDE_DATA_PATH true, DATA_INLINING_ROW_LIMIT 0)")
+        con.execute(f"ATTACH {sql_literal('ducklake:' + catalog)} AS {LAKE} (DATA_PATH "
+                    f"{sql_literal(data.rstrip('/') + '/')}, OVERRIDE_DATA_PATH true, DATA_INLINING_ROW_LIMIT 0{busy})")
     except duckdb.Error as e:
-        raise UsageError(f"{study}: cannot open the study's catalog ({_first_line(e)})") from None
+        if is_busy(e):
+            raise
+        where = study / CATALOG if sqlite else catalog.split(" password", 1)[0]
+        raise StoreError(f"{study}: the study's catalog {where} cannot be opened ({first_line(e)}); if the file "
+                         "was damaged, restore it from a backup of this folder") from None
     if create:
         have = _tables(con)
-        if len(have) < len(SCHEMAS):
-            with transaction(con, "create") if not have else contextlib.nullcontext():
+        if len(have) < len(SCHEMAS):  # a new study, one killed before its tables were made, or an older schema
+            with transaction(con, "create", {"tables": ", ".join(sorted(set(SCHEMAS) - have))}):
                 create_tables(con, have)
+
+
+_COPIES: list = []  # the temporary folders of private catalog copies, removed when the process ends
+
+
+def _private_copy(catalog: Path) -> Path:
+    """A copy of a read-only study's catalog (with its WAL, if any) in a temporary folder of this process."""
+    import tempfile
+
+    folder = tempfile.TemporaryDirectory(prefix="skintrack-catalog-")
+    _COPIES.append(folder)
+    for suffix in ("", "-wal"):
+        if Path(f"{catalog}{suffix}").exists():
+            shutil.copyfile(f"{catalog}{suffix}", Path(folder.name) / f"{CATALOG}{suffix}")
+    return Path(folder.name) / CATALOG
 
 
 def _tables(con) -> set:
@@ -189,13 +270,22 @@ def _tables(con) -> set:
                                       [LAKE]).fetchall()}
 
 
-def create_tables(con: duckdb.DuckDBPyConnection, have: set = frozenset()) -> None:
+def create_tables(con: duckdb.DuckDBPyConnection, have: set = frozenset(), database: str = LAKE) -> None:
     """Create the study's tables that are missing (not in `have`), with the columns of their Arrow schemas."""
     for name, schema in SCHEMAS.items():
         if name not in have:
             con.register("_empty", schema.empty_table())
-            con.execute(f"CREATE TABLE {LAKE}.main.{name} AS SELECT * FROM _empty")
+            con.execute(f"CREATE TABLE {database}.main.{name} AS SELECT * FROM _empty")
             con.unregister("_empty")
+
+
+def tables_at(con: duckdb.DuckDBPyConnection, version: int | None) -> set:
+    """The tables the lake held at `version` (an older study, or one killed before its tables were made,
+    holds fewer than this skintrack writes)."""
+    if version is None:
+        return set()
+    return {r[0] for r in con.execute(f"SELECT table_name FROM {META}.ducklake_table WHERE begin_snapshot <= ? AND "
+                                      "(end_snapshot IS NULL OR end_snapshot > ?)", [version, version]).fetchall()}
 
 
 def latest_version(con: duckdb.DuckDBPyConnection) -> int | None:
@@ -247,7 +337,7 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
                                               "table_name = ?", [LAKE, table]).fetchall()}
             for name, kind in con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM _rows)").fetchall():
                 if name not in have:
-                    con.execute(f"ALTER TABLE {LAKE}.main.{table} ADD COLUMN {quote(name)} {kind}")
+                    con.execute(f"ALTER TABLE {LAKE}.main.{table} ADD COLUMN {sql_identifier(name)} {kind}")
         con.execute(f"INSERT INTO {LAKE}.main.{table} BY NAME SELECT * FROM _rows")
     finally:
         con.unregister("_rows")
@@ -301,6 +391,8 @@ def changed_rows(current: dict, key: str, rows: list[dict]) -> list[dict]:
 
 def plan_text(con: duckdb.DuckDBPyConnection, version: int | None) -> str | None:
     """The plan saved last at `version` (None when none was saved)."""
+    if version is not None and "plans" not in tables_at(con, version):
+        return None
     at = f" AT (VERSION => {int(version)})" if version is not None else ""
     row = con.execute(f"SELECT text FROM {LAKE}.main.plans{at} ORDER BY saved_at DESC LIMIT 1").fetchall()
     return row[0][0] if row else None
@@ -343,7 +435,9 @@ def locked(study: Path):
         except duckdb.Error as e:
             if "No space left on device" in str(e):  # DuckDB's words for ENOSPC
                 raise OSError(errno.ENOSPC, "No space left on device", str(study)) from None
-            raise
+            if is_busy(e) or isinstance(e, duckdb.TransactionException):
+                raise  # the caller may try again
+            raise damaged(study, e, writing=True) from None
 
 
 def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
@@ -367,26 +461,24 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
         raise
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def quote(name: str) -> str:
-    """A SQL identifier, quoted (a double quote inside is doubled), for names that come from data or users."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 # ---- views ------------------------------------------------------------------------------------------
 def create_views(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
     """(Re)create one view per table, plus `metrics` and `metrics_wide`, over the lake at `version`."""
     at = f" AT (VERSION => {int(version)})" if version is not None else ""
+    have = tables_at(con, version) if version is not None and con.execute(
+        "SELECT type FROM duckdb_databases() WHERE database_name = ?", [LAKE]).fetchall() == [("ducklake",)] \
+        else set(SCHEMAS)
+    if have < set(SCHEMAS) and not con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?",
+                                               [BLANK]).fetchall()[0][0]:
+        con.execute(f"ATTACH ':memory:' AS {BLANK}")
+        create_tables(con, database=BLANK)
 
     def source(table):
-        return f"SELECT * FROM {LAKE}.main.{table}{at}"
+        return f"SELECT * FROM {LAKE}.main.{table}{at}" if table in have else f"SELECT * FROM {BLANK}.main.{table}"
 
     for table in TABLES:
         name = "analyses_raw" if table == "analyses" else table
@@ -413,7 +505,7 @@ def create_views(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
         UNION ALL SELECT analysis_id, 'wrinkle.' || region || '.' || k, v FROM (SELECT analysis_id, region,
             {wrinkle_cols} FROM wrinkles) UNPIVOT (v FOR k IN ({", ".join(WRINKLE_MEASURES)}))
         UNION ALL SELECT analysis_id, 'skin.age', skin_age FROM analyses_raw WHERE skin_age IS NOT NULL""")
-    wide = ", ".join(f"max(m.value) FILTER (WHERE m.metric = '{k}') AS {quote(k)}" for k in metric_keys())
+    wide = ", ".join(f"max(m.value) FILTER (WHERE m.metric = '{k}') AS {sql_identifier(k)}" for k in metric_keys())
     con.execute(f"""CREATE OR REPLACE VIEW metrics_wide AS
         SELECT a.analysis_id, a.subject_id, a.visit, a.taken_at, {wide}
         FROM analyses a LEFT JOIN metrics m USING (analysis_id) GROUP BY a.analysis_id, a.subject_id, a.visit,

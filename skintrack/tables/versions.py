@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import StoreError, UsageError
 from . import store
 from .store import LAKE
 
@@ -141,6 +141,28 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
                               [dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE]).fetchall()
         done.update(expired=len(expire), deleted=len(deleted) + len(orphans))
     return done
+
+
+def compact_study(study, keep_days: float | None = None) -> dict:
+    """`compact` under the study's write lock, tried again while readers keep the catalog busy. A damaged
+    store is refused first: merging or expiring around a missing file could only lose more."""
+    from .check import store_problems
+
+    damaged = store_problems(study)
+    if len(damaged):
+        first = damaged.iloc[0]
+        raise StoreError(f"{study}: not compacted: {len(damaged)} damaged file(s), first {first['where']}: "
+                         f"{first['problem']}; `skintrack check {study}` lists them")
+
+    def run():
+        with store.locked(Path(study)):
+            con = store.connect(study, write=True)
+            try:
+                return compact(con, Path(study), keep_days)
+            finally:
+                con.close()
+
+    return store.retry_busy(run)
 
 
 def compact_if_needed(con: duckdb.DuckDBPyConnection, study: Path) -> bool:
