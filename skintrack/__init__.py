@@ -15,7 +15,7 @@ True
 """
 __version__ = "0.2.0"
 
-from .errors import (ApiError, AuthError, FaceQualityError, InvalidInput, InvalidManifest, InvalidResponse,
+from .errors import (AnswerLost, ApiError, AuthError, FaceQualityError, InvalidInput, InvalidManifest, InvalidResponse,
                      ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, StoreError, TransportError,
                      UnknownMetric, UsageError)
 
@@ -28,7 +28,7 @@ _LAZY = {"Study": "analysis.study", "open": "analysis.study", "AnalyzeReport": "
          "report": "show.report"}
 
 __all__ = [
-    "AnalyzeReport", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
+    "AnalyzeReport", "AnswerLost", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
     "InvalidManifest", "InvalidResponse", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
     "RetryPolicy", "ServerError", "SkintrackError", "StoreError", "Study", "TransportError", "UnknownMetric", "UsageError", "Visit",
     "analyze", "build_report", "catalog", "export", "flatten", "ingest", "open",

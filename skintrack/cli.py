@@ -144,14 +144,16 @@ def _csv(value):
 @click.option("--qps", default=2.0, show_default=True, help="Most call starts per second (0: no limit).")
 @click.option("--dry-run", is_flag=True, help="Check the photos and say how many calls would be made; no network.")
 @click.option("--retry-failed", is_flag=True, help="Call again photos whose archived answer was a failure.")
+@click.option("--resend-uncertain", is_flag=True, help="Send again photos whose earlier call was sent but whose answer "
+              "was lost: the service may have billed it, so this MAY PAY TWICE for them.")
 @click.option("--fix", is_flag=True, help="Convert non-JPEG photos and downsize oversized ones (recorded).")
 @click.option("--no-ingest", is_flag=True, help="Only archive the responses.")
 @click.option("--url", envvar="SKINTRACK_API_URL", help="API address [env SKINTRACK_API_URL].")
-@click.option("--api-key", envvar="AILABAPI_API_KEY", show_default=False,
-              help="API key [env AILABAPI_API_KEY; prefer the variable: options show in process lists].")
+@click.option("--api-key-file", type=click.Path(dir_okay=False), help="A file holding the API key (else "
+              "AILABAPI_API_KEY, else asked for in a terminal; never an option: options show in process lists).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def analyze(photos, study, manifest, maps, marks, side_results, colors, concurrency, qps, dry_run, retry_failed, fix,
-            no_ingest, url, api_key, quiet):
+def analyze(photos, study, manifest, maps, marks, side_results, colors, concurrency, qps, dry_run, retry_failed,
+            resend_uncertain, fix, no_ingest, url, api_key_file, quiet):
     """Analyse photos with the API, archive every response, then ingest them.
 
     Example: skintrack analyze photos/ --study trial --manifest photos.csv --maps red_area --dry-run
@@ -165,38 +167,54 @@ def analyze(photos, study, manifest, maps, marks, side_results, colors, concurre
     except json.JSONDecodeError as e:
         raise UsageError(f"--colors is not JSON ({e})") from None
     params = Params(_csv(maps), _csv(marks), _csv(side_results), color_map)
-    client = None if dry_run else Client(api_key=api_key, url=url)
+    client = None if dry_run else Client(api_key=_api_key(api_key_file), url=url)
     report = run(photos, study, manifest=manifest, params=params, client=client, concurrency=concurrency,
-                 qps=qps or None, dry_run=dry_run, retry_failed=retry_failed, fix=fix, run_ingest=not no_ingest,
-                 progress=not quiet)
+                 qps=qps or None, dry_run=dry_run, retry_failed=retry_failed, resend_uncertain=resend_uncertain,
+                 fix=fix, run_ingest=not no_ingest, progress=not quiet)
     click.echo(summary(report, dry_run))
     sys.exit(0 if report.ok else 1)
 
 
+def _api_key(key_file) -> str:
+    """The API key: from a file, else the environment, else asked for (hidden) in a terminal; never argv."""
+    from .api.client import KEY_ENV, check_key
+
+    if key_file:
+        try:
+            return check_key(Path(key_file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--api-key-file {key_file}: cannot be read ({getattr(e, 'strerror', None) or e})") \
+                from None
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV]
+    if sys.stdin.isatty():
+        return click.prompt("API key", hide_input=True)
+    raise UsageError(f"no API key: set {KEY_ENV}, or give --api-key-file FILE (or run in a terminal to be asked)")
+
+
 @main.command()
 @click.option("--port", default=8765, show_default=True, help="Port on 127.0.0.1.")
-@click.option("--api-key", envvar="AILABAPI_API_KEY", help="The key to accept [env AILABAPI_API_KEY].")
+@click.option("--api-key-file", type=click.Path(dir_okay=False),
+              help="A file holding the key to accept (else AILABAPI_API_KEY, else asked for in a terminal).")
 @click.option("--latency", default=2.3, show_default=True, help="Median seconds per call.")
 @click.option("--latency-spread", default=0.15, show_default=True, help="Log-normal sigma around the median.")
 @click.option("--fail-429", default=0.0, help="Share of calls answered 429 (with Retry-After).")
 @click.option("--fail-503", default=0.0, help="Share answered 503 AI_SERVICE_FLOW_RESTRICTION.")
 @click.option("--fail-500", default=0.0, help="Share answered 500.")
-@click.option("--drop", default=0.0, help="Share of connections dropped without an answer.")
-@click.option("--truncate", default=0.0, help="Share of bodies cut in half.")
+@click.option("--drop", default=0.0, help="Share of calls analysed and billed whose connection then closes unanswered.")
+@click.option("--truncate", default=0.0, help="Share of calls analysed and billed whose answer is cut in half.")
 @click.option("--seed", default=0, help="Seed of the fault draws.")
-def emulate(port, api_key, latency, latency_spread, fail_429, fail_503, fail_500, drop, truncate, seed):
+def emulate(port, api_key_file, latency, latency_spread, fail_429, fail_503, fail_500, drop, truncate, seed):
     """Serve a local SIMULATED Skin Analyze Pro API on 127.0.0.1 until interrupted.
 
     Example: skintrack emulate --port 8765 --latency 0.2 --fail-503 0.1
     """
     from .api.emulator import Emulator, EmulatorConfig
 
-    if not api_key:
-        raise UsageError("give the key to accept with --api-key or AILABAPI_API_KEY")
-    cfg = EmulatorConfig(api_key=api_key, latency=latency, latency_spread=latency_spread, share_429=fail_429, share_503=fail_503,
+    cfg = EmulatorConfig(api_key=_api_key(api_key_file), latency=latency, latency_spread=latency_spread, share_429=fail_429, share_503=fail_503,
                          share_500=fail_500, share_drop=drop, share_truncate=truncate, seed=seed)
     emu = Emulator(cfg, port=port)
-    click.echo(f"emulating Skin Analyze Pro at {emu.url} (SIMULATED answers); set SKINTRACK_API_URL to it. "
+    click.echo(f"emulating Skin Analyze Pro at {emu.url} (SIMULATED answers): export SKINTRACK_API_URL={emu.base} "
                "Ctrl-C stops.")
     try:
         emu.server.serve_forever()

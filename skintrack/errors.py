@@ -15,8 +15,9 @@
         ├── ParameterError            400/413/415: the request is wrong           (retryable: no)
         ├── FaceQualityError          422: no face, blurry, occluded, ...          (retryable: no)
         ├── RateLimited               429 or AI_SERVICE_FLOW_RESTRICTION          (retryable: yes, except credits)
-        ├── ServerError               5xx                                         (retryable: yes)
-        └── TransportError            timeout, dropped connection, truncated body  (retryable: yes)
+        ├── ServerError               5xx with the service's own answer           (retryable: yes)
+        ├── TransportError            no connection; nothing was sent              (retryable: yes)
+        └── AnswerLost                sent, but the answer was lost, cut or late   (retryable: no: it may be billed)
 
 Example
 -------
@@ -107,6 +108,12 @@ class ServerError(ApiError):
 
 
 class TransportError(ApiError):
-    """Timeout, dropped connection or truncated body; trying again can help."""
+    """The connection could not be made, so the request never reached the service; trying again can help."""
 
     retryable = True
+
+
+class AnswerLost(ApiError):
+    """The request was sent whole, but its answer was lost, cut short or came too late: the service may
+    have analysed the photo and billed it. Never sent again by itself (`--resend-uncertain` does, and may
+    pay twice)."""

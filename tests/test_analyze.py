@@ -1,4 +1,5 @@
 """`skintrack analyze` end to end against the emulator: archive, skip, resume after SIGKILL, the key."""
+import contextlib
 import os
 import shutil
 import signal
@@ -36,7 +37,7 @@ def test_real_photos_end_to_end(emulator, tmp_path, run_cli):
     got = s.sql("select subject_id, visit, ok, photo from analyses order by visit")
     assert got[["subject_id", "visit", "ok"]].values.tolist() == [["S1", "D0", True], ["S1", "W4", True]]
     assert s.sql("select count(*) n from maps")["n"].tolist() == [4]
-    meta = orjson.loads(next((tmp_path / "s" / "raw").glob("image.*.meta.json")).read_bytes())
+    meta = orjson.loads(next((tmp_path / "s" / "raw").glob("image-*.meta.json")).read_bytes())
     assert meta["params"] == {"return_maps": "red_area,roi_outline_map", "return_marks": "wrinkle_mark"}
     assert meta["http_status"] == 200 and meta["photo_sha256"] and "api_key" not in str(meta).lower()
     again = run_cli("analyze", *real, "--study", tmp_path / "s", "--maps", "red_area,roi_outline_map", "--marks",
@@ -67,7 +68,7 @@ def test_refused_photos_are_named_with_their_rule(photos, tmp_path, emulator):
     assert report.succeeded == 2 and not report.ok
     fixed = analyze([tmp_path / "photos" / "scan.png"], tmp_path / "s", client=c, fix=True, qps=None)
     assert fixed.succeeded == 1
-    meta = orjson.loads(next((tmp_path / "s" / "raw").glob("scan.*.meta.json")).read_bytes())
+    meta = orjson.loads(next((tmp_path / "s" / "raw").glob("scan-*.meta.json")).read_bytes())
     assert meta["fixes"] == ["converted PNG to JPEG"]
 
 
@@ -207,7 +208,7 @@ def test_account_and_service_errors_stop_the_batch_and_the_next_run_retries(trou
     good = emulator()
     bad = {"wrong key": good, "no credits": emulator(codes={"ERROR_NOT_ENOUGH_CREDITS": 1.0}),
            "service down": emulator(share_500=1.0)}[trouble]
-    key = "wrong" if trouble == "wrong key" else "test-key"
+    key = "wrong-key" if trouble == "wrong key" else "test-key"
     args = ("analyze", tmp_path / "photos", "--study", tmp_path / "s", "--quiet", "--concurrency", "2", "--qps", "0")
     first = run_cli(*args, env={"AILABAPI_API_KEY": key, "SKINTRACK_API_URL": bad.url})
     assert first.returncode == 1 and "STOPPED at the first error that is not about a photo" in first.stdout
@@ -237,32 +238,75 @@ def test_account_failures_archived_by_older_versions_are_retried_and_never_inges
     assert skintrack.open(tmp_path / "s").sql("select ok from analyses")["ok"].tolist() == [True]
 
 
-def test_a_key_echoed_by_the_server_is_redacted_everywhere(photos, tmp_path, emulator, run_cli):
+@pytest.mark.parametrize("echo", ["plain", "json-slash", "percent", "base64", "unicode"])
+def test_a_key_echoed_by_the_server_is_redacted_everywhere(echo, photos, tmp_path, emulator, run_cli):
+    import base64
     import pickle
+    import urllib.parse
 
-    secret = "sk-ECHOED-4242"
+    secret = "sk-ECHOED/4242+x="
     photos(2)
-    emu = emulator(api_key="the-right-one", echo_key=True)
+    emu = emulator(api_key="the-right-one", echo_key=echo)
     proc = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s",
                    env={"AILABAPI_API_KEY": secret, "SKINTRACK_API_URL": emu.url})
     assert proc.returncode == 1 and "<redacted key>" in proc.stdout
-    assert secret not in proc.stdout + proc.stderr
-    assert all(secret.encode() not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    forms = [secret, secret.replace("/", "\\/"), urllib.parse.quote(secret, safe=""),
+             base64.b64encode(f"{secret}:".encode()).decode(), "\\u0073\\u006b"]
+    for form in forms:
+        assert form not in proc.stdout + proc.stderr
+        assert all(form.encode() not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()), form
     c = Client(api_key=secret, url=emu.url, retry=FAST)
     with pytest.raises(skintrack.AuthError) as caught:
         c.call(__import__("skintrack.api.request", fromlist=["x"]).prepare_photo(tmp_path / "photos" / "p00.jpg"))
-    assert secret not in str(caught.value) and secret.encode() not in caught.value.body
+    assert all(f not in str(caught.value) and f.encode() not in caught.value.body for f in forms)
     held = repr(vars(c)) + repr([getattr(c, a) for a in dir(c) if not a.startswith("__")])
     assert secret not in held and secret.encode() not in pickle.dumps(vars(c)["_key"]._masked)
     with pytest.raises(TypeError):
         pickle.dumps(c)
 
 
+@pytest.mark.parametrize("key, said", [("sk-abc\rdef", "a carriage return at character 7 of 10"),
+                                       ("sk-a\nbcdef", "a line break at character 5 of 10"),
+                                       ("sk-ab cdef", "a space at character 6 of 10"),
+                                       ("sk-abcdéf", "the character U+00E9 at character 8 of 9")])
+def test_a_key_that_cannot_go_in_a_header_is_refused_without_showing_it(key, said, photos, tmp_path, run_cli):
+    photos(1)
+    proc = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s",
+                   env={"AILABAPI_API_KEY": key, "SKINTRACK_API_URL": "http://127.0.0.1:9/x"})
+    assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    for part in ("abc", "def", "bcdef", "cdef"):
+        assert part not in proc.stdout + proc.stderr
+
+
+def test_the_key_comes_from_a_file_or_the_environment_never_from_argv(photos, tmp_path, emulator, run_cli):
+    secret = "sk-FROMFILE-777"
+    photos(6)
+    emu = emulator(api_key=secret, latency=0.5)
+    (tmp_path / "key").write_text(secret + "\n")  # a file's last newline is no part of the key
+    refused = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s", "--api-key", secret)
+    assert refused.returncode == 2 and "No such option '--api-key'" in refused.stderr and secret not in refused.stderr
+    exe = Path(sys.executable).with_name("skintrack")
+    env = {k: v for k, v in os.environ.items() if k != "AILABAPI_API_KEY"}
+    proc = subprocess.Popen([str(exe), "analyze", str(tmp_path / "photos"), "--study", str(tmp_path / "s"),
+                             "--api-key-file", str(tmp_path / "key"), "--quiet", "--concurrency", "1", "--qps", "0"],
+                            env={**env, "SKINTRACK_API_URL": emu.base}, stdout=subprocess.PIPE, text=True)
+    seen = []
+    while proc.poll() is None:  # what `ps` shows of the running batch
+        with contextlib.suppress(OSError):
+            seen.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes())
+        time.sleep(0.1)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0 and "analyzed 6 of 6" in out and seen
+    assert not any(secret.encode() in s for s in seen)
+    none = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s2", env={"AILABAPI_API_KEY": ""})
+    assert none.returncode == 2 and "no API key: set AILABAPI_API_KEY, or give --api-key-file FILE" in none.stderr
+
+
 @pytest.mark.parametrize("url", ["htp:/nowhere", "127.0.0.1:8765/x", "http://", "http://host:99999/x"])
 def test_a_malformed_api_url_is_one_line(url, photos, tmp_path, run_cli):
     photos(1)
     proc = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s",
-                   env={"AILABAPI_API_KEY": "k", "SKINTRACK_API_URL": url})
+                   env={"AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": url})
     assert proc.returncode == 2 and proc.stderr.startswith(f"Error: the API address {url!r} (url, --url or SKINTRACK_API_URL)")
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
@@ -273,7 +317,7 @@ def test_an_unwritable_study_is_one_line_for_analyze(photos, tmp_path, run_cli):
     photos(1)
     with tmpfs(tmp_path / "ro", "1m", ",ro") as ro:
         proc = run_cli("analyze", tmp_path / "photos", "--study", ro / "s",
-                       env={"AILABAPI_API_KEY": "k", "SKINTRACK_API_URL": "http://127.0.0.1:9/x"})
+                       env={"AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": "http://127.0.0.1:9/x"})
     assert proc.returncode == 2 and "cannot write to this study folder (Read-only file system)" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 

@@ -5,6 +5,10 @@ are skipped without network; calls run on a bounded thread pool under a QPS limi
 archived the moment it arrives; then the archive is ingested. Interrupting (or killing) a batch loses
 at most the calls in flight; a re-run finishes the job.
 
+A call sent whole whose answer is lost (a dropped connection, a cut body, a read timeout) may have been
+billed: it is recorded as uncertain, listed, and never sent again by a later run unless asked
+(`resend_uncertain`, which may pay twice).
+
 Example
 -------
 >>> import tempfile
@@ -27,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .archive import Archive, envelope
 from .client import Client
-from ..errors import ApiError, PhotoRejected, UsageError
+from ..errors import AnswerLost, ApiError, PhotoRejected, UsageError
 from ..tables.ingest import IngestReport, ingest
 from ..tables.manifest import Manifest
 from .request import Params, prepare_photo
@@ -38,7 +42,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".h
 @dataclass
 class AnalyzeReport:
     """What a batch did: planned and skipped calls, refused photos, successes, the photos' own failures
-    with reasons, and why the batch stopped early if it did (the account, the key, the service)."""
+    with reasons, the calls whose answer was lost (`uncertain`: maybe billed) and the photos held back
+    because an earlier call of theirs is (`held`), and why the batch stopped early if it did."""
 
     planned: int = 0
     skipped: int = 0
@@ -46,6 +51,8 @@ class AnalyzeReport:
     same: list = field(default_factory=list)  # (photo, the photo with the same bytes that is called for it)
     succeeded: int = 0
     failed: list = field(default_factory=list)
+    uncertain: list = field(default_factory=list)  # (photo, what happened): sent whole, answer lost
+    held: list = field(default_factory=list)  # (photo, when): not sent, an earlier call of it is uncertain
     stopped: str | None = None
     not_started: int = 0
     seconds: float = 0.0
@@ -54,7 +61,7 @@ class AnalyzeReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.invalid or self.failed or self.interrupted or self.stopped
+        return not (self.invalid or self.failed or self.uncertain or self.held or self.interrupted or self.stopped
                     or (self.ingested and not self.ingested.ok))
 
 
@@ -106,12 +113,15 @@ def find_photos(sources) -> list[str]:
 
 def analyze(photos, study, manifest=None, params: Params = Params(), client: Client | None = None,
             concurrency: int = 4, qps: float | None = 2.0, dry_run: bool = False, retry_failed: bool = False,
-            fix: bool = False, run_ingest: bool = True, progress: bool = False) -> AnalyzeReport:
+            fix: bool = False, run_ingest: bool = True, progress: bool = False,
+            resend_uncertain: bool = False) -> AnalyzeReport:
     """Analyse photos into the study at `study` (see the module docstring).
 
     One `analyze` runs on a study at a time (a second one is refused at once), so no photo is ever
     paid for twice; photos with the same bytes are one call. A failure of the account, the key, the
     request or the service stops the batch at once; it is not archived, and the next run tries again.
+    A photo whose earlier call may have been billed (its answer was lost) is sent again only with
+    `resend_uncertain`.
     """
     t0 = time.perf_counter()
     study = Path(study)
@@ -119,7 +129,7 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
     man = Manifest.read(manifest) if manifest else None
     with contextlib.nullcontext() if dry_run else Archive.claim(study):
         archive = Archive(study)
-        jobs = _plan(find_photos(photos), man, params, fix, archive, retry_failed, report)
+        jobs = _plan(find_photos(photos), man, params, fix, archive, retry_failed, resend_uncertain, report)
         report.planned = len(jobs)
         if not dry_run and jobs:
             _run(jobs, client or Client(), params, archive, concurrency, qps, progress, report)
@@ -129,7 +139,7 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
     return report
 
 
-def _plan(paths, man, params, fix, archive, retry_failed, report) -> list[tuple]:
+def _plan(paths, man, params, fix, archive, retry_failed, resend_uncertain, report) -> list[tuple]:
     """Check every photo before anything is paid for; one job per distinct call not yet archived."""
     jobs, calls = [], {}
     for path in paths:
@@ -151,6 +161,8 @@ def _plan(paths, man, params, fix, archive, retry_failed, report) -> list[tuple]
             report.same.append((path, calls[call]))
         elif archive.done(photo.sha256, params.key(), retry_failed):
             report.skipped += 1
+        elif (earlier := archive.uncertain(photo.sha256, params.key())) and not resend_uncertain:
+            report.held.append((path, earlier.get("recorded_at", "earlier")))
         else:
             calls[call] = path
             jobs.append((photo, left, right))
@@ -169,6 +181,9 @@ def _run(jobs, client, params, archive, concurrency, qps, progress, report) -> N
             return photo, None, False
         try:
             reply = client.call(photo, params, left, right)
+        except AnswerLost as e:  # maybe billed: recorded, never sent again by itself
+            archive.mark_uncertain(photo, params.key(), envelope(photo, params, error=e, left=left, right=right))
+            return photo, e, True
         except ApiError as e:
             body = getattr(e, "body", None)
             if e.about_photo and body is not None:  # the photo's own final outcome: archive it
@@ -191,6 +206,8 @@ def _run(jobs, client, params, archive, concurrency, qps, progress, report) -> N
             report.not_started += 1
         elif err is None:
             report.succeeded += 1
+        elif isinstance(err, AnswerLost):
+            report.uncertain.append((photo.path, str(err)))
         elif err.about_photo:
             report.failed.append((photo.path, str(err)))
         elif report.stopped is None:
@@ -218,16 +235,22 @@ def summary(report: AnalyzeReport, dry_run: bool = False) -> str:
     """A few lines for people: what was called, skipped, refused and why; why a batch stopped."""
     refused = [f"refused: {r}" if r.startswith(p) else f"refused: {p}: {r}" for p, r in report.invalid]
     same = [f"same photo: {p} has the bytes of {q}: one call for both" for p, q in report.same]
+    held = [f"held back: {p}: an earlier call (recorded {when}) was sent but its answer was lost, so it may have "
+            "been billed; --resend-uncertain sends it again and MAY PAY TWICE" for p, when in report.held]
+    uncertain = [f"uncertain: {p}: {why}; not sent again (--resend-uncertain would, and may pay twice)"
+                 for p, why in report.uncertain]
     if dry_run:
         return os.linesep.join([f"dry run: {report.planned} calls would be made; {report.skipped} photos already "
-                                f"analysed; {len(report.invalid)} refused before paying"] + refused + same)
+                                f"analysed; {len(report.invalid)} refused before paying; {len(report.held)} held "
+                                "back (an earlier call may have been billed)"] + refused + same + held)
     lines = [f"analyzed {report.succeeded} of {report.planned} planned calls in {report.seconds:.1f} s; "
              f"skipped {report.skipped} already analysed; refused {len(report.invalid)} before paying; "
-             f"failed {len(report.failed)}" + ("; INTERRUPTED: run again to finish" if report.interrupted else "")]
+             f"failed {len(report.failed)}; uncertain {len(report.uncertain)} (sent, answer lost: maybe billed); "
+             f"held back {len(report.held)}" + ("; INTERRUPTED: run again to finish" if report.interrupted else "")]
     if report.stopped:
         lines.append(f"STOPPED at the first error that is not about a photo: {report.stopped}. Nothing was recorded "
                      f"for it; {report.not_started} photos were not sent. Fix it and run the same command again.")
-    lines += refused + same + [f"failed: {p}: {r}" for p, r in report.failed]
+    lines += refused + same + [f"failed: {p}: {r}" for p, r in report.failed] + uncertain + held
     if report.ingested:
         i = report.ingested
         lines.append(f"ingested {i.added} new analyses ({i.skipped} already held, {len(i.rejected)} rejected)")

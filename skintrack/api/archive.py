@@ -5,6 +5,10 @@
 SHA-256, what `--fix` did, request parameters (never the key), HTTP status, attempts and timings. The
 envelope is written first and the body last, each atomically; a photo counts as done once its body exists.
 
+``raw/.uncertain/<same name>.json`` records a call that was sent whole but whose answer was lost: the
+service may have billed it, so it is not sent again unless asked (`--resend-uncertain`); its answer, if
+one comes later, replaces the record.
+
 Example
 -------
 >>> import tempfile
@@ -21,11 +25,13 @@ from pathlib import Path
 
 import orjson
 
+from ..sinks import file_name
 from ..tables.codes import about_photo
 from ..tables.store import exclusive, write_atomic
 
 
 _NAME = re.compile(r"^.+\.(?P<sha12>[0-9a-f]{12})\.(?P<key>[0-9a-f]{8})(?P<failed>\.failed(\.[0-9T]+)?)?\.json$")
+UNCERTAIN = ".uncertain"  # under raw/: calls sent whose answer was lost (a folder ingest does not walk)
 
 
 class Archive:
@@ -34,6 +40,11 @@ class Archive:
     def __init__(self, study):
         self.dir = Path(study) / "raw"
         self._outcomes: dict[tuple[str, str], set[str]] = {}
+        self._uncertain: dict[tuple[str, str], Path] = {}
+        for p in (self.dir / UNCERTAIN).glob("*.json"):
+            m = _NAME.match(p.name)
+            if m:
+                self._uncertain[(m["sha12"], m["key"])] = p
         if not self.dir.exists():
             return
         for p in self.dir.iterdir():
@@ -58,17 +69,44 @@ class Archive:
         outcomes = self._outcomes.get((photo_sha256[:12], params_key), set())
         return "ok" in outcomes or (bool(outcomes) and not retry_failed)
 
+    def uncertain(self, photo_sha256: str, params_key: str) -> dict | None:
+        """The record of an earlier call of this photo whose answer was lost (None when there is none)."""
+        path = self._uncertain.get((photo_sha256[:12], params_key))
+        if path is None:
+            return None
+        try:
+            return orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {"photo": str(path)}
+
+    def mark_uncertain(self, photo, params_key: str, envelope: dict) -> Path:
+        """Record a call sent whole whose answer was lost (it may have been billed)."""
+        path = self.dir / UNCERTAIN / f"{_stem(photo)}.{photo.sha256[:12]}.{params_key}.json"
+        write_atomic(path, orjson.dumps(dict(envelope, recorded_at=dt.datetime.now(dt.timezone.utc).isoformat()),
+                                        option=orjson.OPT_INDENT_2))
+        self._uncertain[(photo.sha256[:12], params_key)] = path
+        return path
+
     def write(self, photo, params_key: str, body: bytes, envelope: dict, ok: bool) -> Path:
-        """Archive one response; returns the body's path."""
-        stem = Path(photo.path).stem.replace(".", "_")[:80] or "photo"
-        name = f"{stem}.{photo.sha256[:12]}.{params_key}" + ("" if ok else ".failed")
+        """Archive one response (an answer that settles an uncertain call removes its record); returns the
+        body's path."""
+        name = f"{_stem(photo)}.{photo.sha256[:12]}.{params_key}" + ("" if ok else ".failed")
         if not ok and (self.dir / f"{name}.json").exists():  # an earlier failure of the same call: keep both
             name += "." + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         envelope = dict(envelope, archived_at=dt.datetime.now(dt.timezone.utc).isoformat())
         write_atomic(self.dir / f"{name}.meta.json", orjson.dumps(envelope, option=orjson.OPT_INDENT_2))
         write_atomic(self.dir / f"{name}.json", body)
         self._outcomes.setdefault((photo.sha256[:12], params_key), set()).add("ok" if ok else "failed")
+        settled = self._uncertain.pop((photo.sha256[:12], params_key), None)
+        if settled is not None:
+            settled.unlink(missing_ok=True)
         return self.dir / f"{name}.json"
+
+
+def _stem(photo) -> str:
+    """The archive name's readable part: the photo's name made safe for a file name (no dots, which
+    separate the name's fields)."""
+    return file_name(Path(photo.path).stem, most=60).replace(".", "_")
 
 
 def _about_photo(path: Path) -> bool:

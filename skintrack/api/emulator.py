@@ -4,9 +4,14 @@ It listens on 127.0.0.1 only and speaks the same contract: a multipart POST with
 `ailabapi-api-key` header (401 otherwise), the documented error envelopes and codes for bad photos and
 parameters, and SIMULATED current-format responses derived deterministically from the photo's bytes,
 with valid base64 face maps of the photo's size, marks and side results when asked. Faults can be
-injected: latency (median 2.3 s by default, log-normal spread), shares of 429/503/500 answers and of any documented code,
-dropped connections and truncated bodies. Faults happen before the simulated analysis, so they are never
-billed; `stats()` (also at GET /_emulator/stats) counts the calls billed (successful analyses), also per photo.
+injected: latency (median 2.3 s by default, log-normal spread), shares of 429/503/500 answers and of any
+documented code (answered before any analysis: never billed), and answers lost after the analysis: a
+connection closed without a reply (`share_drop`) or a body cut in half (`share_truncate`).
+
+The billing ledger is the service's view of the money: a call is billed the moment its analysis has
+produced an answer, whether or not that answer reaches the client. `stats()` (also at GET
+/_emulator/stats) gives the calls received, the calls billed (in all, per photo, and the ledger in order:
+photo SHA-256, time, and what became of the answer: sent, dropped or truncated).
 
 Example
 -------
@@ -52,11 +57,12 @@ class EmulatorConfig:
     share_429: float = 0.0
     share_503: float = 0.0
     share_500: float = 0.0
-    share_drop: float = 0.0  # close the connection without answering
-    share_truncate: float = 0.0  # announce the full length, send half the body, close
+    share_drop: float = 0.0  # analyse and bill, then close the connection without answering
+    share_truncate: float = 0.0  # analyse and bill, announce the full length, send half the body, close
     codes: dict = field(default_factory=dict)  # documented code -> share, e.g. {"ERROR_NO_FACE_IN_FILE": 0.1}
     retry_after: float = 1.0  # seconds, sent with 429
-    echo_key: bool = False  # a careless server: the 401 message repeats the key it was sent
+    echo_key: str = ""  # a careless server repeats the key it was sent in its 401: as is ("plain"), "json-slash"
+    # (a JSON encoder that writes / as \/), "percent", "base64" (of `key:`, as HTTP Basic), "unicode" (\uXXXX)
     seed: int = 0
 
 
@@ -69,6 +75,7 @@ class Emulator:
         self._lock = threading.Lock()
         self.calls = 0
         self.billed = collections.Counter()
+        self.ledger: list[dict] = []
         self.statuses = collections.Counter()
         self.latency_total = 0.0
         handler = functools.partial(_Handler, self)
@@ -77,8 +84,14 @@ class Emulator:
         self._thread = None
 
     @property
+    def base(self) -> str:
+        """The emulator's address (SKINTRACK_API_URL takes it as it is; the client adds the API's path)."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{PATH}"
+        """The full address of the emulated endpoint."""
+        return f"{self.base}{PATH}"
 
     def start(self) -> Emulator:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -96,10 +109,19 @@ class Emulator:
         self.stop()
 
     def stats(self) -> dict:
-        """Calls received, calls billed (in all and per photo SHA-256), answers by HTTP status."""
+        """Calls received, calls billed (in all, per photo SHA-256, and the ledger in order), answers by HTTP
+        status."""
         with self._lock:
             return {"calls": self.calls, "billed": sum(self.billed.values()), "billed_by_photo": dict(self.billed),
-                    "statuses": dict(self.statuses), "latency_total": self.latency_total}
+                    "ledger": [dict(e) for e in self.ledger], "statuses": dict(self.statuses),
+                    "latency_total": self.latency_total}
+
+    def bill(self, photo_sha: str, answer: str) -> None:
+        """Enter one billed call in the ledger (its answer: sent, dropped or truncated)."""
+        with self._lock:
+            self.billed[photo_sha] += 1
+            self.ledger.append({"n": len(self.ledger) + 1, "photo_sha256": photo_sha, "at": time.time(),
+                                "answer": answer})
 
     def _draw(self) -> float:
         with self._lock:
@@ -161,8 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
         wake = time.monotonic() + emu._latency()  # the answer leaves at the call's latency, not after it
         self._wake = wake
         if self.headers.get("ailabapi-api-key") != cfg.api_key:
-            sent = f" {self.headers.get('ailabapi-api-key')!r}" if cfg.echo_key else ""
-            return self._send(*_envelope("ERROR_APPLICATIONS_NOT_EXISTS", f"invalid or missing ailabapi-api-key{sent}"))
+            status, body = _envelope("ERROR_APPLICATIONS_NOT_EXISTS", "invalid or missing ailabapi-api-key ECHO")
+            return self._send(status, body.replace(b"ECHO", _echo(self.headers.get("ailabapi-api-key") or "",
+                                                                  cfg.echo_key)))
         edge = 0.0
         for share, status, code in ((cfg.share_429, 429, "EXCEEDING_LIMITS"), (cfg.share_503, 503, "AI_SERVICE_FLOW_RESTRICTION"),
                                     (cfg.share_500, 500, "SERVICE_INTERNAL_ERROR")):
@@ -170,13 +193,9 @@ class _Handler(BaseHTTPRequestHandler):
             if draw < edge:
                 headers = {"Retry-After": str(cfg.retry_after)} if status == 429 else None
                 return self._send(_envelope(code, "injected fault")[0], _envelope(code, "injected fault")[1], headers)
-        edge += cfg.share_drop
-        if draw < edge:
-            time.sleep(max(0.0, self._wake - time.monotonic()))
-            self.close_connection = True
-            return None
-        truncate = draw < edge + cfg.share_truncate
-        edge += cfg.share_truncate
+        lost = "dropped" if draw < edge + cfg.share_drop else \
+            "truncated" if draw < edge + cfg.share_drop + cfg.share_truncate else None
+        edge += cfg.share_drop + cfg.share_truncate
         for code, share in cfg.codes.items():
             edge += share
             if draw < edge:
@@ -185,12 +204,24 @@ class _Handler(BaseHTTPRequestHandler):
         if fields is None or "image" not in fields:
             return self._send(*_envelope("MISSING_PARAMETERS", "image is required"))
         status, body, photo_sha = _analyse(fields)
-        if truncate:
-            return self._send(status, body, truncate=True)
-        self._send(status, body)
-        if status == 200:
-            with emu._lock:
-                emu.billed[photo_sha] += 1
+        if status == 200:  # the analysis is done: billed, whatever becomes of the answer
+            emu.bill(photo_sha, lost or "sent")
+        if lost == "dropped":
+            time.sleep(max(0.0, self._wake - time.monotonic()))
+            self.close_connection = True
+            return None
+        self._send(status, body, truncate=lost == "truncated")
+
+
+def _echo(key: str, how: str) -> bytes:
+    """The key as a careless server would repeat it inside a JSON string (empty when it does not)."""
+    import base64
+    import urllib.parse
+
+    return {"": b"", "plain": key.encode(), "json-slash": key.replace("/", "\\/").encode(),
+            "percent": urllib.parse.quote(key, safe="").encode(),
+            "base64": b"Basic " + base64.b64encode(f"{key}:".encode()),
+            "unicode": "".join(f"\\u{ord(c):04x}" for c in key).encode()}[how]
 
 
 def _multipart(content_type: str, raw: bytes) -> dict | None:

@@ -111,8 +111,10 @@ def expand(sources) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def _walk_folder(folder: str) -> list[str]:
+    """The response files under a folder; hidden folders (raw/.uncertain, .ipynb_checkpoints) are skipped."""
     out = []
-    for root, _dirs, names in os.walk(folder, followlinks=False):
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
         out += [os.path.join(root, n) for n in names
                 if (n.endswith(".json") or n.endswith(".json.gz")) and not n.endswith(META_SUFFIX)]
     return out
