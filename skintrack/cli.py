@@ -152,11 +152,16 @@ def _csv(value):
 @click.option("--api-key-file", type=click.Path(dir_okay=False), help="A file holding the API key (else "
               "AILABAPI_API_KEY, else asked for in a terminal; never an option: options show in process lists).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--sentinel", type=click.Path(exists=True, file_okay=False), help="A folder of 3-5 reference photos "
+              "sent before the batch's first study photo and after its last (2 calls per photo per batch): a model "
+              "change stops the batch before a study photo is paid for.")
+@click.option("--accept-drift", is_flag=True, help="Go on although the sentinel moved (recorded in the study's "
+              "history).")
 def analyze(photos, study, manifest, maps, marks, side_results, colors, concurrency, qps, dry_run, retry_failed,
-            resend_uncertain, fix, no_ingest, url, api_key_file, quiet):
+            resend_uncertain, fix, no_ingest, url, api_key_file, quiet, sentinel, accept_drift):
     """Analyse photos with the API, archive every response, then ingest them.
 
-    Example: skintrack analyze photos/ --study trial --manifest photos.csv --maps red_area --dry-run
+    Example: skintrack analyze photos/ --study trial --manifest photos.csv --sentinel panel/ --dry-run
     """
     from .api.analyze import analyze as run, summary
     from .api.client import Client
@@ -170,7 +175,7 @@ def analyze(photos, study, manifest, maps, marks, side_results, colors, concurre
     client = None if dry_run else Client(api_key=_api_key(api_key_file), url=url)
     report = run(photos, study, manifest=manifest, params=params, client=client, concurrency=concurrency,
                  qps=qps or None, dry_run=dry_run, retry_failed=retry_failed, resend_uncertain=resend_uncertain,
-                 fix=fix, run_ingest=not no_ingest, progress=not quiet)
+                 fix=fix, run_ingest=not no_ingest, progress=not quiet, sentinel=sentinel, accept_drift=accept_drift)
     click.echo(summary(report, dry_run))
     sys.exit(0 if report.ok else 1)
 
@@ -204,15 +209,26 @@ def _api_key(key_file) -> str:
 @click.option("--drop", default=0.0, help="Share of calls analysed and billed whose connection then closes unanswered.")
 @click.option("--truncate", default=0.0, help="Share of calls analysed and billed whose answer is cut in half.")
 @click.option("--seed", default=0, help="Seed of the fault draws.")
-def emulate(port, api_key_file, latency, latency_spread, fail_429, fail_503, fail_500, drop, truncate, seed):
+@click.option("--generation", default="v1.7.6", show_default=True,
+              help="Answer in the shape of this API version (v1.5.1 ... v1.7.6).")
+@click.option("--model-shift", "shifts", multiple=True, metavar="METRIC=DELTA@N",
+              help="Change the model after N billed calls: add DELTA to METRIC (score.wrinkle=27@40), or answer as "
+                   "another version (generation=v1.6.6@40). Repeatable.")
+def emulate(port, api_key_file, latency, latency_spread, fail_429, fail_503, fail_500, drop, truncate, seed,
+            generation, shifts):
     """Serve a local SIMULATED Skin Analyze Pro API on 127.0.0.1 until interrupted.
 
-    Example: skintrack emulate --port 8765 --latency 0.2 --fail-503 0.1
+    Example: skintrack emulate --port 8765 --latency 0.2 --fail-503 0.1 --model-shift score.wrinkle=27@40
     """
-    from .api.emulator import Emulator, EmulatorConfig
+    from .api.emulator import Emulator, EmulatorConfig, parse_shift
+    from .tables.generations import NAMES
 
-    cfg = EmulatorConfig(api_key=_api_key(api_key_file), latency=latency, latency_spread=latency_spread, share_429=fail_429, share_503=fail_503,
-                         share_500=fail_500, share_drop=drop, share_truncate=truncate, seed=seed)
+    if generation not in NAMES:
+        raise UsageError(f"--generation {generation!r} is not one of {', '.join(NAMES)}")
+    cfg = EmulatorConfig(api_key=_api_key(api_key_file), latency=latency, latency_spread=latency_spread,
+                         share_429=fail_429, share_503=fail_503, share_500=fail_500, share_drop=drop,
+                         share_truncate=truncate, seed=seed, generation=generation,
+                         shifts=tuple(parse_shift(x) for x in shifts))
     emu = Emulator(cfg, port=port)
     click.echo(f"emulating Skin Analyze Pro at {emu.url} (SIMULATED answers): export SKINTRACK_API_URL={emu.base} "
                "Ctrl-C stops.")
@@ -234,7 +250,9 @@ def _output(fn):
 
 def _emit(df, fmt):
     if fmt == "csv":
-        click.echo(df.to_csv(index=False), nl=False)
+        from .sinks import spreadsheet_frame
+
+        click.echo(spreadsheet_frame(df).to_csv(index=False), nl=False)
     elif fmt == "json":
         click.echo(df.to_json(orient="records", date_format="iso", indent=1))
     else:
@@ -397,9 +415,89 @@ def endpoints(study, fmt):
     """
     s = _open(study)
     df = s.endpoints()
-    _emit(df, fmt)
-    if fmt is None and s.plan.assumed:
+    if fmt is not None:
+        _emit(df, fmt)
+        return
+    _emit(df[["order", "role", "metric", "visit", "treatment", "control", "model", "estimate", "ci_low", "ci_high",
+              "p", "p_adjusted", "decision"]], None)
+    click.echo(f"testing order: {df.attrs['testing_order']}")
+    click.echo("API generations: " + "; ".join(f"{r.metric} at {r.visit}: {r.generations or 'none'}" for r in
+                                               df.drop_duplicates(["metric", "visit"]).itertuples()))
+    for method in dict.fromkeys(m for m in df["method"] if m):
+        click.echo(f"method: {method}")
+    for r in df[df["decision"] == "not estimable"].itertuples():
+        click.echo(f"not estimable: {r.metric} at {r.visit}, {r.treatment}: {r.reason}")
+    if s.plan.assumed:
         click.echo("assumed (no plan says otherwise): " + "; ".join(s.plan.assumed))
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--methods", default="", help="Comma-separated: qc, mi, j2r, cr, tipping (default: the plan's).")
+@click.option("--imputations", type=int, help="Imputations per method (default: the plan's, else 100).")
+@click.option("--seed", type=int, help="Seed of every draw (default: the plan's).")
+@_output
+def sensitivity(study, methods, imputations, seed, fmt):
+    """The primary endpoint's missing-data and QC sensitivity analyses: the MMRM as planned, QC handled the
+    other way, multiple imputation under MAR, jump to reference, copy reference, the tipping point.
+
+    Example: skintrack sensitivity trial --imputations 200 --seed 7
+    """
+    _emit(_open(study).sensitivity(list(_csv(methods)) or None, imputations, seed), fmt)
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--metrics", default="", help="Comma-separated metric keys (default: every metric the panel has).")
+@click.option("--all", "show_all", is_flag=True, help="Every metric of every run, not only those that moved.")
+@_output
+def drift(study, metrics, show_all, fmt):
+    """The sentinel panel's results against its reference run: per run and metric the shift, its 95% CI and
+    whether it exceeds the minimal detectable change (at a 5% family-wise error over the metrics). Exit status 1
+    when any does, or when the API generation changed.
+
+    Example: skintrack drift trial
+    """
+    from .analysis.instrument import verdict
+
+    table = _open(study).drift(list(_csv(metrics)) or None)
+    shown = table if show_all or fmt is not None else table[table["moved"]]
+    if fmt is not None:
+        _emit(shown, fmt)
+    elif table.empty:
+        click.echo(f"{study}: no sentinel results (analyze --sentinel PANEL_DIR sends a panel with each batch)")
+    else:
+        runs = table.groupby(["batch", "position"], sort=False)
+        click.echo(f"{runs.ngroups} sentinel runs against the reference {table['reference'].iloc[0]}, "
+                   f"{table['metric'].nunique()} metrics, {int(table['photos'].max())} photos")
+        if len(shown):
+            _emit(shown[["batch", "position", "metric", "photos", "shift", "ci_low", "ci_high", "mdc", "noise",
+                         "exceeds_mdc", "generation"]], None)
+        for (batch, position), g in runs:
+            click.echo(f"{batch} {position}: " + (verdict(g) or "nothing moved beyond the MDC"))
+    sys.exit(1 if table["exceeds_mdc"].any() or (table["generation"] != table["reference_generation"]).any() else 0)
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--metrics", default="", help="Comma-separated metric keys (default: every metric).")
+@click.option("--all", "show_all", is_flag=True, help="Also the metrics whose offset is 0.")
+@_output
+def bridge(study, metrics, show_all, fmt):
+    """The offset between API generations per metric, from photos analysed under both (sentinels, or photos
+    sent again on purpose): the mean difference (newer minus older), its SD, 95% CI and each photo's.
+
+    Example: skintrack bridge trial --metrics score.wrinkle,score.pores
+    """
+    table = _open(study).bridge(list(_csv(metrics)) or None)
+    shown = table if show_all or fmt is not None else table[table["offset"].abs() > 0]
+    if table.empty and fmt is None:
+        click.echo(f"{study}: no photo was analysed under two API generations; send some again (or a sentinel "
+                   "panel) after a change to bridge it")
+        return
+    _emit(shown, fmt)
+    if fmt is None:
+        click.echo(f"{len(table) - len(shown)} of {len(table)} metric offsets are exactly 0 (--all lists them)")
 
 
 @main.command()

@@ -18,9 +18,10 @@ from .analysis.study import open as open_study
 
 def ingest_sample(study, repeats: bool = False):
     """Ingest the SIMULATED sample trial (responses, manifest, subjects) into `study`, with its plan, and
-    with `repeats` its repeat captures at D0."""
+    with `repeats` its repeat captures at D0; always its sentinel panel's results."""
     src = sample_study_dir()
-    report = ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    report = ingest([src / "responses", src / "sentinel"], study, manifest=src / "manifest.csv",
+                    subjects=src / "subjects.csv")
     if repeats:
         extra = ingest([src / "repeats"], study, manifest=src / "repeats.csv")
         report.added, report.rejected = report.added + extra.added, report.rejected + extra.rejected
@@ -38,6 +39,20 @@ def demo_study():
         ingest_sample(folder)
         _DEMO = open_study(folder)
     return _DEMO
+
+
+def _instrument_line(s) -> str:
+    """What `skintrack drift` says of the sample trial, in one line."""
+    from .analysis.instrument import verdict
+
+    drift = s.drift()  # every metric, as `analyze` watches them
+    runs = drift.groupby(["batch", "position"], sort=False)
+    moved = [f"{b} {p}: {verdict(g)}" for (b, p), g in runs if verdict(g)]
+    return (f"Instrument (`skintrack drift`): API generation {', '.join(s.generations()['api_generation'])}; a "
+            f"sentinel panel of {int(drift['photos'].max())} photos sent at the start and end of {drift['batch'].nunique()} "
+            f"batches, {runs.ngroups} runs against the first: " + ("; ".join(moved) if moved else "nothing moved")
+            + "; smallest shift it detects: " + ", ".join(f"{r.metric} {r.mdc:.2f}" for r in drift.drop_duplicates(
+                "metric").set_index("metric").loc[list(PRIMARY_METRICS)].reset_index().itertuples()))
 
 
 _DEMO = None
@@ -73,5 +88,6 @@ def run_demo(study, out=None) -> str:
              "Repeatability (a repeat capture of every subject at D0): " + "; ".join(
                  f"{r.metric} SEM {r.sem:.2f}, CV {r.cv_pct:.1f}%, ICC {r.icc:.2f}, MDC95 {r.mdc95:.2f}"
                  for r in s.repeatability(list(PRIMARY_METRICS)).itertuples()),
+             _instrument_line(s),
              "Headline findings:"] + [f"  {i}. {t}" for i, t in enumerate(result.findings, 1)]
     return "\n".join(lines)

@@ -75,6 +75,26 @@ def spreadsheet_cell(value):
     return value
 
 
+def spreadsheet_frame(df):
+    """A copy of a DataFrame ready for a CSV a spreadsheet may open: `spreadsheet_cell` on every text cell and
+    on the header (numbers keep their type)."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object or str(out[col].dtype) in ("string", "str"):
+            out[col] = out[col].map(spreadsheet_cell)
+    out.columns = [spreadsheet_cell(str(c)) for c in out.columns]
+    return out
+
+
+def xlsx_strings(sheet) -> None:
+    """Every text cell of an openpyxl sheet written as a string, never as a formula (openpyxl takes a text
+    starting with = for a formula)."""
+    for row in sheet.iter_rows():
+        for cell in row:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"
+
+
 def file_name(text, most: int = 40) -> str:
     """A file name for any text (an id, a label): safe characters only, at most `most` of them, plus a short
     hash of the whole text, so that two texts never share a name and `..` or `/` never leave the folder."""
@@ -84,10 +104,10 @@ def file_name(text, most: int = 40) -> str:
 
 
 def sql_identifier(name) -> str:
-    """A quoted SQL identifier (a column named by a CSV header)."""
+    """A quoted SQL identifier (a column named by a CSV header); an empty name or one with NUL is refused."""
     name = str(name)
-    if "\x00" in name:
-        raise UsageError(f"the name {visible(name)!r} holds a NUL character")
+    if not name or "\x00" in name:
+        raise UsageError(f"the name {visible(name)!r} cannot name a column (empty, or holding a NUL character)")
     return '"' + name.replace('"', '""') + '"'
 
 

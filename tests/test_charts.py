@@ -41,10 +41,11 @@ def test_change_bars_mark_significance(s):
 
 def test_waterfall_and_responders(s):
     fig = charts.waterfall(s.change_from_baseline("score.water"), "score.water", "W12", s.sql("select * from subjects"))
-    assert len(fig.axes[0].patches) == 24 and texts(fig)[3] == ["active", "placebo"]
+    assert len(fig.axes[0].patches) == 23 and texts(fig)[3] == ["active", "placebo"]  # S11 W12: QC-excluded
     fig = charts.responder_bars(s.responders("score.water", 10), "score.water", 10)
     assert "improved by at least 10 points" in texts(fig)[0]
-    assert [t.get_text() for t in fig.axes[0].texts] == ["4/12", "8/12", "12/12", "0/12", "0/12", "0/12"]
+    # the plan excludes QC-flagged captures: S03 W8 and S11 W12 (active), S07 W4 (placebo)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["4/12", "7/11", "11/11", "0/11", "0/12", "0/12"]
 
 
 def test_profile_face_and_qc(s):

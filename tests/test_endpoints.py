@@ -177,3 +177,124 @@ def test_repeatability_is_the_direct_computation_from_repeat_captures(tmp_path):
     assert plan.responders == {"score.water": 5.0}
     mdc = s.responders_between("score.water", "W12", threshold="mdc").iloc[0]
     assert mdc["threshold"] == got.loc["score.water", "mdc95"]
+
+
+def separated(rng, arm):
+    base = float(rng.normal(0, 1))
+    return base, 1 if arm == "active" else int(rng.random() < 0.4)  # every treated subject has the flag
+
+
+def test_separation_is_fitted_by_firths_penalised_likelihood_as_brglm2(rscript, tmp_path):  # noqa: F811
+    data = frame(np.random.default_rng(11), 10, separated).dropna()
+    got = ep.logistic(data, "active", "placebo")
+    ref = r_ref(rscript, tmp_path, "firth", data)
+    assert "Firth" in got["method"] and np.isfinite(got["ci_high"])
+    assert rel(got["log_estimate"], ref["b"]) < 1e-6 and rel(got["std_error"], ref["se"]) < 1e-6
+
+
+def test_two_grades_share_the_firth_path_and_one_grade_is_not_estimable():
+    rng = np.random.default_rng(12)
+    data = frame(rng, 10, lambda r, arm: (int(r.random() < 0.5), 2 if arm == "active" else int(r.random() < 0.5) + 1))
+    got = ep.proportional_odds(data.dropna(), "active", "placebo")
+    assert got["method"].startswith("proportional odds with two grades: logistic, Firth's")
+    with pytest.raises(skintrack.UsageError, match=r"not estimable \(every subject grade 1 at this visit\)"):
+        ep.proportional_odds(data.assign(value=1.0), "active", "placebo")
+
+
+def test_a_non_estimable_endpoint_stops_no_other(tmp_path, run_cli):
+    ingest_sample(tmp_path / "s")
+    plan = (tmp_path / "s" / "plan.toml").read_text().replace(
+        '{ metric = "score.melanin", visit = "W12" },', '{ metric = "score.melanin", visit = "W12" },\n'
+        '    { metric = "severity.melasma_presence", visit = "W12" },')
+    (tmp_path / "s" / "plan.toml").write_text(plan)
+    s = skintrack.open(tmp_path / "s")
+    table = s.endpoints()
+    last = table.iloc[-1]
+    assert last["metric"] == "severity.melasma_presence" and last["decision"] == "not estimable"
+    assert last["reason"].startswith("not estimable (every subject has flag")
+    assert table["decision"].iloc[:3].tolist() == ["significant"] * 3
+    proc = run_cli("endpoints", tmp_path / "s")
+    assert proc.returncode == 0 and "not estimable: severity.melasma_presence at W12, active: not estimable" in proc.stdout
+    from skintrack.show.report import build_report
+
+    r = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False)
+    assert "No between-arm comparison was possible" not in r.html.read_text() and len(r.findings) == 4
+    assert "improved it by" in r.findings[0] and "not estimable" in r.findings[3]
+
+
+def test_dunnett_equals_multcomp(rscript, tmp_path):  # noqa: F811
+    from skintrack.analysis import multiplicity
+
+    est = np.array([2.4, 1.1, 2.9])
+    cov = np.array([[1.0, 0.45, 0.5], [0.45, 1.2, 0.55], [0.5, 0.55, 1.1]])
+    df = 24  # mvtnorm (under multcomp) takes whole degrees of freedom only
+    sd = np.sqrt(np.diag(cov))
+    corr = cov / np.outer(sd, sd)
+    p = multiplicity.dunnett(est / sd, corr, df)
+    q = multiplicity.dunnett_quantile(0.95, corr, df)
+    pd.DataFrame({"estimate": est, "df": df, "q": q, **{f"v{i + 1}": cov[:, i] for i in range(3)}}).to_csv(
+        tmp_path / "in.csv", index=False)
+    subprocess.run([rscript, str(Path(__file__).parent / "r" / "dunnett.R"), str(tmp_path / "in.csv"),
+                    str(tmp_path / "out.csv")], check=True, capture_output=True)
+    r = pd.read_csv(tmp_path / "out.csv")
+    np.testing.assert_allclose(p, r["p"], atol=3e-5)  # three arms: two quasi-Monte Carlo integrations
+    assert abs(r["coverage"].iloc[0] - 0.95) < 3e-5
+    two = multiplicity.dunnett(est[:2] / sd[:2], corr[:2, :2], df)  # two arms: exact
+    pd.DataFrame({"estimate": est[:2], "df": df, "q": multiplicity.dunnett_quantile(0.95, corr[:2, :2], df),
+                  **{f"v{i + 1}": cov[:2, i] for i in range(2)}}).to_csv(tmp_path / "in.csv", index=False)
+    subprocess.run([rscript, str(Path(__file__).parent / "r" / "dunnett.R"), str(tmp_path / "in.csv"),
+                    str(tmp_path / "out.csv")], check=True, capture_output=True)
+    r = pd.read_csv(tmp_path / "out.csv")
+    np.testing.assert_allclose(two, r["p"], atol=1e-7)
+    assert abs(r["coverage"].iloc[0] - 0.95) < 1e-7
+
+
+def test_three_arms_are_one_family_adjusted_by_dunnett_and_dose_order_stops_at_the_first_failure(tmp_path):
+    from test_trial import three_arm_study
+
+    s = three_arm_study(tmp_path)
+    table = s.endpoints()
+    assert "Dunnett single-step over 2 arms" in table["method"].iloc[0]
+    assert (table["p_adjusted"] >= table["p"]).all() and table.attrs["arm_comparisons"] == "dunnett"
+    fit = s.mmrm(s.plan.primary.metric)
+    assert (table["ci_high"] - table["ci_low"] > fit.diffs.query("visit == 'W12'")["ci_high"].to_numpy()
+            - fit.diffs.query("visit == 'W12'")["ci_low"].to_numpy()).all()  # simultaneous intervals are wider
+    (tmp_path / "s" / "plan.toml").write_text((tmp_path / "s" / "plan.toml").read_text().replace(
+        'arm_comparisons = "dunnett"', 'arm_comparisons = "dose_order"') if (tmp_path / "s" / "plan.toml").exists()
+        else 'arm_comparisons = "dose_order"\n')
+    ordered = skintrack.open(tmp_path / "s").endpoints()
+    assert "dose order" in ordered["method"].iloc[0] and ordered.attrs["arm_comparisons"] == "dose_order"
+
+
+def test_equivalence_comes_from_the_primary_models_90_percent_interval(tmp_path):
+    ingest_sample(tmp_path / "s")
+    s = skintrack.open(tmp_path / "s")
+    row = s.endpoint("score.rough", "W12", margin=8.0).iloc[0]
+    ninety = s.mmrm("score.rough").contrasts({"d": s.mmrm("score.rough").contrast_vector("W12", "active")},
+                                              level=0.90).iloc[0]
+    assert (row["tost_ci_low"], row["tost_ci_high"]) == (ninety["ci_low"], ninety["ci_high"])
+    assert row["equivalent"] == (-8.0 < ninety["ci_low"] and ninety["ci_high"] < 8.0)
+
+
+def test_repeatability_intervals_equal_psych_icc(rscript, tmp_path):  # noqa: F811
+    ingest_sample(tmp_path / "s", repeats=True)
+    s = skintrack.open(tmp_path / "s")
+    got = s.repeatability(["score.water"]).iloc[0]
+    values = s.sql("""SELECT a.subject_id, a.taken_at, m.value FROM metrics m JOIN analyses a USING (analysis_id)
+                      WHERE a.visit = 'D0' AND m.metric = 'score.water' ORDER BY a.subject_id, a.taken_at""")
+    wide = values.assign(k=values.groupby("subject_id").cumcount()).pivot(index="subject_id", columns="k",
+                                                                          values="value")
+    wide.to_csv(tmp_path / "w.csv", index=False)
+    script = ("suppressMessages(library(psych)); w <- read.csv(commandArgs(TRUE)[1]); "
+              "r <- ICC(w, lmer = FALSE)$results; write.csv(r[r$type == 'ICC1', c('ICC', 'lower bound', "
+              "'upper bound')], commandArgs(TRUE)[2], row.names = FALSE)")
+    subprocess.run([rscript, "-e", script, str(tmp_path / "w.csv"), str(tmp_path / "icc.csv")], check=True,
+                   capture_output=True)
+    ref = pd.read_csv(tmp_path / "icc.csv").iloc[0]
+    assert rel(got["icc"], ref["ICC"]) < 1e-10
+    assert rel(got["icc_ci_low"], ref["lower bound"]) < 1e-10 and rel(got["icc_ci_high"], ref["upper bound"]) < 1e-10
+    from scipy import stats
+
+    df_w = got["captures"] - got["sessions"]
+    assert rel(got["sem_ci_high"], np.sqrt(df_w * got["sem"] ** 2 / stats.chi2.ppf(0.025, df_w))) < 1e-12
+    assert rel(got["mdc95_ci_low"], 1.96 * np.sqrt(2) * got["sem_ci_low"]) < 1e-12

@@ -117,6 +117,14 @@ def test_the_report_shows_the_helpers_numbers(report):
     assert f"{ends['estimate'][0]:.1f} points more than placebo" in report.findings[0]
 
 
+def test_the_instrument_section_names_the_generation_and_what_the_sentinel_saw(report):
+    page = report.html.read_text()
+    section = page[page.index("Instrument: API generations and drift"):page.index("Sensitivity analyses")]
+    assert ">v1.7.6<" in section and ">D0-batch<" in section and ">W12-batch<" in section
+    assert section.count("nothing moved beyond its MDC") == 7  # 4 batches x 2 runs, less the reference
+    assert "detection limit for the endpoints" in section and "the analyses come from v1.7.6" in page
+
+
 def test_every_figure_renders_in_chromium_and_nothing_leaves(report, browser, background, tmp_path):
     probe = tmp_path / "probe.html"  # the report as written, plus a check script run only in this copy
     probe.write_text(report.html.read_text().replace("</body>", CHECK))
@@ -164,14 +172,16 @@ def test_report_cli(run_cli, tmp_path):
                    check=0)
     assert "report:" in proc.stdout and "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, fixed-sequence testing" \
         " at alpha 0.05): active improved it by 15.5 points more than placebo" in proc.stdout
-    assert sorted(p.suffix for p in (tmp_path / "r" / "figures").glob("score.water-trend.*")) == [".png"]
+    assert sorted(p.suffix for p in (tmp_path / "r" / "figures").glob("score.water-trend-*.*")) == [".png"]
     letter = run_cli("report", demo_study().path, "--out", tmp_path / "l", "--metrics", "score.water", "--paper",
                      "letter", "--figures", "png,svg,pdf", "--no-pdf", "--sponsor", "Acme Labs", "--title", "CSR 9",
                      check=0)
     page = (tmp_path / "l" / "report.html").read_text()
     assert "size: letter" in page and "report:" in letter.stdout
-    assert '"CSR 9 | Acme Labs | Hydrating serum (SIMULATED) | SIM-2024-01 | plan version 1.0"' in page
-    assert sorted(p.suffix for p in (tmp_path / "l" / "figures").glob("score.water-trend.*")) == [".pdf", ".png",
+    from skintrack.sinks import css_string
+
+    assert f'"{css_string("CSR 9 | Acme Labs | Hydrating serum (SIMULATED) | SIM-2024-01 | plan version 1.0")}"' in page
+    assert sorted(p.suffix for p in (tmp_path / "l" / "figures").glob("score.water-trend-*.*")) == [".pdf", ".png",
                                                                                                   ".svg"]
     bad = run_cli("report", demo_study().path, "--out", tmp_path / "r2", "--metrics", "score.wter")
     assert bad.returncode == 2 and "did you mean score.water" in bad.stderr
@@ -203,4 +213,9 @@ def test_before_and_after_maps_of_the_best_responders(tmp_path):
     r = build_report(skintrack.open(tmp_path / "s"), tmp_path / "r", metrics=["score.total"], pdf=False)
     shown = [f for f in r.figures if f.startswith("subject-S1-")]
     assert len(shown) == 1 and (tmp_path / "r" / "figures" / f"{shown[0]}.png").exists()
-    assert "map at D0 and W4" in r.html.read_text()
+    page = r.html.read_text()
+    assert "map at D0 and W4" in page
+    # the vendor's two recordings come from two API generations: the instrument section says so
+    section = page[page.index("Instrument: API generations and drift"):]
+    assert "More than one generation measured this study" in section and "subject S1" in section
+    assert "the analyses come from v1.6.6, v1.7.6" in page

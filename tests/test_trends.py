@@ -46,9 +46,12 @@ def raw_values(s, key):
 
 
 def ref_obs(s, key):
+    """One value per subject and visit, as the sample plan says: QC-flagged captures left out (its windows
+    keep every capture of the sample trial)."""
     a = s.sql("select analysis_id, subject_id, visit, taken_at, ok from analyses")
     df = raw_values(s, key).merge(a, on="analysis_id")
-    df = df[df.ok & df.subject_id.notna() & df.value.notna()]
+    flagged = set(s.qc().query("flagged")["analysis_id"])
+    df = df[df.ok & df.subject_id.notna() & df.value.notna() & ~df.analysis_id.isin(flagged)]
     df = df.sort_values(["taken_at", "analysis_id"], ascending=[False, True]).drop_duplicates(["subject_id", "visit"])
     df["days"] = (df.taken_at - df.groupby("subject_id").taken_at.transform("min")).dt.total_seconds() / 86400
     return df.sort_values(["subject_id", "taken_at"]).reset_index(drop=True)
@@ -155,7 +158,7 @@ def test_compare(s, test):
                 continue
             r = st.ttest_rel(pair.value_y, pair.value_x) if test == "paired_t" else st.wilcoxon(d)
             half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-            assert row.n == len(d) == 12
+            assert row.n == len(d) == (11 if arm == "active" else 12)  # S11 W12 is QC-flagged
             for col, want in [("mean_diff", d.mean()), ("ci_low", d.mean() - half), ("ci_high", d.mean() + half),
                               ("statistic", r.statistic), ("p", r.pvalue), ("dz", d.mean() / d.std(ddof=1))]:
                 assert math.isclose(row[col], want, rel_tol=1e-9, abs_tol=1e-12), (key, col)
@@ -242,7 +245,7 @@ def test_cohort_by_any_subject_or_manifest_column(s):
         s.cohort("score.water", by="arm")
     by_arm = s.cohort("score.water", by=("visit", "arm"))
     assert by_arm[["visit", "arm", "n"]].values.tolist()[:2] == [["D0", "active", 12], ["D0", "placebo", 12]]
-    by_operator = s.cohort("score.water", by=("visit", "operator"))
+    by_operator = s.cohort("score.water", by=("visit", "operator"), exclude_flagged=False)  # every capture
     manifest = s.sql("select visit, operator, count(*) n from analyses group by all")
     merged = by_operator.merge(manifest, on=["visit", "operator"])
     assert len(merged) == len(by_operator) == len(manifest) and (merged.n_x == merged.n_y).all()
@@ -293,8 +296,8 @@ def test_edge_single_visit_and_constant_values(edge):
     sl = edge.slopes("score.water").set_index("subject_id")
     assert sl.loc["E2", "n"] == 1 and pd.isna(sl.loc["E2", "slope_per_30d"])
     assert sl.loc["E3", "slope_per_30d"] == 0 and sl.loc["E3", "r2"] == 1.0
-    cmp = edge.compare(["score.water"], "D0", "W4").iloc[0]
-    tl = edge.timeline("score.water").set_index(["subject_id", "visit"]).value
+    cmp = edge.compare(["score.water"], "D0", "W4", exclude_flagged=False).iloc[0]  # E4 W4 is another face: QC flags it
+    tl = edge.timeline("score.water", exclude_flagged=False).set_index(["subject_id", "visit"]).value
     e4 = tl[("E4", "W4")] - tl[("E4", "D0")]  # E3 does not change; E4 does
     assert cmp.n == 2 and cmp.mean_diff == e4 / 2 and cmp.dz == pytest.approx((e4 / 2) / np.std([0, e4], ddof=1))
     wil = edge.compare(["score.water"], "D0", "W8", test="wilcoxon").iloc[0]
@@ -302,9 +305,10 @@ def test_edge_single_visit_and_constant_values(edge):
 
 
 def test_edge_metric_missing_for_some_analyses(edge):
-    tl = edge.timeline("severity.sensitivity")  # the 2023 response has no sensitivity block
+    tl = edge.timeline("severity.sensitivity", exclude_flagged=False)  # the 2023 response has no sensitivity block
     assert ("E4", "W4") not in set(zip(tl.subject_id, tl.visit)) and ("E4", "D0") in set(zip(tl.subject_id, tl.visit))
-    assert ("E4", "W4") in set(zip(*edge.timeline("score.water")[["subject_id", "visit"]].T.values))
+    water = edge.timeline("score.water", exclude_flagged=False)
+    assert ("E4", "W4") in set(zip(water.subject_id, water.visit))
 
 
 def test_without_dates_visits_follow_their_labels(tmp_path, sample):

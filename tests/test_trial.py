@@ -84,7 +84,8 @@ def test_three_arms_with_no_placebo_name_are_analysed_and_reported(tmp_path):
     assert s.compare_arms("score.water", "W12")["treatment"].tolist() == ["B", "C"]
     assert len(s.endpoints()) == 2 and set(s.endpoints()["treatment"]) == {"B", "C"}
     r = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False)
-    assert len(r.findings) == 2 and ": B " in r.findings[0] and ": C against A" in r.findings[1]
+    assert len(r.findings) == 2 and ": B " in r.findings[0] and ": C " in r.findings[1]  # one family: Dunnett
+    assert all("simultaneous 95% CI" in f and "adjusted p" in f for f in r.findings)
 
 
 def test_a_fixed_sequence_stops_at_the_first_endpoint_that_fails(planned, tmp_path):

@@ -4,7 +4,9 @@
   log(baseline + 1), as a rate ratio (alpha by maximum likelihood, as R's MASS::glm.nb);
 * 0-3 grades: proportional-odds logistic regression on arm and baseline grade (as R's MASS::polr), an
   odds ratio, with shift tables of baseline against visit grade;
-* presence flags: logistic regression on arm and baseline flag, an odds ratio;
+* presence flags: logistic regression on arm and baseline flag, an odds ratio; when an arm's flags are
+  perfectly predicted (separation, common at 10 per arm) Firth's penalised likelihood, with its Wald
+  interval (as R's brglm2, whose bias reduction is Firth's for the logistic model);
 * responders: risk difference with Newcombe's hybrid score interval and the odds ratio (Woolf; 0.5 added
   to every cell when one is empty), Fisher's exact p;
 * continuous changes: equivalence by two one-sided tests (TOST) with a margin and a 90% interval,
@@ -62,7 +64,8 @@ def negative_binomial(frame: pd.DataFrame, treatment: str, control: str) -> dict
     data, X = _design(frame, treatment, control, lambda b: np.log(b + 1))
     y = data["value"].to_numpy(float)
     if len(data) < 4 or y.sum() == 0:
-        raise UsageError("too few counts for a count model (every count is 0, or fewer than 4 subjects)")
+        raise UsageError("not estimable (every count is 0)" if len(data) >= 4 else
+                         "not estimable (fewer than 4 subjects)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter; checked below
         nb = NegativeBinomial(y, X, loglike_method="nb2").fit(method="bfgs", maxiter=2000, disp=False, gtol=1e-10)
@@ -84,10 +87,11 @@ def proportional_odds(frame: pd.DataFrame, treatment: str, control: str) -> dict
     data, X = _design(frame, treatment, control)
     levels = sorted(data["value"].unique())
     if len(levels) < 2:
-        raise UsageError(f"every subject has grade {levels[0] if levels else 'none'} at this visit: no model")
+        raise UsageError(f"not estimable (every subject grade {levels[0]:g} at this visit)" if levels else
+                         "not estimable (no grade at this visit)")
     if len(levels) == 2:
         out = logistic(data.assign(value=(data["value"] == levels[1]).astype(float)), treatment, control)
-        return {**out, "method": "proportional odds (two grades: logistic)"}
+        return {**out, "method": f"proportional odds with two grades: {out['method']}"}
     y = pd.Series(pd.Categorical(data["value"], categories=levels, ordered=True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,23 +101,59 @@ def proportional_odds(frame: pd.DataFrame, treatment: str, control: str) -> dict
 
 
 def logistic(frame: pd.DataFrame, treatment: str, control: str) -> dict:
-    """Odds ratio of presence, treatment to control: flag ~ arm + baseline flag (binomial GLM)."""
+    """Odds ratio of presence, treatment to control: flag ~ arm + baseline flag (binomial GLM); under
+    separation, Firth's penalised likelihood (`firth`)."""
     import statsmodels.api as sm
 
     data, X = _design(frame, treatment, control)
     y = data["value"].to_numpy(float)
-    if y.min() == y.max():
-        raise UsageError("every subject has the same flag at this visit: no model")
+    if len(y) and y.min() == y.max():
+        raise UsageError(f"not estimable (every subject has flag {y[0]:g} at this visit)")
+    if len(y) < 4:
+        raise UsageError("not estimable (fewer than 4 subjects)")
     if np.ptp(X[:, 2]) == 0:
         X = X[:, :2]  # a baseline that does not vary adjusts nothing
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
             fit = sm.GLM(y, X, family=sm.families.Binomial()).fit(tol=1e-12)
-        except Exception as e:  # noqa: BLE001 - perfect separation and its kin
-            raise UsageError(f"the logistic model cannot be fitted ({type(e).__name__}: one arm's flags are "
-                             "perfectly predicted); compare the responders instead") from None
-    return _wald(float(fit.params[1]), float(fit.bse[1]), *_counts(data, treatment), method="logistic (odds ratio)")
+            b, se = float(fit.params[1]), float(fit.bse[1])
+            separated = not (np.isfinite(se) and se < 50 and abs(b) < 15)
+        except Exception:  # noqa: BLE001 - perfect separation and its kin
+            separated = True
+    if not separated:
+        return _wald(b, se, *_counts(data, treatment), method="logistic (odds ratio)")
+    b, se = firth(X, y)
+    return _wald(b[1], se[1], *_counts(data, treatment),
+                 method="logistic, Firth's penalised likelihood (odds ratio; an arm's flags are perfectly predicted)")
+
+
+def firth(X: np.ndarray, y: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """Firth's bias-reduced logistic regression (the Jeffreys-penalised likelihood; Firth 1993): coefficients
+    and Wald standard errors from the inverse Fisher information, finite under separation."""
+    beta = np.zeros(X.shape[1])
+
+    def penalised(b):
+        p = 1 / (1 + np.exp(-(X @ b)))
+        info = X.T @ ((p * (1 - p))[:, None] * X)
+        sign, logdet = np.linalg.slogdet(info)
+        return float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)) + 0.5 * logdet) if sign > 0 else -np.inf
+
+    for _ in range(200):
+        p = 1 / (1 + np.exp(-(X @ beta)))
+        w = p * (1 - p)
+        info_inv = np.linalg.inv(X.T @ (w[:, None] * X))
+        h = w * np.einsum("ij,jk,ik->i", X, info_inv, X)  # leverages of the weighted hat matrix
+        step = info_inv @ (X.T @ (y - p + h * (0.5 - p)))
+        t, before = 1.0, penalised(beta)
+        while t > 1e-8 and penalised(beta + t * step) < before - 1e-12:
+            t /= 2
+        beta = beta + t * step
+        if np.max(np.abs(t * step)) < tol:
+            break
+    p = 1 / (1 + np.exp(-(X @ beta)))
+    cov = np.linalg.inv(X.T @ ((p * (1 - p))[:, None] * X))
+    return beta, np.sqrt(np.diag(cov))
 
 
 def shift_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -166,6 +206,19 @@ def tost(a, b, margin: float, level: float = 0.90) -> dict:
     return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "level": level, "margin": margin,
             "df": df, "p_lower": p_low, "p_upper": p_high, "p": max(p_low, p_high),
             "equivalent": bool(max(p_low, p_high) < (1 - level) / 2)}
+
+
+def tost_from_interval(fit, visit: str, treatment: str, margin: float, level: float = 0.90) -> dict:
+    """Equivalence of `treatment` and the fit's control at `visit` within +/- `margin`, from the MMRM itself:
+    the two one-sided tests at (1 - level) / 2 each, i.e. its 90% interval inside the margin (same SE and df
+    as the primary analysis)."""
+    if margin <= 0:
+        raise UsageError(f"the equivalence margin must be positive, not {margin}")
+    row = fit.contrasts({"d": fit.contrast_vector(visit, treatment)}, level=level).iloc[0]
+    est, se, df = row["estimate"], row["std_error"], row["df"]
+    p_low, p_high = st.t.sf((est + margin) / se, df), st.t.cdf((est - margin) / se, df)
+    return {"tost_ci_low": row["ci_low"], "tost_ci_high": row["ci_high"], "tost_p": max(p_low, p_high),
+            "margin": margin, "equivalent": bool(-margin < row["ci_low"] and row["ci_high"] < margin)}
 
 
 def hedges_g(a, b, level: float = 0.95) -> dict:

@@ -2,15 +2,28 @@
 
     change ~ baseline + arm * visit (+ baseline * visit)
 
-with an unstructured covariance of a subject's post-baseline visits, fitted by REML, and Satterthwaite
-degrees of freedom for every LS-mean and difference. When the unstructured fit does not converge (or
-its information matrix is not positive definite), Toeplitz, then AR(1), then compound symmetry are
-tried, in that order, and the result says which was used. LS-means take the baseline at its mean over
-the rows analysed, as R's emmeans and SAS's LSMEANS do.
+fitted by REML with the covariance structure the plan names (`skintrack.analysis.covariance`: unstructured
+by default). The REML objective is maximised by Newton steps with its analytic gradient and Hessian in
+the structure's natural parameters, halving a step that leaves the positive definite matrices.
 
-The numbers match R's ``nlme::gls(chg ~ base + arm * visit, correlation = corSymm(form = ~ vis | subject),
-weights = varIdent(form = ~ 1 | visit), method = "REML")`` with ``emmeans(fit, ~ arm | visit,
-mode = "satterthwaite")`` (tests/test_mmrm.py runs R on several studies).
+Inference, as a SAP states it:
+
+* model-based standard errors with **Kenward-Roger** degrees of freedom and the adjusted covariance of
+  the fixed effects (Kenward & Roger 1997, Biometrics 53:983, eqs. 2-5 and the approximation for one
+  and several contrasts; the expected information, as pbkrtest; second derivatives where the structure
+  is not linear in its parameters), or **Satterthwaite** degrees of freedom (the observed information);
+* when the planned structure cannot be fitted (no convergence, an information matrix that is not
+  positive definite), the fit falls back to a *heterogeneous* structure only (TOEPH, then ARH(1), then
+  CSH) and its inference becomes **empirical**: the CR2 bias-reduced sandwich of Bell & McCaffrey
+  (2002) with their Satterthwaite degrees of freedom (as R clubSandwich), which keeps 5% when the
+  structure is wrong. Any structure other than unstructured uses the empirical covariance too, unless
+  the plan asks for model-based inference. The result says which structure, why, and how.
+
+LS-means take the baseline at its mean over the rows analysed, as R's emmeans and SAS's LSMEANS do.
+
+The numbers match R: ``nlme::gls`` (``corSymm``/``corAR1``/``corCompSymm``/``corExp`` with ``varIdent``),
+emmeans, pbkrtest and lmerTest (Kenward-Roger on compound symmetry), clubSandwich (CR2), and a
+Kenward-Roger written in R from the paper (``tests/r/kr.R``) for the unstructured model.
 
 Example
 -------
@@ -20,89 +33,54 @@ Example
 ...          "chg": 0.5 * b + (2.0 if i % 2 and v == "W8" else 0.0) + rng.normal()}
 ...         for i, b in enumerate(rng.normal(50, 5, 40)) for v in ("W4", "W8")]
 >>> fit = fit_mmrm(pd.DataFrame(rows), visits=["W4", "W8"], control="placebo")
->>> fit.covariance, fit.converged
-('unstructured', True)
+>>> fit.covariance, fit.df_method, fit.converged
+('unstructured', 'kenward-roger', True)
 >>> fit.diffs[["visit", "treatment", "control"]].values.tolist()
 [['W4', 'active', 'placebo'], ['W8', 'active', 'placebo']]
 """
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize
+from scipy import linalg
 from scipy import stats as st
 
 from ..errors import UsageError
+from .covariance import FALLBACK, STRUCTURES
 
-STRUCTURES = ("unstructured", "toeplitz", "ar1", "compound_symmetry")
 LEVEL = 0.95
+DF_METHODS = ("kenward-roger", "satterthwaite")
+VARIANCES = ("auto", "model", "empirical")
 
 
-# ---- covariance structures: theta (unconstrained) -> Sigma (T x T) ---------------------------------------
-def _unstructured(theta, t):
-    L = np.zeros((t, t))
-    L[np.tril_indices(t)] = theta
-    L[np.diag_indices(t)] = np.exp(np.diag(L))
-    return L @ L.T
+# ---- the data, grouped by the visits (and for spatial power the days) subjects share ---------------------------
+@dataclass
+class _Group:
+    idx: np.ndarray  # visit indices observed
+    days: np.ndarray | None
+    X: np.ndarray  # n x m x p
+    y: np.ndarray  # n x m
+    subjects: list
 
 
-def _toeplitz(theta, t):
-    rho = np.tanh(theta[1:])
-    band = np.concatenate([[1.0], rho])
-    idx = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
-    return math.exp(theta[0]) * band[idx]
-
-
-def _ar1(theta, t):
-    idx = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
-    return math.exp(theta[0]) * np.tanh(theta[1]) ** idx
-
-
-def _compound_symmetry(theta, t):
-    rho = np.tanh(theta[1])
-    return math.exp(theta[0]) * ((1 - rho) * np.eye(t) + rho)
-
-
-_SIGMA = {"unstructured": _unstructured, "toeplitz": _toeplitz, "ar1": _ar1, "compound_symmetry": _compound_symmetry}
-
-
-def _start(structure, sigma0):
-    """Starting values from a covariance estimate `sigma0` (pairwise residual covariances, made PD)."""
-    t = len(sigma0)
-    var = float(np.mean(np.diag(sigma0)))
-    sd = np.sqrt(np.diag(sigma0))
-    corr = sigma0 / np.outer(sd, sd)
-    mean_r = [float(np.mean(np.diag(corr, d))) for d in range(1, t)]
-    clip = lambda r: float(np.arctanh(np.clip(r, -0.9, 0.95)))  # noqa: E731
-    if structure == "unstructured":
-        L = np.linalg.cholesky(sigma0)
-        L[np.diag_indices(t)] = np.log(np.diag(L))
-        return L[np.tril_indices(t)]
-    if structure == "toeplitz":
-        return np.array([math.log(var)] + [clip(r) for r in mean_r])
-    return np.array([math.log(var), clip(mean_r[0] if mean_r else 0.3)])
-
-
-# ---- the data, grouped by pattern of observed visits ---------------------------------------------------
 @dataclass
 class _Design:
-    X: np.ndarray  # rows x p
-    y: np.ndarray
     columns: list
-    patterns: list  # (visit indices observed, row indices as n_subjects x k array)
+    groups: list
     t: int
+    n_obs: int
 
 
-def _design(data: pd.DataFrame, visits: list, arms: list, base_by_visit: bool) -> _Design:
+def _design(data: pd.DataFrame, visits: list, arms: list, base_by_visit: bool, by_days: bool) -> _Design:
     """Full-rank treatment coding: intercept, base, arm (not the first), visit (not the first), arm:visit,
-    (base:visit)."""
+    (base:visit); rows grouped by subject, subjects grouped by their observed visits (and days)."""
     v = pd.Categorical(data["visit"], categories=visits).codes
     a = pd.Categorical(data["arm"], categories=arms).codes
-    cols, blocks = ["(Intercept)", "base"], [np.ones(len(data)), data["base"].to_numpy(float)]
+    base = data["base"].to_numpy(float)
+    cols, blocks = ["(Intercept)", "base"], [np.ones(len(data)), base]
     for k, arm in enumerate(arms[1:], 1):
         cols.append(f"arm[{arm}]")
         blocks.append((a == k).astype(float))
@@ -116,97 +94,291 @@ def _design(data: pd.DataFrame, visits: list, arms: list, base_by_visit: bool) -
     if base_by_visit:
         for j, visit in enumerate(visits[1:], 1):
             cols.append(f"base:visit[{visit}]")
-            blocks.append(data["base"].to_numpy(float) * (v == j))
+            blocks.append(base * (v == j))
     X = np.column_stack(blocks)
-    order = np.lexsort((v, data["subject"].to_numpy()))
-    subjects = data["subject"].to_numpy()[order]
+    y = data["chg"].to_numpy(float)
+    days = data["days"].to_numpy(float) if by_days else None
+    subject = data["subject"].to_numpy()
+    order = np.lexsort((v, subject))
     groups: dict[tuple, list] = {}
     start = 0
     for s in range(1, len(order) + 1):
-        if s == len(order) or subjects[s] != subjects[start]:
+        if s == len(order) or subject[order[s]] != subject[order[start]]:
             rows = order[start:s]
-            groups.setdefault(tuple(v[rows]), []).append(rows)
+            key = (tuple(v[rows]),) + ((tuple(days[rows]),) if by_days else ())
+            groups.setdefault(key, []).append(rows)
             start = s
-    patterns = [(np.array(p), np.array(r)) for p, r in groups.items()]
-    return _Design(X, data["chg"].to_numpy(float), cols, patterns, len(visits))
+    out = []
+    for key, members in groups.items():
+        rows = np.array(members)
+        out.append(_Group(np.array(key[0]), np.array(key[1]) if by_days else None, X[rows], y[rows],
+                          [subject[r[0]] for r in members]))
+    return _Design(cols, out, len(visits), len(data))
 
 
-# ---- REML ----------------------------------------------------------------------------------------------
+# ---- REML: the objective, its analytic gradient and Hessian, and the pieces inference needs ---------------------
 class _Reml:
-    """-2 x the REML log-likelihood (without constants), its gradient in Sigma, and (X'V^-1 X)^-1."""
+    """-2 x the REML log-likelihood (without constants) of the design under one structure, in the structure's
+    natural parameters phi. Each group's arrays are kept visit-major (m x n x p), so that every product
+    over its subjects is one matrix multiplication."""
 
-    def __init__(self, d: _Design, structure: str):
-        self.d, self.sigma_of = d, (lambda th: _SIGMA[structure](th, d.t))
-        self.pat = [(idx, d.X[rows], d.y[rows]) for idx, rows in d.patterns]  # (k,), (n,k,p), (n,k)
+    def __init__(self, d: _Design, structure):
+        self.d, self.s = d, structure
+        self.p = len(d.columns)
+        self.groups = [(g, g.X.transpose(1, 0, 2).copy(), g.y.T.copy()) for g in d.groups]  # (m, n, p), (m, n)
 
-    def parts(self, sigma):
-        p = self.d.X.shape[1]
-        M, b, yy, logdet, per = np.zeros((p, p)), np.zeros(p), 0.0, 0.0, []
-        for idx, X, y in self.pat:
-            S = sigma[np.ix_(idx, idx)]
-            c = linalg.cho_factor(S)
-            Si = linalg.cho_solve(c, np.eye(len(idx)))
-            logdet += len(y) * 2 * np.sum(np.log(np.diag(c[0])))
-            SX = np.einsum("ij,njp->nip", Si, X)
-            M += np.einsum("nip,niq->pq", X, SX)
-            b += np.einsum("nip,ni->p", SX, y)
-            yy += np.einsum("ni,ij,nj->", y, Si, y)
-            per.append((Si, SX))
-        return M, b, yy, logdet, per
-
-    def objective(self, theta):
-        """(f, df/dtheta); f is +inf where Sigma is not positive definite."""
-        try:
-            sigma = self.sigma_of(theta)
-            M, b, yy, logdet, per = self.parts(sigma)
-            cm = linalg.cho_factor(M)
-        except (linalg.LinAlgError, ValueError):
-            return np.inf, np.zeros_like(theta)
-        beta = linalg.cho_solve(cm, b)
-        Minv = linalg.cho_solve(cm, np.eye(len(b)))
-        f = logdet + 2 * np.sum(np.log(np.diag(cm[0]))) + yy - b @ beta
-        G = np.zeros_like(sigma)  # df/dSigma = sum_i S_i' (P_ii - Py_i Py_i') S_i
-        for (idx, X, y), (Si, SX) in zip(self.pat, per):
-            r = np.einsum("ij,nj->ni", Si, y - X @ beta)
-            block = len(y) * Si - np.einsum("nip,pq,njq->ij", SX, Minv, SX) - r.T @ r
-            G[np.ix_(idx, idx)] += block
-        grad = np.array([np.sum(G * dS) for dS in self.dsigma(theta)])
-        return f, grad
-
-    def dsigma(self, theta, h=1e-6):
+    def _blocks(self, phi):
+        """Per group: (S^-1, logdet S, dS, d2S), or None when some S is not positive definite."""
         out = []
-        for k in range(len(theta)):
-            e = np.zeros_like(theta)
-            e[k] = h
-            out.append((self.sigma_of(theta + e) - self.sigma_of(theta - e)) / (2 * h))
+        for g, _, _ in self.groups:
+            S, dS, d2S = self.s.build(phi, g.idx, g.days)
+            if not np.all(np.isfinite(S)):
+                return None
+            try:
+                c = linalg.cholesky(S, lower=True)
+            except (linalg.LinAlgError, ValueError):
+                return None
+            Si = linalg.cho_solve((c, True), np.eye(len(S)))
+            out.append((Si, 2 * np.sum(np.log(np.diag(c))), dS, d2S))
         return out
 
-    def phi(self, theta):
-        M = self.parts(self.sigma_of(theta))[0]
-        return linalg.inv(M)
+    def valid(self, phi) -> bool:
+        return self._blocks(phi) is not None
 
-    def beta(self, theta):
-        M, b = self.parts(self.sigma_of(theta))[:2]
-        return linalg.solve(M, b, assume_a="pos")
+    def evaluate(self, phi, order: int = 2) -> dict | None:
+        """{f, beta, Phi = (X'V^-1X)^-1, and with order >= 1 grad, A_k = X'V^-1 dV_k V^-1 X, with order 2 hess and
+        the expected information}; None where phi is not admissible."""
+        blocks = self._blocks(phi)
+        if blocks is None:
+            return None
+        p, K = self.p, len(phi)
+        M, b, logdet = np.zeros((p, p)), np.zeros(p), 0.0
+        SXs = []
+        for (g, Xv, yv), (Si, ld, _, _) in zip(self.groups, blocks):
+            m, n = yv.shape
+            SX = (Si @ Xv.reshape(m, n * p)).reshape(m * n, p)  # S^-1 X, rows (visit, subject)
+            SXs.append(SX)
+            M += Xv.reshape(m * n, p).T @ SX
+            b += SX.T @ yv.ravel()
+            logdet += n * ld
+        try:
+            cm = linalg.cho_factor(M)
+        except linalg.LinAlgError:
+            return None
+        beta = linalg.cho_solve(cm, b)
+        Phi = linalg.cho_solve(cm, np.eye(p))
+        quad, resid = 0.0, []
+        for (g, Xv, yv), (Si, _, _, _) in zip(self.groups, blocks):
+            r = yv - Xv @ beta  # (m, n)
+            sres = Si @ r
+            resid.append((r.T, sres))
+            quad += float(np.sum(r * sres))
+        f = logdet + 2 * np.sum(np.log(np.diag(cm[0]))) + quad
+        out = {"f": f, "beta": beta, "Phi": Phi, "blocks": blocks, "SX": SXs, "resid": resid}
+        if order == 0:
+            return out
+        grad, A, parts = np.zeros(K), np.zeros((K, p, p)), []
+        for (g, Xv, yv), (Si, _, dS, d2S), SX, (r, sres) in zip(self.groups, blocks, SXs, resid):
+            m, n = yv.shape
+            W = (dS @ SX.reshape(m, n * p)).reshape(K, m * n, p)  # dV_k V^-1 X
+            A += SX.T @ W
+            ts = dS @ sres  # dV_k V^-1 r, (K, m, n)
+            grad += n * np.sum(Si * dS, axis=(1, 2)) - np.sum(ts * sres, axis=(1, 2))
+            parts.append((W, ts))
+        grad -= np.sum(Phi * A, axis=(1, 2))
+        out.update(grad=grad, A=A)
+        if order == 1:
+            return out
+        hess, info, B = np.zeros((K, K)), np.zeros((K, K)), np.zeros((K, p))
+        PhiA = Phi @ A
+        trPAPA = PhiA.reshape(K, -1) @ PhiA.transpose(0, 2, 1).reshape(K, -1).T
+        for (g, Xv, yv), (Si, _, dS, d2S), SX, (r, sres), (W, ts) in zip(self.groups, blocks, SXs, resid, parts):
+            m, n = yv.shape
+            D = Si @ dS
+            trDD = n * (D.reshape(K, -1) @ D.transpose(0, 2, 1).reshape(K, -1).T)
+            SW = (Si @ W.reshape(K, m, n * p)).reshape(K, -1)
+            trPhiQ = (W @ Phi).reshape(K, -1) @ SW.T  # tr(Phi Q_kl)
+            Sts = Si @ ts
+            u = ts.reshape(K, -1) @ Sts.reshape(K, -1).T  # r'V^-1 dV_k V^-1 dV_l V^-1 r
+            B += ts.reshape(K, -1) @ SX  # X' V^-1 dV_k V^-1 r
+            hess += -trDD + 2 * trPhiQ + 2 * u
+            info += trDD - 2 * trPhiQ
+            if d2S is not None:
+                outer = sres @ sres.T
+                hess += n * np.sum(Si * d2S, axis=(2, 3)) - np.sum(d2S * outer, axis=(2, 3))
+                R = SX.T @ (d2S @ SX.reshape(m, n * p)).reshape(K, K, m * n, p)
+                hess -= np.sum(Phi * R, axis=(2, 3))
+        hess -= trPAPA + 2 * B @ Phi @ B.T
+        info = (info + trPAPA) / 2
+        out.update(hess=(hess + hess.T) / 2, info=(info + info.T) / 2)
+        return out
+
+    def kr_pieces(self, phi, blocks, SXs):
+        """Q_kl = X'V^-1 dV_k V^-1 dV_l V^-1 X and R_kl = X'V^-1 d2V_kl V^-1 X (K x K x p x p)."""
+        K, p = len(phi), self.p
+        Q, R = np.zeros((K, K, p, p)), np.zeros((K, K, p, p))
+        for (g, Xv, yv), (Si, _, dS, d2S), SX in zip(self.groups, blocks, SXs):
+            m, n = yv.shape
+            W = (dS @ SX.reshape(m, n * p)).reshape(K, m * n, p)
+            SW = (Si @ W.reshape(K, m, n * p)).reshape(K, m * n, p)
+            Q += W.transpose(0, 2, 1)[:, None] @ SW[None]
+            if d2S is not None:
+                R += SX.T @ (d2S @ SX.reshape(m, n * p)).reshape(K, K, m * n, p)
+        return Q, R
 
 
-def _hessian(fun, x, h=1e-5):
-    """Central differences of an analytic gradient, symmetrised."""
-    n = len(x)
-    H = np.zeros((n, n))
-    for k in range(n):
-        e = np.zeros(n)
-        e[k] = h
-        H[:, k] = (fun(x + e)[1] - fun(x - e)[1]) / (2 * h)
-    return (H + H.T) / 2
+def _newton(reml: _Reml, phi0, max_iter: int = 200):
+    """Maximise the REML likelihood from phi0: Newton steps (on a Hessian made positive definite where it is
+    not), halved until admissible and downhill. Returns (phi, evaluation) at convergence, or None."""
+    phi = np.asarray(phi0, float)
+    e = reml.evaluate(phi)
+    if e is None:
+        return None
+    for _ in range(max_iter):
+        w, vec = np.linalg.eigh(e["hess"])
+        floor = 1e-8 * max(1.0, np.max(np.abs(w)))
+        step = -(vec / np.maximum(np.abs(w), floor)) @ (vec.T @ e["grad"])
+        decrement = float(-e["grad"] @ step)
+        if decrement < 1e-14 * max(1.0, abs(e["f"])) and np.all(w > 0):
+            return phi, e
+        t = 1.0
+        while t > 1e-12:
+            cand = phi + t * step
+            c = reml.evaluate(cand)
+            if c is not None and c["f"] <= e["f"] - 1e-4 * t * decrement:
+                break
+            t /= 2
+        else:
+            return (phi, e) if decrement < 1e-8 * max(1.0, abs(e["f"])) and np.all(w > 0) else None
+        phi, e = cand, c
+    return None
 
 
-# ---- the result ----------------------------------------------------------------------------------------
+def _pairwise_cov(d: _Design, resid: np.ndarray):
+    """Residual covariance of the visits from the subjects that have both (made positive definite)."""
+    t = d.t
+    rows = [(g.idx, r) for g, rr in zip(d.groups, resid) for r in rr]
+    wide = np.full((len(rows), t), np.nan)
+    for i, (idx, r) in enumerate(rows):
+        wide[i, idx] = r
+    cov = pd.DataFrame(wide).cov(min_periods=2).to_numpy()
+    flat = np.concatenate([r for _, r in rows])
+    var = np.where(np.isfinite(np.diag(cov)) & (np.diag(cov) > 0), np.diag(cov), np.mean(flat ** 2))
+    cov = np.where(np.isfinite(cov), cov, 0.0)
+    cov[np.diag_indices(t)] = var
+    w, vec = np.linalg.eigh(cov)
+    return (vec * np.maximum(w, 1e-3 * var.mean())) @ vec.T
+
+
+def _fit(d: _Design, structure, sigma0, gap):
+    """(phi, evaluation) of one structure, or (None, why it failed)."""
+    reml = _Reml(d, structure)
+    phi0 = structure.start(sigma0, gap)
+    shrink = 1.0
+    while not reml.valid(phi0) and shrink > 1e-3:  # a start outside the admissible set: correlations toward 0
+        shrink /= 2
+        phi0 = structure.start(sigma0 * shrink + np.diag(np.diag(sigma0)) * (1 - shrink), gap)
+    got = _newton(reml, phi0)
+    if got is None:
+        return reml, None, "did not converge"
+    phi, e = got
+    if np.min(np.linalg.eigvalsh(e["hess"])) <= 0 or np.min(np.linalg.eigvalsh(e["info"])) <= 0:
+        return reml, None, "its information matrix is not positive definite"
+    return reml, (phi, e), ""
+
+
+# ---- inference ---------------------------------------------------------------------------------------------------
+class _Inference:
+    """The covariance of beta and the degrees of freedom of any contrast, by the method chosen."""
+
+    def __init__(self, reml: _Reml, phi, e, method: str, variance: str):
+        self.method, self.variance, self.beta, self.Phi = method, variance, e["beta"], e["Phi"]
+        self.A = e["A"]
+        if variance == "empirical":
+            self.V, self._cr2 = _cr2(reml, e)
+        elif method == "kenward-roger":
+            self.W = np.linalg.inv(e["info"])
+            Q, R = reml.kr_pieces(phi, e["blocks"], e["SX"])
+            Phi, A = self.Phi, self.A
+            U = np.einsum("kl,klpq->pq", self.W, Q - np.einsum("kpq,qr,lrs->klps", A, Phi, A) - R / 4)
+            self.V = Phi + 2 * Phi @ U @ Phi
+        else:
+            self.W = 2 * np.linalg.inv(e["hess"])  # cov(phi) from the observed information of -2 log L
+            self.V = self.Phi
+
+    def df(self, C: np.ndarray) -> np.ndarray:
+        """The degrees of freedom of each contrast (a row of C)."""
+        C = np.atleast_2d(C)
+        if self.variance == "empirical":
+            return _cr2_df(C, *self._cr2)
+        CP = C @ self.Phi
+        g = np.sum((CP @ self.A) * CP, axis=2).T  # d(c' Phi c)/dphi_k, one row per contrast
+        var = np.sum(CP * C, axis=1)
+        if self.method == "kenward-roger":  # one contrast: m = 2 / A2, A2 = a' W a (Kenward & Roger 1997)
+            a = g / var[:, None]
+            a2 = np.einsum("rk,kl,rl->r", a, self.W, a)
+            return np.where(a2 > 0, 2 / np.where(a2 > 0, a2, 1), np.inf)
+        denom = np.einsum("rk,kl,rl->r", g, self.W, g)
+        return np.where(denom > 0, 2 * var ** 2 / np.where(denom > 0, denom, 1), np.inf)
+
+
+def _cr2(reml: _Reml, e) -> tuple[np.ndarray, tuple]:
+    """The CR2 sandwich (clubSandwich's vcovCR(type = "CR2") of a gls fit, its working covariance the
+    fitted one) and what its Satterthwaite df needs, computed for each group's subjects at once."""
+    M, p = e["Phi"], reml.p
+    meat = np.zeros((p, p))
+    G, H = [], []
+    LM = np.linalg.cholesky(M)
+    for g, (Si, _, _, _), (r, _) in zip(reml.d.groups, e["blocks"], e["resid"]):
+        theta = np.linalg.inv(Si)
+        L = np.linalg.cholesky(theta)  # theta = L L', R's chol(theta) is L'
+        X = g.X  # (n, m, p)
+        Gj = L.T @ (theta - X @ M @ X.transpose(0, 2, 1)) @ L
+        w, vec = np.linalg.eigh((Gj + Gj.transpose(0, 2, 1)) / 2)
+        inv_sqrt = (vec / np.sqrt(np.where(w > 1e-12, w, np.inf))[:, None, :]) @ vec.transpose(0, 2, 1)
+        E = X.transpose(0, 2, 1) @ Si @ (L @ inv_sqrt @ L.T)  # (n, p, m)
+        u = (E @ r[:, :, None])[:, :, 0]
+        meat += u.T @ u
+        ME = M @ E
+        G.append(ME @ L)
+        H.append(ME @ X @ LM)
+    return M @ meat @ M, (G, np.concatenate(H))
+
+
+def _cr2_df(C, G, H) -> np.ndarray:
+    """Bell and McCaffrey's Satterthwaite df of each c' V_CR2 c under the working model (clubSandwich's
+    coef_test/linear_contrast, test = "Satterthwaite"): tr(P)^2 / ||P||^2 with P = diag(g) - h h', computed
+    without forming P."""
+    gdiag = np.concatenate([np.sum(np.einsum("rp,npm->rnm", C, Gg) ** 2, axis=2) for Gg in G], axis=1)  # (r, J)
+    out = []
+    for c, gd in zip(C, gdiag):
+        h = np.einsum("p,jpq->jq", c, H)  # (J, p)
+        hh = np.sum(h * h, axis=1)
+        trace = float(np.sum(gd - hh))
+        square = float(np.sum((h.T @ h) ** 2) - 2 * np.sum(gd * hh) + np.sum(gd ** 2))
+        out.append(trace ** 2 / square)
+    return np.array(out)
+
+
+def _table(rows, inf: _Inference, level) -> pd.DataFrame:
+    labels, C = [r[0] for r in rows], np.array([r[1] for r in rows], float)
+    est = C @ inf.beta
+    se = np.sqrt(np.maximum(np.sum((C @ inf.V) * C, axis=1), 0.0))
+    df = inf.df(C)
+    q = st.t.ppf(0.5 + level / 2, df)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, est / se, np.nan)
+    p = np.where(se > 0, 2 * st.t.sf(np.abs(t), df), np.nan)
+    return pd.DataFrame([{**lab, "estimate": e, "std_error": s_, "df": d, "ci_low": e - q_ * s_, "ci_high": e + q_ * s_,
+                          "t": t_, "p": p_} for lab, e, s_, d, q_, t_, p_ in zip(labels, est, se, df, q, t, p)])
+
+
+# ---- the result --------------------------------------------------------------------------------------------------
 @dataclass
 class MMRMResult:
     """A fitted MMRM: `.lsmeans` (arm x visit) and `.diffs` (each treatment minus control per visit), each
-    with estimate, std_error, df (Satterthwaite), ci_low, ci_high, p; the covariance structure used and
-    its estimate, convergence, and what was tried before it."""
+    with estimate, std_error, df, ci_low, ci_high, p; the covariance structure used, why, and how its
+    inference was made (`df_method`, `variance`), what was tried before it, and `contrast()` for any other."""
 
     metric: str
     lsmeans: pd.DataFrame
@@ -216,12 +388,19 @@ class MMRMResult:
     converged: bool
     n_subjects: int
     n_obs: int
+    df_method: str = "kenward-roger"
+    variance: str = "model"
+    why: str = ""
     tried: list = field(default_factory=list)
     coefficients: pd.DataFrame | None = None
+    parameters: dict = field(default_factory=dict)
     base_mean: float = math.nan
     excluded: pd.DataFrame | None = None
     assumed: list = field(default_factory=list)
     qc: str = ""
+    level: float = LEVEL
+    _inference: _Inference | None = field(default=None, repr=False)
+    _row: object = field(default=None, repr=False)
 
     def diff(self, visit, treatment=None) -> pd.Series:
         """The row of `.diffs` at `visit` (for `treatment`, default the only one)."""
@@ -232,45 +411,68 @@ class MMRMResult:
             raise UsageError(f"no single difference at visit {visit!r}" + (f" for {treatment!r}" if treatment else ""))
         return rows.iloc[0]
 
+    def contrast_vector(self, visit, treatment, control=None) -> np.ndarray:
+        """The contrast of `treatment` minus `control` (default the fit's) at `visit`."""
+        return self._row(treatment, visit) - self._row(control or self.diffs["control"].iloc[0], visit)
+
+    def contrasts(self, vectors: dict, level: float | None = None) -> pd.DataFrame:
+        """Estimate, SE, df, CI (at `level`), t and p of each {label: contrast vector}, by the fit's method."""
+        return _table([({"contrast": k}, np.asarray(v, float)) for k, v in vectors.items()], self._inference,
+                      level or self.level)
+
+    def covariance_of(self, vectors: list) -> np.ndarray:
+        """The covariance of several contrasts (for simultaneous inference such as Dunnett's)."""
+        C = np.array(vectors, float)
+        return C @ self._inference.V @ C.T
+
+    @property
+    def method(self) -> str:
+        """How the numbers were made, in a sentence for a methods section."""
+        inference = ("empirical (CR2 sandwich) standard errors with Bell-McCaffrey degrees of freedom"
+                     if self.variance == "empirical" else
+                     f"model-based standard errors with {self.df_method.title()} degrees of freedom"
+                     + (" and the Kenward-Roger adjusted covariance" if self.df_method == "kenward-roger" else ""))
+        return (f"MMRM of the change on baseline, arm, visit and arm by visit; {STRUCTURES[self.covariance].sas} "
+                f"covariance ({self.why}); REML; {inference}")
+
     def summary(self) -> str:
-        head = (f"MMRM of {self.metric}: change ~ baseline + arm * visit, {self.covariance} covariance, REML, "
-                f"Satterthwaite df; {self.n_subjects} subjects, {self.n_obs} post-baseline observations"
-                + ("" if self.converged else " (DID NOT CONVERGE)"))
-        fallback = f"\nFell back from: {'; '.join(self.tried)}" if self.tried else ""
+        head = (f"MMRM of {self.metric}: {self.method}; {self.n_subjects} subjects, {self.n_obs} post-baseline "
+                "observations" + ("" if self.converged else " (DID NOT CONVERGE)"))
         show = lambda df: df.to_string(index=False, float_format=lambda x: f"{x:.4g}")  # noqa: E731
-        return f"{head}{fallback}\n\nLS-means\n{show(self.lsmeans)}\n\nDifferences\n{show(self.diffs)}"
+        return f"{head}\n\nLS-means\n{show(self.lsmeans)}\n\nDifferences\n{show(self.diffs)}"
 
     __str__ = summary
 
     def __repr__(self) -> str:
-        return f"<MMRMResult {self.metric}: {self.covariance}, {self.n_subjects} subjects, converged={self.converged}>"
+        return (f"<MMRMResult {self.metric}: {self.covariance}, {self.df_method}, {self.variance}, "
+                f"{self.n_subjects} subjects>")
 
     def _repr_html_(self) -> str:
-        return (f"<p><b>MMRM of {self.metric}</b>: {self.covariance} covariance, REML, Satterthwaite df; "
-                f"{self.n_subjects} subjects, {self.n_obs} observations; converged: {self.converged}</p>"
-                f"<p>LS-means</p>{self.lsmeans.to_html(index=False)}<p>Differences</p>{self.diffs.to_html(index=False)}")
+        from ..sinks import html
 
-
-def _contrast_table(rows, beta, phi, dphi, acov, level):
-    """Estimate, SE, Satterthwaite df, CI and p for each (labels, contrast vector)."""
-    out = []
-    for labels, c in rows:
-        est, var = float(c @ beta), float(c @ phi @ c)
-        g = np.array([c @ dP @ c for dP in dphi])
-        denom = float(g @ acov @ g)
-        df = 2 * var ** 2 / denom if denom > 0 else math.inf
-        se = math.sqrt(var)
-        q = st.t.ppf(0.5 + level / 2, df)
-        out.append({**labels, "estimate": est, "std_error": se, "df": df, "ci_low": est - q * se,
-                    "ci_high": est + q * se, "t": est / se, "p": 2 * st.t.sf(abs(est / se), df)})
-    return pd.DataFrame(out)
+        return (f"<p><b>MMRM of {html(self.metric)}</b>: {html(self.method)}; {self.n_subjects} subjects, "
+                f"{self.n_obs} observations</p><p>LS-means</p>{self.lsmeans.to_html(index=False)}"
+                f"<p>Differences</p>{self.diffs.to_html(index=False)}")
 
 
 def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, base_by_visit: bool = False,
-             structures=STRUCTURES, level: float = LEVEL, metric: str = "") -> MMRMResult:
-    """Fit the MMRM to `data` (columns subject, arm, visit, base, chg: one row per post-baseline
-    observation). `visits` are the post-baseline visits in order; `control` is the reference arm and
-    `treatments` the arms compared with it (default: every other arm present)."""
+             structures=None, df: str = "kenward-roger", variance: str = "auto", level: float = LEVEL,
+             metric: str = "") -> MMRMResult:
+    """Fit the MMRM to `data` (columns subject, arm, visit, base, chg, and days for spatial power: one row
+    per post-baseline observation). `visits` are the post-baseline visits in order; `control` is the
+    reference arm and `treatments` the arms compared with it (default: every other arm present).
+
+    `structures` is the planned structure and what may follow it (default: unstructured, then the
+    heterogeneous fallbacks); `df` is "kenward-roger" or "satterthwaite"; `variance` is "model",
+    "empirical" or "auto" (model-based for the unstructured structure, empirical for any other)."""
+    if df not in DF_METHODS:
+        raise UsageError(f"df {df!r}: use {' or '.join(DF_METHODS)}")
+    if variance not in VARIANCES:
+        raise UsageError(f"variance {variance!r}: use {', '.join(VARIANCES)}")
+    structures = list(structures or ("unstructured", *FALLBACK))
+    unknown = [s for s in structures if s not in STRUCTURES]
+    if unknown:
+        raise UsageError(f"covariance {', '.join(unknown)}: use one of {', '.join(STRUCTURES)}")
     data = data.dropna(subset=["chg", "base"])
     data = data[data["visit"].isin(visits)]
     present = set(data["arm"])
@@ -282,89 +484,56 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
     data = data[data["arm"].isin([control, *treatments])]
     visits = [v for v in visits if v in set(data["visit"])]
     arms = [control, *treatments]
-    d = _design(data, visits, arms, base_by_visit)
-    if np.linalg.matrix_rank(d.X) < d.X.shape[1] or len(data) - d.X.shape[1] < 1:
+    if len(visits) == 1:  # one visit: a variance, nothing to structure
+        structures = ["unstructured"]
+    by_days = any(STRUCTURES[s].uses_days for s in structures)
+    if by_days and ("days" not in data or data["days"].isna().any()):
+        raise UsageError(f"{metric}: spatial power needs the day of every capture (taken_at)")
+    d = _design(data, visits, arms, base_by_visit, False)
+    X = np.concatenate([g.X.reshape(-1, g.X.shape[2]) for g in d.groups])
+    if np.linalg.matrix_rank(X) < X.shape[1] or len(data) - X.shape[1] < 1:
         raise UsageError(f"{metric}: too few observations for the model (every arm needs data at every visit)")
-    resid = d.y - d.X @ np.linalg.lstsq(d.X, d.y, rcond=None)[0]
-    sigma0 = _pairwise_cov(resid, d)
-    tried = []
-    for structure in structures if d.t > 1 else ("unstructured",):  # one visit: a variance, nothing to structure
-        fit = _fit(d, structure, sigma0)
-        if fit is not None:
+    y = np.concatenate([g.y.ravel() for g in d.groups])
+    beta0 = np.linalg.lstsq(X, y, rcond=None)[0]
+    sigma0 = _pairwise_cov(d, [g.y - g.X @ beta0 for g in d.groups])
+    gap = float(np.mean(np.diff(sorted(data.groupby("visit")["days"].mean())))) if by_days and len(visits) > 1 \
+        else 1.0
+    tried, found = [], None
+    for name in structures:
+        design = _design(data, visits, arms, base_by_visit, True) if STRUCTURES[name].uses_days else d
+        reml, got, why = _fit(design, STRUCTURES[name], sigma0, gap)
+        if got is not None:
+            found = (name, reml, got)
             break
-        tried.append(f"{structure} did not converge")
-    else:
-        raise UsageError(f"{metric}: the MMRM did not converge with any covariance structure ({'; '.join(tried)})")
-    reml, theta, acov, structure = fit
-    beta, phi = reml.beta(theta), reml.phi(theta)
-    dphi = [(reml.phi(theta + e) - reml.phi(theta - e)) / 2e-6 for e in np.eye(len(theta)) * 1e-6]
+        tried.append(f"{STRUCTURES[name].sas}: {why}")
+    if found is None:
+        raise UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure ({'; '.join(tried)})")
+    name, reml, (phi, e) = found
+    how = ("model" if name == "unstructured" else "empirical") if variance == "auto" else variance
+    why = "as planned" if not tried else f"fell back: {'; '.join(tried)}"
+    inference = _Inference(reml, phi, e, df, how)
     base_mean = float(data["base"].mean())
-    xrow = lambda arm, visit: _row(d.columns, arm, visit, base_mean, arms, visits)  # noqa: E731
-    ls = _contrast_table([({"arm": a, "visit": v}, xrow(a, v)) for v in visits for a in arms], beta, phi, dphi,
-                         acov, level)
-    diffs = _contrast_table([({"visit": v, "treatment": a, "control": control}, xrow(a, v) - xrow(control, v))
-                             for v in visits for a in treatments], beta, phi, dphi, acov, level)
-    sigma = pd.DataFrame(reml.sigma_of(theta), index=visits, columns=visits)
-    coef = pd.DataFrame({"term": d.columns, "estimate": beta, "std_error": np.sqrt(np.diag(phi))})
-    return MMRMResult(metric, ls, diffs, structure, sigma, True, int(data["subject"].nunique()), len(data), tried,
-                      coef, base_mean)
+    row = lambda arm, visit: design_row(d.columns, arm, visit, base_mean)  # noqa: E731
+    ls = _table([({"arm": a, "visit": v}, row(a, v)) for v in visits for a in arms], inference, level)
+    diffs = _table([({"visit": v, "treatment": a, "control": control}, row(a, v) - row(control, v))
+                    for v in visits for a in treatments], inference, level)
+    t = d.t
+    sigma = pd.DataFrame(STRUCTURES[name].full(phi, t, np.array(sorted(data.groupby("visit")["days"].median()))
+                                                if STRUCTURES[name].uses_days else None), index=visits, columns=visits)
+    coef = pd.DataFrame({"term": d.columns, "estimate": e["beta"], "std_error": np.sqrt(np.diag(inference.V))})
+    result = MMRMResult(metric, ls, diffs, name, sigma, True, int(data["subject"].nunique()), len(data),
+                        df_method="bell-mccaffrey" if how == "empirical" else df, variance=how, why=why, tried=tried,
+                        coefficients=coef, parameters=STRUCTURES[name].describe(phi, t), base_mean=base_mean,
+                        level=level)
+    result._inference, result._row = inference, row
+    return result
 
 
-def _row(columns, arm, visit, base, arms, visits):
+def design_row(columns, arm, visit, base) -> np.ndarray:
+    """The row of the design for `arm` at `visit` with baseline `base` (columns as the fit names them)."""
     x = np.zeros(len(columns))
     values = {"(Intercept)": 1.0, "base": base, f"arm[{arm}]": 1.0, f"visit[{visit}]": 1.0,
               f"arm[{arm}]:visit[{visit}]": 1.0, f"base:visit[{visit}]": base}
     for i, c in enumerate(columns):
         x[i] = values.get(c, 0.0)
     return x
-
-
-def _pairwise_cov(resid, d: _Design):
-    """Residual covariance of the visits from the subjects that have both (positive definite)."""
-    t = d.t
-    wide = np.full((sum(len(r) for _, r in d.patterns), t), np.nan)
-    i = 0
-    for idx, rows in d.patterns:
-        wide[i:i + len(rows)][:, idx] = resid[rows]
-        i += len(rows)
-    cov = pd.DataFrame(wide).cov(min_periods=2).to_numpy()
-    var = np.where(np.isfinite(np.diag(cov)) & (np.diag(cov) > 0), np.diag(cov), np.nanmean(resid ** 2))
-    cov = np.where(np.isfinite(cov), cov, 0.0)
-    cov[np.diag_indices(t)] = var
-    w, vec = np.linalg.eigh(cov)
-    return (vec * np.maximum(w, 1e-3 * var.mean())) @ vec.T
-
-
-def _fit(d: _Design, structure: str, sigma0):
-    """(reml, theta, cov(theta), structure) when REML converges with a positive definite information, else None
-    (an ill-conditioned system on the way counts as not converging)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", linalg.LinAlgWarning)
-        try:
-            return _fit_reml(d, structure, sigma0)
-        except (linalg.LinAlgWarning, linalg.LinAlgError):
-            return None
-
-
-def _fit_reml(d: _Design, structure: str, sigma0):
-    reml = _Reml(d, structure)
-    res = optimize.minimize(reml.objective, _start(structure, sigma0), jac=True, method="BFGS",
-                            options={"gtol": 1e-7, "maxiter": 2000})
-    theta = res.x
-    for _ in range(20):  # Newton polish: the REML optimum to machine precision, as the reference fits it
-        f, g = reml.objective(theta)
-        H = _hessian(reml.objective, theta)
-        try:
-            step = linalg.solve(H, g, assume_a="sym")
-        except (linalg.LinAlgError, ValueError):
-            break
-        if not np.all(np.isfinite(step)) or not np.isfinite(reml.objective(theta - step)[0]):
-            break
-        theta = theta - step
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    f, g = reml.objective(theta)
-    H = _hessian(reml.objective, theta)
-    if not np.isfinite(f) or np.max(np.abs(g)) > 1e-4 * max(1.0, abs(f)) or np.min(np.linalg.eigvalsh(H)) <= 0:
-        return None
-    return reml, theta, 2 * linalg.inv(H), structure

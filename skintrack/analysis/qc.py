@@ -1,7 +1,8 @@
 """Capture-quality checks: which analyses were taken outside the API's limits or unlike their baseline.
 
-Each reason is a flag column; the subject's baseline is their earliest analysis. The limits are named
-defaults (`QCLimits`); every value is bound as a query parameter.
+Each reason is a flag column. A capture is compared with the subject's capture at the plan's baseline
+visit (its earliest there; the subject's earliest capture when there is no baseline visit). The limits
+are named defaults (`QCLimits`); every value is bound as a query parameter.
 
 Example
 -------
@@ -41,16 +42,22 @@ class QCLimits:
 
 
 QC_SQL = """
-qc_base AS (
+qc_rows AS (
     SELECT a.analysis_id, a.subject_id, a.visit, a.taken_at, a.yaw, a.pitch, a.face_width, a.face_height,
            a.glasses, a.hair_occlusion, a.face_ratio, t.ita, t.ha, t.ita_class, t.ha_class,
-           first_value(a.glasses) OVER w AS base_glasses, first_value(a.hair_occlusion) OVER w AS base_hair,
-           first_value(a.face_ratio) OVER w AS base_ratio, first_value(t.ita) OVER w AS base_ita,
-           first_value(t.ha) OVER w AS base_ha
+           row_number() OVER (PARTITION BY coalesce(a.subject_id, a.analysis_id),
+                                  coalesce(a.visit = $qc_baseline, $qc_baseline IS NULL)
+                              ORDER BY a.taken_at NULLS LAST, a.ingested_at) = 1
+               AND coalesce(a.visit = $qc_baseline, $qc_baseline IS NULL) AS is_reference
     FROM analyses a LEFT JOIN tones t USING (analysis_id)
-    WHERE a.ok
-    WINDOW w AS (PARTITION BY coalesce(a.subject_id, a.analysis_id) ORDER BY a.taken_at NULLS LAST, a.ingested_at
-                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+    WHERE a.ok),
+qc_base AS (
+    SELECT *, max(CASE WHEN is_reference THEN glasses END) OVER w AS base_glasses,
+           max(CASE WHEN is_reference THEN hair_occlusion END) OVER w AS base_hair,
+           max(CASE WHEN is_reference THEN face_ratio END) OVER w AS base_ratio,
+           max(CASE WHEN is_reference THEN ita END) OVER w AS base_ita,
+           max(CASE WHEN is_reference THEN ha END) OVER w AS base_ha
+    FROM qc_rows WINDOW w AS (PARTITION BY coalesce(subject_id, analysis_id))),
 qc AS (
     SELECT analysis_id, subject_id, visit, taken_at,
         coalesce(abs(yaw) > $qc_max_yaw, false) AS yaw_out,
@@ -71,4 +78,5 @@ qc_flags AS (
 
 def qc_frame(study, limits: QCLimits = QCLimits()):
     """One row per ok analysis: subject, visit, time, a boolean per flag, `flagged` and `reasons`."""
-    return study.sql(f"WITH {QC_SQL} SELECT * FROM qc_flags ORDER BY subject_id, taken_at", limits.params())
+    return study.sql(f"WITH {QC_SQL} SELECT * FROM qc_flags ORDER BY subject_id, taken_at",
+                     {**limits.params(), "qc_baseline": study.plan.baseline})

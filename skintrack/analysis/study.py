@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from ..errors import StoreError, UsageError
+from ..errors import UsageError
 from ..tables import check, store, versions
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from ..tables.upgrade import upgrade
-from . import qc, trends, trial
+from . import instrument, qc, selection, trends, trial
 from .endpoints import shift_table
 from .mmrm import MMRMResult
 from .repeatability import repeatability as measure_repeatability
@@ -129,7 +130,10 @@ class Study:
             arms = sorted(self.sql("SELECT DISTINCT arm FROM subjects WHERE arm IS NOT NULL")["arm"]) \
                 if "arm" in self.columns("subjects") else []
             plan = Plan.parse(text, str(self.path / PLAN_FILE)) if text else Plan()
-            self._plan = (text, plan.resolved(self.visits, days, arms))
+            events = {e for e, col, view in (("rescue", "rescue", "sessions"),
+                                             ("discontinuation", "discontinued_after", "subjects"))
+                      if col in self.columns(view)}
+            self._plan = (text, plan.resolved(self.visits, days, arms, events))
         return self._plan[1]
 
     def _plan_text(self) -> str | None:
@@ -204,6 +208,8 @@ class Study:
         >>> open(tempfile.mkdtemp()).sql("select ? + 1 as two", [1])["two"].tolist()
         [2]
         """
+        if isinstance(params, dict):  # bind what the query names (builders pass what their rules might use)
+            params = {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", query)}
         if self._engine is not None:
             return self._engine.sql(query, params)
         self._sync()
@@ -214,16 +220,30 @@ class Study:
 
         try:
             return store.retry_busy(run)
-        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.SerializationException) as e:
-            raise store.damaged(self.path, e) from None
         except duckdb.Error as e:
-            if ".parquet" in str(e) or store.is_busy(e):
+            if isinstance(e, duckdb.IOException) or ".parquet" in str(e) or store.is_busy(e):
                 raise store.damaged(self.path, e) from None
             raise UsageError(f"{self.path}: the query failed: {store.first_line(e)}") from None
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
-    def timeline(self, metric: str, exclude_flagged: bool = False) -> pd.DataFrame:
-        """subject_id, visit, taken_at, days (since the subject's first session), value.
+    def rules(self, exclude_flagged: bool | None = None, baseline: str | None = None) -> selection.Rules:
+        """How this study's captures become values (`skintrack.analysis.selection`): the plan's capture QC
+        (unless `exclude_flagged` is given), visit windows and intercurrent events, and baseline visit.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> r = demo_study().rules()
+        >>> r.baseline, r.exclude_flagged, r.windows
+        ('D0', True, 'exclude')
+        """
+        if baseline is not None:
+            self.check_visit(baseline, "baseline visit")
+        return selection.rules(self, exclude_flagged, baseline)
+
+    def timeline(self, metric: str, exclude_flagged: bool | None = None) -> pd.DataFrame:
+        """subject_id, visit, taken_at, days (since the subject's first session), value: the values the plan's
+        rules keep (QC-flagged captures as the plan says, unless `exclude_flagged` is given).
 
         Example
         -------
@@ -231,10 +251,10 @@ class Study:
         >>> demo_study().timeline("score.water").columns.tolist()
         ['subject_id', 'visit', 'taken_at', 'days', 'value']
         """
-        return trends.timeline(self, metric, exclude_flagged)
+        return trends.timeline(self, metric, self.rules(exclude_flagged))
 
     def change_from_baseline(self, metric: str, baseline: str | None = None,
-                             exclude_flagged: bool = False) -> pd.DataFrame:
+                             exclude_flagged: bool | None = None) -> pd.DataFrame:
         """Per subject and visit: value, baseline_value, delta, pct_change (in %), improved, is_baseline,
         relative to the plan's baseline visit (or `baseline`); subjects without one are left out and
         listed in ``.attrs["excluded"]``.
@@ -246,10 +266,10 @@ class Study:
         >>> ch.attrs["baseline"], ch.attrs["excluded"]
         ('D0', [])
         """
-        baseline = self.check_visit(baseline or self.plan.baseline, "baseline visit")
-        return trends.change_from_baseline(self, metric, baseline, exclude_flagged)
+        self.check_visit(baseline or self.plan.baseline, "baseline visit")
+        return trends.change_from_baseline(self, metric, self.rules(exclude_flagged, baseline))
 
-    def slopes(self, metric: str, exclude_flagged: bool = False) -> pd.DataFrame:
+    def slopes(self, metric: str, exclude_flagged: bool | None = None) -> pd.DataFrame:
         """Per subject: n, slope_per_30d, intercept, r2, first, last.
 
         Example
@@ -258,9 +278,9 @@ class Study:
         >>> len(demo_study().slopes("area.water.whole_face"))
         24
         """
-        return trends.slopes(self, metric, exclude_flagged)
+        return trends.slopes(self, metric, self.rules(exclude_flagged))
 
-    def cohort(self, metric: str, by=None, exclude_flagged: bool = False) -> pd.DataFrame:
+    def cohort(self, metric: str, by=None, exclude_flagged: bool | None = None) -> pd.DataFrame:
         """Per group (default: visit and arm, or visit alone without arms; always by visit): n, mean, sd, sem,
         95% CI, median, quartiles, and the mean change from the plan's baseline with its CI (baseline rows
         are no change).
@@ -271,24 +291,24 @@ class Study:
         >>> demo_study().cohort("score.water")[["visit", "arm", "n"]].head(2).values.tolist()
         [['D0', 'active', 12], ['D0', 'placebo', 12]]
         """
-        return trends.cohort(self, metric, by, exclude_flagged)
+        return trends.cohort(self, metric, by, self.rules(exclude_flagged))
 
     def compare(self, metrics, baseline: str, followup: str, test: str = "paired_t",
-                exclude_flagged: bool = False) -> pd.DataFrame:
+                exclude_flagged: bool | None = None) -> pd.DataFrame:
         """Paired change from one visit to another, per metric and per arm, with Holm and BH adjusted p-values.
 
         Example
         -------
         >>> from skintrack.demo import demo_study
-        >>> demo_study().compare(["score.water", "score.total"], "D0", "W12")[["metric", "arm", "n"]].values.tolist()
-        [['score.water', 'active', 12], ['score.water', 'placebo', 12], ['score.total', 'active', 12], ['score.total', 'placebo', 12]]
+        >>> demo_study().compare(["score.water", "score.total"], "D0", "W12")[["metric", "arm", "n"]].values.tolist()  # S11 W12 QC-flagged
+        [['score.water', 'active', 11], ['score.water', 'placebo', 12], ['score.total', 'active', 11], ['score.total', 'placebo', 12]]
         """
         self.check_visit(baseline, "baseline visit")
         self.check_visit(followup, "follow-up visit")
         return trial.compare(self, metrics, baseline, followup, test, exclude_flagged)
 
     def compare_arms(self, metric: str, visit: str, test: str = "welch", treatment=None, control=None,
-                     exclude_flagged: bool = False) -> pd.DataFrame:
+                     exclude_flagged: bool | None = None) -> pd.DataFrame:
         """Each treatment against the control (the plan's) on the change from baseline at a visit (welch,
         mannwhitney, ancova).
 
@@ -302,7 +322,7 @@ class Study:
         return trial.compare_arms(self, metric, visit, test, treatment, control, exclude_flagged)
 
     def responders(self, metric: str, threshold: float, relative: bool = False, baseline: str | None = None,
-                   exclude_flagged: bool = False) -> pd.DataFrame:
+                   exclude_flagged: bool | None = None) -> pd.DataFrame:
         """Per visit and arm: the share improved by at least `threshold`, with a Wilson 95% CI.
 
         Example
@@ -311,22 +331,21 @@ class Study:
         >>> demo_study().responders("score.water", 5)["visit"].unique().tolist()
         ['W4', 'W8', 'W12']
         """
-        if baseline is not None:
-            self.check_visit(baseline, "baseline visit")
-        return trends.responders(self, metric, threshold, relative, baseline, exclude_flagged)
+        return trends.responders(self, metric, threshold, relative, self.rules(exclude_flagged, baseline))
 
     def mmrm(self, metric: str, treatments=None, control=None, base_by_visit: bool = False,
              exclude_flagged: bool | None = None) -> MMRMResult:
-        """The trial's primary model: change ~ baseline + arm * visit (+ baseline * visit), unstructured
-        covariance, REML, Satterthwaite df; `.lsmeans` by arm and visit, `.diffs` of each treatment against
-        the control per visit (see `skintrack.analysis.mmrm`). QC-flagged captures as the plan says.
+        """The trial's primary model: change ~ baseline + arm * visit (+ baseline * visit), REML, with the plan's
+        covariance structure, degrees of freedom (Kenward-Roger by default) and variance; `.lsmeans` by arm and
+        visit, `.diffs` of each treatment against the control per visit, `.method` in words, `.excluded`
+        the subjects left out and why (see `skintrack.analysis.mmrm`). QC-flagged captures as the plan says.
 
         Example
         -------
         >>> from skintrack.demo import demo_study
         >>> fit = demo_study().mmrm("score.water")
-        >>> fit.covariance, fit.diffs["visit"].tolist()
-        ('unstructured', ['W4', 'W8', 'W12'])
+        >>> fit.covariance, fit.df_method, fit.diffs["visit"].tolist()
+        ('unstructured', 'kenward-roger', ['W4', 'W8', 'W12'])
         """
         self.plan  # noqa: B018 - brings the plan up to date: a fit is reused until the data or the plan change
         key = (metric, tuple(treatments or ()), control, base_by_visit, exclude_flagged, self.version, self._plan[0])
@@ -374,6 +393,21 @@ class Study:
         """
         return trial.responders_between(self, metric, visit, threshold, exclude_flagged=exclude_flagged)
 
+    def sensitivity(self, methods=None, imputations: int | None = None, seed: int | None = None) -> pd.DataFrame:
+        """The primary endpoint's sensitivity analyses (the plan's: QC handled the other way, multiple
+        imputation under MAR, jump to reference, copy reference, the delta tipping point; see
+        `skintrack.analysis.sensitivity`): analysis, treatment, estimate, std_error, df, CI, p, decision, note.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().sensitivity(methods=["qc"])["analysis"].tolist()
+        ['primary: MMRM (missing at random)', 'QC-flagged captures included']
+        """
+        from .sensitivity import sensitivity
+
+        return sensitivity(self, methods, imputations, seed)
+
     def shift_table(self, metric: str, visit: str | None = None, exclude_flagged: bool = False) -> pd.DataFrame:
         """Subjects by arm, baseline grade and grade at `visit` (default: the plan's last visit).
 
@@ -398,9 +432,46 @@ class Study:
         """
         return measure_repeatability(self, metrics)
 
+    # ---- the instrument (see skintrack.analysis.instrument) --------------------------------------
+    def generations(self) -> pd.DataFrame:
+        """The API generations that measured the study: api_generation, analyses, sentinels, first, last, basis.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().generations()["api_generation"].tolist()
+        ['v1.7.6']
+        """
+        return instrument.generations(self)
+
+    def drift(self, metrics=None) -> pd.DataFrame:
+        """Each sentinel run against the reference run, per metric: shift, 95% CI, MDC, exceeds_mdc (see
+        `skintrack.analysis.instrument.drift`).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> bool(demo_study().drift()["exceeds_mdc"].any())
+        False
+        """
+        return instrument.drift(self, metrics)
+
+    def bridge(self, metrics=None) -> pd.DataFrame:
+        """Per metric, the offset between API generations from photos analysed under both (see
+        `skintrack.analysis.instrument.bridge`).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().bridge().empty  # one generation: nothing to bridge
+        True
+        """
+        return instrument.bridge(self, metrics)
+
     def check(self) -> pd.DataFrame:
-        """Every problem of the study's store and of its assignments (see `skintrack.tables.check`): where,
-        problem.
+        """Every problem of the study's store and of its assignments (see `skintrack.tables.check`), every
+        capture outside its visit window, and every subject, endpoint and batch whose values straddle API
+        generations: where, problem.
 
         Example
         -------
@@ -412,7 +483,9 @@ class Study:
         if len(damaged):
             return damaged
         self._sync()
-        return check.problems(self.con)
+        found = pd.concat([check.problems(self.con), selection.out_of_window(self), instrument.straddles(self)],
+                          ignore_index=True)
+        return found.sort_values(["where", "problem"], ignore_index=True)
 
     def qc(self, limits: qc.QCLimits = qc.QCLimits()) -> pd.DataFrame:
         """One row per ok analysis with a flag per capture problem, `flagged` and `reasons`.

@@ -1,8 +1,9 @@
 """Per-person trends across repeated sessions, computed in DuckDB.
 
-A metric's observations are one value per subject and visit: the latest ok analysis of that session
-(analyses without a visit are sessions of their own). The SQL is built only from the catalog (table and
-column names are ours); the metric's key parts and every threshold are bound as parameters.
+A metric's observations are one value per subject and analysis visit, chosen by the plan's rules
+(`skintrack.analysis.selection`: capture QC, visit windows, intercurrent events; the latest capture of a
+session). The SQL is built only from the catalog (table and column names are ours); the metric's key
+parts, the schedule and every threshold are bound as parameters.
 
 Example
 -------
@@ -15,57 +16,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..errors import UsageError
+from ..sinks import sql_identifier
 from ..tables.catalog import metric_info
 from ..tables.session_index import NATURAL_VISIT
-from ..sinks import sql_identifier
-from ..errors import UsageError
-from .qc import QC_SQL, QCLimits
+from .selection import Rules, metric_source, observations_sql, records_sql  # noqa: F401 - metric_source is public here
 from .stats import t_interval, wilson
 
 
-def metric_source(key: str) -> tuple[str, dict]:
-    """SQL selecting (analysis_id, value) of one metric, from the catalog's table and column."""
-    info = metric_info(key)
-    table, column = info["table"], info["column"]
-    if table == "scores":
-        return "SELECT analysis_id, value FROM scores WHERE metric = $m_metric", {"m_metric": key[len("score."):]}
-    if table in ("counts", "areas", "severities"):
-        return (f"SELECT analysis_id, value FROM {table} WHERE feature = $m_feature AND "
-                "region IS NOT DISTINCT FROM $m_region", {"m_feature": info["feature"], "m_region": info["region"]})
-    if table == "wrinkles":
-        return (f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM wrinkles WHERE region = $m_region",
-                {"m_region": info["region"]})
-    source = "analyses_raw" if table == "analyses" else table
-    return f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM {source}", {}
-
-
-def observations(key: str, exclude_flagged: bool = False, limits: QCLimits = QCLimits()) -> tuple[str, dict]:
-    """CTEs ending in `tl` (subject_id, visit, taken_at, days, value, analysis_id) for one metric.
-
-    Reads the `session_index` view (kept up to date by every write). Only sessions holding several analyses are
-    deduplicated (the latest wins), so the common case is a single join.
-    """
-    source, params = metric_source(key)
-    flagged = ctes = ""
-    if exclude_flagged:
-        ctes = QC_SQL + ","
-        flagged = "AND m.analysis_id NOT IN (SELECT analysis_id FROM qc_flags WHERE flagged)"
-        params = {**params, **limits.params()}
-    sql = f"""{ctes}
-    m AS ({source}),
-    j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.seq, i.dup, m.value, m.analysis_id
-          FROM m JOIN session_index i USING (analysis_id) WHERE m.value IS NOT NULL {flagged}),
-    tl AS (SELECT * EXCLUDE (dup) FROM j WHERE NOT dup
-           UNION ALL
-           SELECT * EXCLUDE (dup) FROM j WHERE dup QUALIFY row_number() OVER (
-               PARTITION BY subject_id, coalesce(visit, analysis_id) ORDER BY taken_at DESC NULLS LAST, analysis_id) = 1)"""
-    return sql, params
-
-
-def _change_sql(key: str, baseline: str, exclude_flagged: bool) -> tuple[str, dict]:
-    """CTEs ending in `change`: every observation of a subject with a value at the `baseline` visit,
+def _change_sql(key: str, r: Rules) -> tuple[str, dict]:
+    """CTEs ending in `change`: every observation of a subject with a value at the baseline visit,
     relative to it. Subjects without one are left out (see `baseline_exclusions`), never re-baselined."""
-    sql, params = observations(key, exclude_flagged)
+    sql, params = observations_sql(key, r)
     better = metric_info(key)["better"]
     improved = {"higher": "tl.value > b.baseline_value", "lower": "tl.value < b.baseline_value"}.get(better, "NULL")
     sql += f""",
@@ -77,27 +39,24 @@ def _change_sql(key: str, baseline: str, exclude_flagged: bool) -> tuple[str, di
                     END AS pct_change,
                {improved} AS improved, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id, tl.seq
         FROM tl JOIN base b USING (subject_id))"""
-    return sql, {**params, "baseline": baseline}
+    return sql, params
 
 
-def baseline_exclusions(study, key: str, baseline: str, exclude_flagged: bool = False) -> pd.DataFrame:
-    """The subjects with observations of `key` but no usable value at the `baseline` visit, and why:
+def baseline_exclusions(study, key: str, r: Rules) -> pd.DataFrame:
+    """The subjects with observations of `key` but no usable value at the baseline visit, and why:
     subject_id, reason. They are left out of every change analysis."""
-    sql, params = observations(key, exclude_flagged)
-    qc = "SELECT analysis_id, reasons FROM qc_flags WHERE flagged" if exclude_flagged else \
-        "SELECT NULL::VARCHAR AS analysis_id, NULL::VARCHAR AS reasons WHERE false"
+    sql, params = records_sql(key, r)
     return study.sql(f"""WITH {sql},
-        held AS (SELECT DISTINCT subject_id FROM tl),
-        at_base AS (SELECT i.subject_id, i.analysis_id FROM session_index i WHERE i.visit = $baseline),
-        flags AS ({qc})
+        held AS (SELECT DISTINCT subject_id FROM recs WHERE reason IS NULL),
+        at_base AS (SELECT subject_id, min(reason) AS why FROM recs WHERE visit = $baseline GROUP BY subject_id),
+        sessions_at_base AS (SELECT DISTINCT subject_id FROM session_index WHERE visit = $baseline)
         SELECT h.subject_id,
-               CASE WHEN b.subject_id IS NULL THEN 'no ' || $baseline || ' session'
-                    WHEN f.analysis_id IS NOT NULL THEN $baseline || ' excluded by capture QC (' || f.reasons || ')'
-                    ELSE 'no value of the metric at ' || $baseline END AS reason
-        FROM held h LEFT JOIN at_base b USING (subject_id) LEFT JOIN flags f ON f.analysis_id = b.analysis_id
-        WHERE h.subject_id NOT IN (SELECT subject_id FROM tl WHERE visit = $baseline)
-        QUALIFY row_number() OVER (PARTITION BY h.subject_id ORDER BY f.analysis_id NULLS LAST) = 1
-        ORDER BY h.subject_id""", {**params, "baseline": baseline})
+               CASE WHEN s.subject_id IS NULL THEN 'no ' || $baseline || ' session'
+                    WHEN b.subject_id IS NULL THEN 'no value of the metric at ' || $baseline
+                    ELSE $baseline || ' ' || b.why END AS reason
+        FROM held h LEFT JOIN at_base b USING (subject_id) LEFT JOIN sessions_at_base s USING (subject_id)
+        WHERE h.subject_id NOT IN (SELECT subject_id FROM recs WHERE reason IS NULL AND avisit = $baseline)
+        ORDER BY h.subject_id""", params)
 
 
 def visit_order(study) -> list:
@@ -112,35 +71,36 @@ def _ordered_sql(study, select: str, params: dict, order: str = "subject_id, seq
     return study.sql(f"SELECT * FROM ({select}) ORDER BY {order}", params)
 
 
-def timeline(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
+def timeline(study, key: str, r: Rules) -> pd.DataFrame:
     """subject_id, visit, taken_at, days (since the subject's first session), value."""
-    sql, params = observations(key, exclude_flagged)
+    sql, params = observations_sql(key, r)
     return _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, days, value, seq FROM tl",
                         params).drop(columns="seq")
 
 
-def change_from_baseline(study, key: str, baseline: str, exclude_flagged: bool = False) -> pd.DataFrame:
-    """subject_id, visit, taken_at, value, baseline_value, delta, pct_change (in %), improved, is_baseline.
+def change_from_baseline(study, key: str, r: Rules) -> pd.DataFrame:
+    """subject_id, visit, taken_at, value, baseline_value, delta, pct_change (in %), improved, is_baseline,
+    days (since the subject's first session).
 
-    `baseline` is a visit label. Subjects without a value there are left out and listed, with why, in
+    The baseline is the rules' visit label. Subjects without a value there are left out and listed, with why, in
     ``.attrs["excluded"]`` (records of subject_id and reason). Baseline rows are listed (delta 0, is_baseline) but are no change: every
     analysis of changes leaves them out. `pct_change` divides by the baseline's absolute value (NULL when
     it is 0); `improved` follows the catalog's better-direction (NULL when the metric has none).
     """
-    sql, params = _change_sql(key, baseline, exclude_flagged)
+    sql, params = _change_sql(key, r)
     df = _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, value, baseline_value, delta, "
-                      "pct_change, improved, is_baseline, seq FROM change", params).drop(columns="seq")
-    df.attrs["excluded"] = baseline_exclusions(study, key, baseline, exclude_flagged).to_dict("records")
-    df.attrs["baseline"] = baseline
+                      "pct_change, improved, is_baseline, days, seq FROM change", params).drop(columns="seq")
+    df.attrs["excluded"] = baseline_exclusions(study, key, r).to_dict("records")
+    df.attrs["baseline"] = r.baseline
     return df
 
 
-def slopes(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
+def slopes(study, key: str, r: Rules) -> pd.DataFrame:
     """Per subject: n, slope_per_30d, intercept, r2, first, last (least squares of value on days).
 
     slope and intercept need two distinct days; r2 is 1 when the values do not vary (SQL's REGR_R2).
     """
-    sql, params = observations(key, exclude_flagged)
+    sql, params = observations_sql(key, r)
     return study.sql(f"""WITH {sql}
         SELECT subject_id, count(*) AS n, regr_slope(value, days) * 30 AS slope_per_30d,
                regr_intercept(value, days) AS intercept, regr_r2(value, days) AS r2,
@@ -174,8 +134,8 @@ def _with_subjects(study, by: list[str]) -> str:
     return joins
 
 
-def cohort(study, key: str, by=None, exclude_flagged: bool = False, baseline: str | None = None) -> pd.DataFrame:
-    """Per group: n, mean, sd, sem, ci_low, ci_high, median, q1, q3, and the mean change from the `baseline`
+def cohort(study, key: str, by, r: Rules) -> pd.DataFrame:
+    """Per group: n, mean, sd, sem, ci_low, ci_high, median, q1, q3, and the mean change from the baseline
     visit over the group's non-baseline observations (change_n, change_mean, change_ci_low, change_ci_high).
     `by` defaults to visit and arm (visit alone when the study has no arms) and must include the visit
     (a subject's visits are not independent observations to pool)."""
@@ -185,7 +145,7 @@ def cohort(study, key: str, by=None, exclude_flagged: bool = False, baseline: st
     if "visit" not in by:
         raise UsageError(f"cohort by {', '.join(by)} without visit would pool each subject's visits as if they "
                          "were independent; group by visit too (e.g. by=('visit', 'arm')), or use mmrm")
-    sql, params = _change_sql(key, baseline or study.plan.baseline, exclude_flagged)
+    sql, params = _change_sql(key, r)
     cols = ", ".join(map(sql_identifier, by))
     order = ", ".join("list_position($visits, visit)" if c == "visit" else sql_identifier(c) for c in by)
     df = _ordered_sql(study, f"""WITH {sql},
@@ -204,14 +164,13 @@ def cohort(study, key: str, by=None, exclude_flagged: bool = False, baseline: st
                     "change_ci_low", "change_ci_high"]]
 
 
-def responders(study, key: str, threshold: float, relative: bool = False, baseline: str | None = None,
-               exclude_flagged: bool = False) -> pd.DataFrame:
+def responders(study, key: str, threshold: float, relative: bool, r: Rules) -> pd.DataFrame:
     """Per visit and arm (after baseline): n, responders (improved by at least `threshold`, in the metric's
     unit or in % when `relative`), rate, and its Wilson 95% interval."""
     better = metric_info(key)["better"]
     if better not in ("higher", "lower"):
         raise UsageError(f"{key} has no better-direction, so no one can respond on it")
-    sql, params = _change_sql(key, baseline or study.plan.baseline, exclude_flagged)
+    sql, params = _change_sql(key, r)
     gain = "pct_change" if relative else "delta"
     sign = "" if better == "higher" else "-"
     arm = "arm" if "arm" in study.columns("subjects") else "NULL AS arm"

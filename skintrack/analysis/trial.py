@@ -1,8 +1,9 @@
 """Trial statistics: paired changes within arms, arms against the control, the MMRM, and the plan's
 endpoints tested in order with its multiplicity strategy.
 
-The data come from `skintrack.analysis.trends` (DuckDB), the baseline from the study plan; the tests are
-scipy and statsmodels, the MMRM is `skintrack.analysis.mmrm`.
+The data come from `skintrack.analysis.trends` (DuckDB) under the plan's rules (`selection`); the tests
+are scipy and statsmodels, the MMRM is `skintrack.analysis.mmrm`, the multiplicity
+`skintrack.analysis.multiplicity`.
 
 Example
 -------
@@ -19,13 +20,20 @@ import pandas as pd
 from ..errors import UsageError
 from ..tables.catalog import metric_info
 from . import endpoints as ep
+from . import multiplicity as mult
+from .instrument import generations_used
 from .mmrm import MMRMResult, fit_mmrm
 from .repeatability import repeatability
+from .selection import observations_sql
 from .stats import adjust, paired, two_sample
-from .trends import change_from_baseline, observations
+from .trends import change_from_baseline
 
 PAIRED_TESTS = ("paired_t", "wilcoxon")
 ARM_TESTS = ("welch", "mannwhitney", "ancova")
+MODELS = {"count": "negative_binomial", "grade": "proportional_odds", "presence": "logistic",
+          "continuous": "mmrm"}
+ENDPOINT_COLUMNS = ["order", "role", "metric", "visit", "treatment", "control", "model", "estimate", "ci_low",
+                    "ci_high", "p", "p_adjusted", "decision", "reason", "method", "better"]
 
 
 def check_test(test: str, allowed: tuple) -> str:
@@ -40,7 +48,7 @@ def _arms(study) -> pd.DataFrame | None:
 
 
 def compare(study, metrics, baseline: str, followup: str, test: str = "paired_t",
-            exclude_flagged: bool = False) -> pd.DataFrame:
+            exclude_flagged: bool | None = None) -> pd.DataFrame:
     """The paired change from `baseline` to `followup` visit over subjects with both, per metric and, when
     the study has arms, per arm (arms are never pooled).
 
@@ -49,9 +57,10 @@ def compare(study, metrics, baseline: str, followup: str, test: str = "paired_t"
     """
     check_test(test, PAIRED_TESTS)
     arms = _arms(study)
+    r = study.rules(exclude_flagged)
     rows = []
     for key in [metrics] if isinstance(metrics, str) else metrics:
-        sql, params = observations(key, exclude_flagged)
+        sql, params = observations_sql(key, r)
         pairs = study.sql(f"""WITH {sql}
             SELECT b.subject_id, b.value AS before, f.value AS after FROM tl b JOIN tl f USING (subject_id)
             WHERE b.visit = $v0 AND f.visit = $v1 ORDER BY subject_id""", {**params, "v0": baseline, "v1": followup})
@@ -65,15 +74,17 @@ def compare(study, metrics, baseline: str, followup: str, test: str = "paired_t"
     return df if arms is not None else df.drop(columns="arm")
 
 
-def arm_changes(study, key: str, exclude_flagged: bool = False) -> pd.DataFrame:
+def arm_changes(study, key: str, exclude_flagged: bool | None = None, rules=None) -> pd.DataFrame:
     """The post-baseline changes from the plan's baseline with each subject's arm (baseline rows left
-    out); the subjects without a usable baseline are in ``.attrs["excluded"]``."""
+    out), under the plan's rules (or `rules`); the subjects without a usable baseline are in
+    ``.attrs["excluded"]``."""
     arms = _arms(study)
     if arms is None:
         raise UsageError("the study has no `arm` (give a subjects CSV with an arm column)")
-    ch = change_from_baseline(study, key, study.plan.baseline, exclude_flagged)
+    ch = change_from_baseline(study, key, rules or study.rules(exclude_flagged))
     out = ch[~ch["is_baseline"].astype(bool)].merge(arms, on="subject_id", how="left")
     out.attrs = dict(ch.attrs)
+    out.attrs["baseline_only"] = sorted(set(ch["subject_id"]) - set(out["subject_id"]))
     return out
 
 
@@ -92,7 +103,7 @@ def _arm_pair(study, treatment, control) -> tuple[list, str]:
 
 
 def compare_arms(study, key: str, visit: str, test: str = "welch", treatment=None, control=None,
-                 exclude_flagged: bool = False) -> pd.DataFrame:
+                 exclude_flagged: bool | None = None) -> pd.DataFrame:
     """Each treatment against the control (the plan's, unless named) on the change from baseline at `visit`.
 
     "welch" (Welch's t) and "mannwhitney" compare the changes; "ancova" fits change ~ arm + baseline
@@ -136,73 +147,43 @@ def ancova(changes: pd.DataFrame, treatment: str, control: str) -> dict:
             "p": fit.pvalues["treated"]}
 
 
+def mmrm_data(ch: pd.DataFrame) -> pd.DataFrame:
+    """The MMRM's rows (subject, arm, visit, base, chg, days) from `arm_changes`."""
+    return pd.DataFrame({"subject": ch["subject_id"], "arm": ch["arm"], "visit": ch["visit"],
+                         "base": ch["baseline_value"], "chg": ch["delta"], "days": ch["days"]})
+
+
 def mmrm(study, key: str, treatments=None, control=None, base_by_visit: bool = False,
-         exclude_flagged: bool | None = None) -> MMRMResult:
+         exclude_flagged: bool | None = None, rules=None) -> MMRMResult:
     """The MMRM of the change from the plan's baseline (see `skintrack.analysis.mmrm`) over the plan's
-    post-baseline visits; QC-flagged captures are handled as the plan says unless `exclude_flagged` is given."""
+    post-baseline visits, with the plan's covariance, degrees of freedom and variance; QC-flagged captures
+    as the plan says unless `exclude_flagged` is given. Subjects left out are listed with why."""
     plan = study.plan
-    if exclude_flagged is None:
-        exclude_flagged = plan.qc == "exclude"
     chosen, ctrl = _arm_pair(study, None, control)
     treatments = list(treatments) if treatments else chosen
-    ch = arm_changes(study, key, exclude_flagged)
+    ch = arm_changes(study, key, exclude_flagged, rules)
     visits = [v for v in plan.schedule if v != plan.baseline]
-    data = pd.DataFrame({"subject": ch["subject_id"], "arm": ch["arm"], "visit": ch["visit"],
-                         "base": ch["baseline_value"], "chg": ch["delta"]})
-    fit = fit_mmrm(data, visits, ctrl, treatments, base_by_visit=base_by_visit, metric=key)
-    fit.excluded = pd.DataFrame(ch.attrs["excluded"], columns=["subject_id", "reason"])
+    structures = [plan.covariance] + [s for s in ("toeplitz_h", "ar1_h", "cs_h") if s != plan.covariance]
+    fit = fit_mmrm(mmrm_data(ch), visits, ctrl, treatments, base_by_visit=base_by_visit, structures=structures,
+                   df=plan.df, variance=plan.variance, metric=key)
+    left = list(ch.attrs["excluded"]) + [{"subject_id": s, "reason": "no post-baseline value"}
+                                         for s in ch.attrs["baseline_only"]]
+    fit.excluded = pd.DataFrame(left, columns=["subject_id", "reason"]).sort_values("subject_id", ignore_index=True)
     fit.assumed = list(plan.assumed)
-    fit.qc = "QC-flagged captures excluded" if exclude_flagged else "QC-flagged captures included"
+    flagged = plan.qc == "exclude" if exclude_flagged is None else exclude_flagged
+    fit.qc = "QC-flagged captures excluded" if flagged else "QC-flagged captures included"
     return fit
-
-
-def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
-    """The plan's primary and key secondary endpoints in testing order, each treatment against the control,
-    with the plan's multiplicity strategy applied: a fixed sequence tests each at alpha until
-    the first that is not significant (the rest are not tested); Holm adjusts the p-values of all of them.
-
-    Each endpoint uses the model its type calls for (see `endpoint`): estimate is a difference for the MMRM,
-    a ratio otherwise. Columns: order, role, metric, visit, treatment, control, model, estimate, ci_low,
-    ci_high, p, p_adjusted, decision (significant, not significant, not tested), better. ``.attrs`` holds the strategy, alpha and
-    what the plan assumed.
-    """
-    plan = study.plan
-    rows = []
-    for order, e in enumerate(plan.endpoints, 1):
-        for r in endpoint(study, e.metric, e.visit, exclude_flagged=exclude_flagged).itertuples():
-            rows.append({"order": order, "role": "primary" if order == 1 and plan.primary else "secondary",
-                         "metric": e.metric, "visit": e.visit, "treatment": r.treatment, "control": r.control,
-                         "model": r.model, "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                         "p": r.p})
-    df = pd.DataFrame(rows, columns=["order", "role", "metric", "visit", "treatment", "control", "model", "estimate",
-                                     "ci_low", "ci_high", "p"])
-    df["p_adjusted"], df["decision"] = np.nan, "not tested"
-    if plan.multiplicity == "holm" and len(df):
-        df["p_adjusted"] = adjust(df["p"])[0]
-        df["decision"] = np.where(df["p_adjusted"] < plan.alpha, "significant", "not significant")
-    else:
-        for i in df.index:
-            df.loc[i, "decision"] = "significant" if df.loc[i, "p"] < plan.alpha else "not significant"
-            if df.loc[i, "decision"] != "significant":
-                break
-    df["better"] = [metric_info(m)["better"] for m in df["metric"]]
-    df.attrs.update(strategy=plan.multiplicity, alpha=plan.alpha, assumed=list(plan.assumed))
-    return df
-
-
-MODELS = {"count": "negative_binomial", "grade": "proportional_odds", "presence": "logistic",
-          "continuous": "mmrm"}
 
 
 def endpoint(study, key: str, visit: str | None = None, treatment=None, control=None, model: str | None = None,
              margin: float | None = None, exclude_flagged: bool | None = None) -> pd.DataFrame:
     """`key` at `visit` (default: the plan's last visit) for each treatment against the control, by the model
     its type calls for (the plan's `models` or the catalog's type): negative binomial rate ratio for counts,
-    proportional-odds odds ratio for grades, logistic odds ratio for flags, the MMRM difference for
-    continuous metrics (with the Hodges-Lehmann shift, Hedges' g and, given a `margin`, TOST equivalence
-    on the changes). One row per treatment: metric, visit, treatment, control, model, estimate, ci_low,
-    ci_high, p, n_treatment, n_control, and the model's extras."""
-
+    proportional-odds odds ratio for grades, logistic odds ratio for flags (Firth's under separation), the
+    MMRM difference for continuous metrics (with the Hodges-Lehmann shift, Hedges' g and, given a `margin`,
+    equivalence by the MMRM's 90% interval, the two one-sided tests). One row per treatment: metric, visit,
+    treatment, control, model, estimate, ci_low, ci_high, p, n_treatment, n_control, method, and the model's
+    extras. ``.attrs["fit"]`` holds the MMRM."""
     plan = study.plan
     visit = study.check_visit(visit or plan.schedule[-1])
     kind = metric_info(key)["type"]
@@ -210,8 +191,6 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
     if model is None:
         raise UsageError(f"{key} is a {kind} without an order: no model compares it between arms (describe it "
                          "with cohort)")
-    if exclude_flagged is None:
-        exclude_flagged = plan.qc == "exclude"
     treatments, ctrl = _arm_pair(study, treatment, control)
     ch = arm_changes(study, key, exclude_flagged)
     at = ch[ch["visit"] == visit].rename(columns={"baseline_value": "base"})
@@ -223,12 +202,11 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
             a, b = at.loc[at["arm"] == treat, "delta"], at.loc[at["arm"] == ctrl, "delta"]
             hl, g = ep.hodges_lehmann(a, b), ep.hedges_g(a, b)
             res = {"estimate": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d["p"],
-                   "n_treatment": len(a), "n_control": len(b), "hl_shift": hl["shift"], "hl_ci_low": hl["ci_low"],
+                   "std_error": d["std_error"], "df": d["df"], "n_treatment": len(a), "n_control": len(b),
+                   "method": fit.method, "hl_shift": hl["shift"], "hl_ci_low": hl["ci_low"],
                    "hl_ci_high": hl["ci_high"], "hedges_g": g["g"], "g_ci_low": g["ci_low"], "g_ci_high": g["ci_high"]}
             if margin is not None:
-                eq = ep.tost(a, b, margin)
-                res.update(tost_ci_low=eq["ci_low"], tost_ci_high=eq["ci_high"], tost_p=eq["p"],
-                           equivalent=eq["equivalent"])
+                res.update(ep.tost_from_interval(fit, visit, treat, margin))
         else:
             fn = {"negative_binomial": ep.negative_binomial, "proportional_odds": ep.proportional_odds,
                   "logistic": ep.logistic}.get(model)
@@ -238,7 +216,112 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
         rows.append({"metric": key, "visit": visit, "treatment": treat, "control": ctrl, "model": model, **res})
     out = pd.DataFrame(rows)
     out.attrs["excluded"] = ch.attrs.get("excluded")
+    out.attrs["fit"] = fit
     return out
+
+
+def _family(rows: list, fit, plan) -> None:
+    """Adjust one endpoint's comparisons (one per treatment arm) by the plan's rule across arms, in place:
+    p_family, and for Dunnett simultaneous intervals."""
+    testable = [r for r in rows if np.isfinite(r["p"])]
+    rule = plan.arm_comparisons if len(rows) > 1 else "none"
+    if rule == "dunnett" and fit is not None and len(testable) > 1:
+        vectors = [fit.contrast_vector(r["visit"], r["treatment"]) for r in testable]
+        cov = fit.covariance_of(vectors)
+        sd = np.sqrt(np.diag(cov))
+        corr = cov / np.outer(sd, sd)
+        df = min(r["df"] for r in testable)
+        t = np.array([r["estimate"] / s for r, s in zip(testable, sd)])
+        adjusted = mult.dunnett(t, corr, df)
+        q = mult.dunnett_quantile(1 - plan.alpha, corr, df)
+        for r, p, s in zip(testable, adjusted, sd):
+            r.update(p_family=p, ci_low=r["estimate"] - q * s, ci_high=r["estimate"] + q * s,
+                     method=r["method"] + f"; Dunnett single-step over {len(testable)} arms ({df:.1f} df)")
+    elif rule in ("dunnett", "holm") and len(testable) > 1:  # a model fitted pair by pair has no joint covariance
+        for r, p in zip(testable, mult.holm([r["p"] for r in testable])):
+            r.update(p_family=p, method=r["method"] + f"; Holm over {len(testable)} arms")
+    elif rule == "dose_order" and len(rows) > 1:
+        adjusted, _ = mult.dose_order([r["p"] for r in rows], plan.alpha)
+        for r, p in zip(rows, adjusted):
+            r.update(p_family=p, method=r["method"] + "; arms tested in dose order")
+    for r in rows:
+        r.setdefault("p_family", r["p"])
+
+
+def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
+    """The plan's primary and key secondary endpoints in testing order, each treatment against the control,
+    with the plan's multiplicity strategy applied (see `skintrack.analysis.multiplicity`).
+
+    An endpoint that cannot be estimated (separation a model cannot take, every subject with the same grade,
+    a model that does not converge) is a row that says why, is never rejected, and stops no other endpoint.
+    Columns: order, role, metric, visit, treatment, control, model, estimate (a difference for the MMRM, a
+    ratio otherwise), ci_low, ci_high, p, p_adjusted, decision (significant, not significant, not tested,
+    not estimable), reason, method, better. ``.attrs`` holds the strategy, alpha, the testing order in words,
+    what the plan assumed and the MMRM fits by metric.
+    """
+    plan = study.plan
+    treatments, ctrl = _arm_pair(study, None, None)
+    families, fits = [], {}
+    for order, e in enumerate(plan.endpoints, 1):
+        role = "primary" if order == 1 and plan.primary else "secondary"
+        base = {"order": order, "role": role, "metric": e.metric, "visit": e.visit, "control": ctrl,
+                "generations": ", ".join(generations_used(study, e.metric, [plan.baseline, e.visit],
+                                                          study.rules(exclude_flagged)))}
+        try:
+            res = endpoint(study, e.metric, e.visit, exclude_flagged=exclude_flagged)
+            fits[e.metric] = res.attrs.get("fit")
+            rows = [{**base, **r, "reason": ""} for r in res.to_dict("records")]
+            _family(rows, res.attrs.get("fit"), plan)
+        except UsageError as err:
+            rows = [{**base, "treatment": t, "model": plan.models.get(e.metric) or MODELS.get(
+                metric_info(e.metric)["type"], ""), "estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                "p": math.nan, "p_family": math.nan, "reason": str(err), "method": ""} for t in treatments]
+        families.append(rows)
+    _decide(families, plan)
+    df = pd.DataFrame([r for f in families for r in f])
+    df = df.reindex(columns=ENDPOINT_COLUMNS + [c for c in df.columns if c not in ENDPOINT_COLUMNS and c != "p_family"])
+    df["better"] = [metric_info(m)["better"] for m in df["metric"]]
+    df.attrs.update(strategy=plan.multiplicity, alpha=plan.alpha, assumed=list(plan.assumed),
+                    arm_comparisons=plan.arm_comparisons if len(treatments) > 1 else "none",
+                    testing_order=testing_order(plan, len(treatments)), fits=fits)
+    return df
+
+
+def _decide(families: list, plan) -> None:
+    """Decisions and adjusted p-values over the families, in place (see the module docstring)."""
+    if plan.multiplicity == "holm":
+        flat = [r for f in families for r in f]
+        for r, p in zip(flat, mult.holm([r["p"] for r in flat])):
+            r["p_adjusted"] = p
+            r["decision"] = "not estimable" if r["reason"] else "significant" if p < plan.alpha else "not significant"
+        return
+    open_gate, running = True, 0.0
+    for family in families:
+        for r in family:
+            if r["reason"]:
+                r.update(p_adjusted=math.nan, decision="not estimable")
+                continue
+            running_here = max(running, r["p_family"]) if np.isfinite(r["p_family"]) else math.nan
+            r["p_adjusted"] = running_here
+            r["decision"] = ("significant" if running_here < plan.alpha else "not significant") if open_gate \
+                else "not tested"
+        rejected = all(r["decision"] == "significant" for r in family)
+        running = max([running] + [r["p_family"] for r in family if np.isfinite(r["p_family"])])
+        open_gate = open_gate and rejected
+
+
+def testing_order(plan, arms: int) -> str:
+    """The plan's testing strategy in a sentence (for the report and the endpoints output)."""
+    names = [f"{e.metric} at {e.visit}" for e in plan.endpoints]
+    within = {"dunnett": "Dunnett's single-step adjustment over the treatment arms",
+              "holm": "Holm's adjustment over the treatment arms",
+              "dose_order": "the treatment arms in dose order (" + ", then ".join(plan.treatments) + ")",
+              "none": "no adjustment over the arms"}[plan.arm_comparisons if arms > 1 else "none"]
+    if plan.multiplicity == "holm":
+        return f"Holm's adjustment over every endpoint and arm ({'; '.join(names)}), two-sided alpha {plan.alpha:g}"
+    return (f"a fixed sequence at two-sided alpha {plan.alpha:g}: " + " -> ".join(names)
+            + (f", each endpoint a family with {within}" if arms > 1 else "")
+            + "; an endpoint is tested only when every comparison before it was significant")
 
 
 def responders_between(study, key: str, visit: str | None = None, threshold: float | None = None,
@@ -260,8 +343,6 @@ def responders_between(study, key: str, visit: str | None = None, threshold: flo
     better = metric_info(key)["better"]
     if better not in ("higher", "lower"):
         raise UsageError(f"{key} has no better-direction, so no one can respond on it")
-    if exclude_flagged is None:
-        exclude_flagged = plan.qc == "exclude"
     treatments, ctrl = _arm_pair(study, treatment, control)
     ch = arm_changes(study, key, exclude_flagged)
     at = ch[ch["visit"] == visit].assign(gain=lambda d: d["delta"] if better == "higher" else -d["delta"])

@@ -5,6 +5,13 @@ are skipped without network; calls run on a bounded thread pool under a QPS limi
 archived the moment it arrives; then the archive is ingested. Interrupting (or killing) a batch loses
 at most the calls in flight; a re-run finishes the job.
 
+With a sentinel panel (`sentinel`: a folder of 3-5 reference photos), each batch sends the panel before
+any study photo and again at its end, archives and ingests those results as sentinel analyses, and
+compares them with the reference run (`skintrack.analysis.instrument.drift`): a shift beyond the minimal
+detectable change, or another API generation, stops the batch before a study photo is paid for, unless
+the user accepts it (`accept_drift`, recorded in the study's history); a change between the batch's two
+runs marks the batch as measured across a change. The panel costs two calls per photo per batch.
+
 A call sent whole whose answer is lost (a dropped connection, a cut body, a read timeout) may have been
 billed: it is recorded as uncertain, listed, and never sent again by a later run unless asked
 (`resend_uncertain`, which may pay twice).
@@ -29,11 +36,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .archive import Archive, envelope
+from .archive import SENTINEL, Archive, envelope
 from .client import Client
 from ..errors import AnswerLost, ApiError, PhotoRejected, UsageError
 from ..tables.ingest import IngestReport, ingest
 from ..tables.manifest import Manifest
+from ..tables.store import record_event
 from .request import Params, prepare_photo
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".gif"}
@@ -55,6 +63,11 @@ class AnalyzeReport:
     held: list = field(default_factory=list)  # (photo, when): not sent, an earlier call of it is uncertain
     stopped: str | None = None
     not_started: int = 0
+    batch: str | None = None
+    sentinel_calls: int = 0  # planned (dry run), then sent: the panel at the start and at the end of the batch
+    sentinel_photos: int = 0
+    drift: str | None = None  # what moved at the start of the batch (stopped, or accepted)
+    changed_within: str | None = None  # what moved between the batch's start and end runs
     seconds: float = 0.0
     interrupted: bool = False
     ingested: IngestReport | None = None
@@ -62,7 +75,7 @@ class AnalyzeReport:
     @property
     def ok(self) -> bool:
         return not (self.invalid or self.failed or self.uncertain or self.held or self.interrupted or self.stopped
-                    or (self.ingested and not self.ingested.ok))
+                    or self.changed_within or (self.ingested and not self.ingested.ok))
 
 
 class RateLimiter:
@@ -114,14 +127,14 @@ def find_photos(sources) -> list[str]:
 def analyze(photos, study, manifest=None, params: Params = Params(), client: Client | None = None,
             concurrency: int = 4, qps: float | None = 2.0, dry_run: bool = False, retry_failed: bool = False,
             fix: bool = False, run_ingest: bool = True, progress: bool = False,
-            resend_uncertain: bool = False) -> AnalyzeReport:
+            resend_uncertain: bool = False, sentinel=None, accept_drift: bool = False) -> AnalyzeReport:
     """Analyse photos into the study at `study` (see the module docstring).
 
     One `analyze` runs on a study at a time (a second one is refused at once), so no photo is ever
     paid for twice; photos with the same bytes are one call. A failure of the account, the key, the
     request or the service stops the batch at once; it is not archived, and the next run tries again.
     A photo whose earlier call may have been billed (its answer was lost) is sent again only with
-    `resend_uncertain`.
+    `resend_uncertain`. `sentinel` is the panel's folder, `accept_drift` continues past a drift it finds.
     """
     t0 = time.perf_counter()
     study = Path(study)
@@ -130,9 +143,16 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
     with contextlib.nullcontext() if dry_run else Archive.claim(study):
         archive = Archive(study)
         jobs = _plan(find_photos(photos), man, params, fix, archive, retry_failed, resend_uncertain, report)
+        panel = _panel(sentinel, fix) if sentinel else []
         report.planned = len(jobs)
+        report.sentinel_calls, report.sentinel_photos = (2 * len(panel) if jobs else 0), len(panel)
         if not dry_run and jobs:
-            _run(jobs, client or Client(), params, archive, concurrency, qps, progress, report)
+            client, limiter = client or Client(), RateLimiter(qps)
+            watch = Watch(study, panel, client, params, archive, limiter, report) if panel else None
+            if watch is None or watch.start(accept_drift):
+                _run(jobs, client, params, archive, concurrency, limiter, progress, report)
+                if watch is not None and not report.interrupted and not report.stopped:
+                    watch.end()
         report.seconds = time.perf_counter() - t0
         if run_ingest and not dry_run and (study / "raw").exists():
             report.ingested = ingest([study / "raw"], study, manifest=man, progress=progress)
@@ -169,10 +189,92 @@ def _plan(paths, man, params, fix, archive, retry_failed, resend_uncertain, repo
     return jobs
 
 
-def _run(jobs, client, params, archive, concurrency, qps, progress, report) -> None:
+def _panel(folder, fix: bool) -> list:
+    """The sentinel panel's photos, checked like study photos (a bad one is a usage error: the panel must
+    be whole before anything is paid for)."""
+    paths = find_photos([folder])
+    if not paths:
+        raise UsageError(f"{folder}: the sentinel panel holds no photo")
+    try:
+        return [prepare_photo(p, fix=fix) for p in paths]
+    except PhotoRejected as e:
+        raise UsageError(f"sentinel panel: {e}") from None
+
+
+class Watch:
+    """The sentinel of one batch: the panel sent at its start (compared with the reference run: a drift
+    stops the batch unless accepted) and at its end (compared with the start: a change inside the batch)."""
+
+    def __init__(self, study, panel, client, params, archive, limiter, report):
+        import datetime as dt
+        import secrets
+
+        self.study, self.panel, self.client, self.params = Path(study), panel, client, params
+        self.archive, self.limiter, self.report = archive, limiter, report
+        report.batch = self.batch = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+        report.sentinel_calls = 0  # counted as sent from here on
+
+    def _send(self, position: str) -> int:
+        """Send the panel once; returns how many results came back (a failure about the account, key or
+        service stops the batch)."""
+        done = 0
+        for photo in self.panel:
+            self.limiter.wait()
+            self.report.sentinel_calls += 1
+            try:
+                reply = self.client.call(photo, self.params)
+            except AnswerLost:  # maybe billed; a sentinel is never sent again by itself
+                continue
+            except ApiError as e:
+                if not e.about_photo:
+                    self.report.stopped = f"{type(e).__name__}: {e}"
+                    return done
+                continue
+            self.archive.write_sentinel(photo, self.params.key(), reply.body, envelope(photo, self.params, reply),
+                                        self.batch, position)
+            done += 1
+        ingest([self.archive.dir / SENTINEL / self.batch], self.study)
+        return done
+
+    def start(self, accept: bool) -> bool:
+        """The start run; whether the batch may go on."""
+        from ..analysis.instrument import drift, verdict
+        from ..analysis.study import open as open_study
+
+        if not self._send("start"):
+            if not self.report.stopped:
+                self.report.stopped = ("no sentinel photo could be analysed at the start of the batch: the "
+                                       "instrument cannot be watched")
+                self.report.not_started = self.report.planned
+            return False
+        table = drift(open_study(self.study), batch=self.batch)
+        self.report.drift = verdict(table[table["position"] == "start"])
+        if self.report.drift and not accept:
+            self.report.stopped = (f"the sentinel panel moved beyond its noise since the reference run: "
+                                   f"{self.report.drift}. If the vendor changed its model, `skintrack drift` shows "
+                                   "the shifts and --accept-drift goes on (recorded in the study's history)")
+            self.report.not_started = self.report.planned
+            return False
+        if self.report.drift:
+            record_event(self.study, self.batch, "accepted drift", self.report.drift)
+        return True
+
+    def end(self) -> None:
+        """The end run, compared with the start run of the same batch."""
+        from ..analysis.instrument import within_batch
+        from ..analysis.study import open as open_study
+
+        if self._send("end"):
+            self.report.changed_within = within_batch(open_study(self.study), self.batch)
+            if self.report.changed_within:
+                record_event(self.study, self.batch, "changed within batch", self.report.changed_within)
+
+
+def _run(jobs, client, params, archive, concurrency, limiter, progress, report) -> None:
     """Call the API for each job on a bounded pool; archive each answer as it arrives. The first failure
     that is not about the photo stops the batch: calls in flight finish, no new call starts."""
-    limiter, stop = RateLimiter(qps), threading.Event()
+    stop = threading.Event()
+    batch = {"batch": report.batch} if report.batch else {}
 
     def one(job):
         photo, left, right = job
@@ -182,17 +284,18 @@ def _run(jobs, client, params, archive, concurrency, qps, progress, report) -> N
         try:
             reply = client.call(photo, params, left, right)
         except AnswerLost as e:  # maybe billed: recorded, never sent again by itself
-            archive.mark_uncertain(photo, params.key(), envelope(photo, params, error=e, left=left, right=right))
+            archive.mark_uncertain(photo, params.key(), envelope(photo, params, error=e, left=left, right=right) | batch)
             return photo, e, True
         except ApiError as e:
             body = getattr(e, "body", None)
             if e.about_photo and body is not None:  # the photo's own final outcome: archive it
-                archive.write(photo, params.key(), body, envelope(photo, params, error=e, left=left, right=right),
-                              ok=False)
+                archive.write(photo, params.key(), body, envelope(photo, params, error=e, left=left, right=right) |
+                              batch, ok=False)
             else:
                 stop.set()
             return photo, e, True
-        archive.write(photo, params.key(), reply.body, envelope(photo, params, reply, left=left, right=right), ok=True)
+        archive.write(photo, params.key(), reply.body, envelope(photo, params, reply, left=left, right=right) | batch,
+                      ok=True)
         return photo, None, True
 
     bar = tqdm(total=len(jobs), unit="photo", desc="analyze", disable=not progress)
@@ -239,17 +342,31 @@ def summary(report: AnalyzeReport, dry_run: bool = False) -> str:
             "been billed; --resend-uncertain sends it again and MAY PAY TWICE" for p, when in report.held]
     uncertain = [f"uncertain: {p}: {why}; not sent again (--resend-uncertain would, and may pay twice)"
                  for p, why in report.uncertain]
+    watch = [f"sentinel: {report.sentinel_calls} calls (a panel of {report.sentinel_photos} photos, sent at the "
+             "start and at the end of the batch)"] if report.sentinel_calls else []
     if dry_run:
-        return os.linesep.join([f"dry run: {report.planned} calls would be made; {report.skipped} photos already "
-                                f"analysed; {len(report.invalid)} refused before paying; {len(report.held)} held "
-                                "back (an earlier call may have been billed)"] + refused + same + held)
+        return os.linesep.join([f"dry run: {report.planned + report.sentinel_calls} calls would be made "
+                                f"({report.planned} study photos" + (f", {report.sentinel_calls} sentinel" if
+                                                                     report.sentinel_calls else "") +
+                                f"); {report.skipped} photos already analysed; {len(report.invalid)} refused before "
+                                f"paying; {len(report.held)} held back (an earlier call may have been billed)"]
+                               + watch + refused + same + held)
     lines = [f"analyzed {report.succeeded} of {report.planned} planned calls in {report.seconds:.1f} s; "
              f"skipped {report.skipped} already analysed; refused {len(report.invalid)} before paying; "
              f"failed {len(report.failed)}; uncertain {len(report.uncertain)} (sent, answer lost: maybe billed); "
              f"held back {len(report.held)}" + ("; INTERRUPTED: run again to finish" if report.interrupted else "")]
-    if report.stopped:
+    if report.stopped and report.stopped.startswith(("the sentinel", "no sentinel")):
+        lines.append(f"STOPPED by the sentinel before any study photo was sent: {report.stopped}. "
+                     f"{report.not_started} photos were not sent.")
+    elif report.stopped:
         lines.append(f"STOPPED at the first error that is not about a photo: {report.stopped}. Nothing was recorded "
                      f"for it; {report.not_started} photos were not sent. Fix it and run the same command again.")
+    if report.batch:
+        lines.append(f"batch {report.batch}: " + "; ".join(
+            watch + ([f"accepted drift: {report.drift}"] if report.drift and not report.stopped else []) +
+            ([f"MEASURED ACROSS A CHANGE: between its start and end the sentinel moved: {report.changed_within}"]
+             if report.changed_within else [])) + ("" if report.drift or report.changed_within or report.stopped
+                                                   else "; the sentinel did not move beyond its noise"))
     lines += refused + same + [f"failed: {p}: {r}" for p, r in report.failed] + uncertain + held
     if report.ingested:
         i = report.ingested

@@ -5,6 +5,9 @@
 SHA-256, what `--fix` did, request parameters (never the key), HTTP status, attempts and timings. The
 envelope is written first and the body last, each atomically; a photo counts as done once its body exists.
 
+``raw/sentinel/<batch>/<name>.<start|end>.json`` holds the sentinel panel's results of one batch (the
+envelope names the batch and the position); they are ingested as sentinel analyses, never a subject's.
+
 ``raw/.uncertain/<same name>.json`` records a call that was sent whole but whose answer was lost: the
 service may have billed it, so it is not sent again unless asked (`--resend-uncertain`); its answer, if
 one comes later, replaces the record.
@@ -32,6 +35,7 @@ from ..tables.store import exclusive, write_atomic
 
 _NAME = re.compile(r"^.+\.(?P<sha12>[0-9a-f]{12})\.(?P<key>[0-9a-f]{8})(?P<failed>\.failed(\.[0-9T]+)?)?\.json$")
 UNCERTAIN = ".uncertain"  # under raw/: calls sent whose answer was lost (a folder ingest does not walk)
+SENTINEL = "sentinel"  # under raw/: the sentinel panel's results, one folder per batch
 
 
 class Archive:
@@ -101,6 +105,18 @@ class Archive:
         if settled is not None:
             settled.unlink(missing_ok=True)
         return self.dir / f"{name}.json"
+
+
+    def write_sentinel(self, photo, params_key: str, body: bytes, envelope: dict, batch: str, position: str) -> Path:
+        """Archive one sentinel result under ``raw/sentinel/<batch>/`` (a sentinel is re-sent every batch, so
+        its results never count as the photo being done)."""
+        folder = self.dir / SENTINEL / batch  # an id `analyze` made: safe as it is
+        name = f"{_stem(photo)}.{photo.sha256[:12]}.{params_key}.{position}"
+        envelope = dict(envelope, batch=batch, sentinel={"name": Path(photo.path).name, "position": position},
+                        archived_at=dt.datetime.now(dt.timezone.utc).isoformat())
+        write_atomic(folder / f"{name}.meta.json", orjson.dumps(envelope, option=orjson.OPT_INDENT_2))
+        write_atomic(folder / f"{name}.json", body)
+        return folder / f"{name}.json"
 
 
 def _stem(photo) -> str:

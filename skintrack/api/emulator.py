@@ -8,6 +8,12 @@ injected: latency (median 2.3 s by default, log-normal spread), shares of 429/50
 documented code (answered before any analysis: never billed), and answers lost after the analysis: a
 connection closed without a reply (`share_drop`) or a body cut in half (`share_truncate`).
 
+The model can change under a study, as the real one may: `generation` answers in an older version's shape
+(`skintrack.tables.generations.downgrade`), and `shifts` change the model after a number of billed calls:
+``("score.wrinkle", 27, 40)`` adds 27 to that metric from the 41st billed call on, ``("generation",
+"v1.6.6", 40)`` answers in v1.6.6's shape from then on. Every answer carries its own request id, as the
+real service's do.
+
 The billing ledger is the service's view of the money: a call is billed the moment its analysis has
 produced an answer, whether or not that answer reaches the client. `stats()` (also at GET
 /_emulator/stats) gives the calls received, the calls billed (in all, per photo, and the ledger in order:
@@ -38,7 +44,9 @@ from PIL import Image, ImageDraw, ImageStat, UnidentifiedImageError
 from ..tables.codes import CODES
 from .request import COLORS, MARKS, MAPS, MAX_BYTES, MAX_SIDE, MIN_SIDE, SIDE_RESULTS
 from ..tables.schema import WRINKLE_REGIONS
+from ..errors import UsageError
 from ..sample.simulate import Latent, build_response
+from ..tables.generations import NAMES, downgrade
 
 PATH = "/api/portrait/analysis/skin-analysis-pro"
 JPEG_MAPS = {"red_area", "brown_area", "texture_enhanced_bw"}
@@ -61,6 +69,8 @@ class EmulatorConfig:
     share_truncate: float = 0.0  # analyse and bill, announce the full length, send half the body, close
     codes: dict = field(default_factory=dict)  # documented code -> share, e.g. {"ERROR_NO_FACE_IN_FILE": 0.1}
     retry_after: float = 1.0  # seconds, sent with 429
+    generation: str = "v1.7.6"  # the API version whose shape the answers have
+    shifts: tuple = ()  # (metric key or "generation", delta or version, after this many billed calls), ...
     echo_key: str = ""  # a careless server repeats the key it was sent in its 401: as is ("plain"), "json-slash"
     # (a JSON encoder that writes / as \/), "percent", "base64" (of `key:`, as HTTP Basic), "unicode" (\uXXXX)
     seed: int = 0
@@ -122,6 +132,19 @@ class Emulator:
             self.billed[photo_sha] += 1
             self.ledger.append({"n": len(self.ledger) + 1, "photo_sha256": photo_sha, "at": time.time(),
                                 "answer": answer})
+
+    def model(self) -> tuple[str, dict]:
+        """The generation and the metric shifts in force for the next analysis (after its billed calls)."""
+        with self._lock:
+            billed = len(self.ledger)
+        generation, deltas = self.config.generation, {}
+        for what, value, after in self.config.shifts:
+            if billed >= after:
+                if what == "generation":
+                    generation = value
+                else:
+                    deltas[what] = deltas.get(what, 0.0) + float(value)
+        return generation, deltas
 
     def _draw(self) -> float:
         with self._lock:
@@ -203,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         fields = _multipart(self.headers.get("Content-Type", ""), raw)
         if fields is None or "image" not in fields:
             return self._send(*_envelope("MISSING_PARAMETERS", "image is required"))
-        status, body, photo_sha = _analyse(fields)
+        status, body, photo_sha = _analyse(fields, emu.model(), emu.calls)
         if status == 200:  # the analysis is done: billed, whatever becomes of the answer
             emu.bill(photo_sha, lost or "sent")
         if lost == "dropped":
@@ -269,7 +292,54 @@ def _split(fields, name, allowed):
     return values, bad
 
 
-def _analyse(fields: dict) -> tuple[int, bytes, str]:
+def parse_shift(text: str) -> tuple:
+    """``METRIC=DELTA@N`` or ``generation=VERSION@N`` as a shift of `EmulatorConfig.shifts`.
+
+    >>> parse_shift("score.wrinkle=27@40")
+    ('score.wrinkle', 27.0, 40)
+    """
+    from ..tables.catalog import metric_info
+    from ..tables.generations import NAMES
+
+    what, sep, rest = text.partition("=")
+    value, at, after = rest.rpartition("@")[0], "@" in rest, rest.rpartition("@")[2]
+    if not (sep and at and after.isdigit()):
+        raise UsageError(f"--model-shift {text!r}: write METRIC=DELTA@N (e.g. score.wrinkle=27@40) or "
+                         "generation=VERSION@N")
+    if what == "generation":
+        if value not in NAMES:
+            raise UsageError(f"--model-shift {text!r}: {value!r} is not one of {', '.join(NAMES)}")
+        return what, value, int(after)
+    try:
+        metric_info(what)
+        return what, float(value), int(after)
+    except KeyError:
+        raise UsageError(f"--model-shift {text!r}: unknown metric {what!r} (see `skintrack metrics`)") from None
+    except ValueError:
+        raise UsageError(f"--model-shift {text!r}: {value!r} is not a number") from None
+
+
+def _shifted(doc: dict, deltas: dict) -> None:
+    """Add each delta to its metric's value in the response (clipped to the documented range; whole numbers
+    stay whole)."""
+    from ..tables.catalog import metric_info
+
+    for key, delta in deltas.items():
+        info = metric_info(key)
+        for path in info["paths"]:
+            *parents, leaf = path.split(".")
+            node = doc
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and isinstance(node.get(leaf), (int, float)):
+                lo, hi = (x if x is not None and not math.isnan(x) else sign * math.inf
+                          for x, sign in ((info["lo"], -1), (info["hi"], 1)))
+                value = min(max(node[leaf] + delta, lo), hi)
+                node[leaf] = round(value) if isinstance(node[leaf], int) else value
+                break
+
+
+def _analyse(fields: dict, model=("v1.7.6", {}), call: int = 0) -> tuple[int, bytes, str]:
     data = fields["image"]
     sha = hashlib.sha256(data).hexdigest()
     img, problem = _check_image(data, "image")
@@ -297,7 +367,7 @@ def _analyse(fields: dict) -> tuple[int, bytes, str]:
     if flat:
         return (*_envelope("ERROR_NO_FACE_IN_FILE", "pic not has face"), sha)
     rng = random.Random(sha)
-    doc = build_response(Latent.draw(rng), rng, size=size, request_id=f"SIMULATED-emulator-{sha[:16]}")
+    doc = build_response(Latent.draw(rng), rng, size=size, request_id=f"SIMULATED-emulator-{sha[:16]}-{call}")
     doc["log_id"] = f"emulator-{sha[:8]}"
     result = doc["result"]
     if maps:
@@ -307,6 +377,10 @@ def _analyse(fields: dict) -> tuple[int, bytes, str]:
         for side in ("left", "right"):
             side_img, problem = _check_image(fields[f"{side}_side_image"], f"{side}_side_image")
             doc[f"{side}_side_result"] = _side_result(side, side_img, rng, f"{side}_roi_outline_map" in maps)
+    generation, deltas = model
+    _shifted(doc, deltas)
+    if generation != NAMES[-1]:
+        doc = downgrade(doc, generation)
     return 200, orjson.dumps(doc), sha
 
 

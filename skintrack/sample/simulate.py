@@ -400,6 +400,7 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
                 d0[sid] = (z, manifest[-1])
     sample_plan().write(out)
     _repeat_captures(out, seed, d0)
+    _sentinel_panel(out, seed)
     for name, rows in (("manifest.csv", manifest), ("subjects.csv", people)):
         with open(out / name, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -415,6 +416,11 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
         "endpoint `score.water` at W12, then `score.rough` and `score.melanin` in a fixed sequence).\n\n`repeats/` holds a "
         "repeat capture of every subject at D0, taken a minute before the main one (`repeats.csv`, `replicate` 1): "
         "what moves between two photos is the measurement's own noise (`Study.repeatability()`).\n\n"
+        "`sentinel/` holds the results of a sentinel panel of three reference photos (P1-P3), sent at the start "
+        "and at the end of each visit's `analyze` batch, with the archive's envelopes (`*.meta.json`): what "
+        "`skintrack drift` compares to catch a change of the API's model. The photos were analysed after the "
+        "trial, one batch per visit, a week apart from 2025-03-03. The simulated model is deterministic and "
+        "did not change, so the sentinel's values never move.\n\n"
         "Regenerate with `python -m skintrack.sample "
         "data/sample-trial`.\n")
     return out
@@ -445,6 +451,38 @@ def _repeat_captures(out: Path, seed: int, d0: dict) -> None:
         w.writerows(rows)
 
 
+SENTINEL_PANEL = ("P1", "P2", "P3")
+
+
+def _sentinel_panel(out: Path, seed: int) -> None:
+    """SIMULATED sentinel results: the panel P1-P3 re-sent at the start and the end of one batch per visit
+    (``sentinel/<batch>/<photo>.<position>.json`` with the archive's envelope beside it). The photos were
+    sent to the API after the trial, one batch per visit a week apart from 2025-03-03 (a retrospective
+    analysis, under v1.7.6). The simulated model is deterministic and never changes here, so every run of
+    a photo returns the same values (only the request id differs). Own RNG: the trial's responses do not
+    change."""
+    import datetime as dt
+    import hashlib
+
+    rng = random.Random(f"{seed}-sentinel")
+    panel = {name: Latent.draw(rng) for name in SENTINEL_PANEL}
+    for week, visit in enumerate(VISITS):
+        batch = f"{visit}-batch"
+        folder = out / "sentinel" / batch
+        folder.mkdir(parents=True, exist_ok=True)
+        for hour, position in ((8, "start"), (18, "end")):
+            called = dt.datetime.combine(dt.date(2025, 3, 3 + 7 * week), dt.time(hour), dt.timezone.utc)
+            for name, z in panel.items():
+                doc = build_response(replace(z, glasses=0), random.Random(f"{seed}-sentinel-{name}"),
+                                     request_id=f"SIMULATED-sentinel-{visit}-{position}-{name}")
+                (folder / f"{name}.{position}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+                envelope = {"simulated": True, "photo": f"sentinel-panel/{name}.jpg",
+                            "photo_sha256": hashlib.sha256(f"SIMULATED sentinel photo {name}".encode()).hexdigest(),
+                            "batch": batch, "sentinel": {"name": f"{name}.jpg", "position": position},
+                            "started_at": called.isoformat(), "status": 200}
+                (folder / f"{name}.{position}.meta.json").write_bytes(orjson.dumps(envelope, option=orjson.OPT_INDENT_2))
+
+
 def sample_plan():
     """The SIMULATED sample trial's study plan: hydration at W12 first, then roughness and pigmentation."""
     from ..tables.plan import Endpoint, Plan, Visit
@@ -454,7 +492,13 @@ def sample_plan():
                 visits=[Visit(v, d, 0 if v == "D0" else 3) for v, d in VISITS.items()], control="placebo",
                 treatments=["active"], primary=Endpoint("score.water", "W12"),
                 secondary=[Endpoint("score.rough", "W12"), Endpoint("score.melanin", "W12")],
-                multiplicity="fixed_sequence", qc="exclude", responders={"score.water": 5.0})
+                multiplicity="fixed_sequence", qc="exclude", responders={"score.water": 5.0},
+                estimand={"population": "Randomised subjects with a usable baseline photograph and at least one "
+                                        "later one",
+                          "summary": "Difference between the arms in the LS-mean change from baseline at W12 (MMRM), "
+                                     "with its 95% CI",
+                          "strategies": {"discontinuation": "treatment_policy", "rescue": "hypothetical"}},
+                sensitivity={"methods": ["qc", "mi", "j2r", "cr", "tipping"], "imputations": 100, "seed": 20241108})
 
 
 def sample_photo(folder, name: str = "photo.jpg", size=(800, 800), seed: int = 0, fmt: str = "JPEG") -> Path:

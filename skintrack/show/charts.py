@@ -13,6 +13,7 @@ Example
 """
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -23,12 +24,25 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
+from ..sinks import html as escape_html
 from ..tables.catalog import metric_info
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold", "axes.spines.top": False,
          "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "legend.frameon": False,
-         "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "figure.dpi": 110, "savefig.bbox": "tight"}
+         "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "figure.dpi": 110, "savefig.bbox": "tight",
+         "text.parse_math": False}  # labels are data: an arm named "$x$" is drawn as written, never as math
+
+
+def styled(chart):
+    """Draw a chart function's figure in the one style (every text it makes included)."""
+
+    @functools.wraps(chart)
+    def draw(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return chart(*args, **kwargs)
+
+    return draw
 
 
 class Chart(Figure):
@@ -71,6 +85,7 @@ def _with_arm(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(arm=df["arm"].fillna("all")) if "arm" in df else df.assign(arm="all")
 
 
+@styled
 def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subjects: pd.DataFrame | None = None) -> Figure:
     """Per-subject lines (thin) with the mean and 95% CI per visit by arm (bold)."""
     fig = _figure()
@@ -131,6 +146,7 @@ def _mark_visits(ax, visits: list, low, high, tests: pd.DataFrame) -> None:
     ax.set_ylim(top=top + 0.25 * span)
 
 
+@styled
 def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = None) -> Figure:
     """Mean change from baseline with 95% CI, by visit and arm; `tests` (compare_arms rows, one per visit)
     adds significance marks: * p<0.05, ** p<0.01, *** p<0.001, ns otherwise."""
@@ -150,6 +166,7 @@ def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = 
     return fig
 
 
+@styled
 def waterfall(change: pd.DataFrame, metric: str, visit: str, subjects: pd.DataFrame | None = None) -> Figure:
     """Every subject's % change at `visit`, sorted, coloured by arm."""
     fig = _figure()
@@ -171,6 +188,7 @@ def waterfall(change: pd.DataFrame, metric: str, visit: str, subjects: pd.DataFr
     return fig
 
 
+@styled
 def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, relative: bool = False) -> Figure:
     """Share of responders by visit and arm, with Wilson 95% CIs."""
     fig = _figure()
@@ -189,6 +207,7 @@ def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, rela
     return fig
 
 
+@styled
 def score_profile(profile: pd.DataFrame, subject: str) -> Figure:
     """One subject's health scores, baseline against latest: `profile` has metric, baseline, latest
     (metrics without a better-direction, such as the skin-type scale, are left out)."""
@@ -218,6 +237,7 @@ REGION_XY = {"forehead": (0.5, 0.82, 0.38, 0.12), "t_zone": (0.5, 0.6, 0.12, 0.3
              "left_mouth": (0.6, 0.25, 0.06, 0.06), "right_mouth": (0.4, 0.25, 0.06, 0.06)}
 
 
+@styled
 def face_regions(values: pd.DataFrame, title: str, unit: str = "") -> Figure:
     """Regional values (`region`, `value`) drawn on a face schematic (the subject's left is on the image's
     right, as the API reports it), with a colour bar."""
@@ -244,6 +264,7 @@ def face_regions(values: pd.DataFrame, title: str, unit: str = "") -> Figure:
     return fig
 
 
+@styled
 def map_panels(before: Path, after: Path, name: str, photo_before: Path | None = None,
                photo_after: Path | None = None, titles=("Baseline", "Latest")) -> Figure:
     """Before/after panels of one API face map, laid over the photo when the photo is at hand."""
@@ -266,6 +287,7 @@ def map_panels(before: Path, after: Path, name: str, photo_before: Path | None =
     return fig
 
 
+@styled
 def qc_overview(qc: pd.DataFrame) -> Figure:
     """How many analyses each QC reason flags, by visit."""
     from ..analysis.qc import FLAGS
@@ -289,6 +311,7 @@ def qc_overview(qc: pd.DataFrame) -> Figure:
     return fig
 
 
+@styled
 def lsmeans_plot(lsmeans: pd.DataFrame, diffs: pd.DataFrame, metric: str) -> Figure:
     """The MMRM's LS-means of the change with 95% CIs by arm and visit; each visit is marked with the
     stars of its treatment-minus-control difference (the same fit as the tables beside it)."""
@@ -320,17 +343,13 @@ def flow_diagram(steps: list[tuple[str, str]]) -> str:
         x = i * width + 2
         parts.append(f'<rect x="{x}" y="8" width="{width - 2 * gap}" height="{box + 16}" rx="4" fill="#eef3f8" '
                      f'stroke="#0072B2"/><text x="{x + (width - 2 * gap) / 2}" y="24" text-anchor="middle">'
-                     f'{_xml(name)}</text><text x="{x + (width - 2 * gap) / 2}" y="40" text-anchor="middle" '
-                     f'font-weight="bold">{_xml(count)}</text>')
+                     f'{escape_html(name)}</text><text x="{x + (width - 2 * gap) / 2}" y="40" text-anchor="middle" '
+                     f'font-weight="bold">{escape_html(count)}</text>')
         if i:
             parts.append(f'<path d="M{x - 2 * gap + 2} 30 L{x - 2} 30" stroke="#333" marker-end="url(#a)"/>')
     parts.insert(1, '<defs><marker id="a" markerWidth="6" markerHeight="6" refX="5" refY="3" orient="auto">'
                     '<path d="M0,0 L6,3 L0,6 z" fill="#333"/></marker></defs>')
     return "".join(parts) + "</svg>"
-
-
-def _xml(text) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def save(fig: Figure, stem, formats=("png", "svg", "pdf")) -> list[Path]:

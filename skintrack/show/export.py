@@ -19,13 +19,14 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import UsageError
+from ..sinks import spreadsheet_frame, xlsx_strings
 from .adam import adam
 
 FORMATS = ("xpt", "parquet", "csv", "xlsx", "json")
 
 
 def _kind(series: pd.Series) -> str:
-    if series.name in ("ADT", "TRTSDT"):
+    if str(series.name).endswith("DT"):  # ADaM's dates: ADT, TRTSDT, TRTEDT
         return "date"
     return "double" if pd.api.types.is_numeric_dtype(series) else "string"
 
@@ -63,7 +64,8 @@ def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
     if "xlsx" in formats:
         with pd.ExcelWriter(out / "adsl.xlsx", mode="a", engine="openpyxl") as xl:
             listing.to_excel(xl, sheet_name="define", index=False)
-    listing.to_csv(out / "define.csv", index=False)
+            xlsx_strings(xl.sheets["define"])
+    spreadsheet_frame(listing).to_csv(out / "define.csv", index=False)
     written.append(out / "define.csv")
     return written
 
@@ -91,13 +93,14 @@ def _parquet(df, path, name, study):
 
 
 def _csv(df, path, name, study):
-    df.to_csv(path, index=False)
+    spreadsheet_frame(df).to_csv(path, index=False)
 
 
 def _xlsx(df, path, name, study):
     with pd.ExcelWriter(path, engine="openpyxl") as xl:
         df.to_excel(xl, sheet_name=name, index=False)
         sheet = xl.sheets[name]
+        xlsx_strings(sheet)
         for i, col in enumerate(df.columns, 1):  # the label as the header cell's comment
             from openpyxl.comments import Comment
 

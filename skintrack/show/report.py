@@ -23,7 +23,6 @@ import base64
 import dataclasses
 import datetime as dt
 import hashlib
-import html
 import platform
 import shutil
 import subprocess
@@ -36,6 +35,8 @@ import pandas as pd
 from .. import __version__
 from ..analysis.qc import FLAGS
 from ..errors import UsageError
+from ..sinks import css_string, file_name
+from ..sinks import html as escape_html
 from ..tables.catalog import metric_info
 from . import charts
 
@@ -69,9 +70,9 @@ def table(df: pd.DataFrame, caption: str = "", digits: int = 2, text: bool = Fal
     number = lambda x: "" if x != x else f"{x:.{digits}f}"  # noqa: E731
     fmt = {c: _fmt_p if c == "p" or c.startswith("p ") else number for c in df.columns
            if pd.api.types.is_float_dtype(df[c])}
-    styler = df.style.hide(axis="index").format(fmt, na_rep="", escape="html")
+    styler = df.style.hide(axis="index").format(fmt, na_rep="", escape="html").format_index(escape="html", axis=1)
     if caption:
-        styler = styler.set_caption(html.escape(caption))
+        styler = styler.set_caption(escape_html(caption))
     return styler.set_table_attributes(f'class="{"text" if text else "num"}"').to_html()
 
 
@@ -85,10 +86,14 @@ def finding(row, attrs) -> str:
     if row.decision == "not tested":
         return (f"{head}: {row.treatment} against {row.control} not tested, because an earlier comparison in the "
                 "sequence was not significant.")
-    p = _fmt_p(row.p_adjusted if attrs["strategy"] == "holm" else row.p)
+    if row.decision == "not estimable":
+        return f"{head}: {row.treatment} against {row.control} {row.reason}."
+    adjusted = attrs["strategy"] == "holm" or attrs.get("arm_comparisons", "none") != "none"
+    p = _fmt_p(row.p_adjusted if adjusted else row.p)
     digits = 1 if row.model == "mmrm" else 2
-    tail = (f"(95% CI {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
-            f"{'adjusted ' if attrs['strategy'] == 'holm' else ''}p {p}): {row.decision}.")
+    level = "simultaneous 95% CI" if attrs.get("arm_comparisons") == "dunnett" else "95% CI"
+    tail = (f"({level} {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
+            f"{'adjusted ' if adjusted else ''}p {p}): {row.decision}.")
     if row.model != "mmrm":
         ratio = "rate ratio" if row.model == "negative_binomial" else "odds ratio"
         return f"{head}: {row.treatment} against {row.control}, {ratio} {row.estimate:.2f} {tail}"
@@ -120,13 +125,14 @@ class _Builder:
         png = charts.png_bytes(fig, dpi=120)  # drawn once: these bytes are embedded and written
         folder = self.out / "figures"
         folder.mkdir(parents=True, exist_ok=True)
+        name = file_name(name, most=60)  # ids and labels become safe names, never paths
         (folder / f"{name}.png").write_bytes(png)
         others = [f for f in self.formats if f != "png"]
         if others:
             charts.save(fig, folder / name, others)
         self.figures.append(name)
-        return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
-                f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        return (f'<figure><img alt="{escape_html(caption)}" src="data:image/png;base64,'
+                f'{base64.b64encode(png).decode()}"><figcaption>{escape_html(caption)}</figcaption></figure>')
 
     # ---- sections -------------------------------------------------------------------------------------------
     def findings(self) -> list[str]:
@@ -148,7 +154,7 @@ class _Builder:
                 ("Capture QC", f"flagged captures {p.qc}d in the primary analysis; the other way as a sensitivity "
                                "analysis"),
                 ("Assumed (not in the plan)", "; ".join(p.assumed) or "nothing")]
-        findings = "".join(f'<p class="finding">{html.escape(t)}</p>' for t in self.findings()) or \
+        findings = "".join(f'<p class="finding">{escape_html(t)}</p>' for t in self.findings()) or \
             "<p>No between-arm comparison was possible.</p>"
         self.section("Synopsis and headline findings", findings,
                      table(pd.DataFrame(rows, columns=["", "as planned"]), text=True))
@@ -210,7 +216,7 @@ class _Builder:
         key = p.primary.metric
         fit = self._fit(key)
         if fit is None:
-            self.section("Primary endpoint", f"<p>The MMRM of {html.escape(key)} could not be fitted.</p>")
+            self.section("Primary endpoint", f"<p>The MMRM of {escape_html(key)} could not be fitted.</p>")
             return
         ls = fit.lsmeans[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]].rename(
             columns={"estimate": "LS-mean", "std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"})
@@ -218,10 +224,9 @@ class _Builder:
                            "p"]].rename(columns={"estimate": "difference", "std_error": "SE", "ci_low": "95% CI low",
                                                  "ci_high": "95% CI high"})
         title = metric_info(key)["description"].rstrip(".")
-        note = (f'<p class="note">{fit.n_subjects} subjects, {fit.n_obs} post-baseline observations; {fit.qc}; '
-                f'{fit.covariance} covariance' + (f" (fell back: {'; '.join(fit.tried)})" if fit.tried else "")
-                + (f"; left out for want of a baseline: {', '.join(fit.excluded['subject_id'])}"
-                   if len(fit.excluded) else "") + ".</p>")
+        left = "; ".join(f"{r.subject_id} ({r.reason})" for r in fit.excluded.itertuples())
+        note = (f'<p class="note">{fit.n_subjects} subjects, {fit.n_obs} post-baseline observations; {fit.qc}. '
+                f'{escape_html(fit.method)}.' + (f" Left out: {escape_html(left)}." if left else "") + "</p>")
         self.section(f"Primary endpoint: {title} ({key}) at {p.primary.visit}",
                      self.figure(f"{key}-lsmeans", charts.lsmeans_plot(fit.lsmeans, fit.diffs, key),
                                  f"{title}: MMRM LS-means of the change with 95% CIs; the marks are the differences' "
@@ -305,17 +310,97 @@ class _Builder:
         flagged = self.qc[self.qc["flagged"]][["subject_id", "visit", "reasons"]].copy()
         flagged["reasons"] = [", ".join(f"{r} ({FLAGS[r]})" for r in rs.split(", ")) for rs in flagged["reasons"]]
         parts = [table(flagged, "Captures flagged by QC", text=True) if len(flagged) else "<p>No capture was flagged.</p>"]
+        windows = self.s.check()
+        windows = windows[windows["problem"].str.contains("outside the window", regex=False)]
+        parts.append(table(windows.rename(columns={"where": "capture"}), "Captures outside their visit window", text=True)
+                     if len(windows) else f"<p>Every capture was within its visit window (windows: "
+                                          f"{escape_html(self.plan.windows)}).</p>")
+        self.section("Capture quality and visit windows", overview, *parts)
+
+    def instrument(self):
+        """Which API generations measured the study, what the sentinel saw, and the decisions taken."""
+        s = self.s
+        gens = s.generations()
+        shown = gens.assign(first=gens["first"].dt.strftime("%Y-%m-%d"), last=gens["last"].dt.strftime("%Y-%m-%d"))
+        parts = [table(shown.rename(columns={"api_generation": "API generation", "basis": "inferred from"}),
+                       "API generations that measured the study (from each response's shape and call date)", text=True)]
+        if len(gens) > 1:
+            parts.append("<p>More than one generation measured this study: a change between them is partly the "
+                         "instrument's. The sensitivity analyses restrict the primary endpoint to one generation and "
+                         "bridge the others onto it.</p>")
+            bridged = s.bridge()
+            if len(bridged):
+                parts.append(table(bridged.head(12)[["metric", "from_generation", "to_generation", "photos", "offset",
+                                                     "ci_low", "ci_high"]].rename(columns={
+                    "ci_low": "95% CI low", "ci_high": "95% CI high"}),
+                    "Largest offsets between generations, from photos analysed under both"))
+        table_ = s.drift()
+        if table_.empty:
+            parts.append("<p>No sentinel panel was sent with this study's batches (`skintrack analyze --sentinel`), "
+                         "so a silent change of the API's model could only be seen in the generations above.</p>")
+        else:
+            runs = table_.groupby(["batch", "position", "reference"], sort=False).agg(
+                metrics=("metric", "size"), moved=("moved", "sum"), exceeding=("exceeds_mdc", "sum"),
+                generation=("generation", "first")).reset_index()
+            events = s.sql("SELECT batch, event, detail FROM instrument")
+            runs["decision"] = [", ".join(events.loc[events["batch"] == b, "event"]) or (
+                "nothing moved beyond its MDC" if not x else "stopped before the batch's study photos"
+                if pos == "start" else "the batch's analyses straddle a change")
+                for b, pos, x in zip(runs["batch"], runs["position"], runs["exceeding"])]
+            parts.append(table(runs, "Sentinel runs against the reference run: metrics compared, metrics whose "
+                                     "values moved, and metrics whose shift exceeds the MDC", text=True))
+            mdc = table_.drop_duplicates("metric").set_index("metric")
+            keys = [k for k in dict.fromkeys([e.metric for e in self.plan.endpoints] + list(self.metrics))
+                    if k in mdc.index]
+            if keys:
+                parts.append(table(mdc.loc[keys, ["photos", "sem", "mdc", "noise"]].reset_index().rename(columns={
+                    "sem": "SEM", "mdc": "smallest shift detected (MDC)", "noise": "noise floor from"}),
+                    "The sentinel's detection limit for the endpoints' metrics", text=False))
+        found = s.check()
+        found = found[found["problem"].str.contains("generation|instrument change", regex=True)]
+        if len(found):
+            parts.append(table(found, "Values that straddle an instrument change", text=True))
+        self.section("Instrument: API generations and drift", *parts)
+
+    def sensitivity(self):
         p = self.plan
-        if p.primary is not None and self.has_arms:
-            main, other = self._fit(p.primary.metric), self._fit(p.primary.metric, p.qc != "exclude")
-            if main is not None and other is not None:
-                rows = [{"analysis": f"primary ({f.qc})", "visit": p.primary.visit, **{
-                    k: f.diff(p.primary.visit, t)[k] for k in ("estimate", "ci_low", "ci_high", "p")}, "treatment": t}
-                        for f in (main, other) for t in p.treatments]
-                rows[len(p.treatments):] = [dict(r, analysis=f"sensitivity ({other.qc})") for r in rows[len(p.treatments):]]
-                parts.append(table(pd.DataFrame(rows)[["analysis", "treatment", "visit", "estimate", "ci_low",
-                                                       "ci_high", "p"]], "Sensitivity analysis of the primary endpoint"))
-        self.section("Capture quality and the sensitivity analysis", overview, *parts)
+        if p.primary is None or not self.has_arms:
+            return
+        try:
+            table_ = self.s.sensitivity()
+        except UsageError as e:
+            self.section("Sensitivity analyses of the primary endpoint", f"<p>{escape_html(e)}</p>")
+            return
+        shown = table_[["analysis", "treatment", "estimate", "ci_low", "ci_high", "p", "decision"]].rename(
+            columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
+        notes = "".join(f'<p class="note">{escape_html(r.analysis)}: {escape_html(r.note)}.</p>'
+                        for r in table_.itertuples() if r.note and not r.analysis.startswith("primary"))
+        self.section("Sensitivity analyses of the primary endpoint",
+                     table(shown, f"{p.primary.metric} at {p.primary.visit}: the primary analysis and its "
+                                  "sensitivity analyses"), notes)
+
+    def estimand(self):
+        p = self.plan
+        if p.primary is None or not self.has_arms:
+            return
+        info = metric_info(p.primary.metric)
+        strategies = p.estimand.get("strategies", {})
+        rows = [("Population", p.estimand.get("population") or "randomised subjects with a usable baseline and at "
+                 "least one later value of the endpoint (the MMRM's subjects)"),
+                ("Variable", p.estimand.get("variable") or f"change from baseline ({p.baseline}) in "
+                 f"{info['description'].rstrip('.').lower()} at {p.primary.visit}"),
+                ("Treatment", f"{', '.join(p.treatments)} against {p.control}"),
+                ("Intercurrent event: a capture excluded by QC", "hypothetical (as if taken well; missing at random)"
+                 if p.qc == "exclude" else "treatment policy (analysed as taken)"),
+                ("Intercurrent event: a missed or out-of-window visit", "hypothetical (missing at random)"),
+                ("Intercurrent event: discontinuation", strategies.get("discontinuation", "").replace("_", " ")),
+                ("Intercurrent event: rescue product use", strategies.get("rescue", "").replace("_", " ")),
+                ("Population-level summary", p.estimand.get("summary") or "difference between the arms in the LS-mean "
+                 "change from baseline (MMRM), with its 95% confidence interval")]
+        self.section("Estimand (ICH E9(R1))", table(pd.DataFrame(rows, columns=["attribute", "as planned"]), text=True),
+                     "<p>The primary analysis assumes the values it does not have are missing at random (MAR), given "
+                     "each subject's arm, baseline and observed values; the sensitivity analyses test that "
+                     "assumption.</p>")
 
     def subject_page(self, sid: str):
         s = self.s
@@ -343,17 +428,24 @@ class _Builder:
 
         text = (
             "<p>Photos were analysed by the Skin Analyze Pro API; its responses were ingested losslessly by "
-            f"skintrack. For each subject and visit the latest successful analysis was used. The baseline is the "
-            f"plan's baseline visit ({html.escape(str(p.baseline))}); subjects without a usable baseline are left out "
+            "skintrack. The API generation of each response was inferred from its shape and its call date; the "
+            f"analyses come from {escape_html(', '.join(self.s.generations()['api_generation']))}. For each subject and visit the latest successful analysis was used. The baseline is the "
+            f"plan's baseline visit ({escape_html(str(p.baseline))}); subjects without a usable baseline are left out "
             f"of change analyses and listed; change is the later value minus the baseline value. {n_flag} captures "
             "were flagged by capture QC (head pose beyond the API's limits, a face box under 400 px, glasses, hair or "
             "camera distance unlike baseline, abnormal lighting, a tone shift beyond the noise floor) and handled as "
-            f"the plan says ({p.qc}d in the primary analysis). Continuous endpoints were analysed by a mixed model for "
-            "repeated measures of the change on baseline, arm, visit and arm by visit with an unstructured "
-            "covariance (REML, Satterthwaite degrees of freedom; LS-means at the mean baseline); counts by negative "
-            "binomial, grades by proportional-odds and flags by logistic regression, each on arm and baseline. The "
-            f"endpoints were tested in the plan's order ({p.multiplicity.replace('_', ' ')}, alpha {p.alpha:g}); "
-            "every other p-value is two-sided and unadjusted. All intervals are 95%.</p>")
+            f"the plan says ({p.qc}d in the primary analysis). Captures were taken at their visits by the plan's "
+            f"windows rule ({escape_html(p.windows)}). Continuous endpoints were analysed by a mixed model for "
+            f"repeated measures of the change on baseline, arm, visit and arm by visit, {escape_html(p.covariance)} "
+            f"covariance, REML, {escape_html(p.df)} degrees of freedom (LS-means at the mean baseline); a structure "
+            "that cannot be fitted falls back to a heterogeneous one with empirical (CR2) standard errors, and the "
+            "endpoint's table says so. Counts were analysed by negative binomial, grades by proportional-odds and "
+            "flags by logistic regression (Firth's penalised likelihood when an arm's flags are perfectly "
+            "predicted), each on arm and baseline. Missing values are assumed missing at random in the primary "
+            "analysis; multiple imputation under MAR, jump to reference, copy reference and a delta tipping point "
+            "test the assumption. The endpoints were tested in this order: "
+            f"{escape_html(self.ends.attrs['testing_order']) if self.ends is not None else 'none'}. Every other "
+            "p-value is two-sided and unadjusted. All intervals are 95%.</p>")
         versions = pd.DataFrame([("skintrack", __version__), ("Python", platform.python_version()),
                                  ("numpy", numpy.__version__), ("scipy", scipy.__version__),
                                  ("statsmodels", statsmodels.__version__), ("pandas", pd.__version__),
@@ -393,12 +485,15 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     b.synopsis()
     b.disposition()
     b.demographics()
+    b.estimand()
     b.primary()
     b.secondary()
     for key in metrics:
         b.metric(key)
     b.photos()
     b.quality()
+    b.instrument()
+    b.sensitivity()
     for sid in [subject] if isinstance(subject, str) else (subject or []):
         b.subject_page(sid)
     b.methods(version)
@@ -410,7 +505,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
                                     f"plan version {plan.version}" if plan.version else "") if x)
     footer = f"Generated {dt.date.today().isoformat()} by skintrack {__version__} | data: study version {study.version}"
     env = Environment(loader=PackageLoader("skintrack.show", "templates"), autoescape=select_autoescape(["j2"]))
-    env.filters["css"] = lambda s: str(s).replace("\\", "\\\\").replace('"', '\\"')
+    env.filters["css"] = css_string
     from markupsafe import Markup
 
     page = env.get_template("report.html.j2").render(

@@ -61,7 +61,7 @@ class SparkEngine:
 
     TABLES = ("analyses_raw", "scores", "counts", "areas", "severities", "tones", "wrinkles", "detections",
               "outlines", "side_results", "boxes", "maps", "extras", "sources", "sessions", "subjects",
-              "session_index")
+              "session_index", "instrument")
 
     def __init__(self, spark, con, version, folder):
         self.spark = spark
@@ -96,7 +96,8 @@ class SparkEngine:
                 con.execute(f"COPY (SELECT * FROM {view}) TO '{tmp}' (FORMAT parquet)")
                 tmp.rename(path)
             files = [str(path)]
-        self.spark.read.parquet(*files).createOrReplaceTempView(self.prefix + view)
+        # mergeSchema: files written before a column was added read it as NULL
+        self.spark.read.option("mergeSchema", "true").parquet(*files).createOrReplaceTempView(self.prefix + view)
 
     def sql(self, query: str, params=None) -> pd.DataFrame:
         """Run a DuckDB-dialect query (with `$name` or `?` parameters) on Spark; a pandas DataFrame back."""

@@ -54,7 +54,7 @@ def problems(con) -> pd.DataFrame:
            WHERE s.visit IS NOT NULL GROUP BY s.visit
            HAVING count(*) = 1 AND (SELECT count(DISTINCT visit) FROM sessions) > 1""",
         """SELECT a.source AS "where", 'no manifest row assigns this analysis to a subject' AS problem
-           FROM analyses_raw a WHERE a.analysis_id NOT IN (SELECT analysis_id FROM sessions
+           FROM analyses_raw a WHERE a.sentinel IS NULL AND a.analysis_id NOT IN (SELECT analysis_id FROM sessions
                                                             WHERE subject_id IS NOT NULL)""",
     ]
     if "arm" in _columns(con, "subjects"):

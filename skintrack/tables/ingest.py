@@ -42,7 +42,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import session_index, store, versions
+from . import generations, session_index, store, versions
 from ..errors import InvalidInput, InvalidResponse
 from .codes import about_photo
 from .flatten import flatten
@@ -274,7 +274,8 @@ def _read_chunk(study: Path, paths: list[str]) -> dict:
             reject(path[: -len(".json")] + META_SUFFIX, meta_problem)
         seen.add(aid)
         flat["maps"] = maps
-        flat["analyses"][0].update(source=path, photo=photo, photo_sha256=meta.get("photo_sha256"), ingested_at=now)
+        flat["analyses"][0].update(source=path, photo=photo, photo_sha256=meta.get("photo_sha256"), ingested_at=now,
+                                   **instrument(doc, meta))
         for table, trows in flat.items():
             for r in trows:
                 r["analysis_id"] = aid
@@ -285,6 +286,47 @@ def _read_chunk(study: Path, paths: list[str]) -> dict:
         w.result()
     out["tables"] = _to_arrow(rows, out, reject)
     return out
+
+
+def instrument(doc: dict, meta: dict) -> dict:
+    """The analyses columns about the instrument: the API generation (from the response's shape and the
+    envelope's call date), and, for a call `analyze` made, its batch and whether it was a sentinel."""
+    called = meta.get("started_at") or meta.get("archived_at")
+    gen = generations.infer(doc, called)
+    try:
+        called_at = dt.datetime.fromisoformat(called) if isinstance(called, str) else None
+    except ValueError:
+        called_at = None
+    sentinel = meta.get("sentinel") if isinstance(meta.get("sentinel"), dict) else {}
+    return {"api_generation": gen.name, "api_generation_basis": gen.basis, "called_at": called_at,
+            "batch": meta.get("batch") if isinstance(meta.get("batch"), str) else None,
+            "sentinel": sentinel.get("name"), "batch_position": sentinel.get("position")}
+
+
+def backfill_generations(con) -> int:
+    """Give the analyses an older skintrack ingested their API generation, read again from their source
+    files (one version; an analysis whose file is gone is `unknown`, and says why). Returns how many."""
+    rows = con.execute(f"SELECT analysis_id, source FROM {store.LAKE}.main.analyses WHERE api_generation IS NULL"
+                       ).fetchall()
+    if not rows:
+        return 0
+    filled = []
+    for aid, source in rows:
+        try:
+            values = instrument(orjson.loads(read_response_bytes(source)), sidecar(source)[0])
+        except (OSError, InvalidResponse, orjson.JSONDecodeError, TypeError):
+            values = {"api_generation": generations.UNKNOWN, "api_generation_basis": "ingested before skintrack "
+                      "recorded generations, and its source file can no longer be read", "called_at": None,
+                      "batch": None, "sentinel": None, "batch_position": None}
+        filled.append({"analysis_id": aid, **values})
+    con.register("_filled", pa.Table.from_pylist(filled, schema=pa.schema([TABLES["analyses"].field(k) for k in filled[0]])))
+    with store.transaction(con, "upgrade", {"api generation recorded": len(filled)}):
+        con.execute(f"UPDATE {store.LAKE}.main.analyses a SET api_generation = f.api_generation, "
+                    "api_generation_basis = f.api_generation_basis, called_at = f.called_at, batch = f.batch, "
+                    "sentinel = f.sentinel, batch_position = f.batch_position FROM _filled f "
+                    "WHERE a.analysis_id = f.analysis_id")
+    con.unregister("_filled")
+    return len(filled)
 
 
 def _refuse_non_analysis(row: dict) -> None:
@@ -382,6 +424,7 @@ def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk
     if store.is_old_layout(study):
         upgrade_locked(study)
     con = store.connect(study, write=True)
+    backfill_generations(con)
     inputs, todo = split_seen(con, files, man is not None)
     report.skipped = len(inputs)
     if workers > 1:  # about eight chunks per worker, so that no worker is left with the long tail
@@ -493,7 +536,7 @@ def add_metadata(con, man, subj, inputs, report, unreadable, part: Part) -> None
     if subj is not None:
         df, subj_rejects = subj
         rejects += subj_rejects
-        rows = df.to_dict("records")
+        rows = [{k: None if pd.isna(v) else v for k, v in r.items()} for r in df.to_dict("records")]  # empty: no value
         rows = store.changed_rows(store.current_rows(con, "subjects", "subject_id", [r["subject_id"] for r in rows]),
                                   "subject_id", rows)
         if rows:
@@ -502,7 +545,10 @@ def add_metadata(con, man, subj, inputs, report, unreadable, part: Part) -> None
         known |= set(df["subject_id"])
     if man is not None:
         rejects += man.rejects
-        sessions = _session_rows(man, inputs)
+        sentinels = {r[0] for r in con.execute(f"SELECT analysis_id FROM {store.LAKE}.main.analyses WHERE sentinel IS "
+                                               "NOT NULL AND analysis_id IN (SELECT unnest(?))",
+                                               [[i[1] for i in inputs]]).fetchall()}
+        sessions = _session_rows(man, [i for i in inputs if i[1] not in sentinels])  # never a subject's value
         for source, _ in report.rejected + unreadable:  # not "missing": the input itself was rejected
             man.match(source)
         rejects += man.unmatched_missing()

@@ -15,17 +15,47 @@ Example
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import InvalidManifest
+from ..sinks import visible
+from .schema import TABLES
 
 FIXED = ("file", "subject_id", "visit", "taken_at")
+# Names a CSV column may not take: skintrack's own columns of the tables and views it is joined with
+# (a manifest's columns sit beside `analyses`; a subjects CSV's beside each helper's observations).
+RESERVED = {
+    "manifest": (set(TABLES["analyses"].names) | {"assigned_at", "_line", "_where"}) - set(FIXED),
+    "subjects": {"analysis_id", "assigned_at", "visit", "taken_at", "days", "seq", "value", "baseline_value",
+                 "delta", "pct_change", "improved", "is_baseline", "_line"},
+}
 
 
-def _read_csv(path: Path, required: str) -> pd.DataFrame:
+def _header(path: Path, kind: str) -> None:
+    """Refuse a header that repeats a column (DuckDB, like SQL, does not tell `Arm` from `arm`) or takes a
+    reserved name, naming the line, the column and its place."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return  # said by the CSV reader below, with its own words
+    seen: dict[str, int] = {}
+    for i, name in enumerate((c.strip() for c in header), 1):
+        if name.lower() in seen:
+            raise InvalidManifest(f"{path}:1: column {visible(name)!r} (column {i}) repeats column {seen[name.lower()]}"
+                                  " (names are compared without case); give each column one name")
+        seen[name.lower()] = i
+        if name.lower() in RESERVED[kind]:
+            raise InvalidManifest(f"{path}:1: column {visible(name)!r} (column {i}) is reserved: skintrack keeps a "
+                                  f"column of that name itself beside a {kind} CSV's; rename it")
+
+
+def _read_csv(path: Path, required: str, kind: str) -> pd.DataFrame:
+    _header(path, kind)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
@@ -63,7 +93,7 @@ class Manifest:
     def read(cls, path) -> Manifest:
         """Read and check a manifest CSV (raises `InvalidManifest` when it cannot be used at all)."""
         path = Path(path)
-        df = _read_csv(path, "file")
+        df = _read_csv(path, "file", "manifest")
         rejects = []
         where = lambda line: f"{path}:{line}"  # noqa: E731
         missing = df["file"].isna()
@@ -109,7 +139,7 @@ class Manifest:
 def read_subjects(path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Read a subjects CSV (`subject_id` plus any columns); numbers stay numbers. Returns (rows, rejects)."""
     path = Path(path)
-    df = _read_csv(path, "subject_id")
+    df = _read_csv(path, "subject_id", "subjects")
     rejects = [(f"{path}:{n}", "row has no `subject_id`") for n in df.loc[df["subject_id"].isna(), "_line"]]
     df = df[df["subject_id"].notna()]
     dup = df["subject_id"].duplicated(keep=False)

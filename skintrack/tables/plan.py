@@ -1,10 +1,19 @@
 """The study plan: what the trial says it will analyse, stored with the study as ``STUDY/plan.toml``.
 
-The baseline visit; the visit schedule (labels in order, nominal day, allowed window); the control arm and
-the treatment arms; the primary endpoint and the key secondary endpoints in their testing order; the
-multiplicity strategy (``fixed_sequence`` by default, or ``holm``); how QC-flagged captures are handled
-(``exclude``: left out of the primary analysis and included as a sensitivity analysis, or ``include``: the
-reverse); responder thresholds per metric. Every helper, the report and the export read it. A study
+The baseline visit; the visit schedule (labels in order, nominal day, allowed window) and how its windows
+are applied (``windows``: ``exclude`` a capture outside its visit's window, map each capture to the
+``nearest`` window's visit, or take the ``nominal`` labels as they are); the control arm and the treatment
+arms; the primary endpoint and the key secondary endpoints in their testing order; the multiplicity
+strategy across endpoints (``fixed_sequence``: each endpoint a family, tested in order while every
+comparison before it was rejected; or ``holm``) and across treatment arms (``arm_comparisons``:
+``dunnett``, ``holm``, ``dose_order`` in the order the treatments are listed, or ``none``); how QC-flagged
+captures are handled (``exclude``: left out of the primary analysis and included as a sensitivity
+analysis, or ``include``: the reverse); the MMRM's covariance structure, degrees of freedom
+(``kenward-roger`` by default, or ``satterthwaite``) and variance (``auto``: model-based for the
+unstructured covariance, empirical for any other); the estimand (ICH E9(R1): population, variable,
+intercurrent events and their strategies, population-level summary); the missing-data sensitivity
+analyses; the API generation the analyses are restricted to (``generation``, e.g. ``"v1.7.6"``: values
+another generation measured are left out, with the reason); responder thresholds per metric. Every helper, the report and the export read it. A study
 without a plan (or a plan that leaves something out) gets defaults derived from the data, and
 `Plan.assumed` names each of them so that every output can say what was assumed.
 
@@ -29,11 +38,23 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .catalog import metric_info
+from .generations import NAMES as GENERATION_NAMES
 
 FILE = "plan.toml"
 MULTIPLICITY = ("fixed_sequence", "holm")
+ARM_COMPARISONS = ("dunnett", "holm", "dose_order", "none")
 QC_HANDLING = ("exclude", "include")
 MODELS = ("mmrm", "negative_binomial", "proportional_odds", "logistic")
+WINDOWS = ("exclude", "nearest", "nominal")
+DF = ("kenward-roger", "satterthwaite")
+COVARIANCES = ("unstructured", "toeplitz_h", "ar1_h", "cs_h", "spatial_power", "toeplitz", "ar1", "cs")
+VARIANCES = ("auto", "model", "empirical")
+# Intercurrent events the store can see, where it sees them, and the strategies skintrack can apply to them.
+EVENTS = {"discontinuation": "the subjects CSV's `discontinued_after` (the last visit on treatment)",
+          "rescue": "the manifest's `rescue` (yes/1/true from the first capture after rescue product use)"}
+STRATEGIES = ("treatment_policy", "hypothetical")
+DEFAULT_STRATEGY = {"discontinuation": "treatment_policy", "rescue": "hypothetical"}
+SENSITIVITY = ("qc", "mi", "j2r", "cr", "tipping", "generation", "bridge")
 CONTROL_NAMES = re.compile(r"placebo|control|vehicle|sham|untreated", re.I)
 
 
@@ -67,6 +88,12 @@ KEY_TYPES = {
     "multiplicity": (TEXT, "a text", '"fixed_sequence"'), "alpha": (NUMBER, "a number", "0.05"),
     "qc": (TEXT, "a text", '"exclude"'), "responders": ((dict,), "a table of thresholds", '{"score.water" = 5}'),
     "models": ((dict,), "a table of models", '{"count.acne.front" = "negative_binomial"}'),
+    "arm_comparisons": (TEXT, "a text", '"dunnett"'), "windows": (TEXT, "a text", '"exclude"'),
+    "df": (TEXT, "a text", '"kenward-roger"'), "covariance": (TEXT, "a text", '"unstructured"'),
+    "variance": (TEXT, "a text", '"auto"'),
+    "estimand": ((dict,), "a table", '{population = "...", strategies = {rescue = "hypothetical"}}'),
+    "sensitivity": ((dict,), "a table", '{imputations = 200, seed = 1}'),
+    "generation": (TEXT, "an API generation", '"v1.7.6"'),
 }
 ITEM_TYPES = {"visits": (dict, {"label": TEXT, "day": NUMBER, "window": NUMBER}),
               "secondary": (dict, {"metric": TEXT, "visit": TEXT}), "treatments": (str, None),
@@ -117,10 +144,18 @@ class Plan:
     primary: Endpoint | None = None
     secondary: list = field(default_factory=list)
     multiplicity: str = "fixed_sequence"
+    arm_comparisons: str = "dunnett"
     alpha: float = 0.05
     qc: str = "exclude"
+    windows: str = "exclude"
+    covariance: str = "unstructured"
+    df: str = "kenward-roger"
+    variance: str = "auto"
+    estimand: dict = field(default_factory=dict)
+    sensitivity: dict = field(default_factory=dict)
     responders: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
+    generation: str | None = None
     assumed: list = field(default_factory=list)
 
     # ---- reading and writing --------------------------------------------------------------------------
@@ -198,8 +233,28 @@ class Plan:
         problems = []
         if self.multiplicity not in MULTIPLICITY:
             problems.append(f"multiplicity {self.multiplicity!r} is not one of {', '.join(MULTIPLICITY)}")
-        if self.qc not in QC_HANDLING:
-            problems.append(f"qc {self.qc!r} is not one of {', '.join(QC_HANDLING)}")
+        for name, allowed in (("qc", QC_HANDLING), ("arm_comparisons", ARM_COMPARISONS), ("windows", WINDOWS),
+                              ("df", DF), ("covariance", COVARIANCES), ("variance", VARIANCES)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.generation is not None and self.generation not in GENERATION_NAMES:
+            problems.append(f"generation {self.generation!r} is not one of {', '.join(GENERATION_NAMES)}")
+        unknown = set(self.estimand) - {"population", "variable", "summary", "strategies"}
+        if unknown:
+            problems.append(f"estimand: unknown keys {', '.join(sorted(unknown))} (population, variable, summary, "
+                            "strategies)")
+        for event, strategy in dict(self.estimand.get("strategies", {})).items():
+            if event not in EVENTS:
+                problems.append(f"estimand.strategies: unknown intercurrent event {event!r} (skintrack sees "
+                                f"{', '.join(EVENTS)})")
+            elif strategy not in STRATEGIES:
+                problems.append(f"estimand.strategies.{event}: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+        unknown = set(self.sensitivity) - {"methods", "imputations", "seed"}
+        if unknown:
+            problems.append(f"sensitivity: unknown keys {', '.join(sorted(unknown))} (methods, imputations, seed)")
+        for method in self.sensitivity.get("methods", []):
+            if method not in SENSITIVITY:
+                problems.append(f"sensitivity.methods: {method!r} is not one of {', '.join(SENSITIVITY)}")
         if not 0 < self.alpha < 0.5:
             problems.append(f"alpha {self.alpha} is not between 0 and 0.5")
         labels = [v.label for v in self.visits]
@@ -240,12 +295,20 @@ class Plan:
             raise UsageError("the study plan: " + "; ".join(problems))
 
     # ---- defaults from the data -------------------------------------------------------------------------
-    def resolved(self, visits: list, days: dict, arms: list) -> Plan:
+    def resolved(self, visits: list, days: dict, arms: list, events=()) -> Plan:
         """A copy with what this plan leaves out derived from the data (`visits` in order, their median
-        `days`, the `arms`), each such field named in `assumed`."""
+        `days`, the `arms`, the intercurrent `events` the study records), each such field named in `assumed`."""
         p = dataclasses.replace(self, visits=list(self.visits), treatments=list(self.treatments),
                                 secondary=list(self.secondary), responders=dict(self.responders),
-                                models=dict(self.models), assumed=[])
+                                models=dict(self.models), estimand=dict(self.estimand),
+                                sensitivity=dict(self.sensitivity), assumed=[])
+        strategies = dict(p.estimand.get("strategies", {}))
+        for event, strategy in DEFAULT_STRATEGY.items():
+            if event not in strategies:
+                strategies[event] = strategy
+                if event in events:
+                    p.assumed.append(f"{event}: the {strategy.replace('_', ' ')} strategy")
+        p.estimand["strategies"] = strategies
         if not p.visits and visits:
             p.visits = [Visit(v, days.get(v)) for v in visits]
             p.assumed.append("visits (every visit label in the data, in time order)")
@@ -287,9 +350,17 @@ class Plan:
                  "primary endpoint: " + (f"{self.primary.metric} at {self.primary.visit}" if self.primary else "none"),
                  "key secondary endpoints (testing order): " + (", ".join(f"{e.metric} at {e.visit}"
                                                                            for e in self.secondary) or "none"),
-                 f"multiplicity: {self.multiplicity} at alpha {self.alpha:g}",
+                 f"multiplicity: {self.multiplicity} at alpha {self.alpha:g}"
+                 + (f"; treatment arms against the control: {self.arm_comparisons}" if len(self.treatments) > 1
+                    else ""),
+                 f"visit windows: {self.windows}",
+                 "API generation: " + (f"{self.generation} only" if self.generation else "every generation (check "
+                                       "lists subjects and endpoints whose values straddle two)"),
                  f"QC-flagged captures: {self.qc}d in the primary analysis, "
                  f"{'included' if self.qc == 'exclude' else 'excluded'} as a sensitivity analysis",
+                 f"MMRM: {self.covariance} covariance, {self.df} df, {self.variance} variance",
+                 "intercurrent events: " + ", ".join(f"{k} {v.replace('_', ' ')}" for k, v in
+                                                     self.estimand.get("strategies", {}).items()),
                  "responder thresholds: " + (", ".join(f"{k} >= {v if v == 'mdc' else format(v, 'g')}"
                                                        for k, v in self.responders.items()) or "none"),
                  "endpoint models: " + (", ".join(f"{k}: {v}" for k, v in self.models.items())

@@ -68,6 +68,8 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
                                 ("taken_at", pa.timestamp("us")), ("days", pa.float64()), ("dup", pa.bool_()),
                                 ("seq", pa.int64())]),
     "plans": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
+    "instrument": pa.schema([("at", pa.timestamp("us", tz="UTC")), ("batch", pa.string()), ("event", pa.string()),
+                             ("detail", pa.string())]),  # what the sentinel found, and drift a user accepted
 }
 SCHEMAS = {**TABLES, **BASE}
 KEYS = {"sessions": "analysis_id", "subjects": "subject_id"}  # tables whose rows are replaced per key
@@ -248,6 +250,39 @@ def attach(con: duckdb.DuckDBPyConnection, study: Path, create: bool = False) ->
         if len(have) < len(SCHEMAS):  # a new study, one killed before its tables were made, or an older schema
             with transaction(con, "create", {"tables": ", ".join(sorted(set(SCHEMAS) - have))}):
                 create_tables(con, have)
+        evolve(con)
+
+
+def evolve(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the columns this skintrack declares that an older study's tables lack (one version; their old
+    rows read as null, and `generations.backfill` then fills what can be recovered)."""
+    have = columns_at(con, None)
+    missing = [(t, name, kind) for t, schema in TABLES.items() for name, kind in zip(schema.names, schema.types)
+               if t in have and name not in have[t]]
+    if missing:
+        with transaction(con, "upgrade", {"columns added": ", ".join(f"{t}.{n}" for t, n, _ in missing)}):
+            for table, name, kind in missing:
+                con.execute(f"ALTER TABLE {LAKE}.main.{table} ADD COLUMN {sql_identifier(name)} {_SQL_TYPES[kind]}")
+
+
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN",
+              pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ", pa.timestamp("us"): "TIMESTAMP"}
+
+
+def columns_at(con: duckdb.DuckDBPyConnection, version: int | None) -> dict[str, list]:
+    """{table: [column, ...]} of the lake at `version` (None: the newest)."""
+    at = f"(SELECT max(snapshot_id) FROM {META}.ducklake_snapshot)" if version is None else str(int(version))
+
+    def live(x):
+        return f"{x}.begin_snapshot <= {at} AND ({x}.end_snapshot IS NULL OR {x}.end_snapshot > {at})"
+
+    rows = con.execute(f"SELECT t.table_name, c.column_name FROM {META}.ducklake_column c JOIN {META}.ducklake_table t "
+                       f"USING (table_id) WHERE c.parent_column IS NULL AND {live('c')} AND {live('t')} "
+                       "ORDER BY c.column_order").fetchall()
+    out: dict[str, list] = {}
+    for table, column in rows:
+        out.setdefault(table, []).append(column)
+    return out
 
 
 _COPIES: list = []  # the temporary folders of private catalog copies, removed when the process ends
@@ -405,6 +440,20 @@ def save_plan(con: duckdb.DuckDBPyConnection, text: str) -> None:
                                       schema=BASE["plans"]))
 
 
+def record_event(study, batch: str, event: str, detail: str) -> None:
+    """Keep an instrument event (a change the sentinel caught inside a batch, a drift a user accepted) as a
+    new version whose command is the event."""
+    with locked(Path(study)):
+        con = connect(study, write=True)
+        try:
+            with transaction(con, event.replace(" ", "-"), {"batch": batch, "detail": detail}):
+                insert(con, "instrument", pa.table({"at": [dt.datetime.now(dt.timezone.utc)], "batch": [batch],
+                                                    "event": [event], "detail": [detail]},
+                                                   schema=BASE["instrument"]))
+        finally:
+            con.close()
+
+
 # ---- locks and files ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def exclusive(study: Path, name: str, busy: str):
@@ -469,16 +518,21 @@ def first_line(e: Exception) -> str:
 def create_views(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
     """(Re)create one view per table, plus `metrics` and `metrics_wide`, over the lake at `version`."""
     at = f" AT (VERSION => {int(version)})" if version is not None else ""
-    have = tables_at(con, version) if version is not None and con.execute(
-        "SELECT type FROM duckdb_databases() WHERE database_name = ?", [LAKE]).fetchall() == [("ducklake",)] \
-        else set(SCHEMAS)
+    lake = version is not None and con.execute("SELECT type FROM duckdb_databases() WHERE database_name = ?",
+                                               [LAKE]).fetchall() == [("ducklake",)]
+    columns = columns_at(con, version) if lake else {t: list(SCHEMAS[t].names) for t in SCHEMAS}
+    have = set(columns)
     if have < set(SCHEMAS) and not con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?",
                                                [BLANK]).fetchall()[0][0]:
         con.execute(f"ATTACH ':memory:' AS {BLANK}")
         create_tables(con, database=BLANK)
 
     def source(table):
-        return f"SELECT * FROM {LAKE}.main.{table}{at}" if table in have else f"SELECT * FROM {BLANK}.main.{table}"
+        if table not in have:
+            return f"SELECT * FROM {BLANK}.main.{table}"
+        added = [f"CAST(NULL AS {_SQL_TYPES[kind]}) AS {name}" for name, kind in
+                 zip(SCHEMAS[table].names, SCHEMAS[table].types) if name not in columns[table]]  # an older study
+        return f"SELECT *{''.join(', ' + a for a in added)} FROM {LAKE}.main.{table}{at}"
 
     for table in TABLES:
         name = "analyses_raw" if table == "analyses" else table
@@ -488,10 +542,11 @@ def create_views(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
     con.execute(f"CREATE OR REPLACE VIEW sessions AS {source('sessions')}")
     con.execute(f"CREATE OR REPLACE VIEW subjects AS SELECT * EXCLUDE (assigned_at) FROM ({source('subjects')})")
     con.execute(f"CREATE OR REPLACE VIEW session_index AS {source('session_index')}")
+    con.execute(f"CREATE OR REPLACE VIEW instrument AS {source('instrument')}")
     con.execute(
         "CREATE OR REPLACE VIEW analyses AS SELECT a.analysis_id, s.subject_id, s.visit, s.taken_at, "
         "a.* EXCLUDE (analysis_id), s.* EXCLUDE (analysis_id, subject_id, visit, taken_at, assigned_at) "
-        "FROM analyses_raw a LEFT JOIN sessions s USING (analysis_id)")
+        "FROM analyses_raw a LEFT JOIN sessions s USING (analysis_id) WHERE a.sentinel IS NULL")  # the study's own
     wrinkle_cols = ", ".join(f"CAST({m} AS DOUBLE) AS {m}" for m in WRINKLE_MEASURES)
     con.execute(f"""CREATE OR REPLACE VIEW metrics AS
         SELECT analysis_id, 'score.' || metric AS metric, value FROM scores

@@ -4,6 +4,7 @@
 #   poisson   glm(value ~ arm + log(base + 1), poisson)
 #   polr      MASS::polr(factor(value) ~ arm + base, Hess = TRUE): coefficient, SE
 #   logistic  glm(value ~ arm + base, binomial)
+#   firth     brglm2's Firth bias reduction of the same model (glm(..., method = "brglmFit", type = "AS_mean"))
 #   hl        wilcox.test(value[treatment], value[control], conf.int = TRUE): estimate, CI
 #   g         Hedges' g: d * J with the noncentral-t interval by uniroot on pt(ncp)
 suppressMessages(library(MASS))
@@ -20,6 +21,10 @@ out <- switch(args[1],
            s <- summary(f)$coefficients; data.frame(b = s[1, 1], se = s[1, 2], theta = NA) },
   logistic = { f <- glm(value ~ arm + base, data = d, family = binomial, control = glm.control(epsilon = 1e-12))
                s <- summary(f)$coefficients; data.frame(b = s[2, 1], se = s[2, 2], theta = NA) },
+  firth = { suppressMessages(library(brglm2))
+            f <- glm(value ~ arm + base, data = d, family = binomial, method = "brglmFit", type = "AS_mean",
+                     control = brglmControl(epsilon = 1e-12, maxit = 500))
+            s <- summary(f)$coefficients; data.frame(b = s[2, 1], se = s[2, 2], theta = NA) },
   hl = { w <- suppressWarnings(wilcox.test(d$value[d$arm == arms[2]], d$value[d$arm == arms[1]], conf.int = TRUE))
          data.frame(b = unname(w$estimate), lo = w$conf.int[1], hi = w$conf.int[2]) },
   g = { a <- d$value[d$arm == arms[2]]; b <- d$value[d$arm == arms[1]]; na <- length(a); nb <- length(b)

@@ -1,0 +1,20 @@
+"""A small, fast version of benchmarks/operating.py (SIMULATED 2 x 8 trials with visit SDs 2-6 and MAR dropout):
+the default path and a fallback keep near their level where compound symmetry with model-based SEs (what the
+old fallback did) rejects far too often. The full table, 1,000 replicates per path, is the benchmark's."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+
+import operating  # noqa: E402
+
+
+def test_the_paths_skintrack_takes_keep_their_level_and_the_old_fallback_did_not():
+    paths = ("UN, Kenward-Roger (default)", "CSH fallback, CR2", "CS, model-based (never a fallback)")
+    rows = [row for seed in range(150) for row in operating.replicate((90_000 + seed, "2 x 8", 0.0), paths)]
+    rate = pd.DataFrame(rows).groupby("path")["p"].apply(lambda p: float(np.mean(p < 0.05)))
+    assert rate["UN, Kenward-Roger (default)"] <= 0.09 and rate["CSH fallback, CR2"] <= 0.09
+    assert rate["CS, model-based (never a fallback)"] >= 0.12

@@ -1,0 +1,120 @@
+"""The plan's rules choose each subject's value: visit windows (exclude, nearest, nominal), intercurrent events
+(rescue product use, discontinuation) by the estimand's strategy, and capture QC against the plan's baseline
+visit; every output counts what they leave out."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+import skintrack
+
+
+@pytest.fixture
+def study(tmp_path, sample):
+    """The sample trial with S01's W8 taken at day 30 (in W4's window), S02's W8 at day 45 (in no window),
+    S03 rescued from W8 on, S04 off treatment after W4, and S05 photographed at screening with glasses."""
+    m = pd.read_csv(sample / "manifest.csv")
+    day0 = m[m["visit"] == "D0"].set_index("subject_id")["taken_at"].map(pd.Timestamp)
+    for sid, visit, day in (("S01", "W8", 30), ("S02", "W8", 45)):
+        row = (m["subject_id"] == sid) & (m["visit"] == visit)
+        m.loc[row, "taken_at"] = (day0[sid] + pd.Timedelta(days=day)).isoformat()
+    m["rescue"] = ""
+    m.loc[(m["subject_id"] == "S03") & m["visit"].isin(["W8", "W12"]), "rescue"] = "yes"
+    m.to_csv(tmp_path / "m.csv", index=False)
+    subjects = pd.read_csv(sample / "subjects.csv")
+    subjects["discontinued_after"] = ["W4" if s == "S04" else "" for s in subjects["subject_id"]]
+    subjects.to_csv(tmp_path / "subjects.csv", index=False)
+    s = tmp_path / "s"
+    skintrack.ingest([sample / "responses"], s, manifest=tmp_path / "m.csv", subjects=tmp_path / "subjects.csv")
+    shutil.copy(sample / "plan.toml", s / "plan.toml")
+    return s
+
+
+def _plan(study, **changes):
+    text = (study / "plan.toml").read_text()
+    for key, value in changes.items():
+        if f"{key} = " in text:
+            text = "\n".join(f'{key} = "{value}"' if line.startswith(f"{key} = ") else line for line in text.splitlines())
+        else:
+            text = f'{key} = "{value}"\n' + text
+    (study / "plan.toml").write_text(text + "\n")
+    return skintrack.open(study)
+
+
+def _values(s, sid):
+    tl = s.timeline("score.water", exclude_flagged=False)
+    return tl[tl["subject_id"] == sid]["visit"].tolist()
+
+
+def test_exclude_leaves_out_what_is_outside_its_window_and_check_says_so(study):
+    s = _plan(study, windows="exclude")
+    assert _values(s, "S01") == ["D0", "W4", "W12"] and _values(s, "S02") == ["D0", "W4", "W12"]
+    problems = s.check()
+    assert [p.split(":")[0] for p in problems["problem"]] == ["S01 W8", "S02 W8"]
+    assert all("left out of the analyses" in p for p in problems["problem"])
+    ch = s.change_from_baseline("score.water")
+    assert not ((ch["subject_id"] == "S01") & (ch["visit"] == "W8")).any()
+
+
+def test_nearest_maps_a_capture_to_the_window_that_holds_it(study):
+    s = _plan(study, windows="nearest")
+    # S01's W8 (day 30) falls in W4's window, but S01's own W4 (day ~28) is nearer W4's target: it stays; the
+    # day-30 capture is not used. S02's W8 (day 45) is in no window: left out.
+    assert _values(s, "S01") == ["D0", "W4", "W12"] and _values(s, "S02") == ["D0", "W4", "W12"]
+    from skintrack.analysis.selection import records_sql
+
+    sql, params = records_sql("score.water", s.rules())
+    recs = s.sql(f"WITH {sql} SELECT * FROM recs WHERE subject_id IN ('S01', 'S02') AND visit = 'W8'", params)
+    reasons = dict(zip(recs["subject_id"], recs["reason"]))
+    assert recs.set_index("subject_id").loc["S01", "avisit"] == "W4"
+    assert reasons["S01"] == "another capture of this visit is used" and reasons["S02"] == "in no visit window (day 45)"
+
+
+def test_nominal_takes_the_labels_as_they_are_and_check_still_lists(study):
+    s = _plan(study, windows="nominal")
+    assert _values(s, "S01") == ["D0", "W4", "W8", "W12"]
+    assert any("analysed at its visit all the same" in p for p in s.check()["problem"])
+
+
+@pytest.mark.parametrize("strategy, kept", [("hypothetical", ["D0", "W4"]), ("treatment_policy",
+                                                                            ["D0", "W4", "W8", "W12"])])
+def test_rescue_product_use_follows_the_estimands_strategy(study, strategy, kept):
+    text = (study / "plan.toml").read_text().replace('rescue = "hypothetical"', f'rescue = "{strategy}"')
+    (study / "plan.toml").write_text(text)
+    s = skintrack.open(study)
+    assert _values(s, "S03") == kept
+
+
+@pytest.mark.parametrize("strategy, kept", [("hypothetical", ["D0", "W4"]), ("treatment_policy",
+                                                                            ["D0", "W4", "W8", "W12"])])
+def test_discontinuation_follows_the_estimands_strategy(study, strategy, kept):
+    text = (study / "plan.toml").read_text().replace('discontinuation = "treatment_policy"',
+                                                     f'discontinuation = "{strategy}"')
+    (study / "plan.toml").write_text(text)
+    s = skintrack.open(study)
+    assert _values(s, "S04") == kept
+    fit = s.mmrm("score.water")
+    assert fit.n_obs == len(s.change_from_baseline("score.water").query("not is_baseline"))
+
+
+def test_capture_qc_compares_with_the_plans_baseline_visit(tmp_path, sample):
+    """A screening photo with glasses taken before D0 is no reference: D0 and later are compared with D0."""
+    import orjson
+
+    (tmp_path / "in").mkdir()
+    for name in ("S05_D0", "S05_W4"):
+        shutil.copy(sample / "responses" / f"{name}.json", tmp_path / "in" / f"{name}.json")
+    doc = orjson.loads((sample / "responses" / "S05_D0.json").read_bytes())
+    doc["result"]["image_quality"]["glasses"] = 1
+    doc["request_id"] = "screening"
+    (tmp_path / "in" / "S05_SCR.json").write_bytes(orjson.dumps(doc))
+    (tmp_path / "m.csv").write_text("file,subject_id,visit,taken_at\nS05_SCR.json,S05,SCR,2024-01-01\n"
+                                    "S05_D0.json,S05,D0,2024-01-08\nS05_W4.json,S05,W4,2024-02-05\n")
+    skintrack.ingest([tmp_path / "in"], tmp_path / "s", manifest=tmp_path / "m.csv")
+    (tmp_path / "s" / "plan.toml").write_text('baseline = "D0"\nvisits = [{label = "SCR"}, {label = "D0"}, '
+                                              '{label = "W4"}]\n')
+    q = skintrack.open(tmp_path / "s").qc().set_index("visit")
+    assert not q.loc["D0", "glasses_changed"] and not q.loc["W4", "glasses_changed"]
+    assert q.loc["SCR", "glasses_changed"]  # the screening photo is the one unlike the baseline

@@ -1,0 +1,135 @@
+"""Missing-data sensitivity against R: Rubin's rules equal mice::pool on the same completed data sets; MI
+under MAR agrees with mice's own imputation and converges to the MMRM with the same imputation model; the
+conditional means of MAR, jump to reference and copy reference equal rbmi's definitions written in R; the
+tipping point flips the conclusion exactly there; every draw is seeded."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skintrack.analysis import imputation
+from skintrack.analysis.mmrm import fit_mmrm
+
+from test_mmrm import rscript, simulate  # noqa: F401 - the session fixture that installs R when missing
+
+R_SCRIPT = Path(__file__).parent / "r" / "imputation.R"
+VISITS = ["W4", "W8", "W12"]
+
+
+def trial(seed=21, n=15):
+    """SIMULATED 2 x 15 trial with monotone dropout that depends on the last observed change (MAR)."""
+    data = simulate(seed, n=n, missing=0.0, effect=3.0)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, g in data.groupby("subject"):
+        g = g.sort_values("visit", key=lambda v: v.map(VISITS.index))
+        for j, r in enumerate(g.itertuples()):
+            keep.append(r.Index)
+            if j < 2 and rng.random() < 0.12 + 0.08 * (r.chg < 0):
+                break
+    data = data.loc[keep]
+    people = data.drop_duplicates("subject")[["subject", "arm", "base"]]
+    return data, people
+
+
+@pytest.fixture(scope="module")
+def imputed():
+    data, people = trial()
+    return data, people, imputation.impute(data, people, VISITS, "W12", "placebo", ["active"], m=60, seed=5)
+
+
+def test_rubins_rules_equal_mice_pool_on_the_same_completed_data(imputed, rscript, tmp_path):  # noqa: F811
+    _, _, imp = imputed
+    (tmp_path / "arms").write_text("placebo\nactive\n")
+    for method in ("mar", "j2r"):
+        for k in range(imp.m):
+            imp.completed(method, k).to_csv(tmp_path / f"completed-{k:03d}.csv", index=False)
+        subprocess.run([rscript, str(R_SCRIPT), "pool", str(tmp_path)], check=True, capture_output=True)
+        r = pd.read_csv(tmp_path / "pooled.csv").iloc[0]
+        ours = imp.ancova(method).iloc[0]
+        for col, ref in (("estimate", "estimate"), ("std_error", "se"), ("df", "df"), ("p", "p")):
+            assert ours[col] == pytest.approx(r[ref], rel=1e-8), (method, col)
+
+
+def test_mi_under_mar_agrees_with_mice_and_converges_to_the_mmrm(rscript, tmp_path):  # noqa: F811
+    data, people = trial(seed=23, n=20)
+    imp = imputation.impute(data, people, VISITS, "W12", "placebo", ["active"], m=200, seed=11, methods=("mar",))
+    ours = imp.ancova("mar").iloc[0]
+    fit = fit_mmrm(data, VISITS, "placebo", base_by_visit=True).diff("W12")  # the imputation model itself
+    assert abs(ours["estimate"] - fit["estimate"]) < 0.1 * fit["std_error"]
+    assert ours["std_error"] == pytest.approx(fit["std_error"], rel=0.15)
+    wide = data.pivot(index="subject", columns="visit", values="chg").reindex(columns=VISITS)
+    wide = people.set_index("subject").join(wide).reset_index()
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    (tmp_path / "arms").write_text("placebo\nactive\n")
+    pd.DataFrame({"m": [200], "seed": [11]}).to_csv(tmp_path / "settings.csv", index=False)
+    subprocess.run([rscript, str(R_SCRIPT), "mice", str(tmp_path)], check=True, capture_output=True)
+    mice = pd.read_csv(tmp_path / "mice.csv").iloc[0]
+    assert abs(ours["estimate"] - mice["estimate"]) < 0.2 * mice["se"]  # two Monte-Carlo estimates of one quantity
+    assert ours["std_error"] == pytest.approx(mice["se"], rel=0.15)
+
+
+def test_conditional_means_of_mar_j2r_and_cr_equal_rbmis_definitions_in_r(rscript, tmp_path):  # noqa: F811
+    data, people = trial(seed=29)
+    people = people.sort_values("subject", ignore_index=True)
+    wide = data.pivot(index="subject", columns="visit", values="chg").reindex(index=people["subject"], columns=VISITS)
+    y = wide.to_numpy(float)
+    fit = fit_mmrm(data, VISITS, "placebo", base_by_visit=True)
+    beta, terms = fit.coefficients["estimate"].to_numpy(), fit.coefficients["term"].tolist()
+    sigma = fit.sigma.to_numpy()
+    own = np.array([[imputation.design_row(terms, a, v, b) @ beta for v in VISITS]
+                    for a, b in zip(people["arm"], people["base"])])
+    ref = np.array([[imputation.design_row(terms, "placebo", v, b) @ beta for v in VISITS] for b in people["base"]])
+    treated = (people["arm"] != "placebo").to_numpy()
+    observed = ~np.isnan(y)
+    last = np.array([np.flatnonzero(o).max() if o.any() else -1 for o in observed])
+    for name, arr in (("wide", y), ("own", own), ("ref", ref), ("sigma", sigma)):
+        pd.DataFrame(arr).to_csv(tmp_path / f"{name}.csv", index=False)
+    pd.DataFrame({"treated": treated.astype(int)}).to_csv(tmp_path / "treated.csv", index=False)
+    (tmp_path / "arms").write_text("placebo\nactive\n")
+    subprocess.run([rscript, str(R_SCRIPT), "means", str(tmp_path)], check=True, capture_output=True)
+    assert (~observed).sum() > 5 and (treated[:, None] & ~observed).sum() > 2
+    for method in ("mar", "j2r", "cr"):
+        mean = imputation.marginal_means(method, own, ref, treated, last)
+        ours = imputation.conditional_draw(y, observed, mean, sigma, np.zeros_like(y))
+        np.testing.assert_allclose(ours, pd.read_csv(tmp_path / f"means-{method}.csv").to_numpy(), rtol=1e-10,
+                                   atol=1e-10, err_msg=method)
+
+
+def test_reference_based_imputation_moves_the_treated_towards_the_control(imputed):
+    _, _, imp = imputed
+    mar, j2r, cr = (imp.ancova(m).iloc[0]["estimate"] for m in ("mar", "j2r", "cr"))
+    assert mar > j2r > 0 and mar > cr > 0  # the simulated product works; dropouts lose its benefit
+
+
+def test_the_tipping_point_is_where_the_conclusion_flips(imputed):
+    _, _, imp = imputed
+    tip = imputation.tipping_point(imp, "active", 0.05, direction=-1.0, most=200)
+    assert tip["p_at_zero"] < 0.05 and tip["delta"] > 0
+    assert imp.ancova("mar", -tip["delta"])["p"].iloc[0] == pytest.approx(0.05, abs=1e-5)
+    assert imp.ancova("mar", -0.9 * tip["delta"])["p"].iloc[0] < 0.05
+
+
+def test_the_same_seed_gives_the_same_numbers_and_another_seed_others(imputed):
+    data, people, imp = imputed
+    again = imputation.impute(data, people, VISITS, "W12", "placebo", ["active"], m=60, seed=5)
+    other = imputation.impute(data, people, VISITS, "W12", "placebo", ["active"], m=60, seed=6)
+    pd.testing.assert_frame_equal(imp.ancova("j2r"), again.ancova("j2r"))
+    assert imp.ancova("j2r")["estimate"].iloc[0] != other.ancova("j2r")["estimate"].iloc[0]
+
+
+def test_the_study_runs_every_planned_sensitivity_analysis(run_cli):
+    from skintrack.demo import demo_study
+
+    s = demo_study()
+    table = s.sensitivity(imputations=20)
+    assert table["analysis"].tolist() == [
+        "primary: MMRM (missing at random)", "QC-flagged captures included", "multiple imputation, missing at random",
+        "multiple imputation, jump to reference", "multiple imputation, copy reference", "tipping point (MAR + delta)"]
+    assert table.loc[0, "estimate"] == s.endpoints()["estimate"].iloc[0]
+    proc = run_cli("sensitivity", s.path, "--methods", "mi", "--imputations", "10", "--csv", check=0)
+    assert proc.stdout.splitlines()[2].startswith('"multiple imputation, missing at random",active,placebo,W12,')
