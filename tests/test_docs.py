@@ -116,16 +116,23 @@ def test_the_readme_commands_run(tmp_path, run_cli):
             ran.append((args[1], proc.stdout))
     finally:
         os.chdir(cwd)
-    assert [a for a, _ in ran] == ["ingest", "ingest", "metrics", "demo", "check", "plan", "plan", "endpoints", "trends",
-                                   "trends", "compare", "compare", "qc", "export", "report", "history", "compact", "ingest"]
-    out = [o for _, o in ran]
-    assert "ingested 96 new analyses" in out[0] and "ingested 0 new analyses, skipped 96" in out[1]
-    assert "Headline findings" in out[3] and out[4] == "trial: no problems found\n"
-    assert "primary endpoint: score.water at W12" in out[5] and "multiplicity: holm at alpha 0.05" in out[6]
-    assert "assumed" not in out[6]
+    names = [a for a, _ in ran]
+    assert names == ["ingest", "ingest", "metrics", "demo", "drift", "bridge", "check", "plan", "plan", "endpoints",
+                     "sensitivity", "trends", "trends", "compare", "compare", "qc", "export", "report", "history",
+                     "compact", "ingest"]
+
+    def at(name, k=0):
+        return [o for a, o in ran if a == name][k]
+
+    assert "ingested 96 new analyses" in at("ingest") and "ingested 0 new analyses, skipped 96" in at("ingest", 1)
+    assert "Headline findings" in at("demo") and at("check") == "trial: no problems found\n"
+    assert "no sentinel results" in at("drift") and "no photo was analysed under two API generations" in at("bridge")
+    assert "primary endpoint: score.water at W12" in at("plan") and "multiplicity: holm at alpha 0.05" in at("plan", 1)
+    assert "assumed" not in at("plan", 1)
     assert any(line.split()[1:8] == ["primary", "score.water", "W12", "active", "placebo", "mmrm", "15.55"]
-               for line in out[7].splitlines()), out[7]
-    assert "W12  active 12          12" in out[8] and out[9].startswith("kind,visit,arm,control,estimate")
-    assert "glasses_changed" in out[12]
-    assert out[13].splitlines()[0].endswith("trial-adam/adsl.xpt") and "define.csv" in out[13]
-    assert "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, Holm testing at alpha 0.05)" in out[14]
+               for line in at("endpoints").splitlines()), at("endpoints")
+    assert "primary: MMRM (missing at random)" in at("sensitivity")
+    assert "W12  active 12          12" in at("trends") and at("trends", 1).startswith("kind,visit,arm,control,estimate")
+    assert "glasses_changed" in at("qc")
+    assert at("export").splitlines()[0].endswith("trial-adam/adsl.xpt") and "define.csv" in at("export")
+    assert "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, Holm testing at alpha 0.05)" in at("report")
