@@ -61,7 +61,8 @@ def hostile(tmp_path_factory):
                    protocol="../../P/01", baseline="D0",
                    visits=[skintrack.Visit(v, d, 3) for v, d in zip(VISITS.values(), (0, 28, 56, 84))],
                    control=ARMS["control"], treatments=[ARMS["treatment"]],
-                   primary=skintrack.Endpoint("score.water", VISITS["W12"])).write(study)
+                   primary=skintrack.Endpoint("score.water", VISITS["W12"]),
+                   sensitivity={"methods": ["qc"], "imputations": 5}).write(study)  # text, not imputation, is tested
     return study
 
 
