@@ -174,7 +174,7 @@ def test_a_study_in_the_old_layout_is_converted_with_nothing_lost(tmp_path, run_
     assert set(new_sessions["operator"]) == {"op-a", "op-c"}  # the second manifest's re-assignment won
     assert s.sql("select count(*) n from rejects")["n"].tolist() == [1]
     assert len(s.sql("select * from session_index")) == 12
-    assert s.cohort("score.water")["n"].sum() == 12
+    assert s.cohort("score.water", exclude_flagged=False)["n"].sum() == 12  # nothing lost (S03 W8 is QC-flagged)
     upgrades = s.history().query("command == 'upgrade'")
     assert len(upgrades) == len(list(OLD.glob("batches/*")))  # each old batch is a version, oldest first
     first = skintrack.open(study, version=int(upgrades["version"].iloc[1]))  # before the re-assignment
@@ -256,7 +256,7 @@ def test_several_machines_share_one_study_through_postgresql(postgres, tmp_path,
     run_cli("ingest", tmp_path / "a", "--study", one, "--manifest", tmp_path / "m.csv", "--quiet")
     run_cli("ingest", tmp_path / "b", "--study", two, "--manifest", tmp_path / "m.csv", "--quiet")
     s = skintrack.open(two)
-    assert s.cohort("score.water")["n"].sum() == 96
+    assert s.cohort("score.water", exclude_flagged=False)["n"].sum() == 96  # every capture, QC-flagged ones too
     assert len(s.sql("select * from session_index")) == 96
     assert {Path(p).parent.name for p in s.sql("select source from sources")["source"]} == {"a", "b"}
     assert not list(one.glob("lake.sqlite")) and (lake / "main").is_dir()  # the catalog is in PostgreSQL

@@ -119,6 +119,13 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
     j = visits.index(visit)
     treated = arms != control
     dropped = treated & (last < j)  # a treated subject whose endpoint visit comes after their last value
+    # the imputation model's covariance structure is chosen once, on the data as observed (the first of
+    # `structures` that fits); every bootstrap sample is fitted with it, a sample where it fails is drawn again
+    observed_rows = pd.DataFrame([{"subject": f"s{i}", "arm": arms[i], "visit": visits[v], "base": base[i],
+                                   "chg": wide[i, v]} for i in range(len(base)) for v in range(t) if observed[i, v]])
+    chosen = fit_mmrm(observed_rows, visits, control, treatments, base_by_visit=True,
+                      structures=structures or ("unstructured", "toeplitz_h", "ar1_h", "cs_h"), df="satterthwaite",
+                      variance="model").covariance
     rng = np.random.default_rng(seed)
     strata = {a: np.flatnonzero(arms == a) for a in [control, *treatments]}
     values = {meth: np.empty((m, len(subjects))) for meth in methods}
@@ -128,8 +135,7 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
         rows = [{"subject": f"b{n}", "arm": arms[i], "visit": visits[v], "base": base[i], "chg": wide[i, v]}
                 for n, i in enumerate(boot) for v in range(t) if observed[i, v]]
         try:
-            fit = fit_mmrm(pd.DataFrame(rows), visits, control, treatments, base_by_visit=True,
-                           structures=structures or ("unstructured", "toeplitz_h", "ar1_h", "cs_h"),
+            fit = fit_mmrm(pd.DataFrame(rows), visits, control, treatments, base_by_visit=True, structures=[chosen],
                            df="satterthwaite", variance="model")  # only beta and sigma are used: no KR needed
         except UsageError:
             failures += 1
