@@ -480,6 +480,29 @@ def drift(study, metrics, show_all, fmt):
 
 @main.command()
 @click.argument("study", type=click.Path(file_okay=False))
+@click.argument("a")
+@click.argument("b")
+@click.option("--chart", type=click.Path(dir_okay=False), help="Also draw the scatter charts into this PNG/SVG/PDF.")
+@_output
+def agreement(study, a, b, chart, fmt):
+    """Does metric B move with metric A on the same captures? Pearson and Spearman with 95% CIs on the
+    values and on the changes from baseline; with a shared unit, Lin's concordance and Bland-Altman.
+
+    Example: skintrack agreement trial score.water score.rough --chart agreement.png
+    """
+    table = _open(study).agreement(a, b)
+    _emit(table, fmt)
+    if chart:
+        from .show import charts
+
+        fig = charts.agreement_scatter(table)
+        fig.savefig(chart, dpi=150)
+        if fmt is None:
+            click.echo(f"chart: {chart}")
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
 @click.option("--metrics", default="", help="Comma-separated metric keys (default: every metric).")
 @click.option("--all", "show_all", is_flag=True, help="Also the metrics whose offset is 0.")
 @_output

@@ -22,7 +22,7 @@ from ..tables import check, store, versions
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from ..tables.upgrade import upgrade
-from . import instrument, qc, selection, trends, trial
+from . import agreement as agreement_, instrument, qc, selection, trends, trial
 from .endpoints import shift_table
 from .mmrm import MMRMResult
 from .repeatability import repeatability as measure_repeatability
@@ -431,6 +431,20 @@ class Study:
         ['metric', 'sessions', 'captures', 'mean', 'sem']
         """
         return measure_repeatability(self, metrics)
+
+    def agreement(self, a: str, b: str, exclude_flagged: bool | None = None) -> pd.DataFrame:
+        """Does metric `b` move with metric `a` on the same captures? Pearson and Spearman with 95% CIs, on
+        the values and on the changes from baseline; with a shared unit, Lin's concordance and Bland-Altman
+        bias and limits of agreement (see `skintrack.analysis.agreement`). The pairs are in ``.attrs``.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> t = demo_study().agreement("score.water", "score.rough")
+        >>> sorted(set(t["statistic"]))
+        ['bias', 'lin_ccc', 'loa_high', 'loa_low', 'pearson', 'spearman']
+        """
+        return agreement_.agreement(self, a, b, exclude_flagged)
 
     # ---- the instrument (see skintrack.analysis.instrument) --------------------------------------
     def generations(self) -> pd.DataFrame:

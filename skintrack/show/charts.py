@@ -208,6 +208,28 @@ def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, rela
 
 
 @styled
+def agreement_scatter(table: pd.DataFrame) -> Figure:
+    """The pairs of `Study.agreement`'s table (its ``.attrs``): values and changes from baseline side by side,
+    each with Pearson's r in the title and, with a shared unit, the line of equality."""
+    a, b = table.attrs["a"], table.attrs["b"]
+    fig = _figure(9.6, 4.2)
+    for i, (on, pairs) in enumerate((("values", table.attrs["values"]), ("changes from baseline",
+                                                                          table.attrs["changes"])), 1):
+        ax = _axes(fig, 1, 2, i)
+        ax.scatter(pairs["a"], pairs["b"], s=12, alpha=0.7, color="#1f77b4")
+        if table.attrs["same_unit"] and len(pairs):
+            lo, hi = min(pairs["a"].min(), pairs["b"].min()), max(pairs["a"].max(), pairs["b"].max())
+            ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, ls="--", label="equality")
+            ax.legend(loc="upper left")
+        r = table[(table["on"] == on) & (table["statistic"] == "pearson")].iloc[0]
+        ax.set_title(f"{on.capitalize()}: r {r.estimate:.2f} (95% CI {r.ci_low:.2f} to {r.ci_high:.2f}), n {r.n}",
+                     fontsize=9)
+        ax.set_xlabel(label(a) + (" change" if i == 2 else ""))
+        ax.set_ylabel(label(b) + (" change" if i == 2 else ""))
+    return fig
+
+
+@styled
 def score_profile(profile: pd.DataFrame, subject: str) -> Figure:
     """One subject's health scores, baseline against latest: `profile` has metric, baseline, latest
     (metrics without a better-direction, such as the skin-type scale, are left out)."""

@@ -1,0 +1,71 @@
+"""Agreement between two metrics on the same captures, against R (cor.test, epiR::epi.ccc, t.test and the
+Bland-Altman and Bonett-Wright formulas written in R) and scipy."""
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from skintrack.analysis.agreement import statistics
+
+from test_mmrm import rscript  # noqa: F401 - the session's R
+
+R_SCRIPT = Path(__file__).parent / "r" / "agreement.R"
+
+
+def reference(rscript, tmp_path, x, y) -> pd.DataFrame:  # noqa: F811
+    pd.DataFrame({"x": x, "y": y}).to_csv(tmp_path / "xy.csv", index=False)
+    subprocess.run([rscript, str(R_SCRIPT), str(tmp_path / "xy.csv"), str(tmp_path / "out.csv")], check=True,
+                   capture_output=True)
+    return pd.read_csv(tmp_path / "out.csv").set_index("statistic")
+
+
+@pytest.mark.parametrize("n, shift, noise", [(12, 0.0, 1.0), (40, 2.5, 3.0), (93, -8.6, 10.0)])
+def test_every_statistic_equals_r(rscript, tmp_path, n, shift, noise):  # noqa: F811
+    """SIMULATED pairs: a second instrument reading the first with a bias and its own noise."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(60, 12, n).round(1)
+    y = (0.8 * x + 12 + shift + rng.normal(0, noise, n)).round(1)
+    got = pd.DataFrame(statistics(x, y, same_unit=True)).set_index("statistic")
+    ref = reference(rscript, tmp_path, x, y)
+    assert list(got.index) == list(ref.index)
+    for column in ("estimate", "ci_low", "ci_high"):
+        np.testing.assert_allclose(got[column], ref[column], rtol=1e-9, err_msg=column)
+    pearson = st.pearsonr(x, y)
+    low, high = pearson.confidence_interval(0.95)
+    assert got.at["pearson", "ci_low"] == pytest.approx(low, rel=1e-12)  # scipy's Fisher interval too
+    assert got.at["pearson", "ci_high"] == pytest.approx(high, rel=1e-12)
+
+
+def test_different_units_give_correlations_only_and_too_few_pairs_are_nan():
+    x, y = np.arange(10.0), np.arange(10.0) ** 1.5
+    rows = pd.DataFrame(statistics(x, y, same_unit=False))
+    assert rows["statistic"].tolist() == ["pearson", "spearman"] and rows.at[1, "estimate"] == pytest.approx(1.0)
+    few = pd.DataFrame(statistics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0]), same_unit=True))
+    assert few.set_index("statistic").loc[["pearson", "spearman"], "estimate"].isna().all()  # n - 3 = 0
+
+
+def test_the_study_pairs_captures_and_changes_under_the_plans_rules(run_cli, tmp_path):
+    from skintrack.demo import demo_study
+
+    s = demo_study()
+    t = s.agreement("score.water", "score.rough")
+    values, changes = t.attrs["values"], t.attrs["changes"]
+    assert len(values) == 93 and len(changes) == 69  # 96 captures and 72 changes, less the 3 QC-flagged
+    direct = s.sql("""SELECT a.subject_id, a.visit, w.value AS a, r.value AS b FROM analyses a
+                      JOIN scores w ON w.analysis_id = a.analysis_id AND w.metric = 'water'
+                      JOIN scores r ON r.analysis_id = a.analysis_id AND r.metric = 'rough'
+                      WHERE a.subject_id IS NOT NULL""")
+    flagged = s.qc().query("flagged")[["subject_id", "visit"]]
+    direct = direct.merge(flagged, how="left", indicator=True).query("_merge == 'left_only'")
+    assert len(direct) == 93
+    r = t[(t["on"] == "values") & (t["statistic"] == "pearson")]["estimate"].iloc[0]
+    assert r == pytest.approx(st.pearsonr(direct["a"], direct["b"]).statistic, rel=1e-12)
+    perfect = s.agreement("score.water", "severity.water")  # the score is a formula of the severity
+    assert np.allclose(perfect.loc[perfect["statistic"] == "pearson", "estimate"], -1, atol=1e-12)
+    assert "lin_ccc" not in set(perfect["statistic"])  # points against a severity: no shared unit
+    proc = run_cli("agreement", s.path, "score.water", "score.rough", "--chart", tmp_path / "a.png", check=0)
+    assert "lin_ccc" in proc.stdout and (tmp_path / "a.png").stat().st_size > 10_000
+    assert run_cli("agreement", s.path, "score.water", "score.nope", check=2).stderr.count("\n") == 1
