@@ -480,6 +480,22 @@ def drift(study, metrics, show_all, fmt):
 
 @main.command()
 @click.argument("study", type=click.Path(file_okay=False))
+@click.option("--metrics", default="", help="Comma-separated metric keys (default: the plan's endpoints).")
+@click.option("--test", type=click.Choice(["paired_t", "wilcoxon"]), default="paired_t", show_default=True,
+              help="The test of each visit's change against baseline.")
+@_output
+def claims(study, metrics, test, fmt):
+    """The claim table a cosmetic dossier prints: per metric, arm and visit, the mean change and % change from
+    baseline with 95% CIs, the p-value against baseline and the share of subjects improved.
+
+    Example: skintrack claims trial --metrics score.water,score.rough
+    """
+    table = _open(study).claims(list(_csv(metrics)) or None, test)
+    _emit(table if fmt else table.drop(columns=["test"]), fmt)
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
 @click.argument("a")
 @click.argument("b")
 @click.option("--chart", type=click.Path(dir_okay=False), help="Also draw the scatter charts into this PNG/SVG/PDF.")

@@ -69,3 +69,30 @@ def test_the_study_pairs_captures_and_changes_under_the_plans_rules(run_cli, tmp
     proc = run_cli("agreement", s.path, "score.water", "score.rough", "--chart", tmp_path / "a.png", check=0)
     assert "lin_ccc" in proc.stdout and (tmp_path / "a.png").stat().st_size > 10_000
     assert run_cli("agreement", s.path, "score.water", "score.nope", check=2).stderr.count("\n") == 1
+
+
+# ---- the claim table ----------------------------------------------------------------------------------------
+def test_the_claim_table_equals_r_on_the_changes_it_summarises(rscript, tmp_path):  # noqa: F811
+    from skintrack.demo import demo_study
+
+    s = demo_study()
+    table = s.claims(["score.water", "score.rough"])
+    assert len(table) == 2 * 2 * 3 and table["arm"].iloc[0] == "placebo"  # control first, visits by schedule
+    ch = s.change_from_baseline("score.rough")
+    ch = ch[~ch["is_baseline"]].merge(s.sql("SELECT subject_id, arm FROM subjects"), on="subject_id")
+    g = ch[(ch["arm"] == "active") & (ch["visit"] == "W8")]
+    pd.DataFrame({"delta": g["delta"], "pct": g["pct_change"]}).to_csv(tmp_path / "g.csv", index=False)
+    script = ('d <- read.csv(commandArgs(TRUE)[1]); a <- t.test(d$delta); b <- t.test(d$pct); '
+              'w <- suppressWarnings(wilcox.test(d$delta)); '
+              'write.csv(data.frame(p = a$p.value, lo = b$conf.int[1], hi = b$conf.int[2], w = w$p.value), '
+              'commandArgs(TRUE)[2], row.names = FALSE)')
+    (tmp_path / "c.R").write_text(script)
+    subprocess.run([rscript, str(tmp_path / "c.R"), str(tmp_path / "g.csv"), str(tmp_path / "o.csv")], check=True)
+    ref = pd.read_csv(tmp_path / "o.csv").iloc[0]
+    row = table[(table["metric"] == "score.rough") & (table["arm"] == "active") & (table["visit"] == "W8")].iloc[0]
+    assert row["n"] == len(g) == 11  # S03 W8 is QC-flagged
+    assert row["p"] == pytest.approx(ref["p"], rel=1e-9)
+    assert (row["pct_ci_low"], row["pct_ci_high"]) == pytest.approx((ref["lo"], ref["hi"]), rel=1e-9)
+    assert row["improved"] == int((g["delta"] > 0).sum())  # roughness score: higher is better
+    wil = s.claims(["score.rough"], test="wilcoxon")
+    assert wil.loc[(wil["arm"] == "active") & (wil["visit"] == "W8"), "p"].iloc[0] == pytest.approx(ref["w"], rel=1e-6)

@@ -117,11 +117,21 @@ def test_the_report_shows_the_helpers_numbers(report):
     assert f"{ends['estimate'][0]:.1f} points more than placebo" in report.findings[0]
 
 
+def test_the_claim_table_prints_the_helpers_numbers(report):
+    from skintrack.demo import demo_study
+
+    page = report.html.read_text()
+    section = page[page.index("Claim table: change from baseline"):]
+    row = demo_study().claims().query("metric == 'score.water' and arm == 'active' and visit == 'W12'").iloc[0]
+    assert f"{row.mean_pct_change:+.1f} ({row.pct_ci_low:+.1f} to {row.pct_ci_high:+.1f})" in section
+    assert f"{int(row.improved)}/{row.n} ({row.improved_pct:.0f}%)" in section
+
+
 def test_the_instrument_section_names_the_generation_and_what_the_sentinel_saw(report):
     page = report.html.read_text()
     section = page[page.index("Instrument: API generations and drift"):page.index("Sensitivity analyses")]
     assert ">v1.7.6<" in section and ">D0-batch<" in section and ">W12-batch<" in section
-    assert section.count("nothing moved beyond its MDC") == 7  # 4 batches x 2 runs, less the reference
+    assert section.count(">nothing moved beyond its MDC<") == 7  # 4 batches x 2 runs, less the reference
     assert "detection limit for the endpoints" in section and "the analyses come from v1.7.6" in page
 
 

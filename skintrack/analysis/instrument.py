@@ -166,11 +166,15 @@ def drift(study, metrics=None, batch: str | None = None) -> pd.DataFrame:
     by_run = {k: g for k, g in values.groupby(["batch", "position"], dropna=False)}
     rows, repeats = [], study_noise(study, values["metric"].unique())
     for i, (run, ref) in enumerate(zip(runs.to_dict("records"), refs)):
-        if run is ref or (batch is not None and run["batch"] != batch):
+        if _key(run) == _key(ref) or (batch is not None and run["batch"] != batch):
             continue
         rows += _compare(by_run[(run["batch"], run["position"])], by_run[(ref["batch"], ref["position"])], run, ref,
                          _floor(repeats, values, runs, ref, i))
     return pd.DataFrame(rows, columns=DRIFT_COLUMNS)
+
+
+def _key(run: dict) -> tuple:
+    return run["batch"], run["position"]
 
 
 def _floor(repeats: dict, values: pd.DataFrame, runs: pd.DataFrame, ref: dict, i: int) -> pd.DataFrame:

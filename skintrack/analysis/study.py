@@ -22,7 +22,7 @@ from ..tables import check, store, versions
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from ..tables.upgrade import upgrade
-from . import agreement as agreement_, instrument, qc, selection, trends, trial
+from . import agreement as agreement_, claims as claims_, instrument, qc, selection, trends, trial
 from .endpoints import shift_table
 from .mmrm import MMRMResult
 from .repeatability import repeatability as measure_repeatability
@@ -431,6 +431,18 @@ class Study:
         ['metric', 'sessions', 'captures', 'mean', 'sem']
         """
         return measure_repeatability(self, metrics)
+
+    def claims(self, metrics=None, test: str = "paired_t", exclude_flagged: bool | None = None) -> pd.DataFrame:
+        """The claim table: per metric, arm and visit, mean change and % change from baseline (95% CIs), p
+        against baseline and the share of subjects improved (see `skintrack.analysis.claims`).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().claims(["score.water"])[["arm", "visit", "n"]].values.tolist()[:2]
+        [['placebo', 'W4', 11], ['placebo', 'W8', 12]]
+        """
+        return claims_.claims(self, metrics, test, exclude_flagged)
 
     def agreement(self, a: str, b: str, exclude_flagged: bool | None = None) -> pd.DataFrame:
         """Does metric `b` move with metric `a` on the same captures? Pearson and Spearman with 95% CIs, on

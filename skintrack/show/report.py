@@ -317,6 +317,25 @@ class _Builder:
                                           f"{escape_html(self.plan.windows)}).</p>")
         self.section("Capture quality and visit windows", overview, *parts)
 
+    def claims(self):
+        """The claim table of the plan's endpoints: % change from baseline, p against baseline, improved."""
+        if not self.plan.endpoints:
+            return
+        t = self.s.claims()
+        shown = pd.DataFrame({
+            "metric": [metric_info(m)["description"].rstrip(".") for m in t["metric"]], "arm": t["arm"],
+            "visit": t["visit"], "n": t["n"],
+            "mean % change (95% CI)": [f"{m:+.1f} ({lo:+.1f} to {hi:+.1f})" for m, lo, hi in
+                                       zip(t["mean_pct_change"], t["pct_ci_low"], t["pct_ci_high"])],
+            "p against baseline": [_fmt_p(p) for p in t["p"]],
+            "improved": [f"{int(k)}/{n} ({pct:.0f}%)" if k == k else "" for k, n, pct in
+                         zip(t["improved"], t["n"], t["improved_pct"])]})
+        self.section("Claim table: change from baseline per arm and visit", table(shown, text=True),
+                     "<p>Mean % change from baseline with its 95% t interval; p of the change against baseline by "
+                     "the paired t-test, each visit's own and unadjusted (descriptive: the endpoints above carry "
+                     "the confirmatory tests); improved: subjects whose value moved in the better direction, by "
+                     "any amount.</p>")
+
     def instrument(self):
         """Which API generations measured the study, what the sentinel saw, and the decisions taken."""
         s = self.s
@@ -490,6 +509,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     b.secondary()
     for key in metrics:
         b.metric(key)
+    b.claims()
     b.photos()
     b.quality()
     b.instrument()

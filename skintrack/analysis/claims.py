@@ -1,0 +1,84 @@
+"""The claim table a cosmetic dossier prints: per metric, arm and post-baseline visit, the mean change and
+mean % change from baseline with 95% t intervals, the p-value of the change against baseline (paired t,
+or Wilcoxon signed-rank with ``test="wilcoxon"``), and the share of subjects improved (in the metric's
+better direction, any amount) with its Wilson interval. Captures are taken under the plan's rules. The
+p-values are each visit's own, unadjusted: a claim against baseline is descriptive, the plan's endpoints
+carry the confirmatory tests.
+
+Example
+-------
+>>> from skintrack.demo import demo_study
+>>> t = claims(demo_study(), ["score.water"])
+>>> t.loc[(t["arm"] == "active") & (t["visit"] == "W12"), ["n", "improved"]].values.tolist()
+[[11, 11]]
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+from ..errors import UsageError
+from ..tables.catalog import metric_info
+from .stats import wilson
+
+COLUMNS = ["metric", "arm", "visit", "n", "baseline_mean", "mean_change", "change_ci_low", "change_ci_high",
+           "mean_pct_change", "pct_ci_low", "pct_ci_high", "p", "test", "improved", "improved_pct",
+           "improved_ci_low", "improved_ci_high"]
+TESTS = ("paired_t", "wilcoxon")
+
+
+def claims(study, metrics=None, test: str = "paired_t", exclude_flagged: bool | None = None) -> pd.DataFrame:
+    """One row per metric, arm and post-baseline visit (see the module docstring); `metrics` default to
+    the plan's endpoints."""
+    if test not in TESTS:
+        raise UsageError(f"test {test!r}: use {' or '.join(TESTS)}")
+    plan = study.plan
+    metrics = list(dict.fromkeys(metrics or [e.metric for e in plan.endpoints]))
+    if not metrics:
+        raise UsageError("no metrics: name them, or give the plan its endpoints")
+    arms = study.sql("SELECT subject_id, arm FROM subjects") if "arm" in study.columns("subjects") else None
+    order = [a for a in [plan.control, *plan.treatments] if a] if plan.control else []
+    rows = []
+    for key in metrics:
+        better = metric_info(key)["better"]
+        ch = study.change_from_baseline(key, exclude_flagged=exclude_flagged)
+        ch = ch[~ch["is_baseline"].astype(bool)]
+        ch = ch.merge(arms, on="subject_id", how="left") if arms is not None else ch.assign(arm="all")
+        ch["arm"] = ch["arm"].fillna("(no arm)")
+        visits = [v for v in study.visits if v in set(ch["visit"])]
+        groups = sorted(set(ch["arm"]), key=lambda a: (order.index(a) if a in order else len(order), a))
+        for arm in groups:
+            for visit in visits:
+                g = ch[(ch["arm"] == arm) & (ch["visit"] == visit)]
+                if len(g):
+                    rows.append({"metric": key, "arm": arm, "visit": visit, **_row(g, better, test)})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _row(g: pd.DataFrame, better: str, test: str) -> dict:
+    delta, pct = g["delta"].to_numpy(float), g["pct_change"].dropna().to_numpy(float)
+    n = len(delta)
+    out = {"n": n, "baseline_mean": float(g["baseline_value"].mean()), "test": test}
+    for name, x in (("change", delta), ("pct", pct)):
+        mean = float(x.mean()) if len(x) else math.nan
+        half = st.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
+        out["mean_change" if name == "change" else "mean_pct_change"] = mean
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = mean - half, mean + half
+    if n < 2 or not np.any(delta != 0):
+        out["p"] = math.nan if n < 2 else 1.0
+    elif test == "wilcoxon":
+        nonzero = np.abs(delta[delta != 0])
+        exact = len(nonzero) == n < 50 and len(np.unique(nonzero)) == n  # as R's wilcox.test decides
+        out["p"] = float(st.wilcoxon(delta, correction=True, method="exact" if exact else "approx").pvalue)
+    else:
+        out["p"] = float(st.ttest_1samp(delta, 0.0).pvalue)
+    if better in ("higher", "lower"):
+        k = int(g["improved"].fillna(False).astype(bool).sum())
+        low, high = (float(v) for v in wilson(k, n))
+        out.update(improved=k, improved_pct=100 * k / n, improved_ci_low=100 * low, improved_ci_high=100 * high)
+    else:
+        out.update(improved=math.nan, improved_pct=math.nan, improved_ci_low=math.nan, improved_ci_high=math.nan)
+    return out
