@@ -229,3 +229,16 @@ def test_before_and_after_maps_of_the_best_responders(tmp_path):
     section = page[page.index("Instrument: API generations and drift"):]
     assert "More than one generation measured this study" in section and "subject S1" in section
     assert "the analyses come from v1.6.6, v1.7.6" in page
+
+
+def test_every_table_orders_visits_by_schedule_and_the_control_first(report):
+    """Issue 22: the % change table sorted visits as text (W4, W12, W8) and arms the other way."""
+    import re
+
+    page = report.html.read_text()
+    start = page.index("Percent change from baseline")
+    body = page[start:page.index("</table>", start)]
+    cells = re.findall(r'<td id="T_\w+_row\d+_col[01]" class="data row\d+ col[01]" >([^<]*)</td>', body)
+    pairs = list(zip(cells[0::2], cells[1::2]))
+    assert pairs[:6] == [("W4", "placebo"), ("W4", "active"), ("W8", "placebo"), ("W8", "active"),
+                         ("W12", "placebo"), ("W12", "active")]

@@ -118,6 +118,15 @@ class _Builder:
             except UsageError:
                 self.ends = None
 
+    def in_order(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Rows by visit in schedule order, then by arm: the control first, the treatments in the plan's
+        order (one order in every table)."""
+        visits = {v: i for i, v in enumerate(self.s.visits)}
+        arms = {a: i for i, a in enumerate([self.plan.control, *self.plan.treatments]) if a}
+        keys = {"visit": lambda c: c.map(visits).fillna(len(visits)), "arm": lambda c: c.map(arms).fillna(len(arms))}
+        by = [c for c in ("visit", "arm") if c in df]
+        return df.sort_values(by, key=lambda c: keys[c.name](c), kind="stable", ignore_index=True) if by else df
+
     def section(self, title: str, *parts: str, kind: str = "") -> None:
         self.sections.append({"title": title, "parts": [p for p in parts if p], "kind": kind})
 
@@ -251,12 +260,14 @@ class _Builder:
         cohort = s.cohort(key, exclude_flagged=self.plan.qc == "exclude")
         if cohort.empty:
             return
+        cohort = self.in_order(cohort)
         cols = [c for c in ("visit", "arm", "n", "mean", "sd", "change_mean", "change_ci_low", "change_ci_high")
                 if c in cohort]
         pct = s.change_from_baseline(key, exclude_flagged=self.plan.qc == "exclude")
         pct = pct[~pct["is_baseline"].astype(bool)].merge(self.subjects[["subject_id", "arm"]] if self.has_arms
                                                           else pct[["subject_id"]].assign(arm="all"), on="subject_id")
-        pct = pct.groupby(["visit", "arm"], sort=False)["pct_change"].agg(["count", "mean", "median"]).reset_index()
+        pct = self.in_order(pct.groupby(["visit", "arm"], sort=False)["pct_change"].agg(["count", "mean", "median"])
+                            .reset_index())
         parts = [self.figure(f"{key}-trend", charts.trend_lines(s.timeline(key), cohort, key, self.subjects),
                              f"{title}: each subject's values (thin) and the mean with its 95% CI by arm (bold)."),
                  table(cohort[cols].rename(columns={"change_mean": "change", "change_ci_low": "change 95% CI low",
