@@ -96,7 +96,9 @@ def test_html_references_nothing_outside_itself(report):
     assert page.count('<img ') == len(report.figures) == page.count('src="data:image/png;base64,')
     for heading in ("Synopsis and headline findings", "Subject disposition", "Baseline and demographics by arm",
                     "Primary endpoint: Skin moisture score", "Endpoints in testing order", "Before and after",
-                    "Capture quality and the sensitivity analysis", "Methods, software and data", "Subject S05",
+                    "Capture quality and visit windows", "Sensitivity analyses of the primary endpoint",
+                    "Estimand (ICH E9(R1))", "Claim table", "Instrument: API generations and drift",
+                    "Methods, software and data", "Subject S05",
                     "Treatment minus control", "Percent change from baseline", "Responders"):
         assert heading in page, heading
     assert "SIMULATED DATA" in page and "glasses_changed" in page and "<svg" in page  # the flow diagram

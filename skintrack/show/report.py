@@ -317,7 +317,8 @@ class _Builder:
                      *(parts or ["<p>No subject has face maps at two visits.</p>"]))
 
     def quality(self):
-        overview = self.figure("qc_overview", charts.qc_overview(self.qc), "Capture-quality flags by visit.")
+        overview = self.figure("qc_overview", charts.qc_overview(self.qc), "Capture-quality flags by visit.") \
+            if self.qc["flagged"].any() else ""  # nothing flagged: nothing to draw
         flagged = self.qc[self.qc["flagged"]][["subject_id", "visit", "reasons"]].copy()
         flagged["reasons"] = [", ".join(f"{r} ({FLAGS[r]})" for r in rs.split(", ")) for rs in flagged["reasons"]]
         parts = [table(flagged, "Captures flagged by QC", text=True) if len(flagged) else "<p>No capture was flagged.</p>"]
@@ -401,6 +402,10 @@ class _Builder:
         except UsageError as e:
             self.section("Sensitivity analyses of the primary endpoint", f"<p>{escape_html(e)}</p>")
             return
+        primary = table_[table_["analysis"].str.startswith("primary")].set_index("treatment")
+        same = [r.analysis != primary.at[r.treatment, "analysis"] and r.estimate == primary.at[r.treatment, "estimate"]
+                and r.std_error == primary.at[r.treatment, "std_error"] for r in table_.itertuples()]
+        table_ = table_[[not x for x in same]]  # a row equal to the primary (e.g. nothing was QC-flagged) says nothing
         shown = table_[["analysis", "treatment", "estimate", "ci_low", "ci_high", "p", "decision"]].rename(
             columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
         notes = "".join(f'<p class="note">{escape_html(r.analysis)}: {escape_html(r.note)}.</p>'
