@@ -20,7 +20,6 @@ from skintrack.tables.plan import Plan
 from conftest import FIXTURES
 
 FAST = RetryPolicy(attempts=3, base=0.01, cap=0.05, timeout=(2, 10))
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 # every real response and the generation its source (PROVENANCE.md) says answered it
 SOURCES = {
@@ -65,8 +64,8 @@ def test_the_call_date_picks_within_the_range_the_shape_allows():
 def test_the_documents_examples_get_the_generation_their_shape_says():
     """The v1.7.6 document's example is older than its own field table (no oily full_face, no detection
     counts: real data beats the document), so its shape says v1.6.6; the envelope examples have no result."""
-    examples = [orjson.loads(block) for name in ("api-latest-v1.7.6.mdx", "response-description.mdx")
-                for block in re.findall(r"```json\n(.*?)```", (REFERENCE / name).read_text(), re.S)]
+    names = ("v1.7.6-example.json", "envelope-success-example.json", "envelope-error-example.json")
+    examples = [load(f"docs-examples/{n}") for n in names]
     assert [infer(e).name for e in examples] == ["v1.6.6", "unknown", "unknown"]
     assert infer(examples[0], "2024-09-01").name == "v1.6.6"
 
