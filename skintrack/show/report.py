@@ -66,9 +66,16 @@ def _fmt_p(p) -> str:
 
 
 def table(df: pd.DataFrame, caption: str = "", digits: int = 2, text: bool = False) -> str:
-    """A table for the dossier: pandas' Styler (numbers to `digits`, p-values as p, no index), captioned."""
-    number = lambda x: "" if x != x else f"{x:.{digits}f}"  # noqa: E731
-    fmt = {c: _fmt_p if c == "p" or c.startswith("p ") else number for c in df.columns
+    """A table for the dossier: pandas' Styler (numbers to `digits`, a column of whole numbers such as scores
+    and counts without decimals, p-values as p, no index), captioned."""
+    def number(places):
+        return lambda x: "" if x != x else f"{x:.{places}f}"
+
+    def whole(c) -> bool:
+        v = df[c].dropna()
+        return len(v) > 0 and bool(((v % 1) == 0).all())
+
+    fmt = {c: _fmt_p if c == "p" or c.startswith("p ") else number(0 if whole(c) else digits) for c in df.columns
            if pd.api.types.is_float_dtype(df[c])}
     styler = df.style.hide(axis="index").format(fmt, na_rep="", escape="html").format_index(escape="html", axis=1)
     if caption:
@@ -250,6 +257,7 @@ class _Builder:
                        "p", "p_adjusted", "decision"]].rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high",
                                                                       "p_adjusted": "p adjusted"})
         e["model"] = e["model"].map(MODEL_NAMES)
+        e["metric"] = [metric_info(k)["description"].rstrip(".") for k in e["metric"]]  # names, not keys
         self.section("Endpoints in testing order, with the multiplicity decision",
                      table(e, f"{self.plan.multiplicity.replace('_', ' ').capitalize()} at alpha {self.plan.alpha:g}; "
                               "estimates are differences (MMRM) or ratios (other models)"))
@@ -480,7 +488,9 @@ class _Builder:
             "analysis; multiple imputation under MAR, jump to reference, copy reference and a delta tipping point "
             "test the assumption. The endpoints were tested in this order: "
             f"{escape_html(self.ends.attrs['testing_order']) if self.ends is not None else 'none'}. Every other "
-            "p-value is two-sided and unadjusted. All intervals are 95%.</p>")
+            "p-value is two-sided and unadjusted. All intervals are 95%. Tables round numbers to 2 decimals "
+            "(whole-number scores and counts as they are, % changes in the claim table to 1) and p-values to 3 "
+            "(below 0.001 as <0.001).</p>")
         versions = pd.DataFrame([("skintrack", __version__), ("Python", platform.python_version()),
                                  ("numpy", numpy.__version__), ("scipy", scipy.__version__),
                                  ("statsmodels", statsmodels.__version__), ("pandas", pd.__version__),
