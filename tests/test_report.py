@@ -171,8 +171,10 @@ def test_pdf_pages_render(report):
         body = text.replace(header, "")
         image = pdf[i].render(scale=0.5).to_pil().convert("L")
         inked = float((np.asarray(image) < 200).mean())
-        # nearly empty: a lone title or small table (little text and little ink); a figure page inks more
-        assert len(body) > 900 or inked > 0.05, f"page {i + 1} is nearly empty ({len(body)} chars, {inked:.1%} ink)"
+        figures = sum(o.type == pdfium.raw.FPDF_PAGEOBJ_IMAGE for o in pdf[i].get_objects())
+        # nearly empty: a lone title or small table (little text, little ink and no figure)
+        assert len(body) > 900 or inked > 0.05 or (figures and len(body) > 200), \
+            f"page {i + 1} is nearly empty ({len(body)} chars, {inked:.1%} ink, {figures} figures)"
     first = pdf[0].get_textpage().get_text_range()
     assert "Synopsis and headline findings" in first and "Primary endpoint 1" in first  # no lone title page
 

@@ -248,6 +248,22 @@ def score_profile(profile: pd.DataFrame, subject: str) -> Figure:
     return fig
 
 
+@styled
+def subject_trend(values: pd.DataFrame, subject: str, visits: list) -> Figure:
+    """One subject's metrics over the visits in schedule order: `values` has visit, metric, value."""
+    fig = _figure(6.4, 3.0)
+    ax = _axes(fig, 1, 1, 1)
+    x = _visit_positions(visits)
+    for i, (metric, g) in enumerate(values.groupby("metric", sort=True)):
+        g = g[g["visit"].isin(x)].sort_values("visit", key=lambda c: c.map(x))
+        ax.plot(g["visit"].map(x), g["value"], marker="o", color=OKABE_ITO[i % len(OKABE_ITO)], label=label(metric))
+    ax.set_xticks(range(len(visits)), visits)
+    ax.set_xlabel("Visit")
+    ax.set_title(f"Subject {subject}: values over the visits")
+    ax.legend(loc="best", fontsize=7)
+    return fig
+
+
 # Where each region sits on the face schematic (x, y in a unit box; y up), and its patch size.
 REGION_XY = {"forehead": (0.5, 0.82, 0.38, 0.12), "t_zone": (0.5, 0.6, 0.12, 0.3), "nose": (0.5, 0.5, 0.1, 0.14),
              "glabella": (0.5, 0.7, 0.1, 0.06), "left_cheek": (0.7, 0.45, 0.16, 0.16),

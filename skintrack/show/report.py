@@ -458,9 +458,19 @@ class _Builder:
                        [sid, list(self.metrics)])
         wide = values.pivot_table(index="metric", columns="visit", values="value", aggfunc="last")
         wide = wide[[v for v in s.visits if v in wide.columns]].reset_index()
-        self.section(f"Subject {sid}", self.figure(f"subject-{sid}-profile", charts.score_profile(prof, sid),
-                                                   f"Subject {sid}: every health score at baseline and at the latest visit."),
-                     table(wide, f"Subject {sid}: values by visit", 1), kind="subject")
+        arm = self.subjects.loc[self.subjects["subject_id"] == sid, "arm"] if "arm" in self.subjects else pd.Series()
+        seen = s.sql("SELECT visit, min(taken_at) AS taken FROM analyses WHERE subject_id = ? AND ok GROUP BY visit",
+                     [sid]).set_index("visit")["taken"]
+        about = (f"<p>Arm: {escape_html(arm.iloc[0]) if len(arm) else 'not assigned'}. Visits: " + ", ".join(
+            f"{escape_html(v)} ({seen[v]:%Y-%m-%d})" if v in seen and seen[v] == seen[v] else escape_html(v)
+            for v in s.visits if v in seen) + ".</p>")
+        self.section(f"Subject {sid}", about,
+                     self.figure(f"subject-{sid}-trend", charts.subject_trend(values, sid, list(s.visits)),
+                                 f"Subject {sid}: each reported metric over the visits."),
+                     table(wide, f"Subject {sid}: values by visit", 1),
+                     self.figure(f"subject-{sid}-profile", charts.score_profile(prof, sid),
+                                 f"Subject {sid}: every health score at baseline and at the latest visit."),
+                     kind="subject")
 
     def methods(self, data_version: str):
         p, n_flag = self.plan, int(self.qc["flagged"].sum())
