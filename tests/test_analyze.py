@@ -166,7 +166,9 @@ def test_ctrl_c_finishes_the_calls_in_flight_and_says_so(photos, tmp_path, emula
     exe = Path(sys.executable).with_name("skintrack")
     proc = subprocess.Popen([str(exe), "analyze", str(tmp_path / "photos"), "--study", str(tmp_path / "s"),
                              "--concurrency", "2", "--qps", "0", "--quiet"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background inherits SIGINT ignored; a user's terminal does not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(bodies(tmp_path / "s") if (tmp_path / "s" / "raw").exists() else []) < 2:
         time.sleep(0.02)
