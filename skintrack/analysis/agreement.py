@@ -31,6 +31,7 @@ from scipy import stats as st
 from ..errors import UsageError
 from ..tables.catalog import metric_info
 from .selection import observations_sql
+from .stats import t_interval
 
 COLUMNS = ["on", "statistic", "estimate", "ci_low", "ci_high", "n"]
 Z = st.norm.ppf(0.975)
@@ -114,15 +115,11 @@ def _ccc(x, y) -> dict:
 def _bland_altman(x, y) -> dict:
     d = x - y
     n = len(d)
-    if n < 2:
-        return {k: dict.fromkeys(("estimate", "ci_low", "ci_high"), math.nan if n == 0 else float(d.mean())
-                                 if k == "bias" else math.nan)
-                for k in ("bias", "loa_low", "loa_high")}
-    bias, sd = float(d.mean()), float(d.std(ddof=1))
-    t = st.t.ppf(0.975, n - 1)
-    half_bias = t * sd / math.sqrt(n)
-    half_loa = t * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1)))
-    out = {"bias": {"estimate": bias, "ci_low": bias - half_bias, "ci_high": bias + half_bias}}
+    bias = float(d.mean()) if n else math.nan
+    sd = float(d.std(ddof=1)) if n > 1 else math.nan
+    low, high = t_interval(bias, sd, n)
+    half_loa = st.t.ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1))) if n > 1 else math.nan
+    out = {"bias": {"estimate": bias, "ci_low": float(low), "ci_high": float(high)}}
     for name, limit in (("loa_low", bias - Z * sd), ("loa_high", bias + Z * sd)):
         out[name] = {"estimate": limit, "ci_low": limit - half_loa, "ci_high": limit + half_loa}
     return out

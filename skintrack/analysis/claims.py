@@ -22,7 +22,7 @@ from scipy import stats as st
 
 from ..errors import UsageError
 from ..tables.catalog import metric_info
-from .stats import wilson
+from .stats import t_interval, wilson
 
 COLUMNS = ["metric", "arm", "visit", "n", "baseline_mean", "mean_change", "change_ci_low", "change_ci_high",
            "mean_pct_change", "pct_ci_low", "pct_ci_high", "p", "test", "improved", "improved_pct",
@@ -64,9 +64,9 @@ def _row(g: pd.DataFrame, better: str, test: str) -> dict:
     out = {"n": n, "baseline_mean": float(g["baseline_value"].mean()), "test": test}
     for name, x in (("change", delta), ("pct", pct)):
         mean = float(x.mean()) if len(x) else math.nan
-        half = st.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
+        low, high = t_interval(mean, x.std(ddof=1) if len(x) > 1 else math.nan, len(x))
         out["mean_change" if name == "change" else "mean_pct_change"] = mean
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = mean - half, mean + half
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low), float(high)
     if n < 2 or not np.any(delta != 0):
         out["p"] = math.nan if n < 2 else 1.0
     elif test == "wilcoxon":

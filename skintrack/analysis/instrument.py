@@ -32,6 +32,7 @@ from scipy import stats as st
 
 from ..tables.generations import NAMES, UNKNOWN
 from .repeatability import repeatability_table, repeat_values
+from .stats import t_interval
 
 DRIFT_COLUMNS = ["batch", "position", "called_at", "metric", "reference", "photos", "reference_value", "value",
                  "shift", "ci_low", "ci_high", "sem", "noise", "mdc", "moved", "exceeds_mdc", "generation",
@@ -265,9 +266,9 @@ def bridge(study, metrics=None) -> pd.DataFrame:
                 d = (g["new"] - g["old"]).to_numpy()
                 k, offset = len(d), float(d.mean())
                 sd = float(d.std(ddof=1)) if k > 1 else math.nan
-                half = st.t.ppf(0.975, k - 1) * sd / math.sqrt(k) if k > 1 and sd > 0 else (0.0 if k > 1 else math.nan)
+                low, high = (float(v) for v in t_interval(offset, sd, k))
                 rows.append({"metric": metric, "from_generation": older, "to_generation": newer, "photos": k,
-                             "offset": offset, "sd": sd, "ci_low": offset - half, "ci_high": offset + half,
+                             "offset": offset, "sd": sd, "ci_low": low, "ci_high": high,
                              "per_photo": ", ".join(f"{x:+g}" for x in d)})
     out = pd.DataFrame(rows, columns=BRIDGE_COLUMNS)
     return out.reindex(out["offset"].abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)
