@@ -26,15 +26,14 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from ..tables.catalog import metric_info
 from .selection import observations_sql
-from .stats import t_interval
+from .stats import Z, t_interval
 
 COLUMNS = ["on", "statistic", "estimate", "ci_low", "ci_high", "n"]
-Z = st.norm.ppf(0.975)
 
 
 def paired(study, a: str, b: str, exclude_flagged: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -90,11 +89,11 @@ def _fisher(r: float, se: float) -> dict:
 
 
 def _pearson(x, y) -> dict:
-    return _fisher(float(st.pearsonr(x, y).statistic), 1 / math.sqrt(len(x) - 3))
+    return _fisher(float(scipy.stats.pearsonr(x, y).statistic), 1 / math.sqrt(len(x) - 3))
 
 
 def _spearman(x, y) -> dict:
-    rho = float(st.spearmanr(x, y).statistic)
+    rho = float(scipy.stats.spearmanr(x, y).statistic)
     return _fisher(rho, math.sqrt((1 + rho ** 2 / 2) / (len(x) - 3)))
 
 
@@ -118,7 +117,7 @@ def _bland_altman(x, y) -> dict:
     bias = float(d.mean()) if n else math.nan
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
     low, high = t_interval(bias, sd, n)
-    half_loa = st.t.ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1))) if n > 1 else math.nan
+    half_loa = scipy.stats.t.ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1))) if n > 1 else math.nan
     out = {"bias": {"estimate": bias, "ci_low": float(low), "ci_high": float(high)}}
     for name, limit in (("loa_low", bias - Z * sd), ("loa_high", bias + Z * sd)):
         out[name] = {"estimate": limit, "ci_low": limit - half_loa, "ci_high": limit + half_loa}

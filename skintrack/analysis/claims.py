@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from ..tables.catalog import metric_info
@@ -72,9 +72,9 @@ def _row(g: pd.DataFrame, better: str, test: str) -> dict:
     elif test == "wilcoxon":
         nonzero = np.abs(delta[delta != 0])
         exact = len(nonzero) == n < 50 and len(np.unique(nonzero)) == n  # as R's wilcox.test decides
-        out["p"] = float(st.wilcoxon(delta, correction=True, method="exact" if exact else "approx").pvalue)
+        out["p"] = float(scipy.stats.wilcoxon(delta, correction=True, method="exact" if exact else "approx").pvalue)
     else:
-        out["p"] = float(st.ttest_1samp(delta, 0.0).pvalue)
+        out["p"] = float(scipy.stats.ttest_1samp(delta, 0.0).pvalue)
     if better in ("higher", "lower"):
         k = int(g["improved"].fillna(False).astype(bool).sum())
         low, high = (float(v) for v in wilson(k, n))

@@ -29,12 +29,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
-
-Z = st.norm.ppf(0.975)
+from .stats import Z
 
 
 def _design(frame: pd.DataFrame, treatment: str, control: str, transform=None) -> tuple:
@@ -47,7 +45,7 @@ def _design(frame: pd.DataFrame, treatment: str, control: str, transform=None) -
 
 def _wald(b: float, se: float, n_t: int, n_c: int, **extra) -> dict:
     return {"n_treatment": n_t, "n_control": n_c, "log_estimate": b, "std_error": se, "estimate": math.exp(b),
-            "ci_low": math.exp(b - Z * se), "ci_high": math.exp(b + Z * se), "p": 2 * st.norm.sf(abs(b / se)),
+            "ci_low": math.exp(b - Z * se), "ci_high": math.exp(b + Z * se), "p": 2 * scipy.stats.norm.sf(abs(b / se)),
             **extra}
 
 
@@ -187,7 +185,7 @@ def responder_difference(k_t: int, n_t: int, k_c: int, n_c: int) -> dict:
     return {"responders_treatment": k_t, "n_treatment": n_t, "responders_control": k_c, "n_control": n_c,
             "risk_difference": rd, "rd_ci_low": low, "rd_ci_high": high, "odds_ratio": math.exp(log_or),
             "or_ci_low": math.exp(log_or - Z * se), "or_ci_high": math.exp(log_or + Z * se),
-            "or_zero_cell_correction": shift, "p_fisher": float(st.fisher_exact([[a, b], [c, d]])[1])}
+            "or_zero_cell_correction": shift, "p_fisher": float(scipy.stats.fisher_exact([[a, b], [c, d]])[1])}
 
 
 # ---- continuous changes ---------------------------------------------------------------------------------
@@ -201,8 +199,8 @@ def tost(a, b, margin: float, level: float = 0.90) -> dict:
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     diff = a.mean() - b.mean()
-    half = st.t.ppf(0.5 + level / 2, df) * se
-    p_low, p_high = st.t.sf((diff + margin) / se, df), st.t.cdf((diff - margin) / se, df)
+    half = scipy.stats.t.ppf(0.5 + level / 2, df) * se
+    p_low, p_high = scipy.stats.t.sf((diff + margin) / se, df), scipy.stats.t.cdf((diff - margin) / se, df)
     return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "level": level, "margin": margin,
             "df": df, "p_lower": p_low, "p_upper": p_high, "p": max(p_low, p_high),
             "equivalent": bool(max(p_low, p_high) < (1 - level) / 2)}
@@ -216,7 +214,7 @@ def tost_from_interval(fit, visit: str, treatment: str, margin: float, level: fl
         raise UsageError(f"the equivalence margin must be positive, not {margin}")
     row = fit.contrasts({"d": fit.contrast_vector(visit, treatment)}, level=level).iloc[0]
     est, se, df = row["estimate"], row["std_error"], row["df"]
-    p_low, p_high = st.t.sf((est + margin) / se, df), st.t.cdf((est - margin) / se, df)
+    p_low, p_high = scipy.stats.t.sf((est + margin) / se, df), scipy.stats.t.cdf((est - margin) / se, df)
     return {"tost_ci_low": row["ci_low"], "tost_ci_high": row["ci_high"], "tost_p": max(p_low, p_high),
             "margin": margin, "equivalent": bool(-margin < row["ci_low"] and row["ci_high"] < margin)}
 
@@ -237,11 +235,11 @@ def hedges_g(a, b, level: float = 0.95) -> dict:
     def ncp(prob):
         """The noncentrality at which P(T <= t) = prob. The CDF falls as the noncentrality grows; the bracket
         widens step by step from t (a fixed wide one reaches where SciPy's CDF is NaN for small df)."""
-        f = lambda nc: st.nct.cdf(t, df, nc) - prob  # noqa: E731
+        f = lambda nc: scipy.stats.nct.cdf(t, df, nc) - prob  # noqa: E731
         lo, hi, step = t - 1, t + 1, 1.0
         for _ in range(12):
             if f(lo) > 0 and f(hi) < 0:
-                return optimize.brentq(f, lo, hi, xtol=1e-12)
+                return scipy.optimize.brentq(f, lo, hi, xtol=1e-12)
             step *= 2
             lo, hi = (lo - step if not f(lo) > 0 else lo), (hi + step if not f(hi) < 0 else hi)
         raise ValueError(f"Hedges' g: no confidence limit found for t = {t:.3g} with {df} df")
@@ -281,7 +279,7 @@ def hodges_lehmann(a, b, level: float = 0.95) -> dict:
         return {"shift": float(np.median(diffs)), "ci_low": float(low), "ci_high": float(high), "method": "exact"}
 
     def w(d):
-        r = st.rankdata(np.concatenate([a - d, b]))
+        r = scipy.stats.rankdata(np.concatenate([a - d, b]))
         _, t = np.unique(r, return_counts=True)
         dz = r[:m].sum() - m * (m + 1) / 2 - m * n / 2
         sigma = math.sqrt(m * n / 12 * ((m + n + 1) - (t ** 3 - t).sum() / ((m + n) * (m + n - 1))))
@@ -293,7 +291,7 @@ def hodges_lehmann(a, b, level: float = 0.95) -> dict:
             return lo
         if w(hi) - zq >= 0:
             return hi
-        return optimize.brentq(lambda d: w(d) - zq, lo, hi, xtol=1e-10)
+        return scipy.optimize.brentq(lambda d: w(d) - zq, lo, hi, xtol=1e-10)
 
-    return {"shift": float(root(0.0)), "ci_low": float(root(st.norm.ppf(1 - alpha / 2))),
-            "ci_high": float(root(st.norm.ppf(alpha / 2))), "method": "normal approximation"}
+    return {"shift": float(root(0.0)), "ci_low": float(root(scipy.stats.norm.ppf(1 - alpha / 2))),
+            "ci_high": float(root(scipy.stats.norm.ppf(alpha / 2))), "method": "normal approximation"}

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from .mmrm import design_row, fit_mmrm  # noqa: F401 - design_row is used by callers building means
@@ -53,9 +52,9 @@ def rubin(estimates, variances, df_complete: float, level: float = 0.95) -> dict
     df_obs = (df_complete + 1) / (df_complete + 3) * df_complete * (1 - gamma)
     df = 1 / (1 / df_old + 1 / df_obs) if np.isfinite(df_old) else df_obs
     se = math.sqrt(t)
-    half = st.t.ppf(0.5 + level / 2, df) * se
+    half = scipy.stats.t.ppf(0.5 + level / 2, df) * se
     return {"estimate": qbar, "std_error": se, "df": df, "ci_low": qbar - half, "ci_high": qbar + half,
-            "p": float(2 * st.t.sf(abs(qbar / se), df)) if se > 0 else math.nan, "within": ubar, "between": b}
+            "p": float(2 * scipy.stats.t.sf(abs(qbar / se), df)) if se > 0 else math.nan, "within": ubar, "between": b}
 
 
 @dataclass
@@ -205,7 +204,7 @@ def tipping_point(imp: Imputations, treatment: str, alpha: float, direction: flo
     previous = 0.0
     for d in np.linspace(0.0, most, 81)[1:]:  # the first crossing (far shifts can turn the effect round)
         if (p_at(d) < alpha) != significant:
-            delta = optimize.brentq(lambda x: p_at(x) - alpha, previous, d, xtol=1e-6)
+            delta = scipy.optimize.brentq(lambda x: p_at(x) - alpha, previous, d, xtol=1e-6)
             return {"delta": delta, "p_at_zero": start, "note": ""}
         previous = d
     return {"delta": math.nan, "p_at_zero": start, "note": f"no shift up to {most:g} changes the conclusion"}

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..tables.generations import NAMES, UNKNOWN
 from .repeatability import repeatability_table, repeat_values
@@ -48,7 +48,8 @@ def generations(study) -> pd.DataFrame:
                                count(*) FILTER (WHERE a.sentinel IS NOT NULL) AS sentinels,
                                min(coalesce(a.called_at, CAST(s.taken_at AS TIMESTAMPTZ))) AS first,
                                max(coalesce(a.called_at, CAST(s.taken_at AS TIMESTAMPTZ))) AS last,
-                               string_agg(DISTINCT regexp_replace(a.api_generation_basis, 'call date [0-9-]+', 'dated by the call'), '; ') AS basis
+                               string_agg(DISTINCT regexp_replace(a.api_generation_basis, 'call date [0-9-]+', 'dated by the call'), '; '
+                                          ORDER BY regexp_replace(a.api_generation_basis, 'call date [0-9-]+', 'dated by the call')) AS basis
                         FROM analyses_raw a LEFT JOIN sessions s USING (analysis_id) WHERE a.ok
                         GROUP BY a.api_generation ORDER BY first NULLS LAST, a.api_generation""")
 
@@ -193,23 +194,21 @@ def _compare(now: pd.DataFrame, then: pd.DataFrame, run: dict, ref: dict, floor)
     now_m = now.groupby(["metric", "photo"])["value"].mean()
     then_m = then.groupby(["metric", "photo"])["value"].mean()
     both = pd.concat([now_m.rename("value"), then_m.rename("reference_value")], axis=1, join="inner").reset_index()
-    rows = []
-    z = st.norm.ppf(1 - 0.025 / max(both["metric"].nunique(), 1))
-    for metric, g in both.groupby("metric", sort=True):
-        k = len(g)
-        d = g["value"] - g["reference_value"]
-        shift = float(d.mean())
-        sem = float(floor.at[metric, "sem"]) if metric in floor.index else 0.0
-        source = floor.at[metric, "noise"] if metric in floor.index else "none measured: any change counts"
-        half = z * math.sqrt(2 / k) * sem
-        moved = bool(np.any(np.abs(d) > 1e-9))
-        rows.append({"batch": run["batch"], "position": run["position"], "called_at": run["called_at"],
-                     "metric": metric, "reference": f"{ref['batch']} {ref['position']}", "photos": k,
-                     "reference_value": float(g["reference_value"].mean()), "value": float(g["value"].mean()),
-                     "shift": shift, "ci_low": shift - half, "ci_high": shift + half, "sem": sem, "noise": source,
-                     "mdc": half, "moved": moved, "exceeds_mdc": moved and abs(shift) > half + 1e-9,
-                     "generation": run["generation"], "reference_generation": ref["generation"]})
-    return rows
+    z = scipy.stats.norm.ppf(1 - 0.025 / max(both["metric"].nunique(), 1))
+    both["d"] = both["value"] - both["reference_value"]
+    both["moved"] = both["d"].abs() > 1e-9
+    per = both.groupby("metric", sort=True).agg(photos=("d", "size"), shift=("d", "mean"), value=("value", "mean"),
+                                                 reference_value=("reference_value", "mean"), moved=("moved", "any"))
+    measured = per.index.isin(floor.index)
+    per["sem"] = np.where(measured, floor["sem"].reindex(per.index).astype(float), 0.0)
+    per["noise"] = np.where(measured, floor["noise"].reindex(per.index), "none measured: any change counts")
+    per["mdc"] = z * np.sqrt(2 / per["photos"]) * per["sem"]
+    per = per.assign(ci_low=per["shift"] - per["mdc"], ci_high=per["shift"] + per["mdc"],
+                     exceeds_mdc=per["moved"] & (per["shift"].abs() > per["mdc"] + 1e-9),
+                     batch=run["batch"], position=run["position"], called_at=run["called_at"],
+                     reference=f"{ref['batch']} {ref['position']}", generation=run["generation"],
+                     reference_generation=ref["generation"])
+    return per.reset_index()[DRIFT_COLUMNS].to_dict("records")
 
 
 def within_batch(study, batch: str, metrics=None) -> str | None:

@@ -45,8 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import linalg
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from .covariance import FALLBACK, STRUCTURES
@@ -135,10 +134,10 @@ class _Reml:
             if not np.all(np.isfinite(S)):
                 return None
             try:
-                c = linalg.cholesky(S, lower=True)
-            except (linalg.LinAlgError, ValueError):
+                c = scipy.linalg.cholesky(S, lower=True)
+            except (scipy.linalg.LinAlgError, ValueError):
                 return None
-            Si = linalg.cho_solve((c, True), np.eye(len(S)))
+            Si = scipy.linalg.cho_solve((c, True), np.eye(len(S)))
             out.append((Si, 2 * np.sum(np.log(np.diag(c))), dS, d2S))
         return out
 
@@ -162,11 +161,11 @@ class _Reml:
             b += SX.T @ yv.ravel()
             logdet += n * ld
         try:
-            cm = linalg.cho_factor(M)
-        except linalg.LinAlgError:
+            cm = scipy.linalg.cho_factor(M)
+        except scipy.linalg.LinAlgError:
             return None
-        beta = linalg.cho_solve(cm, b)
-        Phi = linalg.cho_solve(cm, np.eye(p))
+        beta = scipy.linalg.cho_solve(cm, b)
+        Phi = scipy.linalg.cho_solve(cm, np.eye(p))
         quad, resid = 0.0, []
         for (g, Xv, yv), (Si, _, _, _) in zip(self.groups, blocks):
             r = yv - Xv @ beta  # (m, n)
@@ -365,10 +364,10 @@ def _table(rows, inf: _Inference, level) -> pd.DataFrame:
     est = C @ inf.beta
     se = np.sqrt(np.maximum(np.sum((C @ inf.V) * C, axis=1), 0.0))
     df = inf.df(C)
-    q = st.t.ppf(0.5 + level / 2, df)
+    q = scipy.stats.t.ppf(0.5 + level / 2, df)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(se > 0, est / se, np.nan)
-    p = np.where(se > 0, 2 * st.t.sf(np.abs(t), df), np.nan)
+    p = np.where(se > 0, 2 * scipy.stats.t.sf(np.abs(t), df), np.nan)
     return pd.DataFrame([{**lab, "estimate": e, "std_error": s_, "df": d, "ci_low": e - q_ * s_, "ci_high": e + q_ * s_,
                           "t": t_, "p": p_} for lab, e, s_, d, q_, t_, p_ in zip(labels, est, se, df, q, t, p)])
 

@@ -27,8 +27,7 @@ import math
 import warnings
 
 import numpy as np
-from scipy import integrate, optimize
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 FAMILY = ("dunnett", "holm", "dose_order", "none")
 
@@ -37,9 +36,9 @@ def _box(c: float, corr: np.ndarray) -> float:
     """P(|Z_j| <= c for every j) for Z ~ N(0, corr)."""
     k = len(corr)
     if k == 1:
-        return float(2 * st.norm.cdf(c) - 1)
+        return float(2 * scipy.stats.norm.cdf(c) - 1)
     upper = np.full(k, c)
-    return float(st.multivariate_normal.cdf(upper, mean=np.zeros(k), cov=corr, lower_limit=-upper, abseps=1e-11,
+    return float(scipy.stats.multivariate_normal.cdf(upper, mean=np.zeros(k), cov=corr, lower_limit=-upper, abseps=1e-11,
                                             releps=1e-11, maxpts=200000 * k))
 
 
@@ -52,10 +51,10 @@ def max_abs_t_cdf(c: float, corr: np.ndarray, df: float) -> float:
     if not np.isfinite(df):
         return _box(c, corr)
     if len(corr) == 1:
-        return float(2 * st.t.cdf(c, df) - 1)
+        return float(2 * scipy.stats.t.cdf(c, df) - 1)
     if len(corr) > 2:
         upper = np.full(len(corr), c)
-        return float(st.multivariate_t.cdf(upper, shape=corr, df=df, lower_limit=-upper, maxpts=100_000 * len(corr),
+        return float(scipy.stats.multivariate_t.cdf(upper, shape=corr, df=df, lower_limit=-upper, maxpts=100_000 * len(corr),
                                            random_state=np.random.default_rng(20241108)))
 
     def density(s):  # the density of sqrt(chi2_df / df) at s
@@ -66,8 +65,8 @@ def max_abs_t_cdf(c: float, corr: np.ndarray, df: float) -> float:
     width = 12 / math.sqrt(2 * df)
     lo, hi = max(1e-12, mode - width), mode + width
     with warnings.catch_warnings():  # quad's note that it met the box probability's own rounding, ~1e-12
-        warnings.simplefilter("ignore", integrate.IntegrationWarning)
-        value, _ = integrate.quad(lambda s: _box(c * s, corr) * density(s), lo, hi, epsabs=1e-10, epsrel=1e-10,
+        warnings.simplefilter("ignore", scipy.integrate.IntegrationWarning)
+        value, _ = scipy.integrate.quad(lambda s: _box(c * s, corr) * density(s), lo, hi, epsabs=1e-10, epsrel=1e-10,
                                   limit=200)
     return float(value)
 
@@ -79,7 +78,7 @@ def dunnett(t: np.ndarray, corr: np.ndarray, df: float) -> np.ndarray:
 
 def dunnett_quantile(level: float, corr: np.ndarray, df: float) -> float:
     """The critical value c with P(max |T| <= c) = level (for simultaneous intervals)."""
-    return float(optimize.brentq(lambda c: max_abs_t_cdf(c, corr, df) - level, 1e-6, 50, xtol=1e-10))
+    return float(scipy.optimize.brentq(lambda c: max_abs_t_cdf(c, corr, df) - level, 1e-6, 50, xtol=1e-10))
 
 
 def holm(p) -> np.ndarray:

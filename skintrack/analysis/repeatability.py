@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 
 ALPHA = 0.05
@@ -31,38 +32,45 @@ COLUMNS = ["metric", "sessions", "captures", "mean", "sem", "cv_pct", "icc", "md
 def repeatability_table(values: pd.DataFrame) -> pd.DataFrame:
     """From rows (metric, session, value) of sessions with repeat captures: per metric sessions, captures,
     mean, sem (within-subject SD), cv_pct, icc, mdc95, and the 95% intervals of sem, icc and mdc95."""
-    rows = []
-    for metric, g in values.dropna(subset=["value"]).groupby("metric", sort=False):
-        g = g.groupby("session").filter(lambda s: len(s) > 1)
-        sizes = g.groupby("session")["value"].size()
-        k, n = len(sizes), int(sizes.sum())
-        if k < 2:
-            continue
-        means = g.groupby("session")["value"].transform("mean")
-        msw = float(((g["value"] - means) ** 2).sum() / (n - k))
-        grand = float(g["value"].mean())
-        session_means = g.groupby("session")["value"].mean()
-        msb = float((sizes * (session_means - grand) ** 2).sum() / (k - 1))
-        n0 = (n - float((sizes ** 2).sum()) / n) / (k - 1)
-        sem = math.sqrt(msw)
-        icc = (msb - msw) / (msb + (n0 - 1) * msw) if msb + (n0 - 1) * msw > 0 else math.nan
-        df_b, df_w = k - 1, n - k
-        f = msb / msw if msw > 0 else math.inf
-        f_low, f_high = f / st.f.ppf(1 - ALPHA / 2, df_b, df_w), f * st.f.ppf(1 - ALPHA / 2, df_w, df_b)
-        sem_low = math.sqrt(df_w * msw / st.chi2.ppf(1 - ALPHA / 2, df_w))
-        sem_high = math.sqrt(df_w * msw / st.chi2.ppf(ALPHA / 2, df_w))
-        mdc = 1.96 * math.sqrt(2)
-        rows.append({"metric": metric, "sessions": k, "captures": n, "mean": grand, "sem": sem,
-                     "sem_ci_low": sem_low, "sem_ci_high": sem_high,
-                     "cv_pct": 100 * sem / abs(grand) if grand else math.nan, "icc": icc,
-                     "icc_ci_low": _ratio(f_low - 1, f_low + n0 - 1), "icc_ci_high": _ratio(f_high - 1, f_high + n0 - 1),
-                     "mdc95": mdc * sem, "mdc95_ci_low": mdc * sem_low, "mdc95_ci_high": mdc * sem_high})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    per = (values.dropna(subset=["value"]).groupby(["metric", "session"], sort=False)["value"]
+           .agg(["size", "mean", "var"]))
+    per = per[per["size"] > 1]
+    per = per.assign(total=per["size"] * per["mean"], ss=per["var"] * (per["size"] - 1), sq=per["size"] ** 2)
+    m = per.groupby(level="metric", sort=False).agg(k=("size", "size"), n=("size", "sum"), total=("total", "sum"),
+                                                     ss=("ss", "sum"), sq=("sq", "sum"))
+    m = m[m["k"] >= 2]
+    if m.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    grand = m["total"] / m["n"]
+    between = per["size"] * (per["mean"] - grand.reindex(per.index, level="metric")) ** 2
+    df_b, df_w = m["k"] - 1, m["n"] - m["k"]
+    msw = m["ss"] / df_w
+    msb = between.groupby(level="metric", sort=False).sum().reindex(m.index) / df_b
+    n0 = (m["n"] - m["sq"] / m["n"]) / df_b
+    sem = np.sqrt(msw)
+    icc_den = msb + (n0 - 1) * msw
+    f = np.where(msw > 0, msb / msw.where(msw > 0, 1), np.inf)
+    f_low, f_high = f / scipy.stats.f.ppf(1 - ALPHA / 2, df_b, df_w), f * scipy.stats.f.ppf(1 - ALPHA / 2, df_w, df_b)
+    sem_low = np.sqrt(df_w * msw / scipy.stats.chi2.ppf(1 - ALPHA / 2, df_w))
+    sem_high = np.sqrt(df_w * msw / scipy.stats.chi2.ppf(ALPHA / 2, df_w))
+    mdc = 1.96 * math.sqrt(2)
+    out = pd.DataFrame({"metric": m.index, "sessions": m["k"].to_numpy(), "captures": m["n"].to_numpy(),
+                        "mean": grand.to_numpy(), "sem": sem.to_numpy(),
+                        "cv_pct": np.where(grand != 0, 100 * sem / grand.abs().where(grand != 0, 1), np.nan),
+                        "icc": np.where(icc_den > 0, (msb - msw) / icc_den.where(icc_den > 0, 1), np.nan),
+                        "mdc95": mdc * sem.to_numpy(), "sem_ci_low": sem_low.to_numpy(),
+                        "sem_ci_high": sem_high.to_numpy(),
+                        "icc_ci_low": _ratio(f_low - 1, f_low + n0.to_numpy() - 1),
+                        "icc_ci_high": _ratio(f_high - 1, f_high + n0.to_numpy() - 1),
+                        "mdc95_ci_low": mdc * sem_low.to_numpy(), "mdc95_ci_high": mdc * sem_high.to_numpy()})
+    return out[COLUMNS].reset_index(drop=True)
 
 
-def _ratio(a: float, b: float) -> float:
-    """a / b, NaN when undefined (repeats that never move give an infinite F: no interval for the ICC)."""
-    return a / b if math.isfinite(a) and math.isfinite(b) and b != 0 else math.nan
+def _ratio(a, b) -> np.ndarray:
+    """a / b, NaN where undefined (repeats that never move give an infinite F: no interval for the ICC)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b) & (b != 0)
+    return np.where(ok, a / np.where(ok, b, 1), np.nan)
 
 
 def repeat_values(study, metrics) -> pd.DataFrame:

@@ -16,18 +16,19 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
+import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 
 LEVEL = 0.95
+Z = 1.959963984540054  # scipy.stats.norm.ppf(0.975), written out so that importing this module loads no scipy
 
 
 def t_interval(mean, sd, n, level: float = LEVEL):
     """Student-t interval of a mean (vectorised); NaN where n < 2."""
     mean, sd, n = np.asarray(mean, float), np.asarray(sd, float), np.asarray(n, float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        half = st.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+        half = scipy.stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
     half = np.where(n >= 2, half, np.nan)
     return mean - half, mean + half
 
@@ -35,7 +36,7 @@ def t_interval(mean, sd, n, level: float = LEVEL):
 def wilson(k, n, level: float = LEVEL):
     """Wilson score interval of a proportion k/n (vectorised); NaN where n == 0."""
     k, n = np.asarray(k, float), np.asarray(n, float)
-    z = st.norm.ppf(0.5 + level / 2)
+    z = scipy.stats.norm.ppf(0.5 + level / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = k / n
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -63,11 +64,11 @@ def paired(before: np.ndarray, after: np.ndarray, test: str = "paired_t") -> dic
     if sd == 0 and test == "paired_t":
         return out  # all differences equal: t is undefined
     if test == "paired_t":
-        r = st.ttest_rel(after, before)
+        r = scipy.stats.ttest_rel(after, before)
     elif test == "wilcoxon":
         if not np.any(d != 0):
             return out
-        r = st.wilcoxon(d)
+        r = scipy.stats.wilcoxon(d)
     else:
         raise UsageError(f"unknown paired test {test!r}: use 'paired_t' or 'wilcoxon'")
     out.update(statistic=float(r.statistic), p=float(r.pvalue))
@@ -88,14 +89,14 @@ def two_sample(a: np.ndarray, b: np.ndarray, test: str = "welch") -> dict:
     out["diff"] = diff
     if se > 0:
         df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-        half = st.t.ppf(0.5 + LEVEL / 2, df) * se
+        half = scipy.stats.t.ppf(0.5 + LEVEL / 2, df) * se
         out.update(ci_low=diff - half, ci_high=diff + half)
     if test == "welch":
         if se > 0:
-            r = st.ttest_ind(a, b, equal_var=False)
+            r = scipy.stats.ttest_ind(a, b, equal_var=False)
             out.update(statistic=float(r.statistic), p=float(r.pvalue))
     elif test == "mannwhitney":
-        r = st.mannwhitneyu(a, b, alternative="two-sided")
+        r = scipy.stats.mannwhitneyu(a, b, alternative="two-sided")
         out.update(statistic=float(r.statistic), p=float(r.pvalue))
     else:
         raise UsageError(f"unknown two-sample test {test!r}: use 'welch', 'mannwhitney' or 'ancova'")

@@ -27,6 +27,22 @@ from .endpoints import shift_table
 from .mmrm import MMRMResult
 from .repeatability import repeatability as measure_repeatability
 
+CACHED_ROWS, CACHED_QUERIES = 200_000, 512  # results kept per version: small ones, and not too many
+
+
+def _frozen(value):
+    """`value` (a query and its parameters) as a hashable key, or None when it holds anything but plain
+    values, lists, tuples and dicts (then the result is not kept)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = tuple(_frozen(v) for v in value)
+        return None if any(i is None and v is not None for i, v in zip(items, value)) else (type(value).__name__, items)
+    if isinstance(value, dict):
+        items = _frozen(sorted(value.items(), key=lambda kv: str(kv[0])))
+        return None if items is None else ("dict", items)
+    return None
+
 
 class Study:
     """A study folder opened for reading: `con` has one view per table plus `metrics` and `metrics_wide`,
@@ -64,6 +80,7 @@ class Study:
         self._plan = None
         self._visits = None
         self._fits = {}
+        self._results = {}  # query results at this version: a version never changes, so neither do they
 
     def refresh(self) -> None:
         """Move to the newest version (queries do this by themselves unless a version was asked for)."""
@@ -213,17 +230,25 @@ class Study:
         if self._engine is not None:
             return self._engine.sql(query, params)
         self._sync()
+        key = _frozen((query, params))
+        if key in self._results:
+            return self._results[key].copy()
 
         def run():
             rel = self.con.sql(query, params=params)
             return rel.to_arrow_table().to_pandas() if rel is not None else pd.DataFrame()
 
         try:
-            return store.retry_busy(run)
+            result = store.retry_busy(run)
         except duckdb.Error as e:
             if isinstance(e, duckdb.IOException) or ".parquet" in str(e) or store.is_busy(e):
                 raise store.damaged(self.path, e) from None
             raise UsageError(f"{self.path}: the query failed: {store.first_line(e)}") from None
+        if key is not None and len(result) <= CACHED_ROWS:
+            if len(self._results) >= CACHED_QUERIES:
+                self._results.clear()
+            self._results[key] = result.copy()
+        return result
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def rules(self, exclude_flagged: bool | None = None, baseline: str | None = None) -> selection.Rules:
