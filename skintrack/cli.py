@@ -74,10 +74,15 @@ def _print_rejects(rejected):
 
 
 @main.command()
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
 @click.option("--study", required=True, type=click.Path(file_okay=False), help="Study folder (created if needed).")
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV mapping files to subject, visit, taken_at.")
 @click.option("--subjects", type=click.Path(dir_okay=False), help="CSV of subject-level columns (arm, age, ...).")
+@click.option("--measures", type=click.Path(dir_okay=False),
+              help="CSV of instrument readings, expert grades or questionnaire answers: subject_id, visit, measure, "
+                   "value (+ taken_at, unit, device, rater, replicate, side); each is the metric measure.<name>.")
+@click.option("--measures-catalog", type=click.Path(dir_okay=False),
+              help="TOML declaring each measure (description, unit, range, better, type, levels); kept in the study.")
 @click.option("--workers", default=1, show_default=True, help="Worker processes for parsing.")
 @click.option("--batch-size", default=200, show_default=True, help="Files read per chunk (per worker task).")
 @click.option("--commit-every", default=20_000, show_default=True,
@@ -86,11 +91,20 @@ def _print_rejects(rejected):
               help="spark: flatten inside Apache Spark (pip install skintrack[spark]; Java 17).")
 @click.option("--spark-master", default="local[2]", show_default=True, help="Spark master URL for --engine spark.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def ingest(sources, study, manifest, subjects, workers, batch_size, commit_every, engine, spark_master, quiet):
-    """Ingest response files, folders (recursive), globs or a study's raw/ archive.
+def ingest(sources, study, manifest, subjects, measures, measures_catalog, workers, batch_size, commit_every, engine,
+           spark_master, quiet):
+    """Ingest response files, folders (recursive), globs or a study's raw/ archive, and the CSVs that go
+    with them (manifest, subjects, measures).
 
     Example: skintrack ingest responses/ --study trial --manifest manifest.csv --subjects subjects.csv
+
+    Example: skintrack ingest --study trial --measures corneometer.csv --measures-catalog measures.toml
     """
+    if not (sources or subjects or measures or measures_catalog):
+        raise UsageError("nothing to ingest: name response files or folders, or --subjects, --measures or "
+                         "--measures-catalog")
+    if engine == "spark" and (measures or measures_catalog):
+        raise UsageError("--measures go in with the local engine (they are small): drop --engine spark")
     if engine == "spark":
         from .spark.engine import local_session
         from .spark.ingest import ingest as run_on_spark
@@ -100,26 +114,37 @@ def ingest(sources, study, manifest, subjects, workers, batch_size, commit_every
         from .tables.ingest import ingest as run
 
         report = run(sources, study, manifest=manifest, subjects=subjects, workers=workers,
-                     progress=not quiet, chunk_size=batch_size, commit_every=commit_every)
+                     progress=not quiet, chunk_size=batch_size, commit_every=commit_every, measures=measures,
+                     measures_catalog=measures_catalog)
     _print_rejects(report.rejected)
     for where, what in report.warnings:
         click.echo(f"warning: {where}: {what}", err=True)
     click.echo(f"ingested {report.added} new analyses, skipped {report.skipped} already held, "
-               f"rejected {len(report.rejected)}; sessions assigned {report.sessions}, subjects {report.subjects} "
-               f"({report.seconds:.1f} s) into {study}")
+               f"rejected {len(report.rejected)}; sessions assigned {report.sessions}, subjects {report.subjects}"
+               + (f", measure readings {report.measures}" if measures else "") + f" ({report.seconds:.1f} s) into {study}")
     sys.exit(0 if report.ok else 1)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records instead of a table.")
-def metrics(as_json):
+@click.option("--study", type=click.Path(file_okay=False), help="Also the study's measures (measure.<name>).")
+def metrics(as_json, study):
     """List every metric key with its meaning, unit, range and better-direction.
 
     Example: skintrack metrics --json
+
+    Example: skintrack metrics --study trial
     """
-    from .tables.catalog import catalog
+    import pandas as pd
+
+    from .tables.catalog import catalog, metric_info
 
     cat = catalog()
+    if study:
+        s = _open(study)
+        names = s.sql("SELECT DISTINCT measure FROM measures ORDER BY measure")["measure"]
+        cat = pd.concat([cat, pd.DataFrame([metric_info(f"measure.{n}") for n in names])[cat.columns]],
+                        ignore_index=True)
     if as_json:
         click.echo(json.dumps(cat.to_dict("records"), indent=1, default=str))
     else:
@@ -253,8 +278,11 @@ def _emit(df, fmt):
         from .sinks import spreadsheet_frame
 
         click.echo(spreadsheet_frame(df).to_csv(index=False), nl=False)
-    elif fmt == "json":
-        click.echo(df.to_json(orient="records", date_format="iso", indent=1))
+    elif fmt == "json":  # every digit (pandas' own JSON keeps 10 decimals: a p of 1e-13 would print as 0.0)
+        records = df.astype(object).where(df.notna(), None).to_dict("records")
+        click.echo(json.dumps(records, indent=1, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v)))
+    elif df.empty:
+        click.echo("nothing to show: no rows (check the metric, the visits and the study's data with `skintrack check`)")
     else:
         click.echo(df.to_string(index=False, max_rows=200, float_format=lambda x: f"{x:.4g}"))
 
@@ -264,6 +292,8 @@ def _open(study, version=None):
     from .tables.store import check_catalog, is_old_layout, is_study
 
     check_catalog(study)  # data files without their catalog: refused, never taken for an empty folder
+    if not os.path.exists(study):
+        raise UsageError(f"{study}: no such study folder (`skintrack ingest FILES --study {study}` starts one)")
     if os.path.isdir(study) and not is_study(study) and not is_old_layout(study):
         raise UsageError(f"{study}: not a study (nothing ingested yet); ingest something first")
     return open_study(study, version=version)  # a missing folder is an error there
@@ -274,6 +304,8 @@ _VERSION = click.option("--version", "version", type=int, help="Use this version
 
 
 VIEWS = ("timeline", "change", "slopes", "cohort", "responders", "mmrm")
+_QC = click.option("--exclude-flagged/--include-flagged", default=None,
+                   help="Leave out (or keep) the captures QC flagged; default: as the plan says, like the report.")
 
 
 @main.command()
@@ -284,7 +316,7 @@ VIEWS = ("timeline", "change", "slopes", "cohort", "responders", "mmrm")
 @click.option("--by", default="visit,arm", show_default=True, help="Grouping columns for cohort.")
 @click.option("--threshold", type=float, help="Improvement that makes a responder (responders).")
 @click.option("--relative", is_flag=True, help="Threshold in % of baseline (responders).")
-@click.option("--exclude-flagged", is_flag=True, help="Leave out analyses flagged by QC.")
+@_QC
 @_output
 def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagged, fmt):
     """Per-person trends of one metric: timeline, change, slopes, cohort, responders, or the MMRM's LS-means
@@ -300,7 +332,7 @@ def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagg
           "slopes": lambda: s.slopes(metric, exclude_flagged),
           "cohort": lambda: s.cohort(metric, _csv(by), exclude_flagged),
           "responders": lambda: s.responders(metric, threshold, relative, baseline, exclude_flagged),
-          "mmrm": lambda: _mmrm_table(s.mmrm(metric, exclude_flagged=exclude_flagged or None))}[view]()
+          "mmrm": lambda: _mmrm_table(s.mmrm(metric, exclude_flagged=exclude_flagged))}[view]()
     _emit(df, fmt)
 
 
@@ -319,7 +351,7 @@ def _mmrm_table(fit):
 @click.option("--followup", help="Follow-up visit (paired comparison).")
 @click.option("--arms", "visit", help="Compare arms on the change from baseline at this visit instead.")
 @click.option("--test", help="paired_t or wilcoxon (paired); welch, mannwhitney or ancova (--arms).")
-@click.option("--exclude-flagged", is_flag=True, help="Leave out analyses flagged by QC.")
+@_QC
 @_output
 def compare(study, metrics, baseline, followup, visit, test, exclude_flagged, fmt):
     """Paired tests against baseline for several metrics, or treatment against control at one visit.
@@ -491,7 +523,7 @@ def claims(study, metrics, test, fmt):
     Example: skintrack claims trial --metrics score.water,score.rough
     """
     table = _open(study).claims(list(_csv(metrics)) or None, test)
-    _emit(table if fmt else table.drop(columns=["test"]), fmt)
+    _emit(table if fmt else table.drop(columns=["test"]).dropna(axis=1, how="all"), fmt)
 
 
 @main.command()
@@ -515,6 +547,23 @@ def agreement(study, a, b, chart, fmt):
         fig.savefig(chart, dpi=150)
         if fmt is None:
             click.echo(f"chart: {chart}")
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.option("--metrics", default="", help="Comma-separated measure keys (default: every measure with raters).")
+@_output
+def raters(study, metrics, fmt):
+    """Agreement between the raters of each measure graded by two or more: ICC(2,1) with its 95% CI and,
+    for grades, the weighted kappa of each pair of raters.
+
+    Example: skintrack raters trial --metrics measure.wrinkle_grade
+    """
+    table = _open(study).raters(list(_csv(metrics)) or None)
+    if table.empty and fmt is None:
+        click.echo("no measure of this study was graded by two or more raters")
+        return
+    _emit(table, fmt)
 
 
 @main.command()

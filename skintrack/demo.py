@@ -17,11 +17,12 @@ from .analysis.study import open as open_study
 
 
 def ingest_sample(study, repeats: bool = False):
-    """Ingest the SIMULATED sample trial (responses, manifest, subjects) into `study`, with its plan, and
-    with `repeats` its repeat captures at D0; always its sentinel panel's results."""
+    """Ingest the SIMULATED sample trial (responses, manifest, subjects, measures) into `study`, with its
+    plan, and with `repeats` its repeat captures at D0; always its sentinel panel's results."""
     src = sample_study_dir()
     report = ingest([src / "responses", src / "sentinel"], study, manifest=src / "manifest.csv",
-                    subjects=src / "subjects.csv")
+                    subjects=src / "subjects.csv", measures=src / "measures.csv",
+                    measures_catalog=src / "measures.toml")
     if repeats:
         extra = ingest([src / "repeats"], study, manifest=src / "repeats.csv")
         report.added, report.rejected = report.added + extra.added, report.rejected + extra.rejected
@@ -53,6 +54,32 @@ def _instrument_line(s) -> str:
             f"batches, {runs.ngroups} runs against the first: " + ("; ".join(moved) if moved else "nothing moved")
             + "; smallest shift it detects: " + ", ".join(f"{r.metric} {r.mdc:.2f}" for r in drift.drop_duplicates(
                 "metric").set_index("metric").loc[list(PRIMARY_METRICS)].reset_index().itertuples()))
+
+
+def _measures_line(s) -> str:
+    """The sample's instrument readings and expert grades against the API's metrics, in one line."""
+    ag = s.agreement("score.water", "measure.corneometer").set_index(["on", "statistic"])
+    raters = s.raters("measure.wrinkle_grade").set_index("statistic")
+
+    def stat(row, name):
+        return f"{name} {row.estimate:.2f} (95% CI {row.ci_low:.2f} to {row.ci_high:.2f}, n {int(row.n)})"
+
+    return ("Beside the photos (SIMULATED measures): the Corneometer against score.water, "
+            + stat(ag.loc[("values", "pearson")], "Pearson r") + " on the values and "
+            + stat(ag.loc[("changes from baseline", "pearson")], "r") + " on the changes from baseline; the "
+            "expert wrinkle grade of two raters, " + stat(raters.loc["ICC(2,1)"], "ICC(2,1)") + ", "
+            + stat(raters.loc["weighted kappa (quadratic)"], "weighted kappa"))
+
+
+def _claims_line(s) -> str:
+    """The claim table of the primary endpoint at its visit, one arm per clause."""
+    p = s.plan.primary
+    t = s.claims(p.metric)
+    t = t[t["visit"] == p.visit]
+    return (f"Claim table, {p.metric} at {p.visit} against baseline (within each arm; the between-arm "
+            "comparison is the endpoint): " + "; ".join(
+                f"{r.arm} {r.mean_change:+.1f} ({r.mean_pct_change:+.1f}%, 95% CI {r.pct_ci_low:+.1f} to "
+                f"{r.pct_ci_high:+.1f}%), {r.improved:.0f} of {r.n} improved" for r in t.itertuples()))
 
 
 _DEMO = None
@@ -88,6 +115,6 @@ def run_demo(study, out=None) -> str:
              "Repeatability (a repeat capture of every subject at D0): " + "; ".join(
                  f"{r.metric} SEM {r.sem:.2f}, CV {r.cv_pct:.1f}%, ICC {r.icc:.2f}, MDC95 {r.mdc95:.2f}"
                  for r in s.repeatability(list(PRIMARY_METRICS)).itertuples()),
-             _instrument_line(s),
+             _instrument_line(s), _measures_line(s), _claims_line(s),
              "Headline findings:"] + [f"  {i}. {t}" for i, t in enumerate(result.findings, 1)]
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Shared fixtures: the real recorded responses, the sample trial, fresh study folders, the CLI."""
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,17 @@ from skintrack.sample import sample_study_dir
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = sorted((FIXTURES / "real").rglob("*.json")) + [FIXTURES / "seed-example.json"]
 REAL_IDS = [str(p.relative_to(FIXTURES)) for p in REAL]
+
+
+def debian_install(*packages: str) -> None:
+    """`apt-get install` the engines a test needs (as root; one install at a time, for the test workers
+    may ask together). The caller checks afterwards that the engine is there."""
+    if not (shutil.which("apt-get") and os.geteuid() == 0):
+        return
+    with open("/tmp/skintrack-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                       + " ".join(packages), shell=True, check=False, capture_output=True, timeout=1800)
 
 
 def load(name: str) -> dict:

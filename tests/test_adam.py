@@ -17,6 +17,8 @@ from skintrack.show.adam import paramcd
 
 from test_mmrm import rscript  # noqa: F401 - the session fixture that installs R when missing
 
+pytestmark = pytest.mark.xdist_group("adam")  # its module fixtures are built once, on one worker
+
 R_REFIT = Path(__file__).parent / "r" / "adam_refit.R"
 
 

@@ -7,6 +7,8 @@ from skintrack import charts
 
 from conftest import FIXTURES
 
+pytestmark = pytest.mark.xdist_group("charts")  # its module fixtures are built once, on one worker
+
 
 @pytest.fixture(scope="module")
 def s():

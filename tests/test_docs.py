@@ -118,8 +118,8 @@ def test_the_readme_commands_run(tmp_path, run_cli):
         os.chdir(cwd)
     names = [a for a, _ in ran]
     assert names == ["ingest", "ingest", "metrics", "demo", "drift", "bridge", "check", "plan", "plan", "endpoints",
-                     "sensitivity", "trends", "trends", "compare", "compare", "qc", "export", "report", "history",
-                     "compact", "ingest"]
+                     "sensitivity", "ingest", "raters", "trends", "trends", "compare", "compare", "qc", "export",
+                     "report", "history", "compact", "ingest"]
 
     def at(name, k=0):
         return [o for a, o in ran if a == name][k]
@@ -132,7 +132,8 @@ def test_the_readme_commands_run(tmp_path, run_cli):
     assert any(line.split()[1:8] == ["primary", "score.water", "W12", "active", "placebo", "mmrm", "15.55"]
                for line in at("endpoints").splitlines()), at("endpoints")
     assert "primary: MMRM (missing at random)" in at("sensitivity")
-    assert "W12  active 12          12" in at("trends") and at("trends", 1).startswith("kind,visit,arm,control,estimate")
+    assert "W12  active 11          11" in at("trends") and at("trends", 1).startswith("kind,visit,arm,control,estimate")  # the plan leaves out S11 W12 (QC), as the report does
     assert "glasses_changed" in at("qc")
+    assert "measure readings 624" in at("ingest", 2) and "ICC(2,1)" in at("raters")
     assert at("export").splitlines()[0].endswith("trial-adam/adsl.xpt") and "define.csv" in at("export")
     assert "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, Holm testing at alpha 0.05)" in at("report")

@@ -13,6 +13,8 @@ from skintrack.show.adam import paramcd
 from skintrack.show.export import export
 from skintrack.tables.catalog import catalog
 
+pytestmark = pytest.mark.xdist_group("export")  # its module fixtures are built once, on one worker
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -70,6 +72,16 @@ def test_parquet_csv_excel_and_dataset_json_hold_the_same_rows(exported):
     assert len(pd.read_csv(exported / "adskin.csv")) == len(xpt)
     book = openpyxl.load_workbook(exported / "adsl.xlsx", read_only=True)
     assert book.sheetnames == ["ADSL", "define"]
+    sheet = openpyxl.load_workbook(exported / "adskin.xlsx")["ADSKIN"]
+    names, labels = [c.value for c in sheet[1]], [c.value for c in sheet[2]]
+    assert names == list(xpt.columns) and labels[names.index("CHG")] == "Change from Baseline"
+    assert sheet.freeze_panes == "A3" and sheet.auto_filter.ref.startswith("A2:")
+    assert sheet.column_dimensions["H"].width >= len(labels[7]) // 2  # widths set, not Excel's default
+    excel = pd.read_excel(exported / "adskin.xlsx", skiprows=[1])
+    assert len(excel) == len(xpt) and excel["TRTPN"].dtype.kind == "i"  # codes as integers
+    assert all(isinstance(c.value, int) for c in sheet["D"][2:12])
+    csv_codes = pd.read_csv(exported / "adskin.csv", dtype=str)["AVISITN"].dropna()
+    assert not csv_codes.str.contains(r"\.").any()  # 4, never 4.0
     doc = json.loads((exported / "adskin.json").read_text())
     assert doc["datasetJSONVersion"] == "1.1.0" and doc["records"] == len(doc["rows"]) == len(xpt)
     assert [c["name"] for c in doc["columns"]] == list(xpt.columns)

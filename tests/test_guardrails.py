@@ -187,14 +187,28 @@ def test_visit_test_and_study_mistakes_are_one_line(tmp_path, sample, run_cli):
         (("compare", study, "score.water", "--arms", "W12", "--test", "wilcoxon"),
          "test 'wilcoxon' does not fit this comparison: use welch, mannwhitney, ancova"),
         (("trends", study, "score.water", "--view", "change", "--baseline", "W2"), "no baseline visit 'W2'"),
-        (("qc", tmp_path / "nowhere"), "nowhere: no such study folder"),
+        (("qc", tmp_path / "nowhere"), "nowhere: no such study folder (`skintrack ingest FILES --study"),
     ]:
         proc = run_cli(*args)
         assert proc.returncode == 2 and proc.stderr.strip() == f"Error: {proc.stderr.strip()[7:]}", args
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+        assert "skintrack.open(" not in proc.stderr and "create=True" not in proc.stderr  # the CLI speaks CLI
     with pytest.raises(UsageError, match="no such study folder"):
         skintrack.open(tmp_path / "missing")
     assert skintrack.open(tmp_path / "created", create=True).path.is_dir()
+
+
+def test_json_keeps_every_digit_and_an_empty_table_is_one_sentence(tmp_path, sample, run_cli):
+    import json
+
+    study = tmp_path / "s"
+    skintrack.ingest([sample / "responses"], study, manifest=sample / "manifest.csv", subjects=sample / "subjects.csv")
+    fit = skintrack.open(study).mmrm("score.water")
+    printed = json.loads(run_cli("trends", study, "score.water", "--view", "mmrm", "--json", check=0).stdout)
+    ps = [r["p"] for r in printed if r["kind"] == "difference"]
+    assert ps == fit.diffs["p"].tolist() and min(ps) < 1e-6  # not rounded to 10 decimals
+    none = run_cli("trends", study, "count.mole.left", "--view", "timeline", check=0)  # no side photos in the sample
+    assert none.stdout.startswith("nothing to show: no rows") and "Empty DataFrame" not in none.stdout
 
 
 def test_the_sample_generator_takes_help_as_help(tmp_path):

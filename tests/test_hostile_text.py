@@ -21,6 +21,8 @@ from skintrack.tables.manifest import Manifest, read_subjects
 
 from test_report import browser, render  # noqa: F401 - the session's Chromium
 
+pytestmark = pytest.mark.xdist_group("hostile_text")  # its module fixtures are built once, on one worker
+
 SCRIPT = "<script>document.body.setAttribute('data-pwned','1')</script>"
 IMG = "<img src=x onerror=\"document.body.setAttribute('data-pwned','2')\">"
 FORMULA = '=HYPERLINK("http://evil.example","click")'
@@ -166,7 +168,7 @@ def test_excel_holds_strings_never_formulas_and_the_data_formats_keep_the_raw_te
         book = openpyxl.load_workbook(out / "adam" / f"{name}.xlsx")
         for sheet in book.worksheets:
             assert [c.coordinate for row in sheet.iter_rows() for c in row if c.data_type == "f"] == []
-    adsl = {"xlsx": pd.read_excel(out / "adam" / "adsl.xlsx", sheet_name="ADSL"),
+    adsl = {"xlsx": pd.read_excel(out / "adam" / "adsl.xlsx", sheet_name="ADSL", skiprows=[1]),  # row 2: labels
             "parquet": pd.read_parquet(out / "adam" / "adsl.parquet"),
             "xpt": pyreadstat.read_xport(str(out / "adam" / "adsl.xpt"))[0]}
     doc = json.loads((out / "adam" / "adsl.json").read_text())

@@ -12,6 +12,8 @@ from skintrack.tables.schema import TABLES
 
 from conftest import REAL, REAL_IDS
 
+pytestmark = pytest.mark.xdist_group("lossless")  # its module fixtures are built once, on one worker
+
 
 def _leaf_values(node):
     if isinstance(node, dict):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import debian_install
 
 from skintrack.analysis.mmrm import fit_mmrm
 
@@ -28,8 +29,7 @@ def ensure_r() -> str:
     """Rscript with the reference packages, installed from Debian's packages when missing (as root)."""
     probe = "suppressMessages({" + "; ".join(f"library({x})" for x in R_LIBRARIES) + "})"
     if shutil.which("Rscript") is None or subprocess.run(["Rscript", "-e", probe], capture_output=True).returncode:
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                       + " ".join(R_PACKAGES), shell=True, check=True, capture_output=True)
+        debian_install(*R_PACKAGES)
     return shutil.which("Rscript")
 
 

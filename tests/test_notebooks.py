@@ -8,8 +8,18 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_two_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["01-quickstart.ipynb", "02-trial-analysis.ipynb"]
+# what each notebook must show: (charts at least, a line of its output)
+SHOWS = {"01-quickstart.ipynb": (1, "ingested 96 responses"), "02-trial-analysis.ipynb": (4, "points more than placebo"),
+         "03-your-own-study.ipynb": (0, "Corneometer) at W12 (MMRM, fixed-sequence testing")}
+
+
+def test_every_notebook_is_known():
+    assert [p.name for p in NOTEBOOKS] == list(SHOWS)
+
+
+def test_the_own_study_notebook_uses_only_the_public_api():
+    source = "\n".join(c.source for c in nbformat.read(NOTEBOOKS[2], as_version=4).cells if c.cell_type == "code")
+    assert "skintrack.tables" not in source and "skintrack.analysis" not in source and "skintrack.show" not in source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -20,6 +30,6 @@ def test_notebook_runs_clean(path, tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= (1 if "quickstart" in path.name else 4)
-    text = "".join(o.get("text", "") for o in outputs)
-    assert ("ingested 96 responses" in text) if "quickstart" in path.name else ("points more than placebo" in text)
+    charts, line = SHOWS[path.name]
+    assert len(images) >= charts
+    assert line in "".join(o.get("text", "") for o in outputs)

@@ -1,8 +1,6 @@
 """The report: self-contained HTML that renders every figure in headless Chromium with no request leaving
 the machine, and a PDF whose pages render."""
-import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -10,17 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import debian_install
 
 from skintrack.show.report import CHROMIUM_FLAGS, build_report, chromium
+
+pytestmark = pytest.mark.xdist_group("report")  # its module fixtures are built once, on one worker
 
 
 @pytest.fixture(scope="session")
 def browser():
     """Debian's Chromium, installed by the test setup when missing."""
     exe = chromium()
-    if exe is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-                       shell=True, check=True, capture_output=True, timeout=900)
+    if exe is None:
+        debian_install("chromium")
         exe = chromium()
     assert exe, "Chromium is needed for the report tests: apt-get install chromium"
     return exe
@@ -127,6 +127,20 @@ def test_the_claim_table_prints_the_helpers_numbers(report):
     row = demo_study().claims().query("metric == 'score.water' and arm == 'active' and visit == 'W12'").iloc[0]
     assert f"{row.mean_pct_change:+.1f} ({row.pct_ci_low:+.1f} to {row.pct_ci_high:+.1f})" in section
     assert f"{int(row.improved)}/{row.n} ({row.improved_pct:.0f}%)" in section
+
+
+def test_the_measures_section_prints_the_raters_and_the_self_assessment(report):
+    from skintrack.demo import demo_study
+
+    page = report.html.read_text()
+    section = page[page.index("Measures beside the photographs"):page.index("Capture quality and visit windows")]
+    assert "Stratum corneum hydration, Corneometer CM 825 (SIMULATED)" in section and ">measure.corneometer<" in section
+    raters = demo_study().raters().set_index("statistic")
+    for statistic in ("ICC(2,1)", "weighted kappa (quadratic)"):
+        assert f">{raters.at[statistic, 'estimate']:.2f}<" in section and f">{statistic}<" in section
+    likert = demo_study().claims("measure.feels_hydrated").query("arm == 'active' and visit == 'W12'").iloc[0]
+    assert (f"{int(likert.agreeing)}/{likert.n} ({likert.agreeing_pct:.0f}%; {likert.agreeing_ci_low:.0f}% to "
+            f"{likert.agreeing_ci_high:.0f}%)") in section
 
 
 def test_the_instrument_section_names_the_generation_and_what_the_sentinel_saw(report):

@@ -16,6 +16,8 @@ from skintrack.analysis.mmrm import fit_mmrm
 
 from test_mmrm import rscript, simulate  # noqa: F401 - the session fixture that installs R when missing
 
+pytestmark = pytest.mark.xdist_group("sensitivity")  # its module fixtures are built once, on one worker
+
 R_SCRIPT = Path(__file__).parent / "r" / "imputation.R"
 VISITS = ["W4", "W8", "W12"]
 

@@ -2,29 +2,28 @@
 DuckDB: identical tables from both ingests of a SIMULATED 4,000-analysis study, identical helper results."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pandas as pd
 import pytest
+from conftest import debian_install
 
 import skintrack
 from skintrack.sample import sample_study_dir
 from skintrack.spark.engine import to_spark
 
 # PySpark's gateway (py4j) leaves its local sockets to the garbage collector; that is not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [pytest.mark.xdist_group("spark"),  # its module fixtures are built once, on one worker
+              pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")]
 N_SUBJECTS, VISITS = 1000, ("D0", "W4", "W8", "W12")  # 4,000 analyses (benchmarks/scale.py goes to 1M)
 
 
 def _ensure_java() -> None:
-    if shutil.which("java") is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                       "openjdk-17-jre-headless", shell=True, check=False, capture_output=True, timeout=900)
+    if shutil.which("java") is None:
+        debian_install("openjdk-17-jre-headless")
     assert shutil.which("java"), "Java 17 is needed for the Spark tests: apt-get install openjdk-17-jre-headless"
 
 

@@ -21,7 +21,9 @@ import pytest
 import skintrack
 from skintrack.tables import store, versions
 
-from conftest import FIXTURES
+from conftest import FIXTURES, debian_install
+
+pytestmark = pytest.mark.xdist_group("store")  # its module fixtures are built once, on one worker
 
 OLD = FIXTURES / "old-layout-study"
 
@@ -184,9 +186,8 @@ def test_a_study_in_the_old_layout_is_converted_with_nothing_lost(tmp_path, run_
 # ---- a team study on PostgreSQL ---------------------------------------------------------------------------------
 def _pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql",
-                       shell=True, check=False, capture_output=True, timeout=900)
+    if not found:
+        debian_install("postgresql")
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     assert found, "PostgreSQL is needed for the team-study test: apt-get install postgresql"
     return Path(found[-1]).parent

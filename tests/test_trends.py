@@ -15,6 +15,8 @@ from skintrack.tables.catalog import metric_info
 
 from conftest import FIXTURES
 
+pytestmark = pytest.mark.xdist_group("trends")  # its module fixtures are built once, on one worker
+
 METRICS = ["score.water", "count.blackhead.nose", "area.water.whole_face", "severity.pores.chin", "tone.ita",
            "wrinkle.forehead.score", "skin.age", "count.acne.front"]
 TOL = dict(rtol=1e-9, atol=1e-9)

@@ -15,6 +15,8 @@ from skintrack.sample import sample_study_dir
 from skintrack.show.report import build_report
 from skintrack.tables.plan import Endpoint, Plan
 
+pytestmark = pytest.mark.xdist_group("trial")  # its module fixtures are built once, on one worker
+
 
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):

@@ -37,14 +37,18 @@ COLUMNS = ["on", "statistic", "estimate", "ci_low", "ci_high", "n"]
 
 
 def paired(study, a: str, b: str, exclude_flagged: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(values, changes): subject_id, visit, a, b for the captures holding both, and for the subjects'
+    """(values, changes): subject_id, visit, a, b for the captures holding both (for a measure, the
+    subject's visits holding both: an instrument reads the skin, not the photo), and for the subjects'
     post-baseline visits holding a change of both."""
     rules = study.rules(exclude_flagged)
     got = []
     for key in (a, b):
         sql, params = observations_sql(key, rules)
         got.append(study.sql(f"WITH {sql} SELECT analysis_id, subject_id, visit, value FROM tl", params))
-    values = got[0].merge(got[1], on=["analysis_id", "subject_id", "visit"], suffixes=("_a", "_b"))
+    same_capture = not any(k.startswith("measure.") for k in (a, b))
+    values = got[0].drop(columns=[] if same_capture else ["analysis_id"]).merge(
+        got[1], on=["analysis_id", "subject_id", "visit"] if same_capture else ["subject_id", "visit"],
+        suffixes=("_a", "_b"))
     values = values.rename(columns={"value_a": "a", "value_b": "b"})[["subject_id", "visit", "a", "b"]]
     ch = [study.change_from_baseline(k, exclude_flagged=exclude_flagged) for k in (a, b)]
     ch = [c.loc[~c["is_baseline"].astype(bool), ["subject_id", "visit", "delta"]] for c in ch]

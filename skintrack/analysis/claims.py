@@ -1,7 +1,9 @@
 """The claim table a cosmetic dossier prints: per metric, arm and post-baseline visit, the mean change and
 mean % change from baseline with 95% t intervals, the p-value of the change against baseline (paired t,
 or Wilcoxon signed-rank with ``test="wilcoxon"``), and the share of subjects improved (in the metric's
-better direction, any amount) with its Wilson interval. Captures are taken under the plan's rules. The
+better direction, any amount) with its Wilson interval; for a Likert item of a questionnaire (a measure
+declared with the levels that count as agreeing), the share of subjects agreeing at each visit with its
+Wilson interval, as its answer is already a judgement of change. Captures are taken under the plan's rules. The
 p-values are each visit's own, unadjusted: a claim against baseline is descriptive, the plan's endpoints
 carry the confirmatory tests.
 
@@ -26,7 +28,7 @@ from .stats import t_interval, wilson
 
 COLUMNS = ["metric", "arm", "visit", "n", "baseline_mean", "mean_change", "change_ci_low", "change_ci_high",
            "mean_pct_change", "pct_ci_low", "pct_ci_high", "p", "test", "improved", "improved_pct",
-           "improved_ci_low", "improved_ci_high"]
+           "improved_ci_low", "improved_ci_high", "agreeing", "agreeing_pct", "agreeing_ci_low", "agreeing_ci_high"]
 TESTS = ("paired_t", "wilcoxon")
 
 
@@ -36,26 +38,53 @@ def claims(study, metrics=None, test: str = "paired_t", exclude_flagged: bool | 
     if test not in TESTS:
         raise UsageError(f"test {test!r}: use {' or '.join(TESTS)}")
     plan = study.plan
-    metrics = list(dict.fromkeys(metrics or [e.metric for e in plan.endpoints]))
+    metrics = list(dict.fromkeys([metrics] if isinstance(metrics, str) else metrics or
+                                 [e.metric for e in plan.endpoints]))
     if not metrics:
         raise UsageError("no metrics: name them, or give the plan its endpoints")
     arms = study.sql("SELECT subject_id, arm FROM subjects") if "arm" in study.columns("subjects") else None
     order = [a for a in [plan.control, *plan.treatments] if a] if plan.control else []
     rows = []
     for key in metrics:
-        better = metric_info(key)["better"]
+        info = metric_info(key)
+        if info.get("agree"):
+            rows += _agreeing(study, key, info["agree"], arms, order, exclude_flagged)
+            continue
+        better = info["better"]
         ch = study.change_from_baseline(key, exclude_flagged=exclude_flagged)
         ch = ch[~ch["is_baseline"].astype(bool)]
         ch = ch.merge(arms, on="subject_id", how="left") if arms is not None else ch.assign(arm="all")
         ch["arm"] = ch["arm"].fillna("(no arm)")
         visits = [v for v in study.visits if v in set(ch["visit"])]
-        groups = sorted(set(ch["arm"]), key=lambda a: (order.index(a) if a in order else len(order), a))
-        for arm in groups:
+        for arm in _in_order(ch["arm"], order):
             for visit in visits:
                 g = ch[(ch["arm"] == arm) & (ch["visit"] == visit)]
                 if len(g):
                     rows.append({"metric": key, "arm": arm, "visit": visit, **_row(g, better, test)})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _in_order(arms, order: list) -> list:
+    """The arms present, control first and treatments in the plan's order, then any other by name."""
+    return sorted(set(arms), key=lambda a: (order.index(a) if a in order else len(order), a))
+
+
+def _agreeing(study, key: str, agree: list, arms, order: list, exclude_flagged) -> list[dict]:
+    """Rows of a Likert item: per arm and visit, the subjects agreeing (answer in `agree`) with a Wilson CI."""
+    tl = study.timeline(key, exclude_flagged)
+    tl = tl.merge(arms, on="subject_id", how="left") if arms is not None else tl.assign(arm="all")
+    tl["arm"] = tl["arm"].fillna("(no arm)")
+    rows = []
+    for arm in _in_order(tl["arm"], order):
+        for visit in [v for v in study.visits if v in set(tl["visit"])]:
+            g = tl[(tl["arm"] == arm) & (tl["visit"] == visit)]
+            if len(g):
+                k, n = int(g["value"].isin(agree).sum()), len(g)
+                low, high = (float(v) for v in wilson(k, n))
+                rows.append({"metric": key, "arm": arm, "visit": visit, "n": n, "test": "share agreeing",
+                             "agreeing": k, "agreeing_pct": 100 * k / n, "agreeing_ci_low": 100 * low,
+                             "agreeing_ci_high": 100 * high})
+    return rows
 
 
 def _row(g: pd.DataFrame, better: str, test: str) -> dict:

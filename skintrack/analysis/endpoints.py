@@ -36,11 +36,16 @@ from .stats import Z
 
 
 def _design(frame: pd.DataFrame, treatment: str, control: str, transform=None) -> tuple:
-    data = frame[frame["arm"].isin([treatment, control])].dropna(subset=["base", "value"])
-    base = data["base"].to_numpy(float)
-    X = np.column_stack([np.ones(len(data)), (data["arm"] == treatment).to_numpy(float),
-                         transform(base) if transform else base])
-    return data, X
+    """(data, X): intercept, arm, and the baseline value unless nobody has one (a questionnaire asked only
+    after baseline is compared as it is)."""
+    data = frame[frame["arm"].isin([treatment, control])]
+    adjusted = bool(data["base"].notna().any())
+    data = data.dropna(subset=["base", "value"] if adjusted else ["value"])
+    columns = [np.ones(len(data)), (data["arm"] == treatment).to_numpy(float)]
+    if adjusted:
+        base = data["base"].to_numpy(float)
+        columns.append(transform(base) if transform else base)
+    return data, np.column_stack(columns)
 
 
 def _wald(b: float, se: float, n_t: int, n_c: int, **extra) -> dict:
@@ -109,7 +114,7 @@ def logistic(frame: pd.DataFrame, treatment: str, control: str) -> dict:
         raise UsageError(f"not estimable (every subject has flag {y[0]:g} at this visit)")
     if len(y) < 4:
         raise UsageError("not estimable (fewer than 4 subjects)")
-    if np.ptp(X[:, 2]) == 0:
+    if X.shape[1] > 2 and np.ptp(X[:, 2]) == 0:
         X = X[:, :2]  # a baseline that does not vary adjusts nothing
     with warnings.catch_warnings():
         warnings.simplefilter("error")

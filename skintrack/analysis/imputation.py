@@ -33,6 +33,7 @@ import pandas as pd
 import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
+from .covariance import FALLBACK
 from .mmrm import design_row, fit_mmrm  # noqa: F401 - design_row is used by callers building means
 
 METHODS = ("mar", "j2r", "cr")
@@ -123,7 +124,7 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
     observed_rows = pd.DataFrame([{"subject": f"s{i}", "arm": arms[i], "visit": visits[v], "base": base[i],
                                    "chg": wide[i, v]} for i in range(len(base)) for v in range(t) if observed[i, v]])
     chosen = fit_mmrm(observed_rows, visits, control, treatments, base_by_visit=True,
-                      structures=structures or ("unstructured", "toeplitz_h", "ar1_h", "cs_h"), df="satterthwaite",
+                      structures=structures or ("unstructured", *FALLBACK), df="satterthwaite",
                       variance="model").covariance
     rng = np.random.default_rng(seed)
     strata = {a: np.flatnonzero(arms == a) for a in [control, *treatments]}

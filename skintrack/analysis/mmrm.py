@@ -373,6 +373,9 @@ def _table(rows, inf: _Inference, level) -> pd.DataFrame:
 
 
 # ---- the result --------------------------------------------------------------------------------------------------
+SMALL_ARM = 15  # below this many subjects per arm, Satterthwaite's df are said to be liberal
+
+
 @dataclass
 class MMRMResult:
     """A fitted MMRM: `.lsmeans` (arm x visit) and `.diffs` (each treatment minus control per visit), each
@@ -398,6 +401,7 @@ class MMRMResult:
     assumed: list = field(default_factory=list)
     qc: str = ""
     level: float = LEVEL
+    smallest_arm: int = 0  # subjects in the smallest arm
     _inference: _Inference | None = field(default=None, repr=False)
     _row: object = field(default=None, repr=False)
 
@@ -431,8 +435,12 @@ class MMRMResult:
                      if self.variance == "empirical" else
                      f"model-based standard errors with {self.df_method.title()} degrees of freedom"
                      + (" and the Kenward-Roger adjusted covariance" if self.df_method == "kenward-roger" else ""))
+        caution = ("; Satterthwaite's degrees of freedom leave the standard errors' small-sample bias uncorrected "
+                   "(type I error 5.7% at 8 subjects per arm in benchmarks/operating.py): Kenward-Roger corrects it"
+                   if self.df_method == "satterthwaite" and self.variance == "model" and self.smallest_arm < SMALL_ARM
+                   else "")
         return (f"MMRM of the change on baseline, arm, visit and arm by visit; {STRUCTURES[self.covariance].sas} "
-                f"covariance ({self.why}); REML; {inference}")
+                f"covariance ({self.why}); REML; {inference}{caution}")
 
     def summary(self) -> str:
         head = (f"MMRM of {self.metric}: {self.method}; {self.n_subjects} subjects, {self.n_obs} post-baseline "
@@ -523,7 +531,7 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
     result = MMRMResult(metric, ls, diffs, name, sigma, True, int(data["subject"].nunique()), len(data),
                         df_method="bell-mccaffrey" if how == "empirical" else df, variance=how, why=why, tried=tried,
                         coefficients=coef, parameters=STRUCTURES[name].describe(phi, t), base_mean=base_mean,
-                        level=level)
+                        level=level, smallest_arm=int(data.groupby("arm")["subject"].nunique().min()))
     result._inference, result._row = inference, row
     return result
 

@@ -83,6 +83,9 @@ def metric_source(key: str) -> tuple[str, dict]:
     if table in ("counts", "areas", "severities"):
         return (f"SELECT analysis_id, value FROM {table} WHERE feature = $m_feature AND "
                 "region IS NOT DISTINCT FROM $m_region", {"m_feature": info["feature"], "m_region": info["region"]})
+    if table == "measures":  # the mean of a subject's readings at a visit (raters, replicates, sides)
+        return ("SELECT analysis_id, avg(value) AS value FROM measures WHERE measure = $m_measure GROUP BY analysis_id",
+                {"m_measure": info["feature"]})
     if table == "wrinkles":
         return (f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM wrinkles WHERE region = $m_region",
                 {"m_region": info["region"]})
@@ -116,7 +119,7 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
                   "LEFT JOIN analyses_raw g USING (analysis_id)")
         for k, (gen, offset) in enumerate(r.offsets):
             params.update({f"o_gen{k}": gen, f"o_off{k}": float(offset)})
-    if r.generation:
+    if r.generation and not key.startswith("measure."):  # an instrument's readings have no API generation
         joins.append("LEFT JOIN (SELECT analysis_id AS g_id, api_generation FROM analyses_raw) g ON g.g_id = j.analysis_id")
         why.append("CASE WHEN g.api_generation IS DISTINCT FROM $generation THEN 'measured by API generation ' || "
                    "coalesce(g.api_generation, 'unknown') || '; the plan analyses ' || $generation || ' only' END")

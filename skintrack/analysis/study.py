@@ -18,11 +18,12 @@ import duckdb
 import pandas as pd
 
 from ..errors import UsageError
-from ..tables import check, store, versions
+from ..tables import check, measures, store, versions
+from ..tables.catalog import declare_measures
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from ..tables.upgrade import upgrade
-from . import agreement as agreement_, claims as claims_, instrument, qc, selection, trends, trial
+from . import agreement as agreement_, claims as claims_, instrument, qc, raters as raters_, selection, trends, trial
 from .endpoints import shift_table
 from .mmrm import MMRMResult
 from .repeatability import repeatability as measure_repeatability
@@ -81,6 +82,11 @@ class Study:
         self._visits = None
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
+        if self._on_disk:  # the study's measures become metric keys measure.<name> (skintrack.tables.measures)
+            text = store.plan_text(self.con, version, "measure_catalogs")
+            names = [r[0] for r in self.con.execute("SELECT DISTINCT measure FROM measures").fetchall()]
+            declare_measures(measures.catalog_rows(measures.parse_catalog(text, "the study's measures catalog"),
+                                                   names))
 
     def refresh(self) -> None:
         """Move to the newest version (queries do this by themselves unless a version was asked for)."""
@@ -468,6 +474,33 @@ class Study:
         [['placebo', 'W4', 11], ['placebo', 'W8', 12]]
         """
         return claims_.claims(self, metrics, test, exclude_flagged)
+
+    def raters(self, metrics=None) -> pd.DataFrame:
+        """Agreement between the raters of each measure graded by two or more: ICC(2,1) with its 95% CI and,
+        for grades, the weighted kappa of each pair of raters (see `skintrack.analysis.raters`).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().raters()[["metric", "statistic"]].values.tolist()[:2]
+        [['measure.wrinkle_grade', 'ICC(2,1)'], ['measure.wrinkle_grade', 'weighted kappa (quadratic)']]
+        """
+        return raters_.raters(self, metrics)
+
+    def readings(self, metric: str | None = None) -> pd.DataFrame:
+        """The measures' readings as ingested (subject_id, visit, taken_at, measure, value, unit, device,
+        rater, replicate, side, source), of one `metric` (measure.<name>) or all.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> sorted(demo_study().readings()["measure"].unique())[:2]
+        ['corneometer', 'feels_hydrated']
+        """
+        where, params = ("WHERE measure = $m", {"m": metric.removeprefix("measure.")}) if metric else ("", None)
+        return self.sql("SELECT subject_id, visit, taken_at, measure, value, unit, device, rater, replicate, side, "
+                        f"source FROM measures {where} ORDER BY subject_id, taken_at, visit, measure, rater, replicate, "
+                        "side", params)
 
     def agreement(self, a: str, b: str, exclude_flagged: bool | None = None) -> pd.DataFrame:
         """Does metric `b` move with metric `a` on the same captures? Pearson and Spearman with 95% CIs, on

@@ -22,6 +22,7 @@ from ..tables.catalog import metric_info
 from . import endpoints as ep
 from . import multiplicity as mult
 from .instrument import generations_used
+from .covariance import FALLBACK
 from .mmrm import MMRMResult, fit_mmrm
 from .repeatability import repeatability
 from .selection import observations_sql
@@ -163,7 +164,7 @@ def mmrm(study, key: str, treatments=None, control=None, base_by_visit: bool = F
     treatments = list(treatments) if treatments else chosen
     ch = arm_changes(study, key, exclude_flagged, rules)
     visits = [v for v in plan.schedule if v != plan.baseline]
-    structures = [plan.covariance] + [s for s in ("toeplitz_h", "ar1_h", "cs_h") if s != plan.covariance]
+    structures = [plan.covariance] + [s for s in FALLBACK if s != plan.covariance]
     fit = fit_mmrm(mmrm_data(ch), visits, ctrl, treatments, base_by_visit=base_by_visit, structures=structures,
                    df=plan.df, variance=plan.variance, metric=key)
     left = list(ch.attrs["excluded"]) + [{"subject_id": s, "reason": "no post-baseline value"}
@@ -194,6 +195,9 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
     treatments, ctrl = _arm_pair(study, treatment, control)
     ch = arm_changes(study, key, exclude_flagged)
     at = ch[ch["visit"] == visit].rename(columns={"baseline_value": "base"})
+    if model != "mmrm" and ch.empty:  # never measured at baseline (a questionnaire after use): the values as they are
+        tl = study.timeline(key, exclude_flagged).merge(_arms(study), on="subject_id", how="left")
+        at = tl[tl["visit"] == visit].assign(base=np.nan)
     fit = study.mmrm(key, treatments, ctrl, exclude_flagged=exclude_flagged) if model == "mmrm" else None
     rows = []
     for treat in treatments:

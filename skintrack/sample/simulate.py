@@ -365,7 +365,7 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
     (out / "responses").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     start = dt.date(2024, 1, 8)
-    manifest, people, d0 = [], [], {}
+    manifest, people, d0, states = [], [], {}, {}
     arms = ["active", "placebo"] * (subjects // 2) + ["active"] * (subjects % 2)
     rng.shuffle(arms)
     for n, arm in enumerate(arms, 1):
@@ -398,8 +398,10 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
                              "operator": rng.choice(["op-a", "op-b"])})
             if visit == "D0":
                 d0[sid] = (z, manifest[-1])
+            states[(sid, visit)] = (z, arm, manifest[-1]["taken_at"])
     sample_plan().write(out)
     _repeat_captures(out, seed, d0)
+    _instrument_measures(out, seed, states)
     _sentinel_panel(out, seed)
     for name, rows in (("manifest.csv", manifest), ("subjects.csv", people)):
         with open(out / name, "w", newline="") as fh:
@@ -421,9 +423,78 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
         "`skintrack drift` compares to catch a change of the API's model. The photos were analysed after the "
         "trial, one batch per visit, a week apart from 2025-03-03. The simulated model is deterministic and "
         "did not change, so the sentinel's values never move.\n\n"
+        "`measures.csv` holds what a trial measures beside the photos, declared in `measures.toml`: a "
+        "Corneometer reading (three replicates) that follows the skin's hydration, an expert's wrinkle grade "
+        "(0-5) given by two raters at every visit, and a three-item self-assessment (5-point agreement) at W4 "
+        "and W12.\n\n"
         "Regenerate with `python -m skintrack.sample "
         "data/sample-trial`.\n")
     return out
+
+
+MEASURES_CATALOG = """# The sample trial's measures (SIMULATED): what each is, its unit, range and type.
+[corneometer]
+description = "Stratum corneum hydration, Corneometer CM 825 (SIMULATED)"
+unit = "a.u."
+range = [0, 130]
+better = "higher"
+
+[wrinkle_grade]
+description = "Expert wrinkle grade, 0 none to 5 severe (SIMULATED)"
+type = "grade"
+levels = [0, 1, 2, 3, 4, 5]
+better = "lower"
+
+[feels_hydrated]
+description = "My skin feels more hydrated (1 disagree strongly to 5 agree strongly; SIMULATED)"
+type = "likert"
+levels = [1, 2, 3, 4, 5]
+agree = [4, 5]
+better = "higher"
+
+[looks_smoother]
+description = "My skin looks smoother (1 disagree strongly to 5 agree strongly; SIMULATED)"
+type = "likert"
+levels = [1, 2, 3, 4, 5]
+agree = [4, 5]
+better = "higher"
+
+[would_use_again]
+description = "I would use the product again (1 disagree strongly to 5 agree strongly; SIMULATED)"
+type = "likert"
+levels = [1, 2, 3, 4, 5]
+agree = [4, 5]
+better = "higher"
+"""
+
+
+def _instrument_measures(out: Path, seed: int, states: dict) -> None:
+    """SIMULATED measures beside the photos (``measures.csv``, declared in ``measures.toml``): a Corneometer
+    reading that falls with the face's dehydration, two raters' wrinkle grades, and a self-assessment at W4
+    and W12 that the active arm agrees with more often. Own RNG: the trial's responses do not change."""
+    rng = random.Random(f"{seed}-measures")
+    rows = []
+    for (sid, visit), (z, arm, taken) in states.items():
+        hydration = 75 - 0.9 * z.water_severity + rng.gauss(0, 3)  # the subject's skin at this visit
+        for rep in (1, 2, 3):
+            rows.append({"subject_id": sid, "visit": visit, "measure": "corneometer",
+                         "value": round(_clip(hydration + rng.gauss(0, 1.5), 0, 130), 1), "taken_at": taken,
+                         "unit": "a.u.", "device": "CM 825 (SIMULATED)", "rater": "", "replicate": str(rep)})
+        for rater, bias in (("R1", 0.0), ("R2", 0.3)):
+            grade = _clip(round(z.wrinkle_load * 7 + bias + rng.gauss(0, 0.5)), 0, 5)
+            rows.append({"subject_id": sid, "visit": visit, "measure": "wrinkle_grade", "value": grade,
+                         "taken_at": taken, "unit": "", "device": "", "rater": rater, "replicate": ""})
+        if visit in ("W4", "W12"):
+            lean = (0.9 if arm == "active" else 0.2) * (1.5 if visit == "W12" else 1.0)
+            for item in ("feels_hydrated", "looks_smoother", "would_use_again"):
+                answer = _clip(round(3 + lean + rng.gauss(0, 1.0)), 1, 5)
+                rows.append({"subject_id": sid, "visit": visit, "measure": item, "value": answer, "taken_at": taken,
+                             "unit": "", "device": "", "rater": "", "replicate": ""})
+    (out / "measures.toml").write_text(MEASURES_CATALOG)
+    with open(out / "measures.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 REPEAT_NOISE = 0.3  # share of the visit-to-visit noise that two photos a minute apart still show
@@ -525,7 +596,7 @@ def sample_study_dir() -> Path:
     if (repo / "manifest.csv").exists():
         return repo
     cache = Path.home() / ".cache" / "skintrack" / "sample-trial"
-    if not (cache / "manifest.csv").exists():
+    if not all((cache / name).exists() for name in ("manifest.csv", "measures.csv")):  # a cache of an older skintrack
         simulate_trial(cache)
     return cache
 

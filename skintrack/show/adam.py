@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.selection import records_sql
-from ..tables.catalog import catalog, metric_info
+from ..tables.catalog import _MEASURES, catalog, metric_info
 
 FAMILY = {"score": "SC", "count": "CN", "area": "AR", "severity": "SV", "tone": "TN", "wrinkle": "WR", "skin": "SK"}
 ADSL_LABELS = {"STUDYID": "Study Identifier", "USUBJID": "Unique Subject Identifier",
@@ -85,9 +85,36 @@ def _codes() -> dict:
 
 
 def paramcd(key: str) -> str:
-    """The PARAMCD of a metric key (at most 8 characters, unique over the catalog)."""
+    """The PARAMCD of a metric key (at most 8 characters, unique over the catalog; a measure's is "M" and
+    its name, numbered if two measures of the study would share one).
+
+    >>> paramcd("score.water")
+    'SCWATER'
+    """
     metric_info(key)
+    if key.startswith("measure."):
+        return _measure_codes(tuple(sorted(_MEASURES)))[key]
     return _codes()[key]
+
+
+def paramn(key: str) -> int:
+    """PARAMN: the catalog's order, the study's measures after the API's metrics (by name)."""
+    if key.startswith("measure."):
+        return len(_codes()) + sorted(_MEASURES).index(key) + 1
+    return list(_codes()).index(key) + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _measure_codes(keys: tuple) -> dict:
+    out, used = {}, set()
+    for key in keys:
+        code, i = ("M" + _abbrev(key.split(".", 1)[1].replace("_", ""), 7))[:8], 1
+        while code in used:
+            i += 1
+            code = code[: 8 - len(str(i))] + str(i)
+        used.add(code)
+        out[key] = code
+    return out
 
 
 def xpt_name(column: str, taken: set) -> str:
@@ -205,7 +232,7 @@ def _param_rows(plan, key, adsl, df, r) -> pd.DataFrame:
         "TRTA": df["subject_id"].map(trt["TRT01A"]), "TRTAN": df["subject_id"].map(trt["TRT01AN"]),
         "PARAMCD": paramcd(key), "PARAM": info["description"].rstrip(".") + (f" ({info['unit']})" if info["unit"]
                                                                              else ""),
-        "PARAMN": float(list(_codes()).index(key) + 1),
+        "PARAMN": float(paramn(key)),
         "AVISIT": avisit, "AVISITN": [float(order.index(v)) if v in order else np.nan for v in avisit],
         "AWTARGET": [t[0] if t[0] is not None else np.nan for t in target],
         "AWLO": [t[0] - t[1] if t[0] is not None and t[1] is not None else np.nan for t in target],
@@ -219,4 +246,4 @@ def _param_rows(plan, key, adsl, df, r) -> pd.DataFrame:
         "ANLREAS": np.where(analysed | df["is_base"], "", df["reason"].fillna(
             "no usable baseline (" + str(r.baseline) + ")")),
         "DTYPE": "", "CRIT1": CRIT1, "CRIT1FL": np.where(flagged, "Y", "N"), "QCREAS": df["reasons"].fillna(""),
-        "SRCDOM": "SKINAPI", "SRCVAR": key, "ANALYSID": df["analysis_id"]})
+        "SRCDOM": "MEASURES" if key.startswith("measure.") else "SKINAPI", "SRCVAR": key, "ANALYSID": df["analysis_id"]})

@@ -92,19 +92,39 @@ def _parquet(df, path, name, study):
     pq.write_table(table.cast(pa.schema(fields, metadata=table.schema.metadata)), path)
 
 
+def _whole(df: pd.DataFrame) -> pd.DataFrame:
+    """Float columns that hold only whole numbers (codes such as TRTPN, AVISITN, PARAMN, and whole scores) as
+    integers, so that a spreadsheet shows 1, not 1.0 (the other formats keep their types)."""
+    out = df.copy()
+    for c in out.columns:
+        v = out[c]
+        if pd.api.types.is_float_dtype(v) and v.notna().any() and ((v.dropna() % 1) == 0).all() \
+                and v.abs().max() < 2 ** 53:
+            out[c] = v.astype("Int64")
+    return out
+
+
 def _csv(df, path, name, study):
-    spreadsheet_frame(df).to_csv(path, index=False)
+    spreadsheet_frame(_whole(df)).to_csv(path, index=False)
 
 
 def _xlsx(df, path, name, study):
-    with pd.ExcelWriter(path, engine="openpyxl") as xl:
-        df.to_excel(xl, sheet_name=name, index=False)
-        sheet = xl.sheets[name]
-        xlsx_strings(sheet)
-        for i, col in enumerate(df.columns, 1):  # the label as the header cell's comment
-            from openpyxl.comments import Comment
+    """A deliverable sheet: variable names, their labels in the row below, both frozen, filters, widths."""
+    from openpyxl.utils import get_column_letter
 
-            sheet.cell(row=1, column=i).comment = Comment(df.attrs["labels"].get(col, ""), "skintrack")
+    labels = [df.attrs["labels"].get(c, "") for c in df.columns]
+    with pd.ExcelWriter(path, engine="openpyxl") as xl:
+        _whole(df).to_excel(xl, sheet_name=name, index=False, startrow=2, header=False)  # rows 1-2: names, labels
+        sheet = xl.sheets[name]
+        for i, (col, label) in enumerate(zip(df.columns, labels), 1):
+            sheet.cell(row=1, column=i, value=col)
+            sheet.cell(row=2, column=i, value=label)
+            values = df[col].dropna().astype(str).head(200)
+            width = max([len(col), min(len(label), 30), *(min(len(v), 40) for v in values)])
+            sheet.column_dimensions[get_column_letter(i)].width = width + 2
+        xlsx_strings(sheet)
+        sheet.freeze_panes = "A3"
+        sheet.auto_filter.ref = f"A2:{get_column_letter(len(df.columns))}{len(df) + 2}"
 
 
 def _json(df, path, name, study):

@@ -294,6 +294,38 @@ class _Builder:
                                "Responders (risk difference with Newcombe's 95% CI; Fisher's exact p)"))
         self.section(f"{title} ({key}; {info['unit']}; {info['better']} is better)", *parts)
 
+    def measures(self):
+        """The measures beside the photos (skintrack.tables.measures): what each is, the agreement between
+        raters, and the share of subjects agreeing with each questionnaire item."""
+        held = self.s.sql("SELECT measure, count(*) AS readings, count(DISTINCT subject_id) AS subjects, "
+                          "count(DISTINCT rater) AS raters FROM measures GROUP BY measure ORDER BY measure")
+        if held.empty:
+            return
+        info = [metric_info(f"measure.{m}") for m in held["measure"]]
+        listed = pd.DataFrame({"measure": [i["description"].rstrip(".") for i in info], "key": [i["key"] for i in info],
+                               "unit": [i["unit"] for i in info], "type": [i["type"] for i in info],
+                               "readings": held["readings"], "subjects": held["subjects"], "raters": held["raters"]})
+        parts = [table(listed, "Measures of this study beside the photographs", text=True)]
+        raters = self.s.raters()
+        if len(raters):
+            raters = raters.assign(metric=[metric_info(m)["description"].rstrip(".") for m in raters["metric"]])
+            parts.append(table(raters.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"}),
+                               "Agreement between raters: ICC(2,1) (two-way random, absolute agreement) and "
+                               "quadratic-weighted kappa, over the visits every rater graded"))
+        likert = [i["key"] for i in info if i.get("agree")]
+        if likert:
+            t = self.s.claims(likert)
+            shown = pd.DataFrame({
+                "item": [metric_info(m)["description"].rstrip(".") for m in t["metric"]], "arm": t["arm"],
+                "visit": t["visit"], "n": t["n"],
+                "agreeing (95% CI)": [f"{int(k)}/{n} ({pct:.0f}%; {lo:.0f}% to {hi:.0f}%)" for k, n, pct, lo, hi in
+                                      zip(t["agreeing"], t["n"], t["agreeing_pct"], t["agreeing_ci_low"],
+                                          t["agreeing_ci_high"])]})
+            parts.append(table(shown, "Self-assessment: subjects agreeing (Wilson 95% CI)", text=True))
+        self.section("Measures beside the photographs", *parts,
+                     "<p>A subject's value of a measure at a visit is the mean of its readings there (raters, "
+                     "replicates, sides). Within-arm shares of agreement are descriptive, like the claim table.</p>")
+
     def photos(self, how_many: int = 3):
         """Before/after face maps (over the photo when it is at hand) of the best responders on the primary
         endpoint, or of the first subjects with maps at two visits when there is no primary endpoint."""
@@ -546,6 +578,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     for key in metrics:
         b.metric(key)
     b.claims()
+    b.measures()
     b.photos()
     b.quality()
     b.instrument()

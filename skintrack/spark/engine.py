@@ -61,7 +61,7 @@ class SparkEngine:
 
     TABLES = ("analyses_raw", "scores", "counts", "areas", "severities", "tones", "wrinkles", "detections",
               "outlines", "side_results", "boxes", "maps", "extras", "sources", "sessions", "subjects",
-              "session_index", "instrument")
+              "session_index", "instrument", "measures")
 
     def __init__(self, spark, con, version, folder):
         self.spark = spark

@@ -109,6 +109,15 @@ def _by_key() -> dict:
     return {r["key"]: r for r in _rows()}
 
 
+_MEASURES: dict[str, dict] = {}  # the measure.<name> keys of the studies opened in this process
+
+
+def declare_measures(rows: dict) -> None:
+    """Make a study's measures (`skintrack.tables.measures`) known as metric keys `measure.<name>`; a study
+    does this when it opens. Two studies of one process that declare a name differently: the last opened's."""
+    _MEASURES.update(rows)
+
+
 def metric_info(key: str) -> dict:
     """The catalog row of one metric key; raises `UnknownMetric` with close matches when it does not exist.
 
@@ -118,11 +127,11 @@ def metric_info(key: str) -> dict:
     'higher'
     """
     try:
-        return _by_key()[key]
+        return _MEASURES[key] if key in _MEASURES else _by_key()[key]
     except (KeyError, TypeError):
         import difflib
 
-        close = difflib.get_close_matches(str(key), list(_by_key()), n=3)
+        close = difflib.get_close_matches(str(key), list(_by_key()) + list(_MEASURES), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `skintrack metrics` lists them"
         raise UnknownMetric(f"unknown metric {key!r}{hint}") from None
 

@@ -42,7 +42,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import generations, session_index, store, versions
+from . import generations, measures as measures_, session_index, store, versions
 from ..errors import InvalidInput, InvalidResponse
 from .codes import about_photo
 from .flatten import flatten
@@ -69,6 +69,7 @@ class IngestReport:
     skipped: int = 0
     sessions: int = 0
     subjects: int = 0
+    measures: int = 0  # readings written (new or changed)
     rejected: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     seconds: float = 0.0
@@ -392,21 +393,25 @@ def _checked_sessions(sessions: list[dict], known_subjects: set, visit_uses: dic
 
 
 def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progress: bool = False,
-           chunk_size: int = CHUNK, commit_every: int = COMMIT_EVERY) -> IngestReport:
+           chunk_size: int = CHUNK, commit_every: int = COMMIT_EVERY, measures=None,
+           measures_catalog=None) -> IngestReport:
     """Ingest response files (files, folders, globs, or the study's raw/ archive) into the study at `study`.
 
     `manifest` is a CSV path (or a `Manifest` already read and matched, as `analyze` passes it).
-    Rejected inputs are listed in the report and in the `rejects` table; the rest is ingested.
+    `measures` is a measures CSV and `measures_catalog` a TOML file declaring them
+    (`skintrack.tables.measures`; the catalog is kept in the study, and later measures are checked against
+    the one kept). Rejected inputs are listed in the report and in the `rejects` table; the rest is ingested.
     """
     t0 = time.perf_counter()
     study = Path(study)
     man = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest) if manifest else None
     subj = read_subjects(subjects) if subjects else None
-    files, unreadable = expand(sources)
+    meas = (measures, measures_.read_catalog(measures_catalog) if measures_catalog else None)
+    files, unreadable = expand(sources or [])
     for attempt in range(CONFLICT_RETRIES + 1):
         try:
             with store.locked(study):
-                report = _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk_size,
+                report = _ingest_locked(study, files, unreadable, man, subj, meas, workers, progress, chunk_size,
                                         commit_every)
             break
         except duckdb.Error as e:  # another machine committed first to a shared study, or readers kept it busy
@@ -417,7 +422,7 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
     return report
 
 
-def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk_size, commit_every) -> IngestReport:
+def _ingest_locked(study, files, unreadable, man, subj, meas, workers, progress, chunk_size, commit_every) -> IngestReport:
     """The ingest proper, under the study's write lock. A transaction that conflicts with another
     machine's commit (a shared study) is rolled back whole and raised, for `ingest` to try again."""
     report = IngestReport()
@@ -440,7 +445,7 @@ def _ingest_locked(study, files, unreadable, man, subj, workers, progress, chunk
             if part.added >= commit_every:
                 part.commit()
         bar.close()
-        add_metadata(con, man, subj, inputs, report, unreadable, part)
+        add_metadata(con, man, subj, meas, inputs, report, unreadable, part)
         part.commit(last=True)
     except BaseException:
         store.rollback(con)
@@ -525,13 +530,14 @@ def _chunks(paths: list[str], most: int, most_bytes: int = CHUNK_BYTES) -> list[
     return chunks + [current] if current else chunks
 
 
-def add_metadata(con, man, subj, inputs, report, unreadable, part: Part) -> None:
-    """Write the sessions and subjects that differ from what the study holds (and the session index of the
-    subjects they touch), and the rejects of the CSVs and of the sources that could not be read as files."""
+def add_metadata(con, man, subj, meas, inputs, report, unreadable, part: Part) -> None:
+    """Write the sessions, subjects and measures that differ from what the study holds (and the session
+    index of the subjects they touch), and the rejects of the CSVs and of the sources that could not be
+    read as files."""
     now = dt.datetime.now(dt.timezone.utc)
     rejects = list(unreadable)
     known = {r[0] for r in con.execute(f"SELECT subject_id FROM {store.LAKE}.main.subjects").fetchall()} \
-        if man is not None or subj is not None else set()
+        if man is not None or subj is not None or meas[0] is not None else set()
     touched = set()
     if subj is not None:
         df, subj_rejects = subj
@@ -566,9 +572,45 @@ def add_metadata(con, man, subj, inputs, report, unreadable, part: Part) -> None
             touched = {r["subject_id"] for r in sessions} | {stored[r["analysis_id"]]["subject_id"]
                                                                for r in sessions if r["analysis_id"] in stored}
         report.sessions = len(sessions)
+    if meas[0] is not None or meas[1] is not None:
+        measure_rejects, measured = add_measures(con, *meas, known, report, now)
+        rejects += measure_rejects
+        touched |= measured
     session_index.update(con, touched)
     if rejects:
         report.rejected += rejects
         store.insert(con, "rejects", pa.Table.from_pylist([{"source": s, "reason": r, "at": now} for s, r in rejects],
                                                           schema=TABLES["rejects"]))
-    part.info.update({"sessions assigned": report.sessions, "subjects": report.subjects})
+    part.info.update({"sessions assigned": report.sessions, "subjects": report.subjects, "measures": report.measures})
+
+
+def add_measures(con, path, catalog, known: set, report, now) -> tuple[list, set]:
+    """Keep a new measures catalog (`catalog`: (text, declarations), or None) and write the readings of the
+    measures CSV at `path` (or None) that differ from the stored ones. Returns (rejects, subjects touched)."""
+    if catalog is not None and catalog[0] != store.plan_text(con, None, "measure_catalogs"):
+        store.insert(con, "measure_catalogs", pa.table({"text": [catalog[0]], "saved_at": [now]},
+                                                       schema=store.BASE["measure_catalogs"]))
+    if path is None:
+        return [], set()
+    declared = catalog[1] if catalog is not None else measures_.parse_catalog(
+        store.plan_text(con, None, "measure_catalogs"), "the study's measures catalog")
+    rows, rejects = measures_.read_measures(path, declared)
+    if known:
+        unknown = ~rows["subject_id"].isin(known)
+        rejects += [(f"{path}:{src.rsplit(':', 1)[1]}", f"subject_id {s} is not in the study's subjects")
+                    for src, s in zip(rows.loc[unknown, "source"], rows.loc[unknown, "subject_id"])]
+        rows = rows[~unknown]
+    for name in sorted(set(rows["measure"]) - set(declared)):
+        report.warnings.append((str(path), f"measure {name} has no declaration in the measures catalog: taken as "
+                                           "continuous (declare it with --measures-catalog)"))
+    records = [{k: None if v is None or v is pd.NaT or (isinstance(v, float) and v != v) else v for k, v in r.items()}
+               for r in rows.to_dict("records")]
+    stored = store.current_rows(con, "measures", "reading_id", [r["reading_id"] for r in records])
+    changed = {r["reading_id"] for r in store.changed_rows(  # where a reading sits in the file is not a change
+        stored, "reading_id", [{k: v for k, v in r.items() if k != "source"} for r in records])}
+    records = [r for r in records if r["reading_id"] in changed]
+    if records:
+        store.replace(con, "measures", pa.Table.from_pylist([dict(r, assigned_at=now) for r in records],
+                                                            schema=store.BASE["measures"]))
+    report.measures = len(records)
+    return rejects, {r["subject_id"] for r in records}

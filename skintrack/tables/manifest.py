@@ -32,6 +32,7 @@ RESERVED = {
     "manifest": (set(TABLES["analyses"].names) | {"assigned_at", "_line", "_where"}) - set(FIXED),
     "subjects": {"analysis_id", "assigned_at", "visit", "taken_at", "days", "seq", "value", "baseline_value",
                  "delta", "pct_change", "improved", "is_baseline", "_line"},
+    "measures": {"_line", "reading_id", "analysis_id", "source"},
 }
 
 

@@ -266,9 +266,7 @@ class Plan:
         for what, e in [("primary", self.primary)] + [("secondary", e) for e in self.secondary]:
             if e is None:
                 continue
-            try:
-                metric_info(e.metric)
-            except KeyError:
+            if not _known(e.metric):
                 problems.append(f"{what} endpoint: unknown metric {e.metric!r} (see `skintrack metrics`)")
             if schedule and e.visit not in schedule:
                 problems.append(f"{what} endpoint {e.metric}: visit {e.visit!r} is not in the schedule "
@@ -276,9 +274,7 @@ class Plan:
             if e.visit == self.baseline:
                 problems.append(f"{what} endpoint {e.metric}: the baseline visit cannot be an endpoint")
         for metric, threshold in self.responders.items():
-            try:
-                metric_info(metric)
-            except KeyError:
+            if not _known(metric):
                 problems.append(f"responders: unknown metric {metric!r}")
             if threshold != "mdc" and not isinstance(threshold, (int, float)):
                 problems.append(f"responders: {metric} threshold {threshold!r} is neither a number nor \"mdc\"")
@@ -368,3 +364,17 @@ class Plan:
         if self.assumed:
             lines.append("assumed (no plan says otherwise): " + "; ".join(self.assumed))
         return "\n".join(lines)
+
+
+def _known(key: str) -> bool:
+    """A key of the catalog, or a measure's (`measure.<name>`: a study's own, which the plan may name before
+    its readings are ingested)."""
+    from .measures import NAME
+
+    if key.startswith("measure.") and NAME.match(key[len("measure."):]):
+        return True
+    try:
+        metric_info(key)
+    except KeyError:
+        return False
+    return True

@@ -1,6 +1,6 @@
 """The session index, kept in the lake and brought up to date by each write for the subjects it touched.
 
-One row per ok analysis with a subject: days since the subject's first session, `seq` (the subject's
+One row per ok analysis with a subject, and per subject's measures at a visit: days since the subject's first session, `seq` (the subject's
 sessions in time order: days, then visit label in natural order, then id) and `dup` (its session holds
 more than one analysis). Every row depends on its own subject's sessions only, so an ingest rewrites the
 rows of the subjects it changed and nothing else: the index costs nothing to open at any size.
@@ -26,13 +26,18 @@ NATURAL_VISIT = ("regexp_replace(visit, '[0-9]+', '', 'g'), TRY_CAST(regexp_extr
                  "visit")
 
 INDEX_SQL = f"""
-    WITH base AS (
-        SELECT s.analysis_id, s.subject_id, s.visit, s.taken_at,
-               date_diff('second', min(s.taken_at) OVER (PARTITION BY s.subject_id), s.taken_at) / 86400.0 AS days,
-               count(*) OVER (PARTITION BY s.subject_id, coalesce(s.visit, s.analysis_id)) > 1 AS dup
-        FROM {LAKE}.main.sessions s
-        WHERE s.subject_id IS NOT NULL {{subjects}}
-          AND s.analysis_id IN (SELECT analysis_id FROM {LAKE}.main.analyses WHERE ok))
+    WITH s AS (
+        SELECT analysis_id, subject_id, visit, taken_at, 'photo' AS kind FROM {LAKE}.main.sessions
+        WHERE subject_id IS NOT NULL {{subjects}}
+          AND analysis_id IN (SELECT analysis_id FROM {LAKE}.main.analyses WHERE ok)
+        UNION ALL  -- a subject's measures at a visit (skintrack.tables.measures): one session of their own
+        SELECT analysis_id, any_value(subject_id), any_value(visit), min(taken_at), 'measures' FROM {LAKE}.main.measures
+        WHERE true {{subjects}} GROUP BY analysis_id),
+    base AS (
+        SELECT analysis_id, subject_id, visit, taken_at,
+               date_diff('second', min(taken_at) OVER (PARTITION BY subject_id), taken_at) / 86400.0 AS days,
+               count(*) OVER (PARTITION BY subject_id, kind, coalesce(visit, analysis_id)) > 1 AS dup
+        FROM s)
     SELECT analysis_id, subject_id, visit, taken_at, days, dup,
            row_number() OVER (PARTITION BY subject_id ORDER BY days NULLS LAST,
                regexp_replace(visit, '[0-9]+', '', 'g') NULLS LAST,
@@ -50,4 +55,4 @@ def update(con: duckdb.DuckDBPyConnection, subjects=None) -> None:
     if subjects:
         con.execute(f"DELETE FROM {LAKE}.main.session_index WHERE subject_id IN (SELECT unnest($s))", {"s": subjects})
         con.execute(f"INSERT INTO {LAKE}.main.session_index "
-                    f"{INDEX_SQL.format(subjects='AND s.subject_id IN (SELECT unnest($s))')}", {"s": subjects})
+                    f"{INDEX_SQL.format(subjects='AND subject_id IN (SELECT unnest($s))')}", {"s": subjects})

@@ -70,9 +70,15 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
     "plans": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
     "instrument": pa.schema([("at", pa.timestamp("us", tz="UTC")), ("batch", pa.string()), ("event", pa.string()),
                              ("detail", pa.string())]),  # what the sentinel found, and drift a user accepted
+    "measures": pa.schema([("reading_id", pa.string()), ("analysis_id", pa.string()), ("subject_id", pa.string()),
+                           ("visit", pa.string()), ("taken_at", pa.timestamp("us")), ("measure", pa.string()),
+                           ("value", pa.float64()), ("unit", pa.string()), ("device", pa.string()),
+                           ("rater", pa.string()), ("replicate", pa.string()), ("side", pa.string()),
+                           ("source", pa.string()), ("assigned_at", pa.timestamp("us", tz="UTC"))]),
+    "measure_catalogs": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
 }
 SCHEMAS = {**TABLES, **BASE}
-KEYS = {"sessions": "analysis_id", "subjects": "subject_id"}  # tables whose rows are replaced per key
+KEYS = {"sessions": "analysis_id", "subjects": "subject_id", "measures": "reading_id"}  # tables whose rows are replaced per key
 _EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
                "postgres_scanner": "duckdb_extension_postgres_scanner"}
 
@@ -424,12 +430,13 @@ def changed_rows(current: dict, key: str, rows: list[dict]) -> list[dict]:
         same(v, current[r[key]].get(k)) for k, v in r.items() if k != "assigned_at")]
 
 
-def plan_text(con: duckdb.DuckDBPyConnection, version: int | None) -> str | None:
-    """The plan saved last at `version` (None when none was saved)."""
-    if version is not None and "plans" not in tables_at(con, version):
+def plan_text(con: duckdb.DuckDBPyConnection, version: int | None, table: str = "plans") -> str | None:
+    """The plan (or with `table="measure_catalogs"`, the measures catalog) saved last at `version` (None
+    when none was saved)."""
+    if version is not None and table not in tables_at(con, version):
         return None
     at = f" AT (VERSION => {int(version)})" if version is not None else ""
-    row = con.execute(f"SELECT text FROM {LAKE}.main.plans{at} ORDER BY saved_at DESC LIMIT 1").fetchall()
+    row = con.execute(f"SELECT text FROM {LAKE}.main.{table}{at} ORDER BY saved_at DESC LIMIT 1").fetchall()
     return row[0][0] if row else None
 
 
@@ -543,6 +550,7 @@ def create_views(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
     con.execute(f"CREATE OR REPLACE VIEW subjects AS SELECT * EXCLUDE (assigned_at) FROM ({source('subjects')})")
     con.execute(f"CREATE OR REPLACE VIEW session_index AS {source('session_index')}")
     con.execute(f"CREATE OR REPLACE VIEW instrument AS {source('instrument')}")
+    con.execute(f"CREATE OR REPLACE VIEW measures AS SELECT * EXCLUDE (assigned_at) FROM ({source('measures')})")
     con.execute(
         "CREATE OR REPLACE VIEW analyses AS SELECT a.analysis_id, s.subject_id, s.visit, s.taken_at, "
         "a.* EXCLUDE (analysis_id), s.* EXCLUDE (analysis_id, subject_id, visit, taken_at, assigned_at) "
@@ -559,7 +567,8 @@ def create_views(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
             UNPIVOT (v FOR k IN (ita, ha, ita_class, ha_class, skin_tone))
         UNION ALL SELECT analysis_id, 'wrinkle.' || region || '.' || k, v FROM (SELECT analysis_id, region,
             {wrinkle_cols} FROM wrinkles) UNPIVOT (v FOR k IN ({", ".join(WRINKLE_MEASURES)}))
-        UNION ALL SELECT analysis_id, 'skin.age', skin_age FROM analyses_raw WHERE skin_age IS NOT NULL""")
+        UNION ALL SELECT analysis_id, 'skin.age', skin_age FROM analyses_raw WHERE skin_age IS NOT NULL
+        UNION ALL SELECT analysis_id, 'measure.' || measure, avg(value) FROM measures GROUP BY analysis_id, measure""")
     wide = ", ".join(f"max(m.value) FILTER (WHERE m.metric = '{k}') AS {sql_identifier(k)}" for k in metric_keys())
     con.execute(f"""CREATE OR REPLACE VIEW metrics_wide AS
         SELECT a.analysis_id, a.subject_id, a.visit, a.taken_at, {wide}
