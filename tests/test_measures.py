@@ -65,9 +65,9 @@ def demo():
 
 
 def _study(tmp_path) -> Path:
-    src = sample_study_dir()
+    """A study of the sample's subjects and nothing else yet (measures need no photo)."""
     study = tmp_path / "study"
-    skintrack.ingest([src / "responses"], study, manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    skintrack.ingest([], study, subjects=sample_study_dir() / "subjects.csv")
     return study
 
 

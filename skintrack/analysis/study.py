@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..tables import check, measures, store, versions
-from ..tables.catalog import declare_measures
+from ..tables.catalog import declare_measures, measures_owner
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from ..tables.upgrade import upgrade
@@ -82,11 +82,20 @@ class Study:
         self._visits = None
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
-        if self._on_disk:  # the study's measures become metric keys measure.<name> (skintrack.tables.measures)
-            text = store.plan_text(self.con, version, "measure_catalogs")
-            names = [r[0] for r in self.con.execute("SELECT DISTINCT measure FROM measures").fetchall()]
-            declare_measures(measures.catalog_rows(measures.parse_catalog(text, "the study's measures catalog"),
-                                                   names))
+        self._measure_rows = None
+        if self._on_disk:
+            self._declare_measures()
+
+    def _declare_measures(self) -> None:
+        """The study's measures become metric keys measure.<name> (`skintrack.tables.measures`)."""
+        try:
+            text = store.retry_busy(store.plan_text, self.con, self.version, "measure_catalogs")
+        except duckdb.Error as e:
+            raise store.damaged(self.path, e) from None
+        self._measure_rows = {}
+        names = self.sql("SELECT DISTINCT measure FROM measures")["measure"]
+        self._measure_rows = measures.catalog_rows(measures.parse_catalog(text, "the study's measures catalog"), names)
+        declare_measures(self._measure_rows, self)
 
     def refresh(self) -> None:
         """Move to the newest version (queries do this by themselves unless a version was asked for)."""
@@ -231,6 +240,8 @@ class Study:
         >>> open(tempfile.mkdtemp()).sql("select ? + 1 as two", [1])["two"].tolist()
         [2]
         """
+        if self._measure_rows is not None and measures_owner() is not self:  # another study queried since
+            declare_measures(self._measure_rows, self)
         if isinstance(params, dict):  # bind what the query names (builders pass what their rules might use)
             params = {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", query)}
         if self._engine is not None:

@@ -109,13 +109,24 @@ def _by_key() -> dict:
     return {r["key"]: r for r in _rows()}
 
 
-_MEASURES: dict[str, dict] = {}  # the measure.<name> keys of the studies opened in this process
+_MEASURES: dict[str, dict] = {}  # the measure.<name> keys of the study at work
+_OWNER: list = [None]  # a weak reference to that study
 
 
-def declare_measures(rows: dict) -> None:
-    """Make a study's measures (`skintrack.tables.measures`) known as metric keys `measure.<name>`; a study
-    does this when it opens. Two studies of one process that declare a name differently: the last opened's."""
+def declare_measures(rows: dict, owner=None) -> None:
+    """Make a study's measures (`skintrack.tables.measures`) the metric keys `measure.<name>`. A study does
+    this when it opens, and again whenever it queries after another study did (two studies of one process
+    may declare one name differently: each helper sees its own study's)."""
+    import weakref
+
+    _MEASURES.clear()
     _MEASURES.update(rows)
+    _OWNER[0] = weakref.ref(owner) if owner is not None else None
+
+
+def measures_owner():
+    """The study whose measures are declared now (None if none or gone)."""
+    return _OWNER[0]() if _OWNER[0] is not None else None
 
 
 def metric_info(key: str) -> dict:
