@@ -32,17 +32,15 @@ CACHED_ROWS, CACHED_QUERIES = 200_000, 512  # results kept per version: small on
 
 
 def _frozen(value):
-    """`value` (a query and its parameters) as a hashable key, or None when it holds anything but plain
+    """`value` (a query and its parameters) as a hashable key; `TypeError` when it holds anything but plain
     values, lists, tuples and dicts (then the result is not kept)."""
+    if isinstance(value, (list, tuple)):
+        return type(value).__name__, tuple(map(_frozen, value))
+    if isinstance(value, dict):
+        return "dict", tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    if isinstance(value, (list, tuple)):
-        items = tuple(_frozen(v) for v in value)
-        return None if any(i is None and v is not None for i, v in zip(items, value)) else (type(value).__name__, items)
-    if isinstance(value, dict):
-        items = _frozen(sorted(value.items(), key=lambda kv: str(kv[0])))
-        return None if items is None else ("dict", items)
-    return None
+    raise TypeError(f"{type(value).__name__} is not kept as a key")
 
 
 class Study:
@@ -247,7 +245,10 @@ class Study:
         if self._engine is not None:
             return self._engine.sql(query, params)
         self._sync()
-        key = _frozen((query, params))
+        try:
+            key = _frozen((query, params))
+        except TypeError:
+            key = None
         if key in self._results:
             return self._results[key].copy()
 

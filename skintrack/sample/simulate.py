@@ -432,6 +432,8 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
     return out
 
 
+SELF_ASSESSMENT = {"feels_hydrated": "My skin feels more hydrated", "looks_smoother": "My skin looks smoother",
+                   "would_use_again": "I would use the product again"}
 MEASURES_CATALOG = """# The sample trial's measures (SIMULATED): what each is, its unit, range and type.
 [corneometer]
 description = "Stratum corneum hydration, Corneometer CM 825 (SIMULATED)"
@@ -444,28 +446,14 @@ description = "Expert wrinkle grade, 0 none to 5 severe (SIMULATED)"
 type = "grade"
 levels = [0, 1, 2, 3, 4, 5]
 better = "lower"
-
-[feels_hydrated]
-description = "My skin feels more hydrated (1 disagree strongly to 5 agree strongly; SIMULATED)"
+""" + "".join(f"""
+[{name}]
+description = "{statement} (1 disagree strongly to 5 agree strongly; SIMULATED)"
 type = "likert"
 levels = [1, 2, 3, 4, 5]
 agree = [4, 5]
 better = "higher"
-
-[looks_smoother]
-description = "My skin looks smoother (1 disagree strongly to 5 agree strongly; SIMULATED)"
-type = "likert"
-levels = [1, 2, 3, 4, 5]
-agree = [4, 5]
-better = "higher"
-
-[would_use_again]
-description = "I would use the product again (1 disagree strongly to 5 agree strongly; SIMULATED)"
-type = "likert"
-levels = [1, 2, 3, 4, 5]
-agree = [4, 5]
-better = "higher"
-"""
+""" for name, statement in SELF_ASSESSMENT.items())
 
 
 def _instrument_measures(out: Path, seed: int, states: dict) -> None:
@@ -486,7 +474,7 @@ def _instrument_measures(out: Path, seed: int, states: dict) -> None:
                          "taken_at": taken, "unit": "", "device": "", "rater": rater, "replicate": ""})
         if visit in ("W4", "W12"):
             lean = (0.9 if arm == "active" else 0.2) * (1.5 if visit == "W12" else 1.0)
-            for item in ("feels_hydrated", "looks_smoother", "would_use_again"):
+            for item in SELF_ASSESSMENT:
                 answer = _clip(round(3 + lean + rng.gauss(0, 1.0)), 1, 5)
                 rows.append({"subject_id": sid, "visit": visit, "measure": item, "value": answer, "taken_at": taken,
                              "unit": "", "device": "", "rater": "", "replicate": ""})

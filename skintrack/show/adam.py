@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.selection import records_sql
-from ..tables.catalog import _MEASURES, catalog, metric_info
+from ..tables.catalog import catalog, declared_measures, metric_info
 
 FAMILY = {"score": "SC", "count": "CN", "area": "AR", "severity": "SV", "tone": "TN", "wrinkle": "WR", "skin": "SK"}
 ADSL_LABELS = {"STUDYID": "Study Identifier", "USUBJID": "Unique Subject Identifier",
@@ -93,14 +93,14 @@ def paramcd(key: str) -> str:
     """
     metric_info(key)
     if key.startswith("measure."):
-        return _measure_codes(tuple(sorted(_MEASURES)))[key]
+        return _measure_codes(tuple(declared_measures()))[key]
     return _codes()[key]
 
 
 def paramn(key: str) -> int:
     """PARAMN: the catalog's order, the study's measures after the API's metrics (by name)."""
     if key.startswith("measure."):
-        return len(_codes()) + sorted(_MEASURES).index(key) + 1
+        return len(_codes()) + declared_measures().index(key) + 1
     return list(_codes()).index(key) + 1
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import weakref
 
 import pandas as pd
 
@@ -117,11 +118,14 @@ def declare_measures(rows: dict, owner=None) -> None:
     """Make a study's measures (`skintrack.tables.measures`) the metric keys `measure.<name>`. A study does
     this when it opens, and again whenever it queries after another study did (two studies of one process
     may declare one name differently: each helper sees its own study's)."""
-    import weakref
-
     _MEASURES.clear()
     _MEASURES.update(rows)
     _OWNER[0] = weakref.ref(owner) if owner is not None else None
+
+
+def declared_measures() -> list[str]:
+    """The measure.<name> keys declared now, by name."""
+    return sorted(_MEASURES)
 
 
 def measures_owner():
