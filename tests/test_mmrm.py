@@ -106,7 +106,7 @@ def test_satterthwaite_matches_r(case, rscript, tmp_path):
     spec = CASES[case]
     data = simulate(**spec)
     arms, visits = _arms_visits(spec)
-    fit = fit_mmrm(data, visits, control=arms[0], df="satterthwaite")
+    fit = fit_mmrm(data, visits, control=arms[0], df="satterthwaite", guard=False)  # exactly as asked, even at 2 x 8
     assert fit.covariance == "unstructured" and fit.converged and fit.df_method == "satterthwaite"
     worst = compare(fit, *r_mmrm(rscript, tmp_path, data, visits, arms))
     assert worst["estimate"] < 1e-6 and worst["se"] < 1e-6 and worst["df"] < 1e-4, worst
@@ -188,7 +188,7 @@ def test_the_empirical_covariance_of_a_fallback_equals_clubsandwich_cr2(structur
     spec = DESIGNS["small arms, 2 x 8, visit SDs 2-6"]
     data = simulate(**spec)
     arms, visits = _arms_visits(spec)
-    fit = fit_mmrm(data, visits, arms[0], structures=[structure])  # auto: empirical for any non-UN structure
+    fit = fit_mmrm(data, visits, arms[0], structures=[structure], guard=False)  # auto: empirical unless UN
     assert fit.variance == "empirical" and fit.df_method == "bell-mccaffrey"
     if structure == "toeplitz_h":  # nlme has no heterogeneous Toeplitz: the CR2 algebra is checked on ARH(1)
         return
@@ -203,7 +203,7 @@ def test_kenward_roger_only_widens_the_model_based_interval():
     for seed in range(10):
         data = simulate(100 + seed, n=8, missing=0.1, sds=(2, 4, 6))
         kr = fit_mmrm(data, ["W4", "W8", "W12"], "placebo")
-        sat = fit_mmrm(data, ["W4", "W8", "W12"], "placebo", df="satterthwaite")
+        sat = fit_mmrm(data, ["W4", "W8", "W12"], "placebo", df="satterthwaite", guard=False)
         np.testing.assert_allclose(kr.diffs["estimate"], sat.diffs["estimate"], rtol=1e-12)
         assert np.linalg.eigvalsh(kr._inference.V - sat._inference.V).min() > -1e-12
         assert (kr.diffs["std_error"] >= sat.diffs["std_error"]).all()
@@ -231,3 +231,20 @@ def test_bad_choices_are_refused_by_name():
         fit_mmrm(data, ["W4", "W8", "W12"], "placebo", df="containment")
     with pytest.raises(UsageError, match="covariance banded"):
         fit_mmrm(data, ["W4", "W8", "W12"], "placebo", structures=["banded"])
+
+
+def test_the_small_trial_guard_keeps_a_small_trial_off_the_liberal_paths():
+    """Below 15 per arm, Satterthwaite becomes Kenward-Roger and heterogeneous Toeplitz is not tried (both
+    liberal at 8 per arm in benchmarks/operating.py); the result says so; from 15 per arm the plan is kept."""
+    small = simulate(**DESIGNS["small arms, 2 x 8, visit SDs 2-6"])
+    fit = fit_mmrm(small, ["W4", "W8", "W12"], "placebo", df="satterthwaite")
+    assert fit.df_method == "kenward-roger" and "Satterthwaite's degrees of freedom replaced" in fit.method
+    kr = fit_mmrm(small, ["W4", "W8", "W12"], "placebo")
+    pd.testing.assert_frame_equal(fit.diffs, kr.diffs)
+    toep = fit_mmrm(small, ["W4", "W8", "W12"], "placebo", structures=["toeplitz_h"])
+    assert toep.covariance == "ar1_h" and "heterogeneous Toeplitz not used" in toep.method
+    assert toep.variance == "empirical"
+    large = simulate(3, n=15)
+    assert fit_mmrm(large, ["W4", "W8", "W12"], "placebo", df="satterthwaite").df_method == "satterthwaite"
+    assert fit_mmrm(large, ["W4", "W8", "W12"], "placebo", structures=["toeplitz_h"]).covariance == "toeplitz_h"
+    assert not fit_mmrm(large, ["W4", "W8", "W12"], "placebo").guarded

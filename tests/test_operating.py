@@ -14,7 +14,15 @@ import operating  # noqa: E402
 
 def test_the_paths_skintrack_takes_keep_their_level_and_the_old_fallback_did_not():
     paths = ("UN, Kenward-Roger (default)", "CSH fallback, CR2", "CS, model-based (never a fallback)")
-    rows = [row for seed in range(150) for row in operating.replicate((90_000 + seed, "2 x 8", 0.0), paths)]
+    rows = [row for seed in range(150) for row in operating.replicate((90_000 + seed, "2 x 8", 0.0, paths))]
     rate = pd.DataFrame(rows).groupby("path")["p"].apply(lambda p: float(np.mean(p < 0.05)))
     assert rate["UN, Kenward-Roger (default)"] <= 0.09 and rate["CSH fallback, CR2"] <= 0.09
     assert rate["CS, model-based (never a fallback)"] >= 0.12
+
+
+def test_a_small_trial_asking_for_a_liberal_path_is_taken_onto_a_sound_one():
+    paths = ("UN, Satterthwaite", "TOEPH fallback, CR2")
+    rows = pd.DataFrame([row for seed in range(5) for row in operating.replicate((91_000 + seed, "2 x 8", 0.0, paths))])
+    taken = rows.groupby("path")["taken"].agg(set)
+    assert taken["UN, Satterthwaite"] == {"unstructured, kenward-roger"}
+    assert taken["TOEPH fallback, CR2"] <= {"ar1_h, bell-mccaffrey", "cs_h, bell-mccaffrey"}

@@ -115,6 +115,9 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
         wide[pos[r.subject], visits.index(r.visit)] = r.chg
     arms, base = subjects["arm"].to_numpy(), subjects["base"].to_numpy(float)
     observed = ~np.isnan(wide)
+    empty = [v for v, seen in zip(visits, observed.any(axis=0)) if not seen]
+    if empty:  # a visit nobody attended has no covariance to draw from
+        raise UsageError(f"no subject has a value at {', '.join(empty)}: leave the visit out of the imputation model")
     last = np.array([np.flatnonzero(o).max() if o.any() else -1 for o in observed])
     j = visits.index(visit)
     treated = arms != control
@@ -125,7 +128,7 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
                                    "chg": wide[i, v]} for i in range(len(base)) for v in range(t) if observed[i, v]])
     chosen = fit_mmrm(observed_rows, visits, control, treatments, base_by_visit=True,
                       structures=structures or ("unstructured", *FALLBACK), df="satterthwaite",
-                      variance="model").covariance
+                      variance="model", guard=False).covariance  # only beta and sigma are used: no inference
     rng = np.random.default_rng(seed)
     strata = {a: np.flatnonzero(arms == a) for a in [control, *treatments]}
     values = {meth: np.empty((m, len(subjects))) for meth in methods}
@@ -136,7 +139,7 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
                 for n, i in enumerate(boot) for v in range(t) if observed[i, v]]
         try:
             fit = fit_mmrm(pd.DataFrame(rows), visits, control, treatments, base_by_visit=True, structures=[chosen],
-                           df="satterthwaite", variance="model")  # only beta and sigma are used: no KR needed
+                           df="satterthwaite", variance="model", guard=False)  # only beta and sigma are used: no KR needed
         except UsageError:
             failures += 1
             if failures >= GIVE_UP and failures > k:  # more failures than fits: the trial is too small for it

@@ -17,7 +17,12 @@ Inference, as a SAP states it:
   CSH) and its inference becomes **empirical**: the CR2 bias-reduced sandwich of Bell & McCaffrey
   (2002) with their Satterthwaite degrees of freedom (as R clubSandwich), which keeps 5% when the
   structure is wrong. Any structure other than unstructured uses the empirical covariance too, unless
-  the plan asks for model-based inference. The result says which structure, why, and how.
+  the plan asks for model-based inference. The result says which structure, why, and how;
+* a **small-trial guard**: below 15 subjects in the smallest arm, the two paths `benchmarks/operating.py`
+  finds liberal at 8 per arm are not taken: Satterthwaite's degrees of freedom (type I error 5.7%, their
+  standard errors' small-sample bias uncorrected) become Kenward-Roger's, and heterogeneous Toeplitz with
+  CR2 (5.9%: too many parameters for the clusters) leaves the structures tried. The result says so
+  (`guarded`); ``guard=False`` fits exactly what is asked (the comparisons with R do).
 
 LS-means take the baseline at its mean over the rows analysed, as R's emmeans and SAS's LSMEANS do.
 
@@ -373,7 +378,12 @@ def _table(rows, inf: _Inference, level) -> pd.DataFrame:
 
 
 # ---- the result --------------------------------------------------------------------------------------------------
-SMALL_ARM = 15  # below this many subjects per arm, Satterthwaite's df are said to be liberal
+SMALL_ARM = 15  # below this many subjects in an arm, the guard keeps the fit off the liberal paths
+LIBERAL_SMALL = {"satterthwaite": "Satterthwaite's degrees of freedom replaced by Kenward-Roger's (below 15 subjects "
+                                  "per arm they leave the standard errors' bias uncorrected: type I error 5.7% at 8 "
+                                  "per arm in benchmarks/operating.py)",
+                 "toeplitz_h": "heterogeneous Toeplitz not used (below 15 subjects per arm its CR2 standard errors "
+                               "are liberal: type I error 5.9% at 8 per arm in benchmarks/operating.py)"}
 
 
 @dataclass
@@ -402,6 +412,7 @@ class MMRMResult:
     qc: str = ""
     level: float = LEVEL
     smallest_arm: int = 0  # subjects in the smallest arm
+    guarded: list = field(default_factory=list)  # what the small-trial guard changed, in words
     _inference: _Inference | None = field(default=None, repr=False)
     _row: object = field(default=None, repr=False)
 
@@ -435,10 +446,7 @@ class MMRMResult:
                      if self.variance == "empirical" else
                      f"model-based standard errors with {self.df_method.title()} degrees of freedom"
                      + (" and the Kenward-Roger adjusted covariance" if self.df_method == "kenward-roger" else ""))
-        caution = ("; Satterthwaite's degrees of freedom leave the standard errors' small-sample bias uncorrected "
-                   "(type I error 5.7% at 8 subjects per arm in benchmarks/operating.py): Kenward-Roger corrects it"
-                   if self.df_method == "satterthwaite" and self.variance == "model" and self.smallest_arm < SMALL_ARM
-                   else "")
+        caution = "".join(f"; {g}" for g in self.guarded)
         return (f"MMRM of the change on baseline, arm, visit and arm by visit; {STRUCTURES[self.covariance].sas} "
                 f"covariance ({self.why}); REML; {inference}{caution}")
 
@@ -464,14 +472,15 @@ class MMRMResult:
 
 def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, base_by_visit: bool = False,
              structures=None, df: str = "kenward-roger", variance: str = "auto", level: float = LEVEL,
-             metric: str = "") -> MMRMResult:
+             metric: str = "", guard: bool = True) -> MMRMResult:
     """Fit the MMRM to `data` (columns subject, arm, visit, base, chg, and days for spatial power: one row
     per post-baseline observation). `visits` are the post-baseline visits in order; `control` is the
     reference arm and `treatments` the arms compared with it (default: every other arm present).
 
     `structures` is the planned structure and what may follow it (default: unstructured, then the
     heterogeneous fallbacks); `df` is "kenward-roger" or "satterthwaite"; `variance` is "model",
-    "empirical" or "auto" (model-based for the unstructured structure, empirical for any other)."""
+    "empirical" or "auto" (model-based for the unstructured structure, empirical for any other); `guard`
+    keeps a trial with fewer than 15 subjects in an arm off the liberal paths (see the module docstring)."""
     if df not in DF_METHODS:
         raise UsageError(f"df {df!r}: use {' or '.join(DF_METHODS)}")
     if variance not in VARIANCES:
@@ -491,6 +500,15 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
     data = data[data["arm"].isin([control, *treatments])]
     visits = [v for v in visits if v in set(data["visit"])]
     arms = [control, *treatments]
+    smallest = int(data.groupby("arm")["subject"].nunique().min())
+    guarded = []
+    if guard and smallest < SMALL_ARM:
+        if df == "satterthwaite" and variance != "empirical":
+            df = "kenward-roger"
+            guarded.append(LIBERAL_SMALL["satterthwaite"])
+        if "toeplitz_h" in structures:
+            structures = [s for s in structures if s != "toeplitz_h"] or ["ar1_h", "cs_h"]
+            guarded.append(LIBERAL_SMALL["toeplitz_h"])
     if len(visits) == 1:  # one visit: a variance, nothing to structure
         structures = ["unstructured"]
     by_days = any(STRUCTURES[s].uses_days for s in structures)
@@ -531,7 +549,7 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
     result = MMRMResult(metric, ls, diffs, name, sigma, True, int(data["subject"].nunique()), len(data),
                         df_method="bell-mccaffrey" if how == "empirical" else df, variance=how, why=why, tried=tried,
                         coefficients=coef, parameters=STRUCTURES[name].describe(phi, t), base_mean=base_mean,
-                        level=level, smallest_arm=int(data.groupby("arm")["subject"].nunique().min()))
+                        level=level, smallest_arm=smallest, guarded=guarded)
     result._inference, result._row = inference, row
     return result
 

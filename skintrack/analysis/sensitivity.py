@@ -63,7 +63,8 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
         base = base[base["is_baseline"].astype(bool)].merge(study.sql("SELECT subject_id, arm FROM subjects"),
                                                             on="subject_id")
         people = pd.DataFrame({"subject": base["subject_id"], "arm": base["arm"], "base": base["baseline_value"]})
-        visits = [v for v in plan.schedule if v != plan.baseline]
+        held = set(ch["visit"])
+        visits = [v for v in plan.schedule if v != plan.baseline and v in held]  # a visit nobody attended: none
         kinds = {"mi": "mar", "j2r": "j2r", "cr": "cr"}
         try:
             imp = imputation.impute(mmrm_data(ch), people, visits, visit, control, treatments, m=m, seed=seed,
