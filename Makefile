@@ -24,7 +24,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/skintrack demo --study build/demo-study
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadgroup skintrack tests
+	$(BIN)/python -m pytest -n auto --dist loadfile skintrack tests
 
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/ingest.py

@@ -395,8 +395,9 @@ def _endpoint(text):
 @click.option("--multiplicity", type=click.Choice(["fixed_sequence", "holm"]), help="Multiplicity strategy.")
 @click.option("--qc", type=click.Choice(["exclude", "include"]), help="QC-flagged captures in the primary analysis.")
 @click.option("--responder", multiple=True, help="Responder threshold METRIC=VALUE (repeat).")
+@click.option("--init", is_flag=True, help="Write a commented starter plan.toml from the data (a study without a plan).")
 def plan(study, source, title, sponsor, product, protocol, baseline, visits, control, treatments, primary, secondary,
-         multiplicity, qc, responder):
+         multiplicity, qc, responder, init):
     """Write or show the study plan (STUDY/plan.toml): baseline, visits, arms, endpoints, multiplicity, QC.
 
     With no option it shows the plan, with what was assumed from the data. Options change what they name,
@@ -409,6 +410,17 @@ def plan(study, source, title, sponsor, product, protocol, baseline, visits, con
     from .tables.plan import Plan, Visit
 
     s = _open(study)
+    if init:
+        from .tables.plan import FILE, starter
+
+        if Plan.read(study) is not None:
+            raise UsageError(f"{study} already has a plan ({FILE}); change it with the options or --from")
+        from .tables.store import write_atomic
+
+        write_atomic(Path(study) / FILE, starter(s.plan, study).encode())
+        click.echo(f"wrote {Path(study) / FILE}: a starter plan with every choice commented; edit it, then "
+                   f"`skintrack plan {study}` checks it")
+        return
     current = Plan.load(source) if source else (Plan.read(study) or Plan())
     changes = {k: v for k, v in dict(title=title, sponsor=sponsor, product=product, protocol=protocol,
                                       baseline=baseline, control=control, multiplicity=multiplicity, qc=qc).items()
@@ -434,6 +446,55 @@ def plan(study, source, title, sponsor, product, protocol, baseline, visits, con
     if changes or source:
         new.write(study)
     click.echo(s.plan.describe())
+
+
+@main.command(name="mmrm")
+@click.argument("study", type=click.Path(file_okay=False))
+@click.argument("metric")
+@_QC
+@_output
+def mmrm_command(study, metric, exclude_flagged, fmt):
+    """The MMRM of METRIC's change from baseline under the plan: how it was fitted, the LS-means and each
+    treatment minus the control (with --csv or --json, the differences).
+
+    Example: skintrack mmrm trial score.water
+    """
+    fit = _open(study).mmrm(metric, exclude_flagged=exclude_flagged)
+    if fmt:
+        _emit(fit.diffs, fmt)
+    else:
+        click.echo(fit.summary())
+
+
+CHARTS = ("trend", "change", "waterfall", "responders", "lsmeans", "regions")
+
+
+@main.command()
+@click.argument("study", type=click.Path(file_okay=False))
+@click.argument("chart", type=click.Choice(CHARTS))
+@click.argument("metric")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The file: .png, .svg or .pdf.")
+@click.option("--visit", help="The visit (waterfall, regions; default: the primary endpoint's, or the last).")
+@click.option("--threshold", type=float, help="Responder threshold (default: the plan's).")
+@_QC
+def plot(study, chart, metric, out, visit, threshold, exclude_flagged):
+    """Draw one chart of the study (as `study.plot` does in Python) into a PNG, SVG or PDF file.
+
+    Example: skintrack plot trial change score.water --out water-change.png
+    """
+    from .show.charts import save
+
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in ("png", "svg", "pdf"):
+        raise UsageError(f"--out {out}: name a .png, .svg or .pdf file")
+    plots = _open(study).plot
+    draw = {"trend": lambda: plots.trend(metric, exclude_flagged),
+            "change": lambda: plots.change(metric, exclude_flagged=exclude_flagged),
+            "waterfall": lambda: plots.waterfall(metric, visit, exclude_flagged),
+            "responders": lambda: plots.responders(metric, threshold, exclude_flagged=exclude_flagged),
+            "lsmeans": lambda: plots.lsmeans(metric), "regions": lambda: plots.regions(metric, visit)}[chart]
+    (path,) = save(draw(), Path(out).with_suffix(""), (suffix,))
+    click.echo(f"{chart} of {metric}: {path}")
 
 
 @main.command()
@@ -625,10 +686,12 @@ def qc(study, flagged_only, fmt):
 
 @main.command()
 @click.argument("study", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for report.html, report.pdf, figures/.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.html, report.pdf, report.docx, figures/.")
 @click.option("--metrics", default="", help="Metric keys, comma-separated (default: total, water, rough, melanin, pores).")
 @click.option("--subject", multiple=True, help="Add a page for this subject (repeatable).")
-@click.option("--no-pdf", is_flag=True, help="Only the HTML.")
+@click.option("--no-pdf", is_flag=True, help="No PDF (the HTML and the DOCX only).")
+@click.option("--no-docx", is_flag=True, help="No DOCX.")
 @click.option("--paper", type=click.Choice(["a4", "letter"]), default="a4", show_default=True, help="Page size.")
 @click.option("--figures", default="png", show_default=True, help="Figure files to write: png,svg,pdf.")
 @click.option("--title", help="Report title (default: the plan's).")
@@ -636,17 +699,19 @@ def qc(study, flagged_only, fmt):
 @click.option("--product", help="Product (default: the plan's).")
 @click.option("--protocol", help="Protocol (default: the plan's).")
 @_VERSION
-def report(study, out, metrics, subject, no_pdf, paper, figures, title, sponsor, product, protocol, version):
-    """Write the dossier-ready trial report: self-contained HTML, a paged PDF of it, and the figures.
+def report(study, out, metrics, subject, no_pdf, no_docx, paper, figures, title, sponsor, product, protocol, version):
+    """Write the dossier-ready trial report: self-contained HTML, a paged PDF of it, a DOCX with the same
+    numbered tables and figures for the medical writer, and the figures.
 
     Example: skintrack report trial --out trial-report --metrics score.water,score.rough --subject S05
     """
     from .show.report import build_report
 
     result = build_report(_open(study, version), out, _csv(metrics) or None, list(subject), pdf=not no_pdf, title=title,
-                          paper=paper, figure_formats=_csv(figures),
+                          paper=paper, figure_formats=_csv(figures), docx=not no_docx,
                           names={"sponsor": sponsor, "product": product, "protocol": protocol})
-    click.echo(f"report: {result.html}" + (f"\npdf: {result.pdf} ({result.pdf_engine})" if result.pdf else ""))
+    click.echo(f"report: {result.html}" + (f"\npdf: {result.pdf} ({result.pdf_engine})" if result.pdf else "")
+               + (f"\ndocx: {result.docx}" if result.docx else ""))
     for i, finding in enumerate(result.findings, 1):
         click.echo(f"{i}. {finding}")
 
@@ -659,7 +724,8 @@ def report(study, out, metrics, subject, no_pdf, paper, figures, title, sponsor,
 @click.option("--metrics", default="", help="Parameters, comma-separated (default: every score and the plan's endpoints).")
 @_VERSION
 def export(study, out, formats, metrics, version):
-    """Write the CDISC ADaM datasets ADSL and ADSKIN for the statistician, with a define-style listing.
+    """Write the CDISC ADaM datasets ADSL and ADSKIN for the statistician, with a define-style listing (and
+    Define-XML 2.1 beside the XPT files).
 
     Example: skintrack export trial --out trial-adam --format xpt,csv
     """

@@ -1,10 +1,13 @@
 """`make demo`: the main job on the embedded SIMULATED sample trial.
 
+`run_demo` (what `skintrack demo` runs, and the README's commands test with it) ingests the sample, writes
+the report and the ADaM export, and prints the headline findings.
+
 Example
 -------
->>> import tempfile
->>> print(run_demo(tempfile.mkdtemp()))  # doctest: +ELLIPSIS
-Sample trial (SIMULATED): 24 subjects (active 12, placebo 12), visits D0/W4/W8/W12, 120 analyses, ...
+>>> s = demo_study()
+>>> s.visits, len(s.sql("SELECT * FROM subjects")), s.plan.primary.metric
+(['D0', 'W4', 'W8', 'W12'], 24, 'score.water')
 """
 from __future__ import annotations
 
@@ -106,10 +109,11 @@ def run_demo(study, out=None) -> str:
              f"{n['analyses']} analyses, {n['metrics']} metrics; this run added {report.added}.",
              f"QC excluded {len(flagged)} analyses: " + "; ".join(
                  f"{r.subject_id} {r.visit} ({r.reasons})" for r in flagged.itertuples()),
-             f"Report: {result.html.resolve()}" + (f" and {result.pdf.resolve()} ({result.pdf_engine})"
-                                                    if result.pdf else ""),
-             f"Figures: {len(result.figures)} charts as PNG in {result.html.parent.resolve() / 'figures'}",
-             f"ADaM: ADSL and ADSKIN as XPT, Parquet, CSV, Excel and Dataset-JSON in {adam[0].parent.resolve()}",
+             f"Report: {result.html.resolve()}" + (f", {result.pdf.resolve()} ({result.pdf_engine})"
+                                                    if result.pdf else "") + f" and {result.docx.resolve()}",
+             f"Figures: {len(result.figures)} charts and photographs as PNG in {result.html.parent.resolve() / 'figures'}",
+             f"ADaM: ADSL and ADSKIN as XPT (with Define-XML 2.1), Parquet, CSV, Excel and Dataset-JSON in "
+             f"{adam[0].parent.resolve()}",
              f"Both from {s.version_note}; `skintrack history {study}` lists every version, and "
              f"`--version {s.version}` writes them again exactly.",
              "Repeatability (a repeat capture of every subject at D0): " + "; ".join(

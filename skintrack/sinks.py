@@ -14,6 +14,7 @@ names, SQL and chart labels. Each sink has one function; no writer escapes by ha
     a SQL identifier                  sql_identifier()    double-quoted, inner quotes doubled, NUL refused
     a SQL string literal              sql_literal()       single-quoted, inner quotes doubled, NUL refused
     a matplotlib label                plot_text()         $ escaped (no mathtext), control characters shown
+    XML text: DOCX, Define-XML        xml_text()          characters XML cannot hold (and bidi overrides) shown
 
 Parquet, XPT and Dataset-JSON keep the raw value: they are data formats, read by programs.
 
@@ -37,7 +38,7 @@ from markupsafe import Markup, escape
 from .errors import UsageError
 
 # Characters that draw nothing or reorder what follows (Trojan Source): shown by their code point.
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\ufffe\uffff]")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -45,6 +46,16 @@ _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 def visible(text) -> str:
     """`text` with control, zero-width and bidirectional-override characters written as <U+XXXX>."""
     return _INVISIBLE.sub(lambda m: f"<U+{ord(m.group()):04X}>", str(text))
+
+
+def xml_text(text) -> str:
+    """Text for an XML document (the DOCX report, Define-XML): the characters XML 1.0 cannot hold (NUL and
+    the other controls) and the invisible ones written as <U+XXXX>; the XML writer escapes the rest.
+
+    >>> xml_text("S" + chr(0) + "01")
+    'S<U+0000>01'
+    """
+    return visible(text)
 
 
 def html(text) -> Markup:

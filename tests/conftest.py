@@ -29,6 +29,11 @@ def debian_install(*packages: str) -> None:
                        + " ".join(packages), shell=True, check=False, capture_output=True, timeout=1800)
 
 
+def responses(folder, pattern: str = "*.json") -> list:
+    """The response files of a folder in order, without the archive envelopes (``*.meta.json``) beside them."""
+    return sorted(p for p in Path(folder).glob(pattern) if not p.name.endswith(".meta.json"))
+
+
 def load(name: str) -> dict:
     return orjson.loads((FIXTURES / name).read_bytes())
 

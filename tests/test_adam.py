@@ -17,7 +17,6 @@ from skintrack.show.adam import paramcd
 
 from test_mmrm import rscript  # noqa: F401 - the session fixture that installs R when missing
 
-pytestmark = pytest.mark.xdist_group("adam")  # its module fixtures are built once, on one worker
 
 R_REFIT = Path(__file__).parent / "r" / "adam_refit.R"
 
@@ -28,7 +27,7 @@ def _turn_head(src: Path, dst: Path) -> None:
     dst.write_bytes(orjson.dumps(doc))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def awkward(tmp_path_factory):
     """The SIMULATED sample trial with its D0 repeat captures, where S06's baseline captures are both
     flagged, S05's main baseline capture is flagged (its repeat is not), S08's W4 was taken 10 days late,

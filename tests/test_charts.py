@@ -3,14 +3,13 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+import skintrack
 from skintrack import charts
 
 from conftest import FIXTURES
 
-pytestmark = pytest.mark.xdist_group("charts")  # its module fixtures are built once, on one worker
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s():
     from skintrack.demo import demo_study
 
@@ -80,3 +79,58 @@ def test_save_writes_png_svg_pdf(s, tmp_path):
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and b"<svg" in paths[1].read_bytes()[:400]
     assert paths[2].read_bytes()[:5] == b"%PDF-"
     assert fig._repr_png_()[:4] == b"\x89PNG"  # shows itself in Jupyter without pyplot
+
+
+def test_marks_name_their_treatment_and_no_legend_covers_them():
+    """Issue 22: with several arms a mark says which arm it is, and the legend sits below the axes."""
+    lsmeans = pd.DataFrame([(a, v, e, e - 2, e + 2) for a, base in (("vehicle", 1), ("low", 4), ("high", 8))
+                            for v, e in (("Day14", base), ("Day28", base * 1.5), ("Day56", base * 2))],
+                           columns=["arm", "visit", "estimate", "ci_low", "ci_high"])
+    diffs = pd.DataFrame([(v, t, p) for v in ("Day14", "Day28", "Day56") for t, p in (("low", 0.2), ("high", 0.004))],
+                         columns=["visit", "treatment", "p"])
+    fig = charts.lsmeans_plot(lsmeans, diffs, "score.water", ["vehicle", "low", "high"])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["vehicle", "low", "high"]  # the control first
+    marks = [t for t in ax.texts if "low:" in t.get_text()]
+    assert len(marks) == 3 and all(t.get_text() == "low: ns\nhigh: **" for t in marks)
+    box = legend.get_window_extent()
+    for t in marks:
+        assert not box.overlaps(t.get_window_extent()), t.get_text()
+        assert ax.get_window_extent().contains(*t.get_window_extent().p1)  # inside the axes, not clipped
+
+
+def test_the_study_draws_its_own_charts_in_the_plans_arm_order(s):
+    """Issue 23: `s.plot.*` gathers the frames; every legend lists the control first."""
+    figs = {"trend": s.plot.trend("score.water"), "change": s.plot.change("score.water"),
+            "waterfall": s.plot.waterfall("score.water"), "responders": s.plot.responders("score.water"),
+            "lsmeans": s.plot.lsmeans(s.mmrm("score.water"))}
+    for name, fig in figs.items():
+        legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert [x.split(" ")[0] for x in legend] == ["placebo", "active"], name
+    marks = [t.get_text() for t in figs["change"].axes[0].texts]
+    welch = s.compare_arms("score.water", "W12")
+    assert marks[-1] == charts._stars(float(welch["p"].iloc[0]))  # the change chart's mark is the helper's p
+    assert "at W12" in figs["waterfall"].axes[0].get_title()  # the primary endpoint's visit
+    assert "at least 5 points" in figs["responders"].axes[0].get_title()  # the plan's threshold
+    regions = s.plot.regions("severity.pores", "W12")
+    assert regions.axes[0].get_title() == "severity.pores at W12 (mean of the subjects)"
+    assert len(regions.axes[0].texts) == 2 + 4  # a value in each of the four regions, and the two sides named
+    with pytest.raises(skintrack.UsageError, match="no keys by face region"):
+        s.plot.regions("count.acne")  # front, left and right views: not regions of a face
+
+
+def test_face_regions_names_the_shape_it_needs():
+    from skintrack import UsageError
+
+    with pytest.raises(UsageError, match="columns region and value .* has no region"):
+        charts.face_regions(pd.DataFrame({"where": ["forehead"], "value": [1.0]}), "x")
+
+
+def test_plot_cli_writes_each_chart(s, run_cli, tmp_path):
+    for chart, metric in (("trend", "score.water"), ("lsmeans", "score.water"), ("regions", "severity.pores")):
+        proc = run_cli("plot", s.path, chart, metric, "--out", tmp_path / f"{chart}.svg", check=0)
+        assert proc.stdout.strip().endswith(f"{chart}.svg") and (tmp_path / f"{chart}.svg").read_text().startswith("<?xml")
+    bad = run_cli("plot", s.path, "trend", "score.water", "--out", tmp_path / "x.jpg")
+    assert bad.returncode == 2 and "name a .png, .svg or .pdf file" in bad.stderr

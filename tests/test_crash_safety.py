@@ -20,7 +20,7 @@ import pytest
 import skintrack
 from skintrack.tables import store, upgrade
 
-from conftest import FIXTURES
+from conftest import FIXTURES, responses
 
 OLD = FIXTURES / "old-layout-study"
 EXE = str(Path(sys.executable).with_name("skintrack"))
@@ -45,7 +45,7 @@ def old(tmp_path):
 @pytest.fixture
 def small(tmp_path, sample):
     study = tmp_path / "small"
-    skintrack.ingest(sorted((sample / "responses").glob("S0[1-4]_*.json")), study, manifest=sample / "manifest.csv",
+    skintrack.ingest(responses(sample / "responses", "S0[1-4]_*.json"), study, manifest=sample / "manifest.csv",
                      subjects=sample / "subjects.csv")
     return study
 
@@ -228,7 +228,7 @@ def test_readers_never_fail_while_a_writer_commits_and_compaction_waits_for_them
     for r in readers:
         r.start()
     try:
-        for f in sorted((sample / "responses").glob("S1*_*.json"))[:4]:  # 4 commits, one file each
+        for f in responses(sample / "responses", "S1*_*.json")[:4]:  # 4 commits, one file each
             run_cli("ingest", f, "--study", small, "--quiet", check=0)
         run_cli("compact", small, "--keep-days", "0", check=0)
     finally:

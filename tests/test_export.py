@@ -13,10 +13,8 @@ from skintrack.show.adam import paramcd
 from skintrack.show.export import export
 from skintrack.tables.catalog import catalog
 
-pytestmark = pytest.mark.xdist_group("export")  # its module fixtures are built once, on one worker
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("adam")
     export(demo_study(), out, metrics=["score.water", "count.blackhead.nose", "severity.pores.chin"])
@@ -93,7 +91,78 @@ def test_parquet_csv_excel_and_dataset_json_hold_the_same_rows(exported):
 def test_export_cli(run_cli, tmp_path):
     proc = run_cli("export", demo_study().path, "--out", tmp_path / "x", "--format", "xpt,csv", check=0)
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == sorted(
-        ["adsl.csv", "adsl.xpt", "adskin.csv", "adskin.xpt", "define.csv"])
-    assert proc.stdout.count("\n") == 5
+        ["adsl.csv", "adsl.xpt", "adskin.csv", "adskin.xpt", "define.csv", "define.xml"])
+    assert proc.stdout.count("\n") == 6
     bad = run_cli("export", demo_study().path, "--out", tmp_path / "y", "--format", "sas7bdat")
     assert bad.returncode == 2 and "unknown export format sas7bdat" in bad.stderr
+
+
+def _define_schema():
+    """The CDISC Define-XML 2.1 schema, as odmlib ships it."""
+    from pathlib import Path
+
+    import odmlib
+    from lxml import etree
+
+    return etree.XMLSchema(etree.parse(str(Path(odmlib.__file__).parent / "schemas/define/2.1/define2-1-0.xsd")))
+
+
+def test_define_xml_is_valid_and_describes_every_exported_variable(exported):
+    from lxml import etree
+
+    ns = {"odm": "http://www.cdisc.org/ns/odm/v1.3", "def": "http://www.cdisc.org/ns/def/v2.1",
+          "xlink": "http://www.w3.org/1999/xlink"}
+    doc = etree.parse(str(exported / "define.xml"))
+    schema = _define_schema()
+    assert schema.validate(doc), schema.error_log
+    for name in ("adsl", "adskin"):
+        data, meta = pyreadstat.read_xport(exported / f"{name}.xpt")
+        group = doc.find(f".//odm:ItemGroupDef[@Name='{name.upper()}']", ns)
+        assert group.find("def:leaf", ns).get(f"{{{ns['xlink']}}}href") == f"{name}.xpt"
+        assert (exported / f"{name}.xpt").exists()
+        assert group.find("odm:Description/odm:TranslatedText", ns).text == meta.file_label  # the dataset label
+        refs = [r.get("ItemOID") for r in group.findall("odm:ItemRef", ns)]
+        assert refs == [f"IT.{name.upper()}.{c}" for c in data.columns]  # every variable, in order
+        for col, label in zip(data.columns, meta.column_labels):
+            item = doc.find(f".//odm:ItemDef[@OID='IT.{name.upper()}.{col}']", ns)
+            assert item.find("odm:Description/odm:TranslatedText", ns).text == label, col
+            if item.get("DataType") == "text":
+                assert int(item.get("Length")) >= data[col].astype(str).str.len().max(), col
+    adskin = pd.read_sas(exported / "adskin.xpt", format="xport", encoding="utf-8")
+    coded = [c.get("CodedValue") for c in doc.findall(".//odm:CodeList[@OID='CL.PARAMCD']/odm:CodeListItem", ns)]
+    assert sorted(coded) == sorted(adskin["PARAMCD"].unique())
+    where = {w.find("odm:RangeCheck/odm:CheckValue", ns).text for w in doc.findall(".//def:WhereClauseDef", ns)}
+    assert where == set(coded)  # value-level metadata for each parameter
+    methods = {m.get("OID") for m in doc.findall(".//odm:MethodDef", ns)}
+    assert {"MT.CHG", "MT.PCHG", "MT.ANL01FL", "MT.BASE", "MT.ABLFL"} <= methods
+    chg = doc.find(".//odm:ItemGroupDef[@Name='ADSKIN']/odm:ItemRef[@ItemOID='IT.ADSKIN.CHG']", ns)
+    assert chg.get("MethodOID") == "MT.CHG"
+    graded = adskin[adskin["PARAMCD"] == paramcd("severity.pores.chin")]
+    assert set(graded["AVALC"]) <= {"None", "Mild", "Moderate", "Severe"} and graded["AVALC"].str.len().min() > 0
+    flags = [c.get("CodedValue") for c in doc.findall(".//odm:CodeList[@OID='CL.NY']/odm:CodeListItem", ns)]
+    assert set(flags) <= {"Y", "N"} and "Y" in flags
+
+
+def test_the_three_arm_study_exports_adam_and_define_a_statistician_accepts(tmp_path):
+    import skintrack
+    from lxml import etree
+    from three_arms import three_arm_study
+
+    s = skintrack.open(three_arm_study(tmp_path / "in"))
+    plan = s.plan
+    plan.subject_columns = {"sex": {"name": "SEX", "label": "Sex of the subject"}}
+    plan.write(s.path)
+    s = skintrack.open(s.path)
+    export(s, tmp_path / "out", ("xpt",), metrics=["score.water", "score.rough"])
+    assert _define_schema().validate(etree.parse(str(tmp_path / "out" / "define.xml")))
+    adsl, meta = pyreadstat.read_xport(tmp_path / "out" / "adsl.xpt")
+    labels = dict(zip(meta.column_names, meta.column_labels))
+    assert labels["SEX"] == "Sex of the subject" and labels["AGE"] == "Age" and set(adsl["AGEU"]) == {"YEARS"}
+    assert {"SAFFL", "RANDFL", "TRT01A", "TRT01AN", "TRTEDT"} <= set(adsl.columns)
+    assert sorted(set(zip(adsl["TRT01A"], adsl["TRT01AN"]))) == [("high", 2.0), ("low", 1.0), ("vehicle", 0.0)]
+    assert meta.file_label == "Subject-Level Analysis Dataset"  # a dataset label never cut mid-word
+    adskin, _ = pyreadstat.read_xport(tmp_path / "out" / "adskin.xpt")
+    day56 = adskin[(adskin["PARAMCD"] == "SCWATER") & (adskin["AVISIT"] == "Day56")]
+    assert set(day56["AWTARGET"]) == {56.0} and set(day56["AWLO"]) == {53.0} and set(day56["AWHI"]) == {59.0}
+    assert set(adskin["BASETYPE"]) == {"Baseline"} and set(adskin["TRTA"]) == {"vehicle", "low", "high"}
+    assert adskin.groupby("PARAMCD")["PARAMN"].nunique().eq(1).all() and adskin["PARAMN"].nunique() == 2

@@ -16,7 +16,7 @@ import pytest
 import skintrack
 from skintrack import UsageError
 
-from conftest import FIXTURES, load
+from conftest import FIXTURES, load, responses
 
 CASE1 = FIXTURES / "real" / "ailabtools-docs-case1" / "response-v1.7.json"
 
@@ -123,7 +123,7 @@ def test_killing_ingest_leaves_no_worker_and_no_lock(tmp_path, sample, run_cli):
     src = tmp_path / "in"
     src.mkdir()
     for copy in range(8):  # 768 distinct responses: a few seconds of work for two workers
-        for f in sorted((sample / "responses").glob("*.json")):
+        for f in responses(sample / "responses"):
             (src / f"{copy}-{f.name}").write_bytes(f.read_bytes() + b" " * copy)
     exe = Path(sys.executable).with_name("skintrack")
     proc = subprocess.Popen([str(exe), "ingest", str(src), "--study", str(tmp_path / "s"), "--workers", "2",

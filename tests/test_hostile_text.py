@@ -21,7 +21,6 @@ from skintrack.tables.manifest import Manifest, read_subjects
 
 from test_report import browser, render  # noqa: F401 - the session's Chromium
 
-pytestmark = pytest.mark.xdist_group("hostile_text")  # its module fixtures are built once, on one worker
 
 SCRIPT = "<script>document.body.setAttribute('data-pwned','1')</script>"
 IMG = "<img src=x onerror=\"document.body.setAttribute('data-pwned','2')\">"
@@ -36,7 +35,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hostile(tmp_path_factory):
     """The sample trial's first 8 subjects under hostile ids, arms and visit labels, with hostile CSV headers,
     manifest values and plan names."""
@@ -68,7 +67,7 @@ def hostile(tmp_path_factory):
     return study
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def outputs(hostile, tmp_path_factory):
     """Every output, written by the CLI as a user would."""
     out = tmp_path_factory.mktemp("out")

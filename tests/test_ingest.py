@@ -14,7 +14,7 @@ import pytest
 
 import skintrack
 
-from conftest import FIXTURES, load
+from conftest import FIXTURES, load, responses
 
 CONTRACT_COLUMNS = {
     "analyses": "analysis_id subject_id visit taken_at source request_id log_id ok error_code error_status "
@@ -35,7 +35,7 @@ CONTRACT_COLUMNS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trial(tmp_path_factory):
     from skintrack.sample import sample_study_dir
 
@@ -98,7 +98,7 @@ def test_same_content_under_two_names_is_one_analysis(tmp_path):
 
 
 def test_increment_touches_only_new_files(tmp_path, sample):
-    files = sorted((sample / "responses").glob("*.json"))
+    files = responses(sample / "responses")
     study = tmp_path / "s"
     first = skintrack.ingest(files[:80], study, chunk_size=20)
     assert first.added == 80
@@ -284,7 +284,7 @@ def test_workers_write_maps_after_the_parent_has(tmp_path):
 
 
 def test_an_open_study_sees_later_ingests(tmp_path, sample):
-    files = sorted((sample / "responses").glob("*.json"))
+    files = responses(sample / "responses")
     s = skintrack.open(tmp_path / "s", create=True)  # opened before anything exists
     assert s.sql("select count(*) n from analyses")["n"].tolist() == [0]
     skintrack.ingest(files[:8], tmp_path / "s", manifest=sample / "manifest.csv")

@@ -17,7 +17,7 @@ from skintrack.tables.generations import NAMES, downgrade, infer
 from skintrack.analysis.selection import records_sql
 from skintrack.tables.plan import Plan
 
-from conftest import FIXTURES
+from conftest import FIXTURES, responses
 
 FAST = RetryPolicy(attempts=3, base=0.01, cap=0.05, timeout=(2, 10))
 
@@ -266,7 +266,7 @@ def test_sensitivity_restricts_to_one_generation_and_bridges_the_other(tmp_path,
     estimate; restricted to v1.7.6 the W12 endpoint has no values and says so."""
     src = tmp_path / "trial"
     shutil.copytree(sample, src)
-    changed = list((src / "responses").glob("*_W12.json")) + list((src / "sentinel" / "W12-batch").glob("P?.*.json"))
+    changed = responses(src / "responses", "*_W12.json") + list((src / "sentinel" / "W12-batch").glob("P?.*.json"))
     for path in changed:
         if path.name.endswith(".meta.json"):
             meta = orjson.loads(path.read_bytes())

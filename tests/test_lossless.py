@@ -12,8 +12,6 @@ from skintrack.tables.schema import TABLES
 
 from conftest import REAL, REAL_IDS
 
-pytestmark = pytest.mark.xdist_group("lossless")  # its module fixtures are built once, on one worker
-
 
 def _leaf_values(node):
     if isinstance(node, dict):
@@ -35,7 +33,7 @@ def _leaf_values(node):
         yield float(node) if not isinstance(node, bool) else node
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def real_study(tmp_path_factory):
     study = tmp_path_factory.mktemp("real")
     report = skintrack.ingest(REAL, study)

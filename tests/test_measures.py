@@ -18,7 +18,6 @@ from skintrack.sample import sample_study_dir
 
 from test_mmrm import rscript  # noqa: F401 - the session's R
 
-pytestmark = pytest.mark.xdist_group("measures")  # its module fixtures are built once, on one worker
 
 R_SCRIPT = Path(__file__).parent / "r" / "raters.R"
 CATALOG = """
@@ -57,7 +56,7 @@ BAD = {"S01,W8,corneometer,abc,,,,,": "value 'abc' is not a number",
 HEADER = "subject_id,visit,measure,value,taken_at,unit,device,rater,replicate"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo():
     from skintrack.demo import demo_study
 
@@ -162,6 +161,10 @@ def test_a_measure_is_an_endpoint_of_the_plan_and_has_its_adam_records(demo, tmp
     assert np.allclose(got.loc[tl.index], tl)  # the ADaM value is the analysis value
     assert mine["PARAMN"].nunique() == 1 and mine["PARAMN"].iloc[0] > adskin.loc[
         adskin["SRCVAR"] == "score.water", "PARAMN"].iloc[0]
+    readings = s.readings("measure.corneometer").groupby(["subject_id", "visit"]).size()
+    dtype = mine.set_index(["SUBJID", "AVISIT"])["DTYPE"]
+    assert (dtype.loc[readings.index] == np.where(readings > 1, "AVERAGE", "")).all()  # a mean of readings says so
+    assert set(adskin.loc[adskin["SRCVAR"] == "score.water", "DTYPE"]) == {""}
 
 
 def test_raters_equal_r_psych_and_statsmodels(rscript, tmp_path, demo):  # noqa: F811

@@ -7,12 +7,12 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import debian_install
+from docx.oxml.ns import qn
 
 from skintrack.show.report import CHROMIUM_FLAGS, build_report, chromium
-
-pytestmark = pytest.mark.xdist_group("report")  # its module fixtures are built once, on one worker
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def browser():
     return exe
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report(tmp_path_factory, browser):
     from skintrack.demo import demo_study
 
@@ -63,7 +63,7 @@ def hosts(hits) -> set:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def background(browser, tmp_path_factory):
     """What the browser itself sends out (updater, time, accounts) for a blank page: not the page's doing."""
     page = tmp_path_factory.mktemp("blank") / "blank.html"
@@ -89,17 +89,24 @@ CHECK = """<script>window.addEventListener('load', () => {
 });</script></body>"""
 
 
+def section_html(page: str, title: str) -> str:
+    """One numbered section of the report's HTML, from its heading to the next."""
+    start = page.index(f". {title}</h2>")
+    end = page.find("<h2>", start)
+    return page[start:end if end > 0 else len(page)]
+
+
 def test_html_references_nothing_outside_itself(report):
     page = report.html.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.I)
     assert not re.search(r"url\(\s*['\"]?(https?:|//)", page, re.I) and "@import" not in page
     assert page.count('<img ') == len(report.figures) == page.count('src="data:image/png;base64,')
     for heading in ("Synopsis and headline findings", "Subject disposition", "Baseline and demographics by arm",
-                    "Primary endpoint: Skin moisture score", "Endpoints in testing order", "Before and after",
+                    "Primary endpoint: Skin moisture score", "Endpoints in testing order", "Photographs at D0 and W12",
                     "Capture quality and visit windows", "Sensitivity analyses of the primary endpoint",
                     "Estimand (ICH E9(R1))", "Claim table", "Instrument: API generations and drift",
                     "Methods, software and data", "Subject S05",
-                    "Treatment minus control", "Percent change from baseline", "Responders"):
+                    "Treatment minus control", "percent change from baseline", "responders"):
         assert heading in page, heading
     assert "SIMULATED DATA" in page and "glasses_changed" in page and "<svg" in page  # the flow diagram
 
@@ -123,7 +130,7 @@ def test_the_claim_table_prints_the_helpers_numbers(report):
     from skintrack.demo import demo_study
 
     page = report.html.read_text()
-    section = page[page.index("Claim table: change from baseline"):]
+    section = section_html(page, "Claim table: change from baseline per arm and visit")
     row = demo_study().claims().query("metric == 'score.water' and arm == 'active' and visit == 'W12'").iloc[0]
     assert f"{row.mean_pct_change:+.1f} ({row.pct_ci_low:+.1f} to {row.pct_ci_high:+.1f})" in section
     assert f"{int(row.improved)}/{row.n} ({row.improved_pct:.0f}%)" in section
@@ -133,7 +140,7 @@ def test_the_measures_section_prints_the_raters_and_the_self_assessment(report):
     from skintrack.demo import demo_study
 
     page = report.html.read_text()
-    section = page[page.index("Measures beside the photographs"):page.index("Capture quality and visit windows")]
+    section = section_html(page, "Measures beside the photographs")
     assert "Stratum corneum hydration, Corneometer CM 825 (SIMULATED)" in section and ">measure.corneometer<" in section
     raters = demo_study().raters().set_index("statistic")
     for statistic in ("ICC(2,1)", "weighted kappa (quadratic)"):
@@ -145,7 +152,7 @@ def test_the_measures_section_prints_the_raters_and_the_self_assessment(report):
 
 def test_the_instrument_section_names_the_generation_and_what_the_sentinel_saw(report):
     page = report.html.read_text()
-    section = page[page.index("Instrument: API generations and drift"):page.index("Sensitivity analyses")]
+    section = section_html(page, "Instrument: API generations and drift")
     assert ">v1.7.6<" in section and ">D0-batch<" in section and ">W12-batch<" in section
     assert section.count(">nothing moved beyond its MDC<") == 7  # 4 batches x 2 runs, less the reference
     assert "detection limit for the endpoints" in section and "the analyses come from v1.7.6" in page
@@ -167,13 +174,26 @@ def test_the_tripwire_would_catch_a_request(browser, background, tmp_path):
     assert hosts(hits) - background == {"example.invalid"}
 
 
+def pdf_pages(path) -> list[str]:
+    """Each page's text, as the PDF lays it out (pdfium reads it from the page's own text objects)."""
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(path)
+    return [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
+
+
+def table_page(pages: list, number: int) -> int:
+    """The page that prints table `number` (the last to name it: the contents list it first)."""
+    return max(i for i, p in enumerate(pages) if f"Table {number}. " in p)
+
+
 def test_pdf_pages_render(report):
     import pypdfium2 as pdfium
 
     assert report.pdf_engine == "chromium"
     pdf = pdfium.PdfDocument(report.pdf)
     n = len(pdf)
-    assert 4 <= n <= 12
+    assert 8 <= n <= 24
     width, height = pdf[0].get_size()
     assert (round(width), round(height)) == (595, 842)  # A4
     header = "Sample trial (SIMULATED) | skintrack (SIMULATED) | Hydrating serum (SIMULATED) | SIM-2024-01"
@@ -186,28 +206,140 @@ def test_pdf_pages_render(report):
         image = pdf[i].render(scale=0.5).to_pil().convert("L")
         inked = float((np.asarray(image) < 200).mean())
         figures = sum(o.type == pdfium.raw.FPDF_PAGEOBJ_IMAGE for o in pdf[i].get_objects())
-        # nearly empty: a lone title or small table (little text, little ink and no figure)
-        assert len(body) > 900 or inked > 0.05 or (figures and len(body) > 200), \
+        # nearly empty: a lone title or small table (little text, little ink and no figure); the title page is
+        # meant to stand alone
+        assert i == 0 or len(body) > 900 or inked > 0.05 or (figures and len(body) > 200), \
             f"page {i + 1} is nearly empty ({len(body)} chars, {inked:.1%} ink, {figures} figures)"
     first = pdf[0].get_textpage().get_text_range()
-    assert "Synopsis and headline findings" in first and "Primary endpoint 1" in first  # no lone title page
+    for fact in ("Sample trial (SIMULATED)", "Sponsor", "Protocol", "SIM-2024-01", "Plan version", "Report date",
+                 "study version", "Approval", "Prepared by (biostatistician)", "Approved by (sponsor)", "signature"):
+        assert fact in first, fact
+    assert "Contents" in pdf[1].get_textpage().get_text_range() and "List of tables" in pdf[1].get_textpage(
+        ).get_text_range()
+    synopsis = next(i for i in range(n) if "1. Synopsis and headline findings" in pdf[i].get_textpage(
+        ).get_text_range() and "Primary endpoint 1" in pdf[i].get_textpage().get_text_range())
+    assert synopsis in (2, 3)  # after the title page and the contents
+
+
+def test_tables_and_figures_are_numbered_in_order_and_listed(report):
+    doc = report.document
+    assert [t.number for t in doc.tables] == list(range(1, len(doc.tables) + 1)) and len(doc.tables) >= 20
+    assert [f.number for f in doc.figures] == list(range(1, len(doc.figures) + 1))
+    assert [f.name for f in doc.figures] == report.figures
+    pages = pdf_pages(report.pdf)
+    contents = "".join(pages[1:3])
+    where = []
+    for t in doc.tables:
+        assert f"Table {t.number}. {t.caption[:40]}" in " ".join(contents.split()), t.number  # listed
+        where.append(table_page(pages, t.number))
+    assert where == sorted(where)  # numbered in the order they are printed
+    populations = [t.population for t in doc.tables if t.population]
+    assert len(populations) >= len(doc.tables) - 6 and all(p.startswith("Population: ") for p in populations)
+    demographics = next(t for t in doc.tables if t.caption.startswith("Baseline characteristics"))
+    assert list(demographics.cells.columns) == ["", "placebo (N=12)", "active (N=12)"]  # control first, N per arm
+    methods = " ".join(" ".join(pages).split())
+    assert methods.count("Numbers are rounded to 2 decimals") == methods.count("(below 0.001 as <0.001)") == 1  # once
+
+
+def test_the_docx_holds_the_same_numbered_tables_as_the_pdf(report):
+    """The DOCX read back with python-docx: headings, captions and a contents field in Word's styles, and each
+    numbered table's cells equal to the PDF's, page by page."""
+    import docx
+
+    word = docx.Document(report.docx)
+    body = word.element.body
+    assert any("TOC" in (t.text or "") for t in body.iter(qn("w:instrText")))  # the table of contents field
+    assert any("SEQ Table" in (t.text or "") for t in body.iter(qn("w:instrText")))
+    headings = [p.text for p in word.paragraphs if p.style.name == "Heading 1"]
+    assert headings[:2] == ["Contents", "1. Synopsis and headline findings"]
+    captions = [p.text for p in word.paragraphs if p.style.name == "Caption"]
+    doc = report.document
+    assert [c for c in captions if c.startswith("Table")] == [f"Table {t.number}. {t.caption}" for t in doc.tables]
+    assert [c for c in captions if c.startswith("Figure")] == [f"Figure {f.number}. {f.caption}" for f in doc.figures]
+    assert len(word.inline_shapes) == len(doc.figures)
+    tables = {}  # each numbered table is the first table after its caption
+    caption = None
+    for el in body.iterchildren():
+        if el.tag == qn("w:p"):
+            text = "".join(t.text or "" for t in el.iter(qn("w:t")))
+            caption = int(text.split()[1].rstrip(".")) if text.startswith("Table ") and el.find(
+                f".//{qn('w:instrText')}") is not None else caption
+        elif el.tag == qn("w:tbl") and caption is not None:
+            tables[caption] = docx.table.Table(el, word)
+            caption = None
+    pages = pdf_pages(report.pdf)
+    flat = [" ".join(p.split()) for p in pages]
+    for t in doc.tables:
+        rows = [[c.text for c in r.cells] for r in tables[t.number].rows]
+        assert rows[0] == list(t.cells.columns) and rows[1:] == t.cells.values.tolist(), t.number
+        page = table_page(flat, t.number)
+        shown = flat[page] + " " + (flat[page + 1] if page + 1 < len(flat) else "")
+        for cell in (c for row in t.cells.values.tolist() for c, numeric in zip(row, t.numeric) if numeric and c):
+            assert cell in shown, (t.number, cell)
+
+
+def test_the_photographs_follow_the_plans_rule_not_the_response(report):
+    doc = report.document
+    section = next(s for s in doc.sections if s.title == "Photographs at D0 and W12")
+    rule = section.parts[0].text
+    assert "the plan's rule: 2 subjects per arm drawn at random (seed 7)" in rule and "whatever their response" in rule
+    shown = [f for f in section.parts if getattr(f, "kind", "") == "figure"]
+    subjects = [f.name.split("-")[1] for f in shown]
+    from skintrack.demo import demo_study
+
+    arms = demo_study().sql("SELECT subject_id, arm FROM subjects").set_index("subject_id")["arm"]
+    assert sorted(arms[subjects].value_counts().tolist()) == [2, 2]  # two per arm
+    assert all("photographs at D0 and W12, cropped to the API's face box" in f.caption for f in shown)
+    subject_page = next(s for s in doc.sections if s.title == "Subject S05")
+    assert any(getattr(p, "name", "").startswith("subject-S05-photos") for p in subject_page.parts)
+    assert "Arm: " in subject_page.parts[0].text and "D0 (" in subject_page.parts[0].text
+
+
+def test_a_photo_whose_bytes_changed_is_not_shown(tmp_path):
+    import shutil
+
+    import skintrack
+    from skintrack.sample import sample_study_dir
+    from skintrack.tables.plan import Plan
+
+    src = sample_study_dir()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "photos").mkdir()
+    for sid in [f"S{i:02d}" for i in range(1, 25)]:
+        for visit in ("D0", "W12"):
+            shutil.copy(src / "responses" / f"{sid}_{visit}.json", tmp_path / "in")
+            shutil.copy(src / "responses" / f"{sid}_{visit}.meta.json", tmp_path / "in")
+            shutil.copy(src / "photos" / f"{sid}_{visit}.jpg", tmp_path / "photos")
+    manifest = pd.read_csv(src / "manifest.csv")
+    manifest[manifest["file"].str.contains("_(?:D0|W12)", regex=True)].assign(
+        file=lambda d: d["file"].str.replace("responses/", "in/")).to_csv(tmp_path / "m.csv", index=False)
+    skintrack.ingest([tmp_path / "in"], tmp_path / "s", manifest=tmp_path / "m.csv", subjects=src / "subjects.csv")
+    plan = Plan.load(src / "plan.toml")
+    plan.illustration = {"subjects": ["S01", "S02"]}
+    plan.write(tmp_path / "s")
+    with open(tmp_path / "photos" / "S02_W12.jpg", "r+b") as fh:  # one byte changed after it was analysed
+        fh.seek(2000)
+        fh.write(b"\x00")
+    r = build_report(skintrack.open(tmp_path / "s"), tmp_path / "r", metrics=["score.water"], pdf=False, docx=False)
+    section = next(s for s in r.document.sections if s.title.startswith("Photographs"))
+    texts = [p.text for p in section.parts if p.kind == "text"]
+    assert "the subjects the plan names (S01, S02)" in texts[0]
+    assert [f.name.split("-")[1] for f in section.parts if f.kind == "figure"] == ["S01"]
+    assert any("bytes no longer match the SHA-256" in t and "S02 (W12)" in t for t in texts)
 
 
 def test_report_cli(run_cli, tmp_path):
     from skintrack.demo import demo_study
+    from skintrack.sinks import css_string
 
-    proc = run_cli("report", demo_study().path, "--out", tmp_path / "r", "--metrics", "score.water", "--no-pdf",
+    proc = run_cli("report", demo_study().path, "--out", tmp_path / "l", "--metrics", "score.water", "--paper",
+                   "letter", "--figures", "png,svg,pdf", "--no-pdf", "--sponsor", "Acme Labs", "--title", "CSR 9",
                    check=0)
     assert "report:" in proc.stdout and "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, fixed-sequence testing" \
         " at alpha 0.05): active improved it by 15.5 points more than placebo" in proc.stdout
-    assert sorted(p.suffix for p in (tmp_path / "r" / "figures").glob("score.water-trend-*.*")) == [".png"]
-    letter = run_cli("report", demo_study().path, "--out", tmp_path / "l", "--metrics", "score.water", "--paper",
-                     "letter", "--figures", "png,svg,pdf", "--no-pdf", "--sponsor", "Acme Labs", "--title", "CSR 9",
-                     check=0)
+    assert f"docx: {tmp_path / 'l' / 'report.docx'}" in proc.stdout
     page = (tmp_path / "l" / "report.html").read_text()
-    assert "size: letter" in page and "report:" in letter.stdout
-    from skintrack.sinks import css_string
-
+    assert "size: letter" in page
     assert f'"{css_string("CSR 9 | Acme Labs | Hydrating serum (SIMULATED) | SIM-2024-01 | plan version 1.0")}"' in page
     assert sorted(p.suffix for p in (tmp_path / "l" / "figures").glob("score.water-trend-*.*")) == [".pdf", ".png",
                                                                                                   ".svg"]
@@ -225,11 +357,14 @@ def test_a_study_without_arms_still_gets_a_report(tmp_path):
     assert s.cohort("score.water")["visit"].tolist() == ["D0", "W4", "W8", "W12"]
     r = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False)
     page = r.html.read_text()
-    assert r.findings == [] and "No between-arm comparison was possible" in page and len(r.figures) == 2
+    assert r.findings == [] and "No between-arm comparison was possible" in page
+    assert [f.split("-")[0] for f in r.figures] == ["score.water", "photos", "photos", "qc_overview"]
+    assert "default rule (the plan names none): 2 subjects drawn at random (seed 1)" in page  # from every subject
 
 
-def test_before_and_after_maps_of_the_best_responders(tmp_path):
+def test_the_endpoints_own_map_over_the_vendors_two_recordings(tmp_path):
     import skintrack
+    from skintrack.tables.plan import Endpoint, Plan
 
     from conftest import FIXTURES
 
@@ -238,25 +373,73 @@ def test_before_and_after_maps_of_the_best_responders(tmp_path):
                                     "response-v1.7.json,S1,W4,2024-01-29\n")
     skintrack.ingest([case / "response-old.json", case / "response-v1.7.json"], tmp_path / "s",
                      manifest=tmp_path / "m.csv")
-    r = build_report(skintrack.open(tmp_path / "s"), tmp_path / "r", metrics=["score.total"], pdf=False)
-    shown = [f for f in r.figures if f.startswith("subject-S1-")]
+    Plan(baseline="D0", primary=Endpoint("score.water", "W4")).write(tmp_path / "s")
+    r = build_report(skintrack.open(tmp_path / "s"), tmp_path / "r", metrics=["score.total"], pdf=False, docx=False)
+    shown = [f for f in r.figures if f.startswith("photos-S1-")]
     assert len(shown) == 1 and (tmp_path / "r" / "figures" / f"{shown[0]}.png").exists()
     page = r.html.read_text()
-    assert "map at D0 and W4" in page
+    assert "the API&#39;s face maps at D0 and W4, cropped to the API&#39;s face box, the water area map of the " \
+           "endpoint over them" in page
+    assert "skintrack&#39;s default rule (the plan names none)" in page
     # the vendor's two recordings come from two API generations: the instrument section says so
-    section = page[page.index("Instrument: API generations and drift"):]
+    section = section_html(page, "Instrument: API generations and drift")
     assert "More than one generation measured this study" in section and "subject S1" in section
     assert "the analyses come from v1.6.6, v1.7.6" in page
 
 
 def test_every_table_orders_visits_by_schedule_and_the_control_first(report):
     """Issue 22: the % change table sorted visits as text (W4, W12, W8) and arms the other way."""
-    import re
-
-    page = report.html.read_text()
-    start = page.index("Percent change from baseline")
-    body = page[start:page.index("</table>", start)]
-    cells = re.findall(r'<td id="T_\w+_row\d+_col[01]" class="data row\d+ col[01]" >([^<]*)</td>', body)
-    pairs = list(zip(cells[0::2], cells[1::2]))
+    table = next(t for t in report.document.tables if t.caption.endswith("percent change from baseline"))
+    pairs = [tuple(r) for r in table.cells[["visit", "arm"]].values.tolist()]
     assert pairs[:6] == [("W4", "placebo"), ("W4", "active"), ("W8", "placebo"), ("W8", "active"),
                          ("W12", "placebo"), ("W12", "active")]
+
+
+@pytest.fixture(scope="session")
+def three_arm_report(tmp_path_factory, browser):
+    """The SIMULATED 3-arm study (vehicle, low, high x 10; Baseline, Day14, Day28, Day56) to PDF and DOCX."""
+    import skintrack
+    from three_arms import three_arm_study
+
+    study = three_arm_study(tmp_path_factory.mktemp("three-arms"))
+    return build_report(skintrack.open(study), tmp_path_factory.mktemp("three-arm-report"),
+                        metrics=["score.water", "score.rough"], subject=["P02"])
+
+
+def test_three_arms_read_in_one_order_on_every_page(three_arm_report):
+    """Visits by schedule and arms control first, then the plan's doses, in every table of the PDF (read back
+    from its pages); the headline findings are a table of the comparisons."""
+    pages = [" ".join(p.split()) for p in pdf_pages(three_arm_report.pdf)]
+    doc = three_arm_report.document
+    order = [f"{v} {a}" for v in ("Day14", "Day28", "Day56") for a in ("vehicle", "low", "high")]
+    for t in doc.tables:
+        if {"visit", "arm"} <= set(t.cells.columns) and list(t.cells.columns[:2]) == ["visit", "arm"]:
+            page = pages[table_page(pages, t.number)]
+            text = page[page.rindex(f"Table {t.number}. "):]
+            at = [text.index(pair) for pair in order]
+            assert at == sorted(at), (t.number, t.caption)  # printed in schedule and plan order
+    findings = next(t for t in doc.tables if t.caption.startswith("Headline findings"))
+    assert findings.cells["comparison"].tolist() == ["low vs vehicle", "high vs vehicle"] * 2
+    assert list(findings.cells.columns) == ["endpoint", "comparison", "estimate (95% CI)", "p adjusted", "decision"]
+    assert not any(f.startswith("Primary endpoint 1") for f in pages[3:4])  # no sentence repeated per arm
+    demographics = next(t for t in doc.tables if t.caption.startswith("Baseline characteristics"))
+    assert list(demographics.cells.columns) == ["", "vehicle (N=10)", "low (N=10)", "high (N=10)"]
+    endpoints = next(t for t in doc.tables if t.caption.startswith("Endpoints:"))
+    assert endpoints.cells["p adjusted"].str.len().min() > 0  # Dunnett: every comparison has its adjusted p
+    photos = [f for f in doc.figures if f.name.startswith("photos-")]
+    assert len(photos) == 3 and "1 subject per arm drawn at random (seed 3)" in " ".join(pages)
+    assert any(f.name.startswith("subject-P02-photos") for f in doc.figures)
+    assert not any(t.caption == "Captures flagged by QC" and t.cells.empty for t in doc.tables)  # nothing empty drawn
+
+
+def test_three_arm_docx_matches_its_document(three_arm_report):
+    import docx
+
+    word = docx.Document(three_arm_report.docx)
+    captions = [p.text for p in word.paragraphs if p.style.name == "Caption"]
+    doc = three_arm_report.document
+    assert len([c for c in captions if c.startswith("Table ")]) == len(doc.tables)
+    body = [[c.text for c in r.cells] for t in word.tables for r in t.rows]
+    for t in doc.tables:
+        for row in t.cells.values.tolist():
+            assert row in body, (t.number, row)

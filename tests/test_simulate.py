@@ -1,4 +1,5 @@
 """The SIMULATED sample trial obeys the documented rules, independently recomputed here."""
+import hashlib
 import random
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -8,6 +9,7 @@ import pytest
 from skintrack.sample import Latent, build_response, simulate_trial
 
 PIG, RETE, STRUCT = (0, 7, 11, 16), (0, 9, 15, 20), (0, 11, 19, 28)
+from conftest import responses
 
 
 def rhu(x):
@@ -60,7 +62,7 @@ def check(doc):
 
 
 def test_sample_trial_obeys_the_documented_rules(sample):
-    files = sorted((sample / "responses").glob("*.json"))
+    files = responses(sample / "responses")
     assert len(files) == 96
     for f in files:
         check(orjson.loads(f.read_bytes()))
@@ -75,5 +77,12 @@ def test_regenerating_from_the_seed_reproduces_data(sample, tmp_path):
     simulate_trial(tmp_path)
     for name in ("manifest.csv", "subjects.csv", "README.md"):
         assert (tmp_path / name).read_bytes() == (sample / name).read_bytes()
-    for f in (sample / "responses").glob("*.json"):
+    for f in responses(sample / "responses"):
         assert (tmp_path / "responses" / f.name).read_bytes() == f.read_bytes()
+    for folder in (sample, tmp_path):  # each SIMULATED photo is the one its envelope names, byte for byte
+        envelopes = sorted((folder / "responses").glob("*.meta.json"))
+        assert len(envelopes) == 48  # every subject at D0 and W12
+        for meta in envelopes:
+            env = orjson.loads(meta.read_bytes())
+            photo = (meta.parent / env["photo"]).resolve()
+            assert env["simulated"] and hashlib.sha256(photo.read_bytes()).hexdigest() == env["photo_sha256"]

@@ -16,8 +16,7 @@ from skintrack.sample import sample_study_dir
 from skintrack.spark.engine import to_spark
 
 # PySpark's gateway (py4j) leaves its local sockets to the garbage collector; that is not ours to fix.
-pytestmark = [pytest.mark.xdist_group("spark"),  # its module fixtures are built once, on one worker
-              pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")]
 N_SUBJECTS, VISITS = 1000, ("D0", "W4", "W8", "W12")  # 4,000 analyses (benchmarks/scale.py goes to 1M)
 
 
@@ -27,7 +26,7 @@ def _ensure_java() -> None:
     assert shutil.which("java"), "Java 17 is needed for the Spark tests: apt-get install openjdk-17-jre-headless"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def spark():
     _ensure_java()
     from skintrack.spark.engine import local_session
@@ -37,7 +36,7 @@ def spark():
     session.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def big_corpus(tmp_path_factory):
     """SIMULATED: 1,000 subjects x 4 visits, each response a sample trial response of the same visit with
     its scores shifted at random (a fixed seed), a manifest and a subjects CSV with two arms."""
@@ -66,7 +65,7 @@ def big_corpus(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def both(big_corpus, spark, tmp_path_factory):
     """The big corpus ingested locally and by Spark (partitioned, as an ingest of 20,000 or more is), into two
     studies."""
@@ -129,7 +128,7 @@ HELPERS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo_on_both(spark):
     from skintrack.demo import demo_study
 
@@ -156,8 +155,9 @@ def test_helpers_agree_on_the_4000_analysis_study(both, spark, helper):
 
 def test_the_adam_export_is_the_same_on_spark(demo_on_both, tmp_path):
     duck, spark = demo_on_both
-    skintrack.export(duck, tmp_path / "duck", ["csv"])
-    skintrack.export(spark, tmp_path / "spark", ["csv"])
+    some = ["score.water", "score.total", "measure.corneometer"]  # the same code path for each parameter
+    skintrack.export(duck, tmp_path / "duck", ["csv"], metrics=some)
+    skintrack.export(spark, tmp_path / "spark", ["csv"], metrics=some)
     for name in ("adsl.csv", "adskin.csv", "define.csv"):
         assert (tmp_path / "duck" / name).read_bytes() == (tmp_path / "spark" / name).read_bytes(), name
 

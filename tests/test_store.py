@@ -21,9 +21,8 @@ import pytest
 import skintrack
 from skintrack.tables import store, versions
 
-from conftest import FIXTURES, debian_install
+from conftest import FIXTURES, debian_install, responses
 
-pytestmark = pytest.mark.xdist_group("store")  # its module fixtures are built once, on one worker
 
 OLD = FIXTURES / "old-layout-study"
 
@@ -31,7 +30,7 @@ OLD = FIXTURES / "old-layout-study"
 @pytest.fixture
 def small(tmp_path, sample):
     """A study of the sample trial's first 6 subjects, with its manifest, subjects and plan."""
-    files = sorted((sample / "responses").glob("S0[1-6]_*.json"))
+    files = responses(sample / "responses", "S0[1-6]_*.json")
     study = tmp_path / "study"
     skintrack.ingest(files, study, manifest=sample / "manifest.csv", subjects=sample / "subjects.csv")
     shutil.copy(sample / "plan.toml", study / "plan.toml")
@@ -136,7 +135,7 @@ def test_expiry_keeps_what_a_reader_holds(small, sample, run_cli):
 
 def test_small_ingests_are_compacted_by_themselves(tmp_path, sample, monkeypatch):
     monkeypatch.setattr(versions, "SMALL_FILES", 10)
-    files = sorted((sample / "responses").glob("*.json"))
+    files = responses(sample / "responses")
     study = tmp_path / "s"
     for f in files[:25]:
         skintrack.ingest([f], study)
@@ -223,7 +222,7 @@ def _postgres_server():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres():
     with _postgres_server() as (catalog, _):
         yield catalog
@@ -235,7 +234,7 @@ def test_several_machines_share_one_study_through_postgresql(postgres, tmp_path,
     for folder in (one, two):
         run_cli("share", folder, "--catalog", postgres, "--data-path", lake, check=0)
     assert "password" not in (one / "store.toml").read_text()
-    files = sorted((sample / "responses").glob("*.json"))
+    files = responses(sample / "responses")
     exe = str(Path(sys.executable).with_name("skintrack"))
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

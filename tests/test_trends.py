@@ -15,14 +15,13 @@ from skintrack.tables.catalog import metric_info
 
 from conftest import FIXTURES
 
-pytestmark = pytest.mark.xdist_group("trends")  # its module fixtures are built once, on one worker
 
 METRICS = ["score.water", "count.blackhead.nose", "area.water.whole_face", "severity.pores.chin", "tone.ita",
            "wrinkle.forehead.score", "skin.age", "count.acne.front"]
 TOL = dict(rtol=1e-9, atol=1e-9)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s(tmp_path_factory):
     from skintrack.demo import demo_study
 
@@ -262,7 +261,7 @@ def test_unknown_metric_and_bad_grouping_are_clear(s):
         s.responders("tone.ita", 1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def edge(tmp_path_factory, sample=None):
     """Edge cases: no baseline visit, a single visit, constant values, a metric missing for one analysis."""
     from skintrack.sample import sample_study_dir

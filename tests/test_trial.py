@@ -1,6 +1,7 @@
 """The study plan and what follows from it: one baseline, any number of arms, endpoints tested in order with
 the multiplicity strategy, QC as the plan says, and every output saying what was assumed."""
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -15,10 +16,8 @@ from skintrack.sample import sample_study_dir
 from skintrack.show.report import build_report
 from skintrack.tables.plan import Endpoint, Plan
 
-pytestmark = pytest.mark.xdist_group("trial")  # its module fixtures are built once, on one worker
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def planned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("planned")
     ingest_sample(folder / "s")
@@ -126,3 +125,26 @@ def test_a_baseline_excluded_by_qc_leaves_the_subject_out_and_says_why(tmp_path)
                                                      .subject_id)
     included = s.mmrm("score.water", exclude_flagged=False)  # the sensitivity analysis
     assert included.n_subjects == 24 and included.excluded.empty
+
+
+def test_plan_init_writes_a_commented_starter_that_reads_back(tmp_path, run_cli, sample):
+    import skintrack
+
+    skintrack.ingest([sample / "responses"], tmp_path / "s", manifest=sample / "manifest.csv",
+                     subjects=sample / "subjects.csv")
+    proc = run_cli("plan", tmp_path / "s", "--init", check=0)
+    text = (tmp_path / "s" / "plan.toml").read_text()
+    assert "wrote" in proc.stdout and text.count("\n# ") >= 8  # each choice explained
+    plan = Plan.read(tmp_path / "s")
+    assert plan.baseline == "D0" and plan.control == "placebo" and plan.treatments == ["active"]
+    assert [v.label for v in plan.visits] == ["D0", "W4", "W8", "W12"] and plan.illustration == {"per_arm": 2, "seed": 1}
+    again = run_cli("plan", tmp_path / "s", "--init")
+    assert again.returncode == 2 and "already has a plan" in again.stderr
+
+
+def test_mmrm_cli_prints_the_fit_and_its_differences(planned, run_cli):
+    proc = run_cli("mmrm", planned, "score.water", check=0)
+    assert proc.stdout.startswith("MMRM of score.water: MMRM of the change") and "LS-means" in proc.stdout
+    rows = json.loads(run_cli("mmrm", planned, "score.water", "--json", check=0).stdout)
+    fit = skintrack.open(planned).mmrm("score.water")
+    assert [r["estimate"] for r in rows] == fit.diffs["estimate"].tolist()  # every digit

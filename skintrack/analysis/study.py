@@ -284,6 +284,14 @@ class Study:
             self.check_visit(baseline, "baseline visit")
         return selection.rules(self, exclude_flagged, baseline)
 
+    @property
+    def plot(self):
+        """The study's charts (`skintrack.show.plots.StudyPlots`): `s.plot.trend("score.water")`, `.change`,
+        `.waterfall`, `.responders`, `.lsmeans`, `.regions`; each returns a matplotlib Figure."""
+        from ..show.plots import StudyPlots
+
+        return StudyPlots(self)
+
     def timeline(self, metric: str, exclude_flagged: bool | None = None) -> pd.DataFrame:
         """subject_id, visit, taken_at, days (since the subject's first session), value: the values the plan's
         rules keep (QC-flagged captures as the plan says, unless `exclude_flagged` is given).

@@ -402,6 +402,7 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
     sample_plan().write(out)
     _repeat_captures(out, seed, d0)
     _instrument_measures(out, seed, states)
+    _photographs(out, states)
     _sentinel_panel(out, seed)
     for name, rows in (("manifest.csv", manifest), ("subjects.csv", people)):
         with open(out / name, "w", newline="") as fh:
@@ -426,10 +427,72 @@ def simulate_trial(out_dir, seed: int = 20241108, subjects: int = 24) -> Path:
         "`measures.csv` holds what a trial measures beside the photos, declared in `measures.toml`: a "
         "Corneometer reading (three replicates) that follows the skin's hydration, an expert's wrinkle grade "
         "(0-5) given by two raters at every visit, and a three-item self-assessment (5-point agreement) at W4 "
-        "and W12.\n\n"
+        "and W12.\n\n`photos/` holds SIMULATED photographs of every subject at D0 and W12, each derived from one of "
+        "the two portraits of the vendor's documentation (`tests/fixtures/real`) and labelled SIMULATED on the "
+        "image; no trial subject is behind them. The archive envelope beside each of those responses "
+        "(`responses/*.meta.json`) records its photo's path and SHA-256, as `skintrack analyze` does.\n\n"
         "Regenerate with `python -m skintrack.sample "
         "data/sample-trial`.\n")
     return out
+
+
+PORTRAITS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "real"
+PHOTO_VISITS = ("D0", "W12")  # the baseline and the primary endpoint's visit
+PHOTO_SIZE, FACE_BOX = 1000, (225, 225, 550)  # the sample responses' face_rectangle (left, top, side)
+
+
+def _photographs(out: Path, states: dict) -> None:
+    """SIMULATED photographs of the baseline and the primary endpoint's visit (``photos/``), each derived from
+    one of the two real portraits of the vendor's documentation (``tests/fixtures/real``, mirrored for half of
+    the subjects, the face moved into the responses' face box) and labelled SIMULATED on the image; beside each
+    response its archive envelope (``*.meta.json``: the photo's path and SHA-256, as `skintrack analyze`
+    writes it). Skipped when the portraits are not at hand (an installed package without the repository)."""
+    import hashlib
+    import io
+
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+
+    sources = [PORTRAITS / f"ailabtools-docs-case{i}" for i in (1, 2)]
+    if not all((d / "image.jpeg").exists() for d in sources):
+        return
+    faces = []
+    for d in sources:
+        box = orjson.loads((d / "response-v1.7.json").read_bytes())["face_rectangle"]
+        img = Image.open(d / "image.jpeg").convert("RGB")
+        scale = FACE_BOX[2] / box["width"]  # the face to the responses' box: same place, same size
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+        canvas = Image.new("RGB", (PHOTO_SIZE, PHOTO_SIZE), (128, 128, 128))
+        canvas.paste(img, (round(FACE_BOX[0] - box["left"] * scale), round(FACE_BOX[1] - box["top"] * scale)))
+        face = Image.new("L", canvas.size, 0)  # the face sharp, the background soft (and small on disk)
+        ImageDraw.Draw(face).ellipse((FACE_BOX[0] - 60, FACE_BOX[1] - 120, FACE_BOX[0] + FACE_BOX[2] + 60,
+                                      FACE_BOX[1] + FACE_BOX[2] + 60), fill=255)
+        faces.append(Image.composite(canvas, canvas.filter(ImageFilter.GaussianBlur(10)),
+                                     face.filter(ImageFilter.GaussianBlur(25))))
+    font, small = ImageFont.load_default(size=34), ImageFont.load_default(size=24)
+    (out / "photos").mkdir(exist_ok=True)
+    for (sid, visit), (z, arm, _taken) in sorted(states.items()):
+        if visit not in PHOTO_VISITS:
+            continue
+        number = int(sid[1:])
+        img = faces[number % 2]
+        img = ImageOps.mirror(img) if number % 4 >= 2 else img.copy()
+        # SIMULATED look of the skin: dehydration dulls it a little, melanin darkens it
+        img = Image.eval(img, lambda v, k=1 - (z.water_severity - 20) / 600 - (z.melanin - 9) / 900: min(255, round(v * k)))
+        mark = Image.new("RGBA", img.size, (0, 0, 0, 0))  # across the face too: any crop still says it
+        ImageDraw.Draw(mark).text((PHOTO_SIZE / 2, FACE_BOX[1] + FACE_BOX[2] - 40), "SIMULATED", anchor="mm",
+                                  fill=(255, 255, 255, 120), font=ImageFont.load_default(size=64))
+        img = Image.alpha_composite(img.convert("RGBA"), mark).convert("RGB")
+        draw = ImageDraw.Draw(img)
+        draw.rectangle((0, 0, PHOTO_SIZE, 80), fill=(230, 159, 0))
+        draw.text((14, 6), f"SIMULATED  {sid} {visit} ({arm})", fill=(0, 0, 0), font=font)
+        draw.text((14, 46), "derived from a vendor's sample portrait; no trial subject", fill=(0, 0, 0), font=small)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=45, optimize=True)
+        (out / "photos" / f"{sid}_{visit}.jpg").write_bytes(buf.getvalue())
+        envelope = {"simulated": True, "photo": f"../photos/{sid}_{visit}.jpg",
+                    "photo_sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "width": PHOTO_SIZE,
+                    "height": PHOTO_SIZE}
+        (out / "responses" / f"{sid}_{visit}.meta.json").write_bytes(orjson.dumps(envelope, option=orjson.OPT_INDENT_2))
 
 
 SELF_ASSESSMENT = {"feels_hydrated": "My skin feels more hydrated", "looks_smoother": "My skin looks smoother",
@@ -552,6 +615,7 @@ def sample_plan():
                 treatments=["active"], primary=Endpoint("score.water", "W12"),
                 secondary=[Endpoint("score.rough", "W12"), Endpoint("score.melanin", "W12")],
                 multiplicity="fixed_sequence", qc="exclude", responders={"score.water": 5.0},
+                illustration={"per_arm": 2, "seed": 7},
                 estimand={"population": "Randomised subjects with a usable baseline photograph and at least one "
                                         "later one",
                           "summary": "Difference between the arms in the LS-mean change from baseline at W12 (MMRM), "

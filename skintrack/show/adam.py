@@ -52,6 +52,7 @@ ADSKIN_LABELS = {"STUDYID": "Study Identifier", "USUBJID": "Unique Subject Ident
                  "DTYPE": "Derivation Type", "CRIT1": "Analysis Criterion 1",
                  "CRIT1FL": "Criterion 1 Evaluation Result Flag", "QCREAS": "Capture QC reasons",
                  "SRCDOM": "Source Data", "SRCVAR": "Source Variable", "ANALYSID": "skintrack analysis_id"}
+DATASET_LABELS = {"ADSL": "Subject-Level Analysis Dataset", "ADSKIN": "Skin Measurements Analysis Dataset"}
 CRIT1 = "Capture flagged by skintrack QC"
 # Subjects-CSV columns with a standard ADaM name and label (any other keeps its own name, labelled as such).
 KNOWN = {"age": ("AGE", "Age"), "sex": ("SEX", "Sex"), "race": ("RACE", "Race"), "ethnic": ("ETHNIC", "Ethnicity"),
@@ -153,9 +154,11 @@ def adam(study, metrics=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     r = study.rules()
     records = {key: _records(study, key, r) for key in metrics}
     adsl = _adsl(study, plan, studyid, records)
-    rows = [_param_rows(plan, key, adsl, records[key], r) for key in metrics]
+    rows = [_param_rows(plan, key, adsl, records[key], r, _averaged(study, key)) for key in metrics]
     adskin = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(ADSKIN_LABELS))
     adskin.attrs["labels"] = dict(ADSKIN_LABELS)
+    for name, df in (("ADSL", adsl), ("ADSKIN", adskin)):
+        df.attrs["dataset_label"] = DATASET_LABELS[name]
     return adsl, adskin
 
 
@@ -174,6 +177,16 @@ def _records(study, key, r) -> pd.DataFrame:
     return df
 
 
+def _averaged(study, key: str) -> set:
+    """The records of a measure whose value is the mean of several readings (raters, replicates, sides):
+    DTYPE "AVERAGE" in ADSKIN."""
+    if not key.startswith("measure."):
+        return set()
+    many = study.sql("SELECT analysis_id FROM measures WHERE measure = ? GROUP BY analysis_id HAVING count(*) > 1",
+                     [key.split(".", 1)[1]])
+    return set(many["analysis_id"])
+
+
 def _adsl(study, plan, studyid, records) -> pd.DataFrame:
     subjects = study.sql("SELECT * FROM subjects ORDER BY subject_id")
     arms = [plan.control, *plan.treatments]
@@ -188,7 +201,9 @@ def _adsl(study, plan, studyid, records) -> pd.DataFrame:
     labels = dict(ADSL_LABELS)
     taken = set(labels)
     for col in subjects.columns.drop(["subject_id", "arm", "arm_actual"], errors="ignore"):
+        declared = plan.subject_columns.get(col, {})
         name, text = KNOWN.get(col.lower(), (None, f"Subjects CSV: {col}"))
+        name, text = declared.get("name", name), declared.get("label", text)
         name = xpt_name(name or col, taken)
         df[name] = subjects[col].to_numpy()
         labels[name] = label(text)
@@ -211,7 +226,7 @@ def _adsl(study, plan, studyid, records) -> pd.DataFrame:
     return df
 
 
-def _param_rows(plan, key, adsl, df, r) -> pd.DataFrame:
+def _param_rows(plan, key, adsl, df, r, averaged=frozenset()) -> pd.DataFrame:
     info = metric_info(key)
     trt = adsl.set_index("SUBJID")
     schedule = {v: (d, w) for v, d, w in r.schedule}
@@ -245,5 +260,6 @@ def _param_rows(plan, key, adsl, df, r) -> pd.DataFrame:
         "ABLFL": np.where(df["is_base"], "Y", ""), "ANL01FL": np.where(analysed, "Y", ""),
         "ANLREAS": np.where(analysed | df["is_base"], "", df["reason"].fillna(
             "no usable baseline (" + str(r.baseline) + ")")),
-        "DTYPE": "", "CRIT1": CRIT1, "CRIT1FL": np.where(flagged, "Y", "N"), "QCREAS": df["reasons"].fillna(""),
+        "DTYPE": np.where(df["analysis_id"].isin(averaged), "AVERAGE", ""), "CRIT1": CRIT1,
+        "CRIT1FL": np.where(flagged, "Y", "N"), "QCREAS": df["reasons"].fillna(""),
         "SRCDOM": "MEASURES" if key.startswith("measure.") else "SKINAPI", "SRCVAR": key, "ANALYSID": df["analysis_id"]})

@@ -24,6 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
+from ..errors import UsageError
 from ..sinks import html as escape_html
 from ..tables.catalog import metric_info
 
@@ -76,6 +77,12 @@ def arm_colors(arms) -> dict:
     return {a: OKABE_ITO[i % len(OKABE_ITO)] for i, a in enumerate(sorted(a for a in arms if isinstance(a, str)))}
 
 
+def _in_order(held, arms=None) -> list:
+    """The arms held, in the order of `arms` (the plan's: the control first), any other after them by name."""
+    held = sorted(a for a in set(held) if isinstance(a, str))
+    return [a for a in (arms or []) if a in held] + [a for a in held if a not in (arms or [])]
+
+
 def _visit_positions(visits) -> dict:
     return {v: i for i, v in enumerate(visits)}
 
@@ -86,8 +93,10 @@ def _with_arm(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @styled
-def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subjects: pd.DataFrame | None = None) -> Figure:
-    """Per-subject lines (thin) with the mean and 95% CI per visit by arm (bold)."""
+def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subjects: pd.DataFrame | None = None,
+                arms: list | None = None) -> Figure:
+    """Per-subject lines (thin) with the mean and 95% CI per visit by arm (bold), arms in the order of `arms`
+    (the control first; by name when not given)."""
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
     cohort = _with_arm(cohort)
@@ -101,7 +110,8 @@ def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subje
         ax.plot([pos[v] for v in g["visit"] if v in pos], g["value"][g["visit"].isin(pos)],
                 color=colors.get(arm, "#999999"), alpha=0.18, lw=0.8)
     width = 0.08 * (len(colors) > 1)
-    for i, (arm, g) in enumerate(cohort.groupby("arm", sort=True)):
+    order = _in_order(cohort["arm"].unique(), arms)
+    for i, (arm, g) in enumerate((a, cohort[cohort["arm"] == a]) for a in order):
         x = np.array([pos[v] for v in g["visit"]]) + (i - (len(colors) - 1) / 2) * width
         ax.errorbar(x, g["mean"], yerr=np.maximum(0, [g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]),
                     color=colors.get(arm, "k"),
@@ -110,13 +120,15 @@ def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subje
     ax.set_xlabel("Visit")
     ax.set_ylabel(label(metric))
     ax.set_title(f"{metric_info(metric)['description'].rstrip('.')}: every subject, and the mean by arm")
-    ax.legend(loc="best")
+    _legend_below(ax, len(order))
     return fig
 
 
-def _grouped_bars(ax, data: pd.DataFrame, visits: list, value: str, low: str, high: str, scale: float = 1):
-    """Bars per visit, side by side per arm, with the interval [low, high]; yields (x, rows) per arm."""
-    arms = sorted(data["arm"].dropna().unique())
+def _grouped_bars(ax, data: pd.DataFrame, visits: list, value: str, low: str, high: str, scale: float = 1,
+                  arms: list | None = None):
+    """Bars per visit, side by side per arm (in the order of `arms`), with the interval [low, high]; returns
+    (x, rows) per arm."""
+    arms = _in_order(data["arm"].dropna().unique(), arms)
     colors, width = arm_colors(arms), 0.8 / max(1, len(arms))
     drawn = []
     for i, arm in enumerate(arms):
@@ -136,38 +148,54 @@ def _stars(p) -> str:
 
 
 def _mark_visits(ax, visits: list, low, high, tests: pd.DataFrame) -> None:
-    """Above each visit, the stars of its tests' p-values (one per treatment), with room made for them."""
+    """Above each visit, the stars of its tests' p-values, one line per treatment named by its arm when there
+    are several, with room made for them (the legend goes below the axes, never over a mark)."""
     top = high.max()
     span = (top - min(0, low.min())) or 1
+    arm = "treatment" if "treatment" in tests else None
+    several = arm is not None and tests[arm].nunique() > 1
+    lines = 1
     for visit, g in tests.groupby("visit", sort=False):
         if visit in visits:
-            ax.text(visits.index(visit), top + 0.07 * span, " ".join(_stars(p) for p in g["p"]), ha="center",
-                    va="bottom")
-    ax.set_ylim(top=top + 0.25 * span)
+            text = "\n".join(f"{t}: {_stars(p)}" for t, p in zip(g[arm], g["p"])) if several else \
+                " ".join(_stars(p) for p in g["p"])
+            lines = max(lines, text.count("\n") + 1)
+            ax.text(visits.index(visit), top + 0.05 * span, text, ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(top=top + (0.12 + 0.09 * lines) * span)
+
+
+def _legend_below(ax, n: int) -> None:
+    """The legend under the axes (nothing drawn inside the plot can hide under it): one row when the names are
+    short, else one column, each name cut to 40 characters (the tables print it whole)."""
+    handles, labels = ax.get_legend_handles_labels()
+    labels = [x if len(x) <= 40 else x[:39] + "\u2026" for x in labels]
+    ncols = max(1, n) if sum(map(len, labels)) <= 80 else 1
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=ncols, frameon=False)
 
 
 @styled
-def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = None) -> Figure:
-    """Mean change from baseline with 95% CI, by visit and arm; `tests` (compare_arms rows, one per visit)
-    adds significance marks: * p<0.05, ** p<0.01, *** p<0.001, ns otherwise."""
+def change_bars(cohort: pd.DataFrame, metric: str, tests: pd.DataFrame | None = None, arms: list | None = None) -> Figure:
+    """Mean change from baseline with 95% CI, by visit and arm (in the order of `arms`); `tests` (compare_arms
+    rows) adds each treatment's significance marks: * p<0.05, ** p<0.01, *** p<0.001, ns otherwise."""
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
     data = _with_arm(cohort[cohort["change_n"] > 0])  # baseline rows are no change
     visits = list(dict.fromkeys(data["visit"]))
-    arms = sorted(data["arm"].dropna().unique())
-    _grouped_bars(ax, data, visits, "change_mean", "change_ci_low", "change_ci_high")
+    arms = _in_order(data["arm"].dropna().unique(), arms)
+    _grouped_bars(ax, data, visits, "change_mean", "change_ci_low", "change_ci_high", arms=arms)
     ax.axhline(0, color="black", lw=0.8)
     if tests is not None and len(tests):
         _mark_visits(ax, visits, data["change_ci_low"], data["change_ci_high"], tests)
     ax.set_xticks(range(len(visits)), visits)
     ax.set_ylabel(f"Change from baseline ({metric_info(metric)['unit'] or 'value'})")
     ax.set_title(f"{metric_info(metric)['description'].rstrip('.')}: change from baseline (mean, 95% CI)")
-    ax.legend(loc="upper left", ncols=len(arms))
+    _legend_below(ax, len(arms))
     return fig
 
 
 @styled
-def waterfall(change: pd.DataFrame, metric: str, visit: str, subjects: pd.DataFrame | None = None) -> Figure:
+def waterfall(change: pd.DataFrame, metric: str, visit: str, subjects: pd.DataFrame | None = None,
+              arms: list | None = None) -> Figure:
     """Every subject's % change at `visit`, sorted, coloured by arm."""
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
@@ -178,7 +206,8 @@ def waterfall(change: pd.DataFrame, metric: str, visit: str, subjects: pd.DataFr
     colors = arm_colors(d["arm"].dropna().unique())
     ax.bar(range(len(d)), d["pct_change"], color=[colors.get(a, "#999999") for a in d["arm"]], width=0.85)
     ax.axhline(0, color="black", lw=0.8)
-    ax.legend(handles=[matplotlib.patches.Patch(color=c, label=a) for a, c in colors.items()], loc="upper right")
+    ax.legend(handles=[matplotlib.patches.Patch(color=colors[a], label=a) for a in _in_order(colors, arms)],
+              loc="upper right")
     ax.set_xticks([])
     ax.set_xlabel(f"Subjects, sorted ({len(d)})")
     ax.set_ylabel("Change from baseline (%)")
@@ -189,13 +218,15 @@ def waterfall(change: pd.DataFrame, metric: str, visit: str, subjects: pd.DataFr
 
 
 @styled
-def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, relative: bool = False) -> Figure:
-    """Share of responders by visit and arm, with Wilson 95% CIs."""
+def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, relative: bool = False,
+                   arms: list | None = None) -> Figure:
+    """Share of responders by visit and arm (in the order of `arms`), with Wilson 95% CIs."""
     fig = _figure()
     ax = _axes(fig, 1, 1, 1)
     responders = _with_arm(responders)
     visits = list(dict.fromkeys(responders["visit"]))
-    for x, g in _grouped_bars(ax, responders, visits, "rate", "ci_low", "ci_high", scale=100):
+    drawn = _grouped_bars(ax, responders, visits, "rate", "ci_low", "ci_high", scale=100, arms=arms)
+    for x, g in drawn:
         for xi, r, n, hi in zip(x, g["responders"], g["n"], g["ci_high"]):
             ax.text(xi, 100 * hi + 1.5, f"{int(r)}/{int(n)}", ha="center", va="bottom", fontsize=7)
     ax.set_ylim(0, 112)
@@ -203,7 +234,7 @@ def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, rela
     ax.set_ylabel("Responders (%)")
     unit = "%" if relative else f" {metric_info(metric)['unit']}"
     ax.set_title(f"{metric_info(metric)['description'].rstrip('.')}: improved by at least {threshold:g}{unit}")
-    ax.legend(loc="best")
+    _legend_below(ax, len(drawn))
     return fig
 
 
@@ -279,6 +310,11 @@ REGION_XY = {"forehead": (0.5, 0.82, 0.38, 0.12), "t_zone": (0.5, 0.6, 0.12, 0.3
 def face_regions(values: pd.DataFrame, title: str, unit: str = "") -> Figure:
     """Regional values (`region`, `value`) drawn on a face schematic (the subject's left is on the image's
     right, as the API reports it), with a colour bar."""
+    missing = {"region", "value"} - set(values.columns)
+    if missing:
+        raise UsageError(f"face_regions needs one row per face region with columns region and value (as "
+                         f"`study.plot.regions` gathers them); this frame has no {', '.join(sorted(missing))} "
+                         f"(its columns: {', '.join(map(str, values.columns))})")
     fig = _figure(4.6, 5.0)
     ax = _axes(fig, 1, 1, 1)
     ax.add_patch(Ellipse((0.5, 0.5), 0.78, 0.98, fc="#f7f2ee", ec="#555555", lw=1.2))
@@ -350,14 +386,15 @@ def qc_overview(qc: pd.DataFrame) -> Figure:
 
 
 @styled
-def lsmeans_plot(lsmeans: pd.DataFrame, diffs: pd.DataFrame, metric: str) -> Figure:
-    """The MMRM's LS-means of the change with 95% CIs by arm and visit; each visit is marked with the
-    stars of its treatment-minus-control difference (the same fit as the tables beside it)."""
-    fig = _figure(6.4, 3.4)
+def lsmeans_plot(lsmeans: pd.DataFrame, diffs: pd.DataFrame, metric: str, arms: list | None = None) -> Figure:
+    """The MMRM's LS-means of the change with 95% CIs by arm (in the order of `arms`: the control first) and
+    visit; each visit is marked with the stars of its treatment-minus-control differences' nominal p-values,
+    named by treatment when there are several (the same fit as the tables beside it)."""
+    fig = _figure(6.4, 3.6)
     ax = _axes(fig, 1, 1, 1)
     visits = list(dict.fromkeys(lsmeans["visit"]))
     colors = arm_colors(lsmeans["arm"].unique())
-    arms = list(dict.fromkeys(lsmeans["arm"]))
+    arms = _in_order(lsmeans["arm"].unique(), arms)
     for k, arm in enumerate(arms):
         d = lsmeans[lsmeans["arm"] == arm]
         x = np.array([visits.index(v) for v in d["visit"]]) + (k - (len(arms) - 1) / 2) * 0.08
@@ -367,8 +404,53 @@ def lsmeans_plot(lsmeans: pd.DataFrame, diffs: pd.DataFrame, metric: str) -> Fig
     _mark_visits(ax, visits, lsmeans["ci_low"], lsmeans["ci_high"], diffs)
     ax.set_xticks(range(len(visits)), visits)
     ax.set_ylabel(f"LS-mean change ({metric_info(metric)['unit'] or 'value'})")
-    ax.set_title(f"{label(metric)}: MMRM LS-means of the change (95% CI)")
-    ax.legend(loc="upper left", ncols=len(arms))
+    ax.set_title(f"{label(metric)}: LS-mean change (95% CI)\nmarks: each treatment against the control, nominal p")
+    _legend_below(ax, len(arms))
+    return fig
+
+
+# The API's face map that shows what a metric measures (by the catalog's feature name).
+ENDPOINT_MAPS = {"water": "water_area", "rough": "rough_area", "melanin": "brown_area", "sensitivity": "red_area",
+                 "pores": "texture_enhanced_pores", "blackhead": "texture_enhanced_blackheads",
+                 "wrinkle": "texture_enhanced_lines", "oily_intensity": "texture_enhanced_oily_area",
+                 "oily": "texture_enhanced_oily_area"}
+
+
+def _rgba(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGBA")
+
+
+@styled
+def photo_pair(photos: list, boxes: list, titles: list, layers: list | None = None, map_name: str | None = None,
+               margin: float = 0.12) -> Figure:
+    """Photographs side by side, each cropped to its face box (left, top, width, height, from the API) with a
+    margin and drawn at the same size; an API face map (`layers`, the photo's own) laid over its photo, or
+    shown alone when the photo is not at hand."""
+    from PIL import Image
+
+    fig = _figure(2.6 * len(titles) + 0.4, 3.2)
+    for i, title in enumerate(titles):
+        ax = _axes(fig, 1, len(titles), i + 1)
+        photo = photos[i] if i < len(photos) else None
+        layer = layers[i] if layers else None
+        base = _rgba(photo) if photo else None
+        if layer is not None:
+            over = _rgba(layer)
+            over = over.resize(base.size) if base is not None else over
+            base = over if base is None else (Image.blend(base, over, 0.55) if over.getextrema()[3][0] == 255 else
+                                              Image.alpha_composite(base, over))
+        left, top, width, height = (float(v) for v in boxes[i])
+        pad = margin * max(width, height)
+        side = max(width, height) + 2 * pad
+        cx, cy = left + width / 2, top + height / 2
+        crop = base.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
+        ax.imshow(crop.resize((480, 480)))
+        ax.set_title(title + (f" ({map_name.replace('_', ' ')})" if layer is not None and map_name else ""))
+        ax.axis("off")
+        ax.grid(False)
     return fig
 
 

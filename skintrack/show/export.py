@@ -1,5 +1,6 @@
-"""`skintrack export`: the ADaM datasets (ADSL, ADSKIN) as SAS XPORT v5, Parquet, CSV, Excel and CDISC
-Dataset-JSON v1.1, with a define-style listing of every variable (name, label, type, dataset).
+"""`skintrack export`: the ADaM datasets (ADSL, ADSKIN) as SAS XPORT v5 (with Define-XML 2.1 describing
+them), Parquet, CSV, Excel and CDISC Dataset-JSON v1.1, with a define-style listing of every variable (name,
+label, type, dataset).
 
 Example
 -------
@@ -67,6 +68,11 @@ def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
             xlsx_strings(xl.sheets["define"])
     spreadsheet_frame(listing).to_csv(out / "define.csv", index=False)
     written.append(out / "define.csv")
+    if "xpt" in formats:  # Define-XML 2.1 describes the XPT files it names
+        from .define_xml import write_define
+
+        written.append(write_define(datasets, out / "define.xml", study.plan.protocol or study.path.name,
+                                    study.plan.title, f"{study.path.name}, {study.version_note}"))
     return written
 
 
@@ -78,7 +84,7 @@ def _xpt(df, path, name, study):
         if _kind(data[col]) == "string":
             data[col] = data[col].fillna("").astype(str)
     formats = {c: "DATE9." for c in data.columns if _kind(data[c]) == "date"}
-    pyreadstat.write_xport(data, str(path), file_label=f"{name} {study.plan.title or study.path.name}"[:40],
+    pyreadstat.write_xport(data, str(path), file_label=df.attrs["dataset_label"],
                            column_labels={c: df.attrs["labels"].get(c, "")[:40] for c in data.columns},
                            table_name=name, file_format_version=5, variable_format=formats)
 
@@ -139,7 +145,7 @@ def _json(df, path, name, study):
            "sourceSystem": {"name": "skintrack", "version": __version__},
            "studyOID": study.plan.protocol or study.path.name, "metaDataVersionOID": "MDV.1",
            "itemGroupOID": f"IG.{name}", "records": len(df), "name": name,
-           "label": {"ADSL": "Subject-Level Analysis Dataset", "ADSKIN": "Skin Measurements Analysis Dataset"}[name],
+           "label": df.attrs["dataset_label"],
            "columns": [{"itemOID": f"IT.{name}.{c}", "name": c, "label": df.attrs["labels"].get(c, ""),
                         "dataType": kinds[c], **({"keySequence": 1} if c == "USUBJID" else {})} for c in df.columns],
            "rows": rows}

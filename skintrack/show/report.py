@@ -1,13 +1,17 @@
-"""`skintrack report`: a dossier-ready trial report, HTML from a Jinja2 template and a paged PDF of it.
+"""`skintrack report`: a dossier-ready trial report, built once as a document (`skintrack.show.document`)
+and written as HTML, a paged PDF of it, and DOCX.
 
-The HTML is the single source: every figure is embedded (PNG data URIs), tables are pandas Stylers, and
-print CSS gives A4 (or Letter) pages with a running header (title, sponsor, product, protocol, plan
-version) and a footer (date, data version, "page X of Y"), which headless Chromium prints to PDF. The
-sections follow the study plan: synopsis, subject disposition with a flow diagram, baseline and
-demographics by arm, the primary endpoint (MMRM LS-means, differences and a chart of the same fit), the
-key secondary endpoints in testing order with their decisions, % change and responders, before/after
-face maps, the QC listing and the plan's sensitivity analysis, methods written from what was run, and the
-software and data versions. Each chart is drawn once.
+The document has a title page (sponsor, product, protocol, plan version, report date, study version) with an
+approval block, contents with the lists of tables and figures, and numbered sections whose tables and
+figures are numbered, captioned and carry their analysis population. The HTML embeds every figure (PNG data
+URIs); print CSS gives A4 (or Letter) pages with a running header (title, sponsor, product, protocol, plan
+version) and a footer (date, data version, "page X of Y"), which headless Chromium prints to PDF; the DOCX
+(`skintrack.show.word`) holds the same cells. The sections follow the study plan: synopsis, subject
+disposition with a flow diagram, baseline and demographics by arm (N per arm), the estimand, the primary
+endpoint (MMRM LS-means, differences and a chart of the same fit), the endpoints in testing order with their
+decisions, % change and responders, the claim table, the measures beside the photos, the study's photographs
+of the subjects the plan's illustration rule picks, the QC listing, the instrument, the sensitivity
+analyses, methods written from what was run, and the software and data versions. Each chart is drawn once.
 
 Example
 -------
@@ -31,14 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from markupsafe import Markup
 
 from .. import __version__
 from ..analysis.qc import FLAGS
 from ..errors import UsageError
 from ..sinks import css_string, file_name
-from ..sinks import html as escape_html
+from ..sinks import html as html_text
 from ..tables.catalog import metric_info
 from . import charts
+from .document import ROUNDING, Document, Flow, Text, fmt_p
 
 DEFAULT_METRICS = ("score.water", "score.rough", "score.melanin", "score.total", "score.pores")
 PAPER = {"a4": "A4", "letter": "letter"}
@@ -55,32 +61,10 @@ class Report:
     pdf: Path | None
     figures: list = field(default_factory=list)
     findings: list = field(default_factory=list)
+    document: Document | None = None
+    docx: Path | None = None
     pdf_engine: str = ""
     seconds: float = 0.0
-
-
-def _fmt_p(p) -> str:
-    if p is None or p != p:
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def table(df: pd.DataFrame, caption: str = "", digits: int = 2, text: bool = False) -> str:
-    """A table for the dossier: pandas' Styler (numbers to `digits`, a column of whole numbers such as scores
-    and counts without decimals, p-values as p, no index), captioned."""
-    def number(places):
-        return lambda x: "" if x != x else f"{x:.{places}f}"
-
-    def whole(c) -> bool:
-        v = df[c].dropna()
-        return len(v) > 0 and bool(((v % 1) == 0).all())
-
-    fmt = {c: _fmt_p if c == "p" or c.startswith("p ") else number(0 if whole(c) else digits) for c in df.columns
-           if pd.api.types.is_float_dtype(df[c])}
-    styler = df.style.hide(axis="index").format(fmt, na_rep="", escape="html").format_index(escape="html", axis=1)
-    if caption:
-        styler = styler.set_caption(escape_html(caption))
-    return styler.set_table_attributes(f'class="{"text" if text else "num"}"').to_html()
 
 
 def finding(row, attrs) -> str:
@@ -96,7 +80,7 @@ def finding(row, attrs) -> str:
     if row.decision == "not estimable":
         return f"{head}: {row.treatment} against {row.control} {row.reason}."
     adjusted = attrs["strategy"] == "holm" or attrs.get("arm_comparisons", "none") != "none"
-    p = _fmt_p(row.p_adjusted if adjusted else row.p)
+    p = fmt_p(row.p_adjusted if adjusted else row.p)
     digits = 1 if row.model == "mmrm" else 2
     level = "simultaneous 95% CI" if attrs.get("arm_comparisons") == "dunnett" else "95% CI"
     tail = (f"({level} {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
@@ -113,11 +97,14 @@ class _Builder:
     def __init__(self, study, out: Path, metrics, figure_formats):
         self.s, self.out, self.metrics, self.formats = study, out, metrics, figure_formats
         self.plan = study.plan
-        self.sections: list[dict] = []
-        self.figures: list[str] = []
+        self.doc = Document("")
         self.subjects = study.sql("SELECT * FROM subjects")
         self.qc = study.qc()
         self.has_arms = "arm" in self.subjects and self.plan.control is not None and bool(self.plan.treatments)
+        self.arms = [a for a in [self.plan.control, *self.plan.treatments] if a] if self.has_arms else []
+        self.n_arm = self.subjects.groupby("arm").size().to_dict() if self.has_arms else {}
+        self.qc_rule = ("QC-flagged captures excluded" if self.plan.qc == "exclude" else
+                        "QC-flagged captures included") + " (as planned)"
         self.ends, self._fits = None, {}
         if self.has_arms:
             try:
@@ -129,15 +116,29 @@ class _Builder:
         """Rows by visit in schedule order, then by arm: the control first, the treatments in the plan's
         order (one order in every table)."""
         visits = {v: i for i, v in enumerate(self.s.visits)}
-        arms = {a: i for i, a in enumerate([self.plan.control, *self.plan.treatments]) if a}
+        arms = {a: i for i, a in enumerate(self.arms)}
         keys = {"visit": lambda c: c.map(visits).fillna(len(visits)), "arm": lambda c: c.map(arms).fillna(len(arms))}
         by = [c for c in ("visit", "arm") if c in df]
         return df.sort_values(by, key=lambda c: keys[c.name](c), kind="stable", ignore_index=True) if by else df
 
-    def section(self, title: str, *parts: str, kind: str = "") -> None:
-        self.sections.append({"title": title, "parts": [p for p in parts if p], "kind": kind})
+    def arm_label(self, arm: str) -> str:
+        """An arm with its N, as column headers print it."""
+        return f"{arm} (N={self.n_arm.get(arm, 0)})"
 
-    def figure(self, name: str, fig, caption: str) -> str:
+    def population(self, what: str = "") -> str:
+        """The analysis population line under a table."""
+        enrolled = f"{len(self.subjects)} subjects enrolled" if len(self.subjects) else "every subject photographed"
+        if self.has_arms:
+            enrolled += " (" + ", ".join(self.arm_label(a) for a in self.arms) + ")"
+        return f"Population: {what or enrolled}."
+
+    def table(self, df, caption, population="", digits=2):
+        return self.doc.table(df, caption, population, digits)
+
+    def section(self, title: str, *parts, kind: str = "") -> None:
+        self.doc.section(title, list(parts), kind)
+
+    def figure(self, name: str, fig, caption: str):
         png = charts.png_bytes(fig, dpi=120)  # drawn once: these bytes are embedded and written
         folder = self.out / "figures"
         folder.mkdir(parents=True, exist_ok=True)
@@ -146,9 +147,7 @@ class _Builder:
         others = [f for f in self.formats if f != "png"]
         if others:
             charts.save(fig, folder / name, others)
-        self.figures.append(name)
-        return (f'<figure><img alt="{escape_html(caption)}" src="data:image/png;base64,'
-                f'{base64.b64encode(png).decode()}"><figcaption>{escape_html(caption)}</figcaption></figure>')
+        return self.doc.figure(png, caption, name)
 
     # ---- sections -------------------------------------------------------------------------------------------
     def findings(self) -> list[str]:
@@ -158,22 +157,47 @@ class _Builder:
         p = self.plan
         rows = [("Design", f"{len(p.treatments) + 1}-arm, controlled, repeated photographs" if self.has_arms else
                  "single group, repeated photographs"),
-                ("Arms", f"control {p.control}; treatments {', '.join(p.treatments)}" if self.has_arms else "none"),
+                ("Arms", f"control {self.arm_label(p.control)}; treatments "
+                         f"{', '.join(self.arm_label(a) for a in p.treatments)}" if self.has_arms else "none"),
                 ("Visits", "; ".join(f"{v.label}" + (f" (day {v.day:g}" + (f" +/- {v.window:g}" if v.window is not None
                                                                          else "") + ")" if v.day is not None else "")
                                      for v in p.visits)),
                 ("Baseline", p.baseline),
-                ("Primary endpoint", f"{p.primary.metric} at {p.primary.visit}" if p.primary else "none"),
-                ("Key secondary endpoints (testing order)", "; ".join(f"{e.metric} at {e.visit}" for e in p.secondary)
+                ("Primary endpoint", self.endpoint_name(p.primary) if p.primary else "none"),
+                ("Key secondary endpoints (testing order)", "; ".join(self.endpoint_name(e) for e in p.secondary)
                  or "none"),
-                ("Multiplicity", f"{p.multiplicity.replace('_', ' ')} at alpha {p.alpha:g}"),
+                ("Multiplicity", f"{p.multiplicity.replace('_', ' ')} at alpha {p.alpha:g}"
+                 + (f"; arms against the control: {p.arm_comparisons.replace('_', ' ')}" if len(p.treatments) > 1
+                    else "")),
                 ("Capture QC", f"flagged captures {p.qc}d in the primary analysis; the other way as a sensitivity "
                                "analysis"),
                 ("Assumed (not in the plan)", "; ".join(p.assumed) or "nothing")]
-        findings = "".join(f'<p class="finding">{escape_html(t)}</p>' for t in self.findings()) or \
-            "<p>No between-arm comparison was possible.</p>"
-        self.section("Synopsis and headline findings", findings,
-                     table(pd.DataFrame(rows, columns=["", "as planned"]), text=True))
+        if self.ends is None:
+            found = [Text("No between-arm comparison was possible.")]
+        elif len(self.plan.treatments) > 1:  # several arms: one row per comparison reads better than sentences
+            found = [self.findings_table()]
+        else:
+            found = [Text(t, "finding") for t in self.findings()]
+        self.section("Synopsis and headline findings", *found,
+                     self.table(pd.DataFrame(rows, columns=["", "as planned"]), "The study as planned"))
+
+    def endpoint_name(self, e) -> str:
+        return f"{metric_info(e.metric)['description'].rstrip('.')} ({e.metric}) at {e.visit}"
+
+    def findings_table(self):
+        e, attrs = self.ends, self.ends.attrs
+        adjusted = attrs["strategy"] == "holm" or attrs.get("arm_comparisons", "none") != "none"
+        shown = pd.DataFrame({
+            "endpoint": [f"{r.role} {r.order}: {metric_info(r.metric)['description'].rstrip('.')} at {r.visit}"
+                         for r in e.itertuples()],
+            "comparison": [f"{r.treatment} vs {r.control}" for r in e.itertuples()],
+            "estimate (95% CI)": ["" if r.estimate != r.estimate else
+                                  f"{r.estimate:.2f} ({r.ci_low:.2f} to {r.ci_high:.2f})" for r in e.itertuples()],
+            "p adjusted" if adjusted else "p": [fmt_p(r.p_adjusted if adjusted else r.p) for r in e.itertuples()],
+            "decision": e["decision"]})
+        return self.table(shown, "Headline findings: each endpoint and comparison in testing order, with the "
+                                 "plan's decision", self.population("each endpoint's analysis set (its n is in the "
+                                                                    "endpoints table)"))
 
     def disposition(self):
         s, p = self.s, self.plan
@@ -190,8 +214,9 @@ class _Builder:
         steps = [("Enrolled", str(enrolled))] + [(f"Photographed {r.visit}", str(r.photographed))
                                                   for r in per_visit.itertuples()]
         steps += [("QC-excluded captures", str(int(self.qc["flagged"].sum()))), ("Analysed (primary)", str(analysed))]
-        self.section("Subject disposition", charts.flow_diagram(steps),
-                     table(per_visit, "Subjects photographed, analyses and QC flags per visit"))
+        self.section("Subject disposition", Flow(steps),
+                     self.table(per_visit, "Subjects photographed, analyses and QC flags per visit",
+                                self.population()))
 
     def demographics(self):
         if not self.has_arms:
@@ -210,10 +235,11 @@ class _Builder:
             cohort = s.cohort(key)
             base = cohort[cohort["visit"] == p.baseline].set_index("arm")
             rows[f"Baseline {metric_info(key)['description'].rstrip('.').lower()}, mean (SD)"] = \
-                base["mean"].map("{:.1f}".format) + " (" + base["sd"].map("{:.1f}".format) + ")"
+                base["mean"].map("{:.2f}".format) + " (" + base["sd"].map("{:.2f}".format) + ")"
         df = pd.DataFrame(rows).T.reset_index().rename(columns={"index": ""})
-        self.section("Baseline and demographics by arm", table(df[[""] + [a for a in [p.control, *p.treatments]
-                                                                          if a in df.columns]], text=True))
+        df = df[[""] + [a for a in self.arms if a in df.columns]].rename(columns={a: self.arm_label(a) for a in self.arms})
+        self.section("Baseline and demographics by arm",
+                     self.table(df, "Baseline characteristics and demographics by arm", self.population()))
 
     def _fit(self, key, exclude_flagged=None):
         """The MMRM of `key` (QC as the plan says, or as asked), fitted once per report."""
@@ -232,35 +258,48 @@ class _Builder:
         key = p.primary.metric
         fit = self._fit(key)
         if fit is None:
-            self.section("Primary endpoint", f"<p>The MMRM of {escape_html(key)} could not be fitted.</p>")
+            self.section("Primary endpoint", f"The MMRM of {key} could not be fitted.")
             return
-        ls = fit.lsmeans[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]].rename(
+        ls = self.in_order(fit.lsmeans[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]]).rename(
             columns={"estimate": "LS-mean", "std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"})
-        diffs = fit.diffs[["visit", "treatment", "control", "estimate", "std_error", "df", "ci_low", "ci_high",
-                           "p"]].rename(columns={"estimate": "difference", "std_error": "SE", "ci_low": "95% CI low",
-                                                 "ci_high": "95% CI high"})
+        diffs = self.in_order(fit.diffs[["visit", "treatment", "control", "estimate", "std_error", "df", "ci_low",
+                                         "ci_high", "p"]].rename(columns={"treatment": "arm"})).rename(
+            columns={"arm": "treatment", "estimate": "difference", "std_error": "SE", "ci_low": "95% CI low",
+                     "ci_high": "95% CI high", "p": "p (nominal)"})
         title = metric_info(key)["description"].rstrip(".")
         left = "; ".join(f"{r.subject_id} ({r.reason})" for r in fit.excluded.itertuples())
-        note = (f'<p class="note">{fit.n_subjects} subjects, {fit.n_obs} post-baseline observations; {fit.qc}. '
-                f'{escape_html(fit.method)}.' + (f" Left out: {escape_html(left)}." if left else "") + "</p>")
+        who = f"{fit.n_subjects} subjects with a baseline and at least one later value"
+        pop = self.population(f"{who}; {fit.n_obs} post-baseline observations; {fit.qc}")
+        note = Text(f"{fit.method}." + (f" Left out: {left}." if left else ""), "note")
         self.section(f"Primary endpoint: {title} ({key}) at {p.primary.visit}",
-                     self.figure(f"{key}-lsmeans", charts.lsmeans_plot(fit.lsmeans, fit.diffs, key),
-                                 f"{title}: MMRM LS-means of the change with 95% CIs; the marks are the differences' "
-                                 "p-values in the table below (* <0.05, ** <0.01, *** <0.001, ns)."),
-                     table(ls, "MMRM LS-means of the change from baseline by arm and visit"),
-                     table(diffs, "Treatment minus control"), note)
+                     self.figure(f"{key}-lsmeans", charts.lsmeans_plot(fit.lsmeans, fit.diffs, key, self.arms),
+                                 f"{title}: MMRM LS-means of the change with 95% CIs by arm; each mark under the "
+                                 "visit names the treatment it compares with the control and its nominal p "
+                                 "(* <0.05, ** <0.01, *** <0.001, ns); the decision is the plan's, in the "
+                                 "endpoints table."),
+                     self.table(ls, "MMRM LS-means of the change from baseline by arm and visit", pop),
+                     self.table(diffs, "Treatment minus control (nominal p; the plan's decision is in the endpoints "
+                                       "table)", pop), note)
 
     def secondary(self):
         if self.ends is None or len(self.ends) == 0:
             return
-        e = self.ends[["order", "role", "metric", "visit", "treatment", "model", "estimate", "ci_low", "ci_high",
-                       "p", "p_adjusted", "decision"]].rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high",
-                                                                      "p_adjusted": "p adjusted"})
-        e["model"] = e["model"].map(MODEL_NAMES)
-        e["metric"] = [metric_info(k)["description"].rstrip(".") for k in e["metric"]]  # names, not keys
+        e = self.ends
+        shown = pd.DataFrame({
+            "endpoint": [f"{r.order} {r.role}: {metric_info(r.metric)['description'].rstrip('.')} at {r.visit}"
+                         for r in e.itertuples()],
+            "treatment": e["treatment"], "n": [f"{r.n_treatment:.0f}/{r.n_control:.0f}" if r.n_treatment == r.n_treatment
+                                               else "" for r in e.itertuples()],
+            "model": e["model"].map(MODEL_NAMES), "estimate": e["estimate"], "95% CI low": e["ci_low"],
+            "95% CI high": e["ci_high"], "p": e["p"], "p adjusted": e["p_adjusted"], "decision": e["decision"]})
+        if shown["p adjusted"].isna().all():  # fixed sequence, one treatment: each test is at full alpha
+            shown = shown.drop(columns="p adjusted")
         self.section("Endpoints in testing order, with the multiplicity decision",
-                     table(e, f"{self.plan.multiplicity.replace('_', ' ').capitalize()} at alpha {self.plan.alpha:g}; "
-                              "estimates are differences (MMRM) or ratios (other models)"))
+                     self.table(shown, f"Endpoints: {self.plan.multiplicity.replace('_', ' ')} at alpha "
+                                   f"{self.plan.alpha:g}; estimates are differences (MMRM) or ratios (other models); n is "
+                                   "treatment/control",
+                                self.population(f"for each endpoint, the subjects with its baseline and visit; "
+                                                f"{self.qc_rule}")))
 
     def metric(self, key: str):
         s, info = self.s, metric_info(key)
@@ -276,13 +315,14 @@ class _Builder:
                                                           else pct[["subject_id"]].assign(arm="all"), on="subject_id")
         pct = self.in_order(pct.groupby(["visit", "arm"], sort=False)["pct_change"].agg(["count", "mean", "median"])
                             .reset_index())
-        parts = [self.figure(f"{key}-trend", charts.trend_lines(s.timeline(key), cohort, key, self.subjects),
+        pop = self.population(f"subjects with a value at the visit; {self.qc_rule}")
+        parts = [self.figure(f"{key}-trend", charts.trend_lines(s.timeline(key), cohort, key, self.subjects, self.arms),
                              f"{title}: each subject's values (thin) and the mean with its 95% CI by arm (bold)."),
-                 table(cohort[cols].rename(columns={"change_mean": "change", "change_ci_low": "change 95% CI low",
-                                                    "change_ci_high": "change 95% CI high"}),
-                       "Values and change from baseline (baseline rows are no change)"),
-                 table(pct.rename(columns={"count": "n", "mean": "mean % change", "median": "median % change"}),
-                       "Percent change from baseline")]
+                 self.table(cohort[cols].rename(columns={"change_mean": "change", "change_ci_low": "change 95% CI low",
+                                                         "change_ci_high": "change 95% CI high"}),
+                            f"{title}: values and change from baseline (baseline rows are no change)", pop),
+                 self.table(pct.rename(columns={"count": "n", "mean": "mean % change", "median": "median % change"}),
+                            f"{title}: percent change from baseline", pop)]
         threshold = self.plan.responders.get(key)
         if threshold is not None and self.has_arms:
             r = s.responders_between(key)
@@ -290,8 +330,11 @@ class _Builder:
                      "responders_control": "control responders", "n_control": "control n",
                      "risk_difference": "difference", "rd_ci_low": "95% CI low", "rd_ci_high": "95% CI high",
                      "odds_ratio": "odds ratio", "p_fisher": "p"}
-            parts.append(table(r[["visit", "threshold", *short]].rename(columns=short),
-                               "Responders (risk difference with Newcombe's 95% CI; Fisher's exact p)"))
+            shown = self.in_order(r[["visit", "threshold", *short]].rename(columns=short))
+            shown["threshold"] = [f"{t:g} {info['unit']}" if isinstance(t, (int, float)) else str(t)
+                                  for t in shown["threshold"]]
+            parts.append(self.table(shown, f"{title}: responders (risk difference with Newcombe's 95% CI; Fisher's "
+                                           "exact p)", pop))
         self.section(f"{title} ({key}; {info['unit']}; {info['better']} is better)", *parts)
 
     def measures(self):
@@ -305,110 +348,155 @@ class _Builder:
         listed = pd.DataFrame({"measure": [i["description"].rstrip(".") for i in info], "key": [i["key"] for i in info],
                                "unit": [i["unit"] for i in info], "type": [i["type"] for i in info],
                                "readings": held["readings"], "subjects": held["subjects"], "raters": held["raters"]})
-        parts = [table(listed, "Measures of this study beside the photographs", text=True)]
+        parts = [self.table(listed, "Measures of this study beside the photographs", self.population())]
         raters = self.s.raters()
         if len(raters):
             raters = raters.assign(metric=[metric_info(m)["description"].rstrip(".") for m in raters["metric"]])
-            parts.append(table(raters.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"}),
-                               "Agreement between raters: ICC(2,1) (two-way random, absolute agreement) and "
-                               "quadratic-weighted kappa, over the visits every rater graded"))
+            parts.append(self.table(raters.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"}),
+                                    "Agreement between raters: ICC(2,1) (two-way random, absolute agreement) and "
+                                    "quadratic-weighted kappa, over the visits every rater graded",
+                                    self.population("the subject visits every rater graded")))
         likert = [i["key"] for i in info if i.get("agree")]
         if likert:
-            t = self.s.claims(likert)
+            t = self.in_order(self.s.claims(likert))
             shown = pd.DataFrame({
                 "item": [metric_info(m)["description"].rstrip(".") for m in t["metric"]], "arm": t["arm"],
                 "visit": t["visit"], "n": t["n"],
                 "agreeing (95% CI)": [f"{int(k)}/{n} ({pct:.0f}%; {lo:.0f}% to {hi:.0f}%)" for k, n, pct, lo, hi in
                                       zip(t["agreeing"], t["n"], t["agreeing_pct"], t["agreeing_ci_low"],
                                           t["agreeing_ci_high"])]})
-            parts.append(table(shown, "Self-assessment: subjects agreeing (Wilson 95% CI)", text=True))
+            parts.append(self.table(shown, "Self-assessment: subjects agreeing (Wilson 95% CI)",
+                                    self.population("subjects who answered at the visit")))
         self.section("Measures beside the photographs", *parts,
-                     "<p>A subject's value of a measure at a visit is the mean of its readings there (raters, "
-                     "replicates, sides). Within-arm shares of agreement are descriptive, like the claim table.</p>")
+                     "A subject's value of a measure at a visit is the mean of its readings there (raters, replicates, "
+                     "sides). Within-arm shares of agreement are descriptive, like the claim table.")
 
-    def photos(self, how_many: int = 3):
-        """Before/after face maps (over the photo when it is at hand) of the best responders on the primary
-        endpoint, or of the first subjects with maps at two visits when there is no primary endpoint."""
-        s = self.s
-        maps = s.sql("""SELECT a.subject_id, a.visit, m.name, m.path, a.photo FROM maps m JOIN analyses a
-                        USING (analysis_id) WHERE a.subject_id IS NOT NULL AND a.ok ORDER BY a.taken_at""")
-        if maps.empty:
-            self.section("Before and after", "<p>This study holds no face maps or photos to show (ask the API for "
-                                             "maps with <code>skintrack analyze --maps red_area,...</code>).</p>")
+    def illustrated(self, candidates: list) -> tuple[list, str]:
+        """The subjects the plan's illustration rule picks among `candidates` (subjects with photographs at
+        both visits), and the rule in words."""
+        rule = self.plan.illustration
+        if rule.get("subjects"):
+            named = [x for x in rule["subjects"] if x in candidates]
+            missing = [x for x in rule["subjects"] if x not in candidates]
+            return named, ("the subjects the plan names (" + ", ".join(rule["subjects"]) + ")" + (
+                f"; without photographs at both visits: {', '.join(missing)}" if missing else ""))
+        per_arm, seed = int(rule.get("per_arm", 2)), int(rule.get("seed", 1))
+        import numpy as np
+
+        rng, picked = np.random.default_rng(seed), []
+        arm_of = self.subjects.set_index("subject_id")["arm"].to_dict() if self.has_arms else {}
+        for arm in self.arms or [None]:
+            pool = sorted(x for x in candidates if arm is None or arm_of.get(x) == arm)
+            picked += sorted(rng.choice(pool, size=min(per_arm, len(pool)), replace=False).tolist()) if pool else []
+        said = "the plan's rule" if rule else "skintrack's default rule (the plan names none)"
+        return picked, (f"{said}: {per_arm} subject{'s' if per_arm > 1 else ''} {'per arm ' if self.arms else ''}drawn "
+                        f"at random (seed {seed}) among those photographed at both visits, whatever their response")
+
+    def photographs(self):
+        """The study's own photographs side by side, baseline and the primary endpoint's visit, cropped to the
+        API's face box, the endpoint's own map over them where the API returned one; the subjects are the
+        plan's illustration rule's, never chosen by their response."""
+        s, p = self.s, self.plan
+        key = p.primary.metric if p.primary else None
+        visit = p.primary.visit if p.primary else (s.visits[-1] if s.visits else None)
+        map_name = charts.ENDPOINT_MAPS.get(metric_info(key)["feature"]) if key else None
+        caps = s.sql("""SELECT a.subject_id, a.visit, a.photo, a.photo_sha256, a.face_left, a.face_top, a.face_width,
+                               a.face_height, m.path AS layer FROM analyses a
+                        LEFT JOIN maps m ON m.analysis_id = a.analysis_id AND m.name = ?
+                        WHERE a.ok AND a.subject_id IS NOT NULL AND a.visit IN (?, ?)
+                          AND (a.photo IS NOT NULL OR m.path IS NOT NULL) ORDER BY a.taken_at""",
+                     [map_name, p.baseline, visit])
+        title = f"Photographs at {p.baseline} and {visit}"
+        if caps.empty or visit is None or visit == p.baseline:
+            self.section(title, "This study holds no photographs of its captures (the envelope skintrack analyze "
+                                "archives beside each response records its photo's path and SHA-256) and no face "
+                                "map of the primary endpoint.")
             return
-        order = list(dict.fromkeys(maps["subject_id"]))
-        if self.plan.primary is not None:
-            key, visit = self.plan.primary.metric, self.plan.primary.visit
-            ch = s.change_from_baseline(key)
-            ch = ch[ch["visit"] == visit].assign(gain=lambda d: d["delta"] * (-1 if metric_info(key)["better"] ==
-                                                                              "lower" else 1))
-            order = [x for x in ch.sort_values("gain", ascending=False)["subject_id"] if x in set(order)] or order
-        parts = []
-        for sid in order:
-            g = maps[maps["subject_id"] == sid]
-            name = g["name"].iloc[0]
-            g = g[g["name"] == name]
-            if g["visit"].nunique() > 1 and len(parts) < how_many:
-                first, last = g.iloc[0], g.iloc[-1]
-                parts.append(self.figure(f"subject-{sid}-{name}", charts.map_panels(
-                    s.path / first["path"], s.path / last["path"], name, first["photo"], last["photo"]),
-                    f"Subject {sid}: the API's {name.replace('_', ' ')} map at {first['visit']} and {last['visit']}."))
-        self.section("Before and after (best responders on the primary endpoint)",
-                     *(parts or ["<p>No subject has face maps at two visits.</p>"]))
+        caps = caps.groupby(["subject_id", "visit"]).tail(1).set_index(["subject_id", "visit"])  # the latest capture
+        held = caps.index.to_frame(index=False).groupby("subject_id")["visit"].nunique()
+        picked, rule = self.illustrated(sorted(held[held == 2].index))
+        arm_of = self.subjects.set_index("subject_id")["arm"] if self.has_arms else pd.Series(dtype=str)
+        parts, withheld = [Text(f"Subjects shown: {rule}.")], []
+        for sid in picked:
+            shown = [caps.loc[(sid, v)] for v in (p.baseline, visit)]
+            bad = [v for v, c in zip((p.baseline, visit), shown) if not photo_intact(c["photo"], c["photo_sha256"])]
+            if bad:
+                withheld.append(f"{sid} ({', '.join(bad)})")
+                continue
+            layers = [s.path / c["layer"] if isinstance(c["layer"], str) else None for c in shown]
+            arm = f" ({arm_of[sid]})" if sid in arm_of.index else ""
+            parts.append(self.figure(f"photos-{sid}", charts.photo_pair(
+                [c["photo"] if isinstance(c["photo"], str) else None for c in shown],
+                [(c["face_left"], c["face_top"], c["face_width"], c["face_height"]) for c in shown],
+                [p.baseline, visit], layers, map_name),
+                f"Subject {sid}{arm}: " + ("photographs" if all(isinstance(c["photo"], str) for c in shown) else
+                                          "the API's face maps") + f" at {p.baseline} and {visit}, cropped to the API's "
+                "face box" + (f", the {map_name.replace('_', ' ')} map of the endpoint over them"
+                              if any(x is not None for x in layers) else "") + "."))
+        if withheld:
+            parts.append(Text("Not shown, because the photograph's bytes no longer match the SHA-256 recorded when it "
+                              f"was analysed: {'; '.join(withheld)}.", "note"))
+        self.section(title, *parts)
 
     def quality(self):
         overview = self.figure("qc_overview", charts.qc_overview(self.qc), "Capture-quality flags by visit.") \
             if self.qc["flagged"].any() else ""  # nothing flagged: nothing to draw
         flagged = self.qc[self.qc["flagged"]][["subject_id", "visit", "reasons"]].copy()
         flagged["reasons"] = [", ".join(f"{r} ({FLAGS[r]})" for r in rs.split(", ")) for rs in flagged["reasons"]]
-        parts = [table(flagged, "Captures flagged by QC", text=True) if len(flagged) else "<p>No capture was flagged.</p>"]
+        every = self.population(f"every capture analysed ({len(self.qc)})")
+        parts = [self.table(self.in_order(flagged), "Captures flagged by QC", every) if len(flagged)
+                 else "No capture was flagged."]
         windows = self.s.check()
         windows = windows[windows["problem"].str.contains("outside the window", regex=False)]
-        parts.append(table(windows.rename(columns={"where": "capture"}), "Captures outside their visit window", text=True)
-                     if len(windows) else f"<p>Every capture was within its visit window (windows: "
-                                          f"{escape_html(self.plan.windows)}).</p>")
+        parts.append(self.table(windows.rename(columns={"where": "capture"}), "Captures outside their visit window",
+                                every)
+                     if len(windows) else f"Every capture was within its visit window (windows: {self.plan.windows}).")
         self.section("Capture quality and visit windows", overview, *parts)
 
     def claims(self):
         """The claim table of the plan's endpoints: % change from baseline, p against baseline, improved."""
         if not self.plan.endpoints:
             return
-        t = self.s.claims()
+        t = self.in_order(self.s.claims())
         shown = pd.DataFrame({
             "metric": [metric_info(m)["description"].rstrip(".") for m in t["metric"]], "arm": t["arm"],
             "visit": t["visit"], "n": t["n"],
             "mean % change (95% CI)": [f"{m:+.1f} ({lo:+.1f} to {hi:+.1f})" for m, lo, hi in
                                        zip(t["mean_pct_change"], t["pct_ci_low"], t["pct_ci_high"])],
-            "p against baseline": [_fmt_p(p) for p in t["p"]],
+            "p against baseline": [fmt_p(p) for p in t["p"]],
             "improved": [f"{int(k)}/{n} ({pct:.0f}%)" if k == k else "" for k, n, pct in
                          zip(t["improved"], t["n"], t["improved_pct"])]})
-        self.section("Claim table: change from baseline per arm and visit", table(shown, text=True),
-                     "<p>Mean % change from baseline with its 95% t interval; p of the change against baseline by "
+        self.section("Claim table: change from baseline per arm and visit",
+                     self.table(shown, "Claim table of the planned endpoints",
+                                self.population(f"subjects with the endpoint's baseline and visit; {self.qc_rule}")),
+                     "Mean % change from baseline with its 95% t interval; p of the change against baseline by "
                      "the paired t-test, each visit's own and unadjusted (descriptive: the endpoints above carry "
                      "the confirmatory tests); improved: subjects whose value moved in the better direction, by "
-                     "any amount.</p>")
+                     "any amount.")
 
     def instrument(self):
         """Which API generations measured the study, what the sentinel saw, and the decisions taken."""
         s = self.s
         gens = s.generations()
         shown = gens.assign(first=gens["first"].dt.strftime("%Y-%m-%d"), last=gens["last"].dt.strftime("%Y-%m-%d"))
-        parts = [table(shown.rename(columns={"api_generation": "API generation", "basis": "inferred from"}),
-                       "API generations that measured the study (from each response's shape and call date)", text=True)]
+        parts = [self.table(shown.rename(columns={"api_generation": "API generation", "basis": "inferred from"}),
+                            "API generations that measured the study (from each response's shape and call date)",
+                            self.population(f"every analysis in the study ({int(gens['analyses'].sum())})")
+                            if "analyses" in gens else "")]
         if len(gens) > 1:
-            parts.append("<p>More than one generation measured this study: a change between them is partly the "
+            parts.append("More than one generation measured this study: a change between them is partly the "
                          "instrument's. The sensitivity analyses restrict the primary endpoint to one generation and "
-                         "bridge the others onto it.</p>")
+                         "bridge the others onto it.")
             bridged = s.bridge()
             if len(bridged):
-                parts.append(table(bridged.head(12)[["metric", "from_generation", "to_generation", "photos", "offset",
+                parts.append(self.table(bridged.head(12)[["metric", "from_generation", "to_generation", "photos", "offset",
                                                      "ci_low", "ci_high"]].rename(columns={
                     "ci_low": "95% CI low", "ci_high": "95% CI high"}),
                     "Largest offsets between generations, from photos analysed under both"))
         table_ = s.drift()
         if table_.empty:
-            parts.append("<p>No sentinel panel was sent with this study's batches (`skintrack analyze --sentinel`), "
-                         "so a silent change of the API's model could only be seen in the generations above.</p>")
+            parts.append("No sentinel panel was sent with this study's batches (skintrack analyze --sentinel), "
+                         "so a silent change of the API's model could only be seen in the generations above.")
         else:
             runs = table_.groupby(["batch", "position", "reference"], sort=False).agg(
                 metrics=("metric", "size"), moved=("moved", "sum"), exceeding=("exceeds_mdc", "sum"),
@@ -418,19 +506,19 @@ class _Builder:
                 "nothing moved beyond its MDC" if not x else "stopped before the batch's study photos"
                 if pos == "start" else "the batch's analyses straddle a change")
                 for b, pos, x in zip(runs["batch"], runs["position"], runs["exceeding"])]
-            parts.append(table(runs, "Sentinel runs against the reference run: metrics compared, metrics whose "
-                                     "values moved, and metrics whose shift exceeds the MDC", text=True))
+            parts.append(self.table(runs, "Sentinel runs against the reference run: metrics compared, metrics whose "
+                                     "values moved, and metrics whose shift exceeds the MDC"))
             mdc = table_.drop_duplicates("metric").set_index("metric")
             keys = [k for k in dict.fromkeys([e.metric for e in self.plan.endpoints] + list(self.metrics))
                     if k in mdc.index]
             if keys:
-                parts.append(table(mdc.loc[keys, ["photos", "sem", "mdc", "noise"]].reset_index().rename(columns={
+                parts.append(self.table(mdc.loc[keys, ["photos", "sem", "mdc", "noise"]].reset_index().rename(columns={
                     "sem": "SEM", "mdc": "smallest shift detected (MDC)", "noise": "noise floor from"}),
-                    "The sentinel's detection limit for the endpoints' metrics", text=False))
+                    "The sentinel's detection limit for the endpoints' metrics", ))
         found = s.check()
         found = found[found["problem"].str.contains("generation|instrument change", regex=True)]
         if len(found):
-            parts.append(table(found, "Values that straddle an instrument change", text=True))
+            parts.append(self.table(found, "Values that straddle an instrument change"))
         self.section("Instrument: API generations and drift", *parts)
 
     def sensitivity(self):
@@ -440,7 +528,7 @@ class _Builder:
         try:
             table_ = self.s.sensitivity()
         except UsageError as e:
-            self.section("Sensitivity analyses of the primary endpoint", f"<p>{escape_html(e)}</p>")
+            self.section("Sensitivity analyses of the primary endpoint", str(e))
             return
         primary = table_[table_["analysis"].str.startswith("primary")].set_index("treatment")
         same = [r.analysis != primary.at[r.treatment, "analysis"] and r.estimate == primary.at[r.treatment, "estimate"]
@@ -448,11 +536,12 @@ class _Builder:
         table_ = table_[[not x for x in same]]  # a row equal to the primary (e.g. nothing was QC-flagged) says nothing
         shown = table_[["analysis", "treatment", "estimate", "ci_low", "ci_high", "p", "decision"]].rename(
             columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
-        notes = "".join(f'<p class="note">{escape_html(r.analysis)}: {escape_html(r.note)}.</p>'
-                        for r in table_.itertuples() if r.note and not r.analysis.startswith("primary"))
+        notes = [Text(f"{r.analysis}: {r.note}.", "note") for r in table_.itertuples()
+                 if r.note and not r.analysis.startswith("primary")]
         self.section("Sensitivity analyses of the primary endpoint",
-                     table(shown, f"{p.primary.metric} at {p.primary.visit}: the primary analysis and its "
-                                  "sensitivity analyses"), notes)
+                     self.table(shown, f"{self.endpoint_name(p.primary)}: the primary analysis and its sensitivity "
+                                       "analyses", self.population(f"as each analysis says; {self.qc_rule} in the "
+                                                                   "primary analysis")), *notes)
 
     def estimand(self):
         p = self.plan
@@ -472,10 +561,11 @@ class _Builder:
                 ("Intercurrent event: rescue product use", strategies.get("rescue", "").replace("_", " ")),
                 ("Population-level summary", p.estimand.get("summary") or "difference between the arms in the LS-mean "
                  "change from baseline (MMRM), with its 95% confidence interval")]
-        self.section("Estimand (ICH E9(R1))", table(pd.DataFrame(rows, columns=["attribute", "as planned"]), text=True),
-                     "<p>The primary analysis assumes the values it does not have are missing at random (MAR), given "
+        self.section("Estimand (ICH E9(R1))", self.table(pd.DataFrame(rows, columns=["attribute", "as planned"]),
+                                                         "The estimand of the primary endpoint"),
+                     "The primary analysis assumes the values it does not have are missing at random (MAR), given "
                      "each subject's arm, baseline and observed values; the sensitivity analyses test that "
-                     "assumption.</p>")
+                     "assumption.")
 
     def subject_page(self, sid: str):
         s = self.s
@@ -493,16 +583,30 @@ class _Builder:
         arm = self.subjects.loc[self.subjects["subject_id"] == sid, "arm"] if "arm" in self.subjects else pd.Series()
         seen = s.sql("SELECT visit, min(taken_at) AS taken FROM analyses WHERE subject_id = ? AND ok GROUP BY visit",
                      [sid]).set_index("visit")["taken"]
-        about = (f"<p>Arm: {escape_html(arm.iloc[0]) if len(arm) else 'not assigned'}. Visits: " + ", ".join(
-            f"{escape_html(v)} ({seen[v]:%Y-%m-%d})" if v in seen and seen[v] == seen[v] else escape_html(v)
-            for v in s.visits if v in seen) + ".</p>")
+        about = (f"Arm: {arm.iloc[0] if len(arm) else 'not assigned'}. Visits: " + ", ".join(
+            f"{v} ({seen[v]:%Y-%m-%d})" if v in seen and seen[v] == seen[v] else v for v in s.visits if v in seen) + ".")
         self.section(f"Subject {sid}", about,
                      self.figure(f"subject-{sid}-trend", charts.subject_trend(values, sid, list(s.visits)),
                                  f"Subject {sid}: each reported metric over the visits."),
-                     table(wide, f"Subject {sid}: values by visit", 1),
+                     self.table(wide, f"Subject {sid}: values by visit", digits=1),
+                     self.subject_photos(sid),
                      self.figure(f"subject-{sid}-profile", charts.score_profile(prof, sid),
                                  f"Subject {sid}: every health score at baseline and at the latest visit."),
                      kind="subject")
+
+    def subject_photos(self, sid: str):
+        """The subject's photographs at every visit that has one whose bytes still match (None when none)."""
+        caps = self.s.sql("""SELECT visit, photo, photo_sha256, face_left, face_top, face_width, face_height
+                             FROM analyses WHERE subject_id = ? AND ok AND photo IS NOT NULL ORDER BY taken_at""", [sid])
+        caps = caps.groupby("visit").tail(1).set_index("visit").reindex([v for v in self.s.visits if v in set(
+            caps["visit"])])
+        caps = caps[[photo_intact(r.photo, r.photo_sha256) for r in caps.itertuples()]]
+        if caps.empty:
+            return None
+        return self.figure(f"subject-{sid}-photos", charts.photo_pair(
+            caps["photo"].tolist(), list(zip(caps["face_left"], caps["face_top"], caps["face_width"],
+                                             caps["face_height"])), caps.index.tolist()),
+            f"Subject {sid}: photographs at {', '.join(caps.index)}, cropped to the API's face box.")
 
     def methods(self, data_version: str):
         p, n_flag = self.plan, int(self.qc["flagged"].sum())
@@ -512,33 +616,43 @@ class _Builder:
         import statsmodels
 
         text = (
-            "<p>Photos were analysed by the Skin Analyze Pro API; its responses were ingested losslessly by "
+            "Photos were analysed by the Skin Analyze Pro API; its responses were ingested losslessly by "
             "skintrack. The API generation of each response was inferred from its shape and its call date; the "
-            f"analyses come from {escape_html(', '.join(self.s.generations()['api_generation']))}. For each subject and visit the latest successful analysis was used. The baseline is the "
-            f"plan's baseline visit ({escape_html(str(p.baseline))}); subjects without a usable baseline are left out "
+            f"analyses come from {', '.join(self.s.generations()['api_generation'])}. For each subject and visit the latest successful analysis was used. The baseline is the "
+            f"plan's baseline visit ({p.baseline}); subjects without a usable baseline are left out "
             f"of change analyses and listed; change is the later value minus the baseline value. {n_flag} captures "
             "were flagged by capture QC (head pose beyond the API's limits, a face box under 400 px, glasses, hair or "
             "camera distance unlike baseline, abnormal lighting, a tone shift beyond the noise floor) and handled as "
             f"the plan says ({p.qc}d in the primary analysis). Captures were taken at their visits by the plan's "
-            f"windows rule ({escape_html(p.windows)}). Continuous endpoints were analysed by a mixed model for "
-            f"repeated measures of the change on baseline, arm, visit and arm by visit, {escape_html(p.covariance)} "
-            f"covariance, REML, {escape_html(p.df)} degrees of freedom (LS-means at the mean baseline); a structure "
+            f"windows rule ({p.windows}). Continuous endpoints were analysed by a mixed model for "
+            f"repeated measures of the change on baseline, arm, visit and arm by visit, {p.covariance} "
+            f"covariance, REML, {p.df} degrees of freedom (LS-means at the mean baseline); a structure "
             "that cannot be fitted falls back to a heterogeneous one with empirical (CR2) standard errors, and the "
             "endpoint's table says so. Counts were analysed by negative binomial, grades by proportional-odds and "
             "flags by logistic regression (Firth's penalised likelihood when an arm's flags are perfectly "
             "predicted), each on arm and baseline. Missing values are assumed missing at random in the primary "
             "analysis; multiple imputation under MAR, jump to reference, copy reference and a delta tipping point "
             "test the assumption. The endpoints were tested in this order: "
-            f"{escape_html(self.ends.attrs['testing_order']) if self.ends is not None else 'none'}. Every other "
-            "p-value is two-sided and unadjusted. All intervals are 95%. Tables round numbers to 2 decimals "
-            "(whole-number scores and counts as they are, % changes in the claim table to 1) and p-values to 3 "
-            "(below 0.001 as <0.001).</p>")
+            f"{self.ends.attrs['testing_order'] if self.ends is not None else 'none'}. Every other "
+            "p-value is two-sided and unadjusted. All intervals are 95%. " + ROUNDING)
         versions = pd.DataFrame([("skintrack", __version__), ("Python", platform.python_version()),
                                  ("numpy", numpy.__version__), ("scipy", scipy.__version__),
                                  ("statsmodels", statsmodels.__version__), ("pandas", pd.__version__),
                                  ("DuckDB", duckdb.__version__), ("data", data_version),
                                  ("study folder", str(self.s.path))], columns=["software and data", "version"])
-        self.section("Methods, software and data", text, table(versions, text=True), kind="keep")
+        self.section("Methods, software and data", text,
+                     self.table(versions, "Software and data versions"), kind="keep")
+
+
+def photo_intact(path, sha256) -> bool:
+    """Whether a capture's photo may be shown: there is none to check (a face map alone), or its file is at hand
+    and its bytes match the SHA-256 recorded when it was analysed."""
+    if not isinstance(path, str):
+        return True
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256
+    except OSError:
+        return False
 
 
 def data_version(study) -> str:
@@ -550,13 +664,12 @@ def data_version(study) -> str:
 
 
 def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title: str | None = None,
-                 paper: str = "a4", figure_formats=("png",), names: dict | None = None) -> Report:
-    """Write `report.html` (self-contained), `report.pdf` (paged, A4 or Letter) and every figure into `out`.
+                 paper: str = "a4", figure_formats=("png",), names: dict | None = None, docx: bool = True) -> Report:
+    """Write `report.html` (self-contained), `report.pdf` (paged, A4 or Letter), `report.docx` (the same
+    numbered tables and figures, for a medical writer to edit) and every figure into `out`.
 
     Title, sponsor, product and protocol come from the plan unless given (`title`, `names`)."""
     import time
-
-    from jinja2 import Environment, PackageLoader, select_autoescape
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -567,7 +680,6 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     if paper not in PAPER:
         raise UsageError(f"paper {paper!r}: use a4 or letter")
     b = _Builder(study, out, metrics, tuple(figure_formats))
-    plan = study.plan
     version = data_version(study)
     b.synopsis()
     b.disposition()
@@ -579,7 +691,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
         b.metric(key)
     b.claims()
     b.measures()
-    b.photos()
+    b.photographs()
     b.quality()
     b.instrument()
     b.sensitivity()
@@ -587,29 +699,43 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
         b.subject_page(sid)
     b.methods(version)
     given = {k: v for k, v in (names or {}).items() if v}
-    plan = dataclasses.replace(plan, **given) if given else plan
-    title = title or plan.title or f"Skin study report: {study.path.name}"
+    plan = dataclasses.replace(study.plan, **given) if given else study.plan
+    doc = b.doc
+    doc.title = title or plan.title or f"Skin study report: {study.path.name}"
+    doc.facts = [("Sponsor", plan.sponsor), ("Product", plan.product), ("Protocol", plan.protocol),
+                 ("Plan version", plan.version), ("Report date", dt.date.today().isoformat()),
+                 ("Data", version), ("Software", f"skintrack {__version__}")]
+    doc.facts = [(k, v) for k, v in doc.facts if v]
+    doc.approvals = ["Prepared by (biostatistician)", "Reviewed by (medical writer)", "Approved by (sponsor)"]
     simulated = int(study.sql("SELECT count(*) AS n FROM extras WHERE path = 'simulated'")["n"].iloc[0])
-    header = " | ".join(x for x in (title, plan.sponsor, plan.product, plan.protocol,
-                                    f"plan version {plan.version}" if plan.version else "") if x)
-    footer = f"Generated {dt.date.today().isoformat()} by skintrack {__version__} | data: study version {study.version}"
-    env = Environment(loader=PackageLoader("skintrack.show", "templates"), autoescape=select_autoescape(["j2"]))
-    env.filters["css"] = css_string
-    from markupsafe import Markup
-
-    page = env.get_template("report.html.j2").render(
-        title=title, subtitle=" | ".join(x for x in (plan.sponsor, plan.product, plan.protocol) if x) or study.path.name,
-        simulated=(f"{simulated} of the responses in this study say they were simulated (skintrack.sample); no real "
-                   "person is behind them.") if simulated else "",
-        sections=[dict(s, parts=[Markup(p) for p in s["parts"]]) for s in b.sections], paper=PAPER[paper],
-        header=header, footer=footer)
+    doc.notice = (f"{simulated} of the responses in this study say they were simulated (skintrack.sample); no real "
+                  "person is behind them.") if simulated else ""
+    doc.header = " | ".join(x for x in (doc.title, plan.sponsor, plan.product, plan.protocol,
+                                        f"plan version {plan.version}" if plan.version else "") if x)
+    doc.footer = f"Generated {dt.date.today().isoformat()} by skintrack {__version__} | data: study version {study.version}"
     html_path = out / "report.html"
-    html_path.write_text(page, encoding="utf-8")
-    report = Report(html_path, None, b.figures, b.findings())
+    html_path.write_text(render_html(doc, PAPER[paper]), encoding="utf-8")
+    report = Report(html_path, None, [f.name for f in doc.figures], b.findings(), document=doc)
+    if docx:
+        from .word import write_docx
+
+        report.docx = write_docx(doc, out / "report.docx", paper)
     if pdf:
         report.pdf, report.pdf_engine = _pdf(html_path)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def render_html(doc: Document, paper: str) -> str:
+    """The document as one self-contained HTML page (figures as data URIs), print CSS for the PDF."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("skintrack.show", "templates"), autoescape=select_autoescape(["j2"]),
+                      finalize=lambda v: v if isinstance(v, Markup) or not isinstance(v, str) else html_text(v))
+    env.filters["css"] = css_string
+    env.filters["b64"] = lambda data: base64.b64encode(data).decode()
+    env.globals["flow"] = lambda steps: Markup(charts.flow_diagram(steps))  # escapes its own text
+    return env.get_template("report.html.j2").render(doc=doc, paper=paper)
 
 
 def chromium() -> str | None:

@@ -175,6 +175,8 @@ def sidecar(path: str) -> tuple[dict, str | None]:
         return {}, f"archive envelope is not readable JSON ({e}); ignored, its response is ingested"
     if not isinstance(doc, dict) or not isinstance(doc.get("photo", ""), str):
         return {}, "archive envelope is not an object with a photo path; ignored, its response is ingested"
+    if doc.get("photo") and not os.path.isabs(doc["photo"]):  # a folder moved as a whole: beside its envelope
+        doc["photo"] = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(meta)), doc["photo"]))
     return doc, None
 
 

@@ -13,7 +13,10 @@ analysis, or ``include``: the reverse); the MMRM's covariance structure, degrees
 unstructured covariance, empirical for any other); the estimand (ICH E9(R1): population, variable,
 intercurrent events and their strategies, population-level summary); the missing-data sensitivity
 analyses; the API generation the analyses are restricted to (``generation``, e.g. ``"v1.7.6"``: values
-another generation measured are left out, with the reason); responder thresholds per metric. Every helper, the report and the export read it. A study
+another generation measured are left out, with the reason); responder thresholds per metric; the subjects
+whose photographs the report shows (``illustration``: named ids, or ``per_arm`` drawn at random with a
+``seed``, never chosen by their response); what the subjects CSV's own columns mean in the ADaM
+(``subject_columns``: the variable name and label of each). Every helper, the report and the export read it. A study
 without a plan (or a plan that leaves something out) gets defaults derived from the data, and
 `Plan.assumed` names each of them so that every output can say what was assumed.
 
@@ -94,6 +97,9 @@ KEY_TYPES = {
     "estimand": ((dict,), "a table", '{population = "...", strategies = {rescue = "hypothetical"}}'),
     "sensitivity": ((dict,), "a table", '{imputations = 200, seed = 1}'),
     "generation": (TEXT, "an API generation", '"v1.7.6"'),
+    "illustration": ((dict,), "a table", '{per_arm = 2, seed = 7} or {subjects = ["S01", "S14"]}'),
+    "subject_columns": ((dict,), "a table of tables", '{skin_type_self = {name = "SKINTYPE", label = "Self-assessed '
+                                                      'skin type"}}'),
 }
 ITEM_TYPES = {"visits": (dict, {"label": TEXT, "day": NUMBER, "window": NUMBER}),
               "secondary": (dict, {"metric": TEXT, "visit": TEXT}), "treatments": (str, None),
@@ -156,6 +162,8 @@ class Plan:
     responders: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
     generation: str | None = None
+    illustration: dict = field(default_factory=dict)
+    subject_columns: dict = field(default_factory=dict)
     assumed: list = field(default_factory=list)
 
     # ---- reading and writing --------------------------------------------------------------------------
@@ -255,6 +263,14 @@ class Plan:
         for method in self.sensitivity.get("methods", []):
             if method not in SENSITIVITY:
                 problems.append(f"sensitivity.methods: {method!r} is not one of {', '.join(SENSITIVITY)}")
+        problems += _illustration_problems(self.illustration)
+        for column, meaning in self.subject_columns.items():
+            if not isinstance(meaning, dict) or set(meaning) - {"name", "label"} or not all(
+                    isinstance(v, str) for v in meaning.values()):
+                problems.append(f"subject_columns.{column}: a table of name (the ADaM variable) and label")
+            elif "name" in meaning and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,7}", meaning["name"]):
+                problems.append(f"subject_columns.{column}: name {meaning['name']!r} is not a SAS name (upper case, "
+                                "letters, digits and _, at most 8 characters)")
         if not 0 < self.alpha < 0.5:
             problems.append(f"alpha {self.alpha} is not between 0 and 0.5")
         labels = [v.label for v in self.visits]
@@ -360,10 +376,29 @@ class Plan:
                  "responder thresholds: " + (", ".join(f"{k} >= {v if v == 'mdc' else format(v, 'g')}"
                                                        for k, v in self.responders.items()) or "none"),
                  "endpoint models: " + (", ".join(f"{k}: {v}" for k, v in self.models.items())
-                                        or "by the catalog's metric type")]
+                                        or "by the catalog's metric type"),
+                 "photographs shown: " + (", ".join(self.illustration["subjects"]) if self.illustration.get("subjects")
+                                          else f"{self.illustration.get('per_arm', 2)} per arm drawn at random (seed "
+                                               f"{self.illustration.get('seed', 1)})")]
         if self.assumed:
             lines.append("assumed (no plan says otherwise): " + "; ".join(self.assumed))
         return "\n".join(lines)
+
+
+def _illustration_problems(rule: dict) -> list:
+    """What is wrong with the rule that picks the subjects whose photographs the report shows."""
+    problems = [f"illustration: unknown key {k!r} (subjects, per_arm, seed)" for k in sorted(set(rule) -
+                                                                                          {"subjects", "per_arm", "seed"})]
+    if "subjects" in rule and (not isinstance(rule["subjects"], list) or
+                               not all(isinstance(x, str) for x in rule["subjects"])):
+        problems.append("illustration.subjects must be a list of subject ids")
+    if "subjects" in rule and ({"per_arm", "seed"} & set(rule)):
+        problems.append("illustration: name the subjects, or draw them (per_arm, seed), not both")
+    for name in ("per_arm", "seed"):
+        if name in rule and (not isinstance(rule[name], int) or isinstance(rule[name], bool) or rule[name] < (
+                1 if name == "per_arm" else 0)):
+            problems.append(f"illustration.{name} must be a whole number{' of at least 1' if name == 'per_arm' else ''}")
+    return problems
 
 
 def _known(key: str) -> bool:
@@ -378,3 +413,72 @@ def _known(key: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+STARTER = {  # what each choice of a starter plan means, written above it
+    "title": "The report's title; sponsor, product, protocol and version go on its title page.",
+    "baseline": "The baseline visit: every change is from it.",
+    "visits": "The schedule in order: label, nominal day since baseline, allowed window (+/- days).",
+    "windows": "A capture outside its visit's window: exclude, nearest (the visit whose window holds it) or "
+               "nominal (take its label as it is).",
+    "control": "The control arm, and the treatment arms in the order the report lists them.",
+    "primary": "The primary endpoint, then the key secondary endpoints in their testing order.",
+    "multiplicity": "Across endpoints: fixed_sequence (each in turn while the ones before it were rejected) or holm; "
+                    "across treatment arms (arm_comparisons): dunnett, holm, dose_order or none.",
+    "alpha": "Two-sided significance level.",
+    "qc": "QC-flagged captures in the primary analysis: exclude (the other way as a sensitivity analysis) or include.",
+    "covariance": "The MMRM's covariance (unstructured; a failed fit falls back to a heterogeneous one), degrees of "
+                  "freedom (kenward-roger or satterthwaite) and variance (auto, model or empirical).",
+    "responders": "Responder thresholds per metric, in its unit (or \"mdc\": the smallest detectable change).",
+    "illustration": "The subjects whose photographs the report shows: per_arm drawn at random with a seed, or "
+                    "subjects = [...]; never chosen by their response.",
+}
+
+
+def _inline(value) -> str:
+    """A TOML value on one line (tables inline), so that every key of a starter plan stays at the top level."""
+    import json
+
+    import tomli_w
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)} = {_inline(v)}"
+                               for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = "):].strip()
+
+
+def starter(plan: Plan, study) -> str:
+    """A commented plan.toml from `plan` (the study's, with what the data say filled in), for `plan --init`.
+
+    >>> text = starter(Plan(baseline="D0", visits=[Visit("D0", 0, 0), Visit("W4", 28, 3)], control="placebo",
+    ...                     treatments=["active"], primary=Endpoint("score.total", "W4")), "trial")
+    >>> Plan.parse(text).primary
+    Endpoint(metric='score.total', visit='W4')
+    """
+    p = dataclasses.replace(plan, title=plan.title or f"{Path(study).name}", sponsor=plan.sponsor or "",
+                            illustration=plan.illustration or {"per_arm": 2, "seed": 1})
+    values = p.to_dict()
+    values.setdefault("multiplicity", p.multiplicity)
+    values.setdefault("arm_comparisons", p.arm_comparisons)
+    values.setdefault("alpha", p.alpha)
+    values.setdefault("qc", p.qc)
+    values.setdefault("windows", p.windows)
+    values.setdefault("covariance", p.covariance)
+    values.setdefault("df", p.df)
+    values.setdefault("variance", p.variance)
+    order = ["title", "sponsor", "product", "protocol", "version", "baseline", "visits", "windows", "control",
+             "treatments", "primary", "secondary", "multiplicity", "arm_comparisons", "alpha", "qc", "covariance",
+             "df", "variance", "responders", "illustration"]
+    lines = [f"# The study plan of {Path(study).name}, started by `skintrack plan --init` from the data: check every "
+             "choice before the data are unblinded.", ""]
+    for key in order + [k for k in values if k not in order]:
+        if key not in values:
+            continue
+        if key in STARTER:
+            lines.append(f"# {STARTER[key]}")
+        lines.append(f"{key} = {_inline(values[key])}")
+    body = "\n".join(lines) + "\n"
+    Plan.parse(body, "the starter plan")  # what is written reads back as a plan
+    return body

@@ -1,0 +1,136 @@
+"""The report as a document: numbered sections of text, numbered tables and figures, built once and
+written to HTML (printed to PDF) and to DOCX from the same cells, so a number reads the same in both.
+
+The rounding rule lives here, once: numbers to 2 decimals, a column of whole numbers (scores, counts) as
+whole numbers, p-values to 3 decimals (below 0.001 as "<0.001"), an empty value as an empty cell.
+
+Example
+-------
+>>> import pandas as pd
+>>> doc = Document("Trial")
+>>> t = doc.table(pd.DataFrame({"arm": ["placebo"], "n": [12.0], "mean": [61.234], "p": [0.0004]}), "Values")
+>>> t.number, t.cells.iloc[0].tolist()
+(1, ['placebo', '12', '61.23', '<0.001'])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+ROUNDING = ("Numbers are rounded to 2 decimals, whole-number scores and counts are shown as they are, % changes "
+            "in the claim table to 1 decimal, and p-values to 3 decimals (below 0.001 as <0.001).")
+
+
+def fmt_p(p) -> str:
+    """A p-value as the report prints it."""
+    if p is None or p != p:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def cells(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """`df` as the strings a table prints (the rounding rule above), the column names kept."""
+    def whole(values: pd.Series) -> bool:
+        v = values.dropna()
+        return len(v) > 0 and bool(((v % 1) == 0).all())
+
+    out = {}
+    for c in df.columns:
+        col = df[c]
+        if pd.api.types.is_float_dtype(col):
+            if c == "p" or str(c).startswith("p "):
+                out[c] = [fmt_p(x) for x in col]
+            else:
+                places = 0 if whole(col) else digits
+                out[c] = ["" if x != x else f"{x:.{places}f}" for x in col]
+        else:
+            out[c] = ["" if x is None or (isinstance(x, float) and x != x) else str(x) for x in col]
+    return pd.DataFrame(out, columns=list(df.columns), index=range(len(df)))
+
+
+@dataclass
+class Text:
+    """A paragraph: `style` is "" (body), "finding", "note" or "code"."""
+
+    text: str
+    style: str = ""
+    kind: str = "text"
+
+
+@dataclass
+class Table:
+    cells: pd.DataFrame
+    caption: str
+    number: int
+    population: str = ""  # the analysis population, printed under the table
+    numeric: list = field(default_factory=list)  # per column: numbers (right-aligned) or words
+    kind: str = "table"
+
+
+@dataclass
+class Figure:
+    png: bytes
+    caption: str
+    number: int
+    name: str
+    kind: str = "figure"
+
+
+@dataclass
+class Flow:
+    """The subject flow: boxes of (label, count) with arrows between them."""
+
+    steps: list
+    kind: str = "flow"
+
+
+@dataclass
+class Section:
+    title: str
+    number: int
+    parts: list
+    kind: str = ""  # "subject" starts a page; "keep" keeps the section on one page
+
+
+@dataclass
+class Document:
+    """Sections with numbered tables and figures, and the title page's facts."""
+
+    title: str
+    facts: list = field(default_factory=list)      # (name, value) rows of the title page
+    approvals: list = field(default_factory=list)  # roles of the approval block
+    notice: str = ""                               # the SIMULATED banner, when it applies
+    header: str = ""
+    footer: str = ""
+    sections: list = field(default_factory=list)
+
+    counted: dict = field(default_factory=lambda: {"table": 0, "figure": 0})
+
+    @property
+    def tables(self) -> list:
+        return [p for s in self.sections for p in s.parts if isinstance(p, Table)]
+
+    @property
+    def figures(self) -> list:
+        return [p for s in self.sections for p in s.parts if isinstance(p, Figure)]
+
+    def _next(self, kind: str) -> int:
+        self.counted[kind] += 1
+        return self.counted[kind]
+
+    def table(self, df: pd.DataFrame, caption: str, population: str = "", digits: int = 2) -> Table:
+        """The next numbered table of `df` (rounded by the rule above; number columns right-aligned)."""
+        numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+        return Table(cells(df, digits), caption, self._next("table"), population, numeric)
+
+    def figure(self, png: bytes, caption: str, name: str) -> Figure:
+        """The next numbered figure."""
+        return Figure(png, caption, self._next("figure"), name)
+
+    def section(self, title: str, parts: list, kind: str = "") -> Section:
+        """Add a numbered section of `parts` (a string is a paragraph; empty parts are left out)."""
+        section = Section(title, len(self.sections) + 1, [Text(p) if isinstance(p, str) else p for p in parts if p],
+                          kind)
+        self.sections.append(section)
+        return section
