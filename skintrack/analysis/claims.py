@@ -43,7 +43,7 @@ def claims(study, metrics=None, test: str = "paired_t", exclude_flagged: bool | 
     if not metrics:
         raise UsageError("no metrics: name them, or give the plan its endpoints")
     arms = study.sql("SELECT subject_id, arm FROM subjects") if "arm" in study.columns("subjects") else None
-    order = [a for a in [plan.control, *plan.treatments] if a] if plan.control else []
+    order = plan.arms if plan.control else []
     rows = []
     for key in metrics:
         info = metric_info(key)

@@ -240,7 +240,7 @@ def _param_rows(plan, key, adsl, df, r, averaged=frozenset()) -> pd.DataFrame:
             for a, s in zip(adt, start)]
     labels = json.loads(info["labels"]) if info["labels"] else None
     flagged = df["flagged"].fillna(False).astype(bool)
-    analysed = df["analysed"] & df["subject_id"].map(trt["TRT01P"]).isin([plan.control, *plan.treatments])
+    analysed = df["analysed"] & df["subject_id"].map(trt["TRT01P"]).isin(plan.arms)
     return pd.DataFrame({
         "STUDYID": trt["STUDYID"].iloc[0] if len(trt) else plan.protocol, "USUBJID": df["subject_id"].map(trt["USUBJID"]),
         "TRTP": df["subject_id"].map(trt["TRT01P"]), "TRTPN": df["subject_id"].map(trt["TRT01PN"]),

@@ -29,15 +29,11 @@ class StudyPlots:
     def _subjects(self) -> pd.DataFrame:
         return self.s.sql("SELECT * FROM subjects")
 
-    def _arms(self) -> list:
-        p = self.s.plan
-        return [a for a in [p.control, *p.treatments] if a]
-
     def trend(self, metric: str, exclude_flagged: bool | None = None):
         """Each subject's values (thin) and the mean with its 95% CI by arm (bold), by visit."""
         s = self.s
         return charts.trend_lines(s.timeline(metric, exclude_flagged), s.cohort(metric, exclude_flagged=exclude_flagged),
-                                  metric, self._subjects(), self._arms())
+                                  metric, self._subjects(), self.s.plan.arms)
 
     def change(self, metric: str, test: str | None = "welch", exclude_flagged: bool | None = None):
         """The mean change from baseline with its 95% CI by visit and arm; with `test` (welch, mannwhitney,
@@ -45,17 +41,17 @@ class StudyPlots:
         s = self.s
         cohort = s.cohort(metric, exclude_flagged=exclude_flagged)
         tests = None
-        if test and len(self._arms()) > 1:
+        if test and len(self.s.plan.arms) > 1:
             tests = pd.concat([s.compare_arms(metric, v, test, exclude_flagged=exclude_flagged)
                                for v in s.visits if v != s.plan.baseline], ignore_index=True)
-        return charts.change_bars(cohort, metric, tests, self._arms())
+        return charts.change_bars(cohort, metric, tests, self.s.plan.arms)
 
     def waterfall(self, metric: str, visit: str | None = None, exclude_flagged: bool | None = None):
         """Every subject's % change at `visit` (default: the primary endpoint's, else the last), sorted."""
         s = self.s
         visit = s.check_visit(visit) if visit else (s.plan.primary.visit if s.plan.primary else s.visits[-1])
         return charts.waterfall(s.change_from_baseline(metric, exclude_flagged=exclude_flagged), metric, visit,
-                                self._subjects(), self._arms())
+                                self._subjects(), self.s.plan.arms)
 
     def responders(self, metric: str, threshold: float | None = None, relative: bool = False,
                    exclude_flagged: bool | None = None):
@@ -64,13 +60,13 @@ class StudyPlots:
         if threshold is None or threshold == "mdc":
             raise UsageError(f"responders of {metric}: give a threshold (the plan names none as a number)")
         return charts.responder_bars(self.s.responders(metric, threshold, relative, exclude_flagged=exclude_flagged),
-                                     metric, threshold, relative, self._arms())
+                                     metric, threshold, relative, self.s.plan.arms)
 
     def lsmeans(self, fit):
         """The MMRM's LS-means of the change by arm and visit with each treatment's marks; `fit` is an
         `MMRMResult` (from `s.mmrm`) or a metric key to fit."""
         fit = self.s.mmrm(fit) if isinstance(fit, str) else fit
-        return charts.lsmeans_plot(fit.lsmeans, fit.diffs, fit.metric, self._arms())
+        return charts.lsmeans_plot(fit.lsmeans, fit.diffs, fit.metric, self.s.plan.arms)
 
     def regions(self, metric: str, visit: str | None = None, subject: str | None = None):
         """The mean (or one `subject`'s) value of each face region of `metric` (a key without its region, e.g.

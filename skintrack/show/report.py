@@ -101,7 +101,7 @@ class _Builder:
         self.subjects = study.sql("SELECT * FROM subjects")
         self.qc = study.qc()
         self.has_arms = "arm" in self.subjects and self.plan.control is not None and bool(self.plan.treatments)
-        self.arms = [a for a in [self.plan.control, *self.plan.treatments] if a] if self.has_arms else []
+        self.arms = self.plan.arms if self.has_arms else []
         self.n_arm = self.subjects.groupby("arm").size().to_dict() if self.has_arms else {}
         self.qc_rule = ("QC-flagged captures excluded" if self.plan.qc == "exclude" else
                         "QC-flagged captures included") + " (as planned)"

@@ -348,6 +348,11 @@ class Plan:
         return [v.label for v in self.visits]
 
     @property
+    def arms(self) -> list:
+        """The control, then the treatments in the plan's order: the order of every table and chart."""
+        return [a for a in [self.control, *self.treatments] if a]
+
+    @property
     def endpoints(self) -> list:
         """The primary and the key secondary endpoints, in their testing order."""
         return ([self.primary] if self.primary else []) + list(self.secondary)
