@@ -338,22 +338,32 @@ def face_regions(values: pd.DataFrame, title: str, unit: str = "") -> Figure:
     return fig
 
 
+def _rgba(path):
+    """An image file as RGBA (read and closed)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGBA")
+
+
+def _overlay(base, layer):
+    """An API face map over its photo (the same size): blended when the map is opaque (a white background),
+    laid over it otherwise."""
+    from PIL import Image
+
+    return Image.blend(base, layer, 0.55) if layer.getextrema()[3][0] == 255 else Image.alpha_composite(base, layer)
+
+
 @styled
 def map_panels(before: Path, after: Path, name: str, photo_before: Path | None = None,
                photo_after: Path | None = None, titles=("Baseline", "Latest")) -> Figure:
     """Before/after panels of one API face map, laid over the photo when the photo is at hand."""
-    from PIL import Image
-
     fig = _figure(7.2, 4.0)
     for i, (layer, photo, title) in enumerate(zip((before, after), (photo_before, photo_after), titles)):
         ax = _axes(fig, 1, 2, i + 1)
-        img = Image.open(layer).convert("RGBA")
+        img = _rgba(layer)
         if isinstance(photo, (str, Path)) and Path(photo).exists():  # a study may not know its photos
-            base = Image.open(photo).convert("RGBA").resize(img.size)
-            if img.getextrema()[3][0] == 255:  # an opaque map (white background): blend instead of overlay
-                img = Image.blend(base, img, 0.55)
-            else:
-                img = Image.alpha_composite(base, img)
+            img = _overlay(_rgba(photo).resize(img.size), img)
         ax.imshow(img)
         ax.set_title(f"{title}: {name.replace('_', ' ')}")
         ax.axis("off")
@@ -416,21 +426,12 @@ ENDPOINT_MAPS = {"water": "water_area", "rough": "rough_area", "melanin": "brown
                  "oily": "texture_enhanced_oily_area"}
 
 
-def _rgba(path):
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.convert("RGBA")
-
-
 @styled
 def photo_pair(photos: list, boxes: list, titles: list, layers: list | None = None, map_name: str | None = None,
                margin: float = 0.12) -> Figure:
     """Photographs side by side, each cropped to its face box (left, top, width, height, from the API) with a
     margin and drawn at the same size; an API face map (`layers`, the photo's own) laid over its photo, or
     shown alone when the photo is not at hand."""
-    from PIL import Image
-
     fig = _figure(2.6 * len(titles) + 0.4, 3.2)
     for i, title in enumerate(titles):
         ax = _axes(fig, 1, len(titles), i + 1)
@@ -439,9 +440,7 @@ def photo_pair(photos: list, boxes: list, titles: list, layers: list | None = No
         base = _rgba(photo) if photo else None
         if layer is not None:
             over = _rgba(layer)
-            over = over.resize(base.size) if base is not None else over
-            base = over if base is None else (Image.blend(base, over, 0.55) if over.getextrema()[3][0] == 255 else
-                                              Image.alpha_composite(base, over))
+            base = over if base is None else _overlay(base, over.resize(base.size))
         left, top, width, height = (float(v) for v in boxes[i])
         pad = margin * max(width, height)
         side = max(width, height) + 2 * pad

@@ -26,6 +26,7 @@ from lxml import etree
 
 from .. import __version__
 from ..sinks import xml_text
+from .export import _kind as export_kind
 
 ODM, DEF, XLINK = "http://www.cdisc.org/ns/odm/v1.3", "http://www.cdisc.org/ns/def/v2.1", "http://www.w3.org/1999/xlink"
 XML = "http://www.w3.org/XML/1998/namespace"
@@ -70,8 +71,11 @@ def _description(parent, text: str, tag: str = "Description") -> None:
 
 
 def _kind(series: pd.Series) -> str:
-    if str(series.name).endswith("DT"):
-        return "date"
+    """Define-XML's data type: the export's kind (`skintrack.show.export`), numbers told apart as integer or
+    float."""
+    kind = export_kind(series)
+    if kind != "double":
+        return "date" if kind == "date" else "text"
     if pd.api.types.is_integer_dtype(series):
         return "integer"
     if pd.api.types.is_float_dtype(series):

@@ -67,6 +67,11 @@ class Report:
     seconds: float = 0.0
 
 
+def adjusted(attrs) -> bool:
+    """Whether the endpoints' decisions rest on adjusted p-values (Holm, or several arms against a control)."""
+    return attrs["strategy"] == "holm" or attrs.get("arm_comparisons", "none") != "none"
+
+
 def finding(row, attrs) -> str:
     """One endpoint's result in a sentence that says how it was tested and what was decided."""
     info = metric_info(row.metric)
@@ -79,12 +84,12 @@ def finding(row, attrs) -> str:
                 "sequence was not significant.")
     if row.decision == "not estimable":
         return f"{head}: {row.treatment} against {row.control} {row.reason}."
-    adjusted = attrs["strategy"] == "holm" or attrs.get("arm_comparisons", "none") != "none"
-    p = fmt_p(row.p_adjusted if adjusted else row.p)
+    adjusted_p = adjusted(attrs)
+    p = fmt_p(row.p_adjusted if adjusted_p else row.p)
     digits = 1 if row.model == "mmrm" else 2
     level = "simultaneous 95% CI" if attrs.get("arm_comparisons") == "dunnett" else "95% CI"
     tail = (f"({level} {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
-            f"{'adjusted ' if adjusted else ''}p {p}): {row.decision}.")
+            f"{'adjusted ' if adjusted_p else ''}p {p}): {row.decision}.")
     if row.model != "mmrm":
         ratio = "rate ratio" if row.model == "negative_binomial" else "odds ratio"
         return f"{head}: {row.treatment} against {row.control}, {ratio} {row.estimate:.2f} {tail}"
@@ -105,7 +110,7 @@ class _Builder:
         self.n_arm = self.subjects.groupby("arm").size().to_dict() if self.has_arms else {}
         self.qc_rule = ("QC-flagged captures excluded" if self.plan.qc == "exclude" else
                         "QC-flagged captures included") + " (as planned)"
-        self.ends, self._fits = None, {}
+        self.ends, self._fits, self._captures = None, {}, {}
         if self.has_arms:
             try:
                 self.ends = study.endpoints()
@@ -185,15 +190,14 @@ class _Builder:
         return f"{metric_info(e.metric)['description'].rstrip('.')} ({e.metric}) at {e.visit}"
 
     def findings_table(self):
-        e, attrs = self.ends, self.ends.attrs
-        adjusted = attrs["strategy"] == "holm" or attrs.get("arm_comparisons", "none") != "none"
+        e, adjusted_p = self.ends, adjusted(self.ends.attrs)
         shown = pd.DataFrame({
             "endpoint": [f"{r.role} {r.order}: {metric_info(r.metric)['description'].rstrip('.')} at {r.visit}"
                          for r in e.itertuples()],
             "comparison": [f"{r.treatment} vs {r.control}" for r in e.itertuples()],
             "estimate (95% CI)": ["" if r.estimate != r.estimate else
                                   f"{r.estimate:.2f} ({r.ci_low:.2f} to {r.ci_high:.2f})" for r in e.itertuples()],
-            "p adjusted" if adjusted else "p": [fmt_p(r.p_adjusted if adjusted else r.p) for r in e.itertuples()],
+            "p adjusted" if adjusted_p else "p": [fmt_p(r.p_adjusted if adjusted_p else r.p) for r in e.itertuples()],
             "decision": e["decision"]})
         return self.table(shown, "Headline findings: each endpoint and comparison in testing order, with the "
                                  "plan's decision", self.population("each endpoint's analysis set (its n is in the "
@@ -272,7 +276,7 @@ class _Builder:
         pop = self.population(f"{who}; {fit.n_obs} post-baseline observations; {fit.qc}")
         note = Text(f"{fit.method}." + (f" Left out: {left}." if left else ""), "note")
         self.section(f"Primary endpoint: {title} ({key}) at {p.primary.visit}",
-                     self.figure(f"{key}-lsmeans", charts.lsmeans_plot(fit.lsmeans, fit.diffs, key, self.arms),
+                     self.figure(f"{key}-lsmeans", self.s.plot.lsmeans(fit),
                                  f"{title}: MMRM LS-means of the change with 95% CIs by arm; each mark under the "
                                  "visit names the treatment it compares with the control and its nominal p "
                                  "(* <0.05, ** <0.01, *** <0.001, ns); the decision is the plan's, in the "
@@ -316,7 +320,7 @@ class _Builder:
         pct = self.in_order(pct.groupby(["visit", "arm"], sort=False)["pct_change"].agg(["count", "mean", "median"])
                             .reset_index())
         pop = self.population(f"subjects with a value at the visit; {self.qc_rule}")
-        parts = [self.figure(f"{key}-trend", charts.trend_lines(s.timeline(key), cohort, key, self.subjects, self.arms),
+        parts = [self.figure(f"{key}-trend", s.plot.trend(key, self.plan.qc == "exclude"),
                              f"{title}: each subject's values (thin) and the mean with its 95% CI by arm (bold)."),
                  self.table(cohort[cols].rename(columns={"change_mean": "change", "change_ci_low": "change 95% CI low",
                                                          "change_ci_high": "change 95% CI high"}),
@@ -392,6 +396,21 @@ class _Builder:
         return picked, (f"{said}: {per_arm} subject{'s' if per_arm > 1 else ''} {'per arm ' if self.arms else ''}drawn "
                         f"at random (seed {seed}) among those photographed at both visits, whatever their response")
 
+    def captures(self, map_name: str | None = None) -> pd.DataFrame:
+        """The latest successful capture of each subject at each visit that has a photograph or the face map
+        `map_name`, indexed by (subject_id, visit): its photo and SHA-256, its face box (`box`) and the map's
+        file (`layer`); kept per map for the report's sections and subject pages."""
+        if map_name not in self._captures:
+            caps = self.s.sql("""SELECT a.subject_id, a.visit, a.photo, a.photo_sha256, a.face_left, a.face_top,
+                                        a.face_width, a.face_height, m.path AS layer FROM analyses a
+                                 LEFT JOIN maps m ON m.analysis_id = a.analysis_id AND m.name = ?
+                                 WHERE a.ok AND a.subject_id IS NOT NULL AND (a.photo IS NOT NULL OR m.path IS NOT NULL)
+                                 ORDER BY a.taken_at""", [map_name])
+            caps = caps.groupby(["subject_id", "visit"]).tail(1).set_index(["subject_id", "visit"])
+            caps["box"] = list(zip(caps["face_left"], caps["face_top"], caps["face_width"], caps["face_height"]))
+            self._captures[map_name] = caps
+        return self._captures[map_name]
+
     def photographs(self):
         """The study's own photographs side by side, baseline and the primary endpoint's visit, cropped to the
         API's face box, the endpoint's own map over them where the API returned one; the subjects are the
@@ -400,19 +419,14 @@ class _Builder:
         key = p.primary.metric if p.primary else None
         visit = p.primary.visit if p.primary else (s.visits[-1] if s.visits else None)
         map_name = charts.ENDPOINT_MAPS.get(metric_info(key)["feature"]) if key else None
-        caps = s.sql("""SELECT a.subject_id, a.visit, a.photo, a.photo_sha256, a.face_left, a.face_top, a.face_width,
-                               a.face_height, m.path AS layer FROM analyses a
-                        LEFT JOIN maps m ON m.analysis_id = a.analysis_id AND m.name = ?
-                        WHERE a.ok AND a.subject_id IS NOT NULL AND a.visit IN (?, ?)
-                          AND (a.photo IS NOT NULL OR m.path IS NOT NULL) ORDER BY a.taken_at""",
-                     [map_name, p.baseline, visit])
+        caps = self.captures(map_name)
+        caps = caps[caps.index.get_level_values("visit").isin([p.baseline, visit])]
         title = f"Photographs at {p.baseline} and {visit}"
         if caps.empty or visit is None or visit == p.baseline:
             self.section(title, "This study holds no photographs of its captures (the envelope skintrack analyze "
                                 "archives beside each response records its photo's path and SHA-256) and no face "
                                 "map of the primary endpoint.")
             return
-        caps = caps.groupby(["subject_id", "visit"]).tail(1).set_index(["subject_id", "visit"])  # the latest capture
         held = caps.index.to_frame(index=False).groupby("subject_id")["visit"].nunique()
         picked, rule = self.illustrated(sorted(held[held == 2].index))
         arm_of = self.subjects.set_index("subject_id")["arm"] if self.has_arms else pd.Series(dtype=str)
@@ -426,8 +440,7 @@ class _Builder:
             layers = [s.path / c["layer"] if isinstance(c["layer"], str) else None for c in shown]
             arm = f" ({arm_of[sid]})" if sid in arm_of.index else ""
             parts.append(self.figure(f"photos-{sid}", charts.photo_pair(
-                [c["photo"] if isinstance(c["photo"], str) else None for c in shown],
-                [(c["face_left"], c["face_top"], c["face_width"], c["face_height"]) for c in shown],
+                [c["photo"] if isinstance(c["photo"], str) else None for c in shown], [c["box"] for c in shown],
                 [p.baseline, visit], layers, map_name),
                 f"Subject {sid}{arm}: " + ("photographs" if all(isinstance(c["photo"], str) for c in shown) else
                                           "the API's face maps") + f" at {p.baseline} and {visit}, cropped to the API's "
@@ -596,16 +609,14 @@ class _Builder:
 
     def subject_photos(self, sid: str):
         """The subject's photographs at every visit that has one whose bytes still match (None when none)."""
-        caps = self.s.sql("""SELECT visit, photo, photo_sha256, face_left, face_top, face_width, face_height
-                             FROM analyses WHERE subject_id = ? AND ok AND photo IS NOT NULL ORDER BY taken_at""", [sid])
-        caps = caps.groupby("visit").tail(1).set_index("visit").reindex([v for v in self.s.visits if v in set(
-            caps["visit"])])
+        caps = self.captures()
+        caps = caps[caps.index.get_level_values("subject_id") == sid].droplevel("subject_id")
+        caps = caps.reindex([v for v in self.s.visits if v in caps.index])
         caps = caps[[photo_intact(r.photo, r.photo_sha256) for r in caps.itertuples()]]
         if caps.empty:
             return None
         return self.figure(f"subject-{sid}-photos", charts.photo_pair(
-            caps["photo"].tolist(), list(zip(caps["face_left"], caps["face_top"], caps["face_width"],
-                                             caps["face_height"])), caps.index.tolist()),
+            caps["photo"].tolist(), caps["box"].tolist(), caps.index.tolist()),
             f"Subject {sid}: photographs at {', '.join(caps.index)}, cropped to the API's face box.")
 
     def methods(self, data_version: str):

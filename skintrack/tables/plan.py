@@ -462,17 +462,8 @@ def starter(plan: Plan, study) -> str:
     >>> Plan.parse(text).primary
     Endpoint(metric='score.total', visit='W4')
     """
-    p = dataclasses.replace(plan, title=plan.title or f"{Path(study).name}", sponsor=plan.sponsor or "",
-                            illustration=plan.illustration or {"per_arm": 2, "seed": 1})
-    values = p.to_dict()
-    values.setdefault("multiplicity", p.multiplicity)
-    values.setdefault("arm_comparisons", p.arm_comparisons)
-    values.setdefault("alpha", p.alpha)
-    values.setdefault("qc", p.qc)
-    values.setdefault("windows", p.windows)
-    values.setdefault("covariance", p.covariance)
-    values.setdefault("df", p.df)
-    values.setdefault("variance", p.variance)
+    values = dataclasses.replace(plan, title=plan.title or Path(study).name,
+                                 illustration=plan.illustration or {"per_arm": 2, "seed": 1}).to_dict()
     order = ["title", "sponsor", "product", "protocol", "version", "baseline", "visits", "windows", "control",
              "treatments", "primary", "secondary", "multiplicity", "arm_comparisons", "alpha", "qc", "covariance",
              "df", "variance", "responders", "illustration"]
