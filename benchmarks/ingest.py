@@ -8,7 +8,9 @@ process; peak memory is the largest total RSS of that process and its children, 
 
 Peers: (a) orjson.loads of every file and nothing else, (b) pandas.json_normalize of them into one wide
 Parquet file, (c) DuckDB read_json_auto into Parquet (objects up to 16 MB; the largest response here is about
-3 MB). Figures are responses per second; imports are not timed.
+3 MB). Figures are responses per second (wall) and CPU seconds (the process and its workers); imports are
+not timed. Then where skintrack's ingest spends its CPU (reading and parsing the JSON, `flatten`, the rest:
+Arrow tables, Parquet and the commit), and what one response costs to add to a study that exists.
 """
 from __future__ import annotations
 
@@ -105,6 +107,30 @@ PEERS = {
         assert r.added == N and not r.rejected, r
     """,
 }
+PHASES = """
+    import glob, time, orjson, skintrack
+    from skintrack.tables.flatten import flatten
+    # --- timed ---
+    files = sorted(glob.glob(CORPUS + "/*.json"))
+    c0 = time.process_time()
+    docs = []
+    for p in files:
+        with open(p, "rb") as fh:
+            docs.append(orjson.loads(fh.read()))
+    c1 = time.process_time()
+    for d in docs:
+        flatten(d)
+    c2 = time.process_time()
+    del docs
+    r = skintrack.ingest([CORPUS], OUT + "/study", workers=1)
+    c3 = time.process_time()
+    one = skintrack.ingest([files[0]], OUT + "/one", workers=1)  # a new study's first response
+    c4, w4 = time.process_time(), time.perf_counter()
+    more = skintrack.ingest([files[1]], OUT + "/one", workers=1)  # one more, into a study that exists
+    c5, w5 = time.process_time(), time.perf_counter()
+    assert r.added == N and one.added == 1 and more.added == 1
+    print("PHASES", c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4, w5 - w4)
+"""
 
 
 def _tree_rss(pid: int) -> int:
@@ -122,12 +148,15 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run(code: str, corpus: Path, n: int) -> tuple[float, int, str]:
-    """Run a contender in a fresh process; returns (seconds, peak tree RSS in bytes, error or '')."""
+def run(code: str, corpus: Path, n: int) -> tuple[float, int, str, float, list]:
+    """Run a contender in a fresh process; returns (seconds, peak tree RSS in bytes, error or '', CPU seconds,
+    the numbers it printed after PHASES)."""
     out = Path(tempfile.mkdtemp(prefix="skb-out-"))
     setup, timed = textwrap.dedent(code).split("# --- timed ---")
-    script = (f"CORPUS, OUT, N = {str(corpus)!r}, {str(out)!r}, {n}\nimport time\n{setup}\n"
-              f"_t = time.perf_counter()\n{timed}\nprint('SECONDS', time.perf_counter() - _t)\n")
+    script = (f"CORPUS, OUT, N = {str(corpus)!r}, {str(out)!r}, {n}\nimport resource, time\n{setup}\n"
+              "def _cpu():\n    return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, "
+              "resource.RUSAGE_CHILDREN) for f in ('ru_utime', 'ru_stime'))\n"
+              f"_t, _c = time.perf_counter(), _cpu()\n{timed}\nprint('SECONDS', time.perf_counter() - _t, _cpu() - _c)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
 
@@ -144,9 +173,10 @@ def run(code: str, corpus: Path, n: int) -> tuple[float, int, str]:
     shutil.rmtree(out, ignore_errors=True)
     if proc.returncode != 0:
         lines = [line for line in stderr.splitlines() if "Error" in line] or ["failed"]
-        return float("nan"), peak, lines[-1].strip()
-    seconds = float(next(line.split()[1] for line in stdout.splitlines() if line.startswith("SECONDS")))
-    return seconds, peak, ""
+        return float("nan"), peak, lines[-1].strip(), float("nan"), []
+    seconds, cpu = map(float, next(line.split()[1:] for line in stdout.splitlines() if line.startswith("SECONDS")))
+    phases = [float(x) for line in stdout.splitlines() if line.startswith("PHASES") for x in line.split()[1:]]
+    return seconds, peak, "", cpu, phases
 
 
 def main():
@@ -166,21 +196,27 @@ def main():
             print(f"\n== corpus {label}: {n} responses, {size / 2**20:.0f} MiB (jittered real fixtures) ==")
             for p in corpus.glob("*.json"):  # warm the page cache: every contender reads the same warm files
                 p.read_bytes()
-            print(f"{'contender':36s} {'resp/s':>9s} {'MiB/s':>8s} {'x orjson':>9s} {'peak MiB':>9s}")
+            print(f"{'contender':36s} {'resp/s':>9s} {'MiB/s':>8s} {'x orjson':>9s} {'CPU s':>7s} {'CPU x orjson':>12s} "
+                  f"{'peak MiB':>9s}")
             results = {}
-            ref = min(run(PEERS["orjson.loads only"], corpus, n)[0] for _ in range(2))  # the faster of two runs
+            ref = min((run(PEERS["orjson.loads only"], corpus, n) for _ in range(2)), key=lambda r: r[0])
             for name, code in PEERS.items():
-                seconds, peak, err = run(code, corpus, n)
-                if name == "orjson.loads only":
-                    seconds = ref = min(ref, seconds)
+                seconds, peak, err, cpu, _ = ref if name == "orjson.loads only" else run(code, corpus, n)
                 results[name] = seconds
                 if err:
-                    print(f"{name:36s} {'failed':>9s} {'':8s} {'':9s} {peak / 2**20:9.0f}   ({err[:90]})")
+                    print(f"{name:36s} {'failed':>9s} {'':8s} {'':9s} {'':7s} {'':12s} {peak / 2**20:9.0f}   ({err[:90]})")
                     continue
-                print(f"{name:36s} {n / seconds:9.0f} {size / 2**20 / seconds:8.1f} {ref / seconds:9.2f} "
-                      f"{peak / 2**20:9.0f}")
+                print(f"{name:36s} {n / seconds:9.0f} {size / 2**20 / seconds:8.1f} {ref[0] / seconds:9.2f} "
+                      f"{cpu:7.2f} {ref[3] / cpu:12.2f} {peak / 2**20:9.0f}")
             one, two = results["skintrack ingest (1 worker)"], results["skintrack ingest (2 workers)"]
             print(f"speed-up with 2 workers: {one / two:.2f}x")
+            parse, flat, whole, first, more, more_wall = run(PHASES, corpus, n)[4]
+            rest = whole - parse - flat
+            print(f"skintrack ingest, 1 worker, CPU {whole:.2f} s: reading and parsing the JSON {parse / whole:.0%}, "
+                  f"flatten {flat / whole:.0%}, Arrow tables, Parquet and the commit {rest / whole:.0%}; "
+                  f"flatten alone runs at {ref[3] / flat:.2f}x orjson's CPU")
+            print(f"one response: into a new study {first:.2f} s CPU; into a study that exists {more:.2f} s CPU, "
+                  f"{more_wall:.2f} s wall")
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

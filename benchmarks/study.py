@@ -2,8 +2,10 @@
 
 Builds a SIMULATED study of 1,000,000 analyses (100,000 subjects x 10 visits, 12 score metrics, so
 12 million score rows) directly into a study's lake (and the same tables as plain Parquet for pandas), then times `change_from_baseline`, `slopes` and
-`cohort` on one metric, each against pandas doing the same from the same files (reading included);
-each figure is the best of --repeat runs.
+`cohort` on one metric, each against pandas doing the same from the same files (reading included).
+Each contender runs in its own process (the study opened or the modules imported first, not timed); its
+figures are the best of --repeat runs, CPU (every thread) and wall, and the process's peak memory. The
+targets (issue 23): `change_from_baseline` at least 1.5x faster than pandas in CPU, the other helpers 2x.
 
     python benchmarks/study.py [--subjects 100000] [--visits 10] [--keep DIR]
 """
@@ -11,6 +13,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import resource
+import subprocess
+import sys
 import shutil
 import tempfile
 import time
@@ -108,14 +114,26 @@ def pandas_cohort(folder, metric):
                                             change_sd=("delta", "std"))
 
 
-def timed(fn, *args, repeat: int = 1):
-    """Best wall time of `repeat` runs, and the last result."""
-    best = float("inf")
+HELPERS = {"change_from_baseline": pandas_change, "slopes": pandas_slopes, "cohort": pandas_cohort}
+TARGETS = {"change_from_baseline": 1.5, "slopes": 2.0, "cohort": 2.0}
+
+
+def contend(folder: Path, helper: str, side: str, repeat: int) -> dict:
+    """One contender in this process: best CPU and wall of `repeat` runs, rows, peak memory."""
+    if side == "skintrack":
+        s = skintrack.open(folder)
+        s.visits  # noqa: B018 - opening is not timed
+        work = lambda: getattr(s, helper)("score.water")  # noqa: E731
+    else:
+        work = lambda: HELPERS[helper](folder, "water")  # noqa: E731
+    best = (float("inf"), float("inf"), 0)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        c0, w0 = time.process_time(), time.perf_counter()
+        out = work()
+        best = min(best, (time.process_time() - c0, time.perf_counter() - w0, len(out)))
+        del out
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"cpu": best[0], "wall": best[1], "rows": best[2], "peak": peak}
 
 
 def main():
@@ -124,26 +142,33 @@ def main():
     ap.add_argument("--visits", type=int, default=10)
     ap.add_argument("--keep")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs for each contender")
+    ap.add_argument("--contend", nargs=2, metavar=("HELPER", "SIDE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.contend:
+        print(json.dumps(contend(Path(args.keep), *args.contend, args.repeat)))
+        return
     folder = Path(args.keep or tempfile.mkdtemp(prefix="skb-study-"))
     try:
         if not store.is_study(folder):
-            t, _ = timed(build, folder, args.subjects, args.visits)
-            print(f"built a SIMULATED study of {args.subjects * args.visits:,} analyses in {t:.1f} s")
-        t, s = timed(lambda: skintrack.open(folder))
-        t_visits, _ = timed(lambda: s.visits)
-        t += t_visits
-        print(f"open the study and read its visits (session index kept in the lake): {t:.3f} s")
-        print(f"{'helper':22s} {'skintrack s':>12s} {'pandas s':>9s} {'speed-up':>9s} {'rows':>9s}")
-        for name, ours, theirs in [
-            ("change_from_baseline", lambda: s.change_from_baseline("score.water"), pandas_change),
-            ("slopes", lambda: s.slopes("score.water"), pandas_slopes),
-            ("cohort", lambda: s.cohort("score.water"), pandas_cohort),
-        ]:
-            t_ours, out = timed(ours, repeat=args.repeat)
-            t_pd, ref = timed(theirs, folder, "water", repeat=args.repeat)
-            assert len(out) == len(ref), (name, len(out), len(ref))
-            print(f"{name:22s} {t_ours:12.3f} {t_pd:9.3f} {t_pd / t_ours:9.1f} {len(out):9,d}")
+            t0 = time.perf_counter()
+            build(folder, args.subjects, args.visits)
+            print(f"built a SIMULATED study of {args.subjects * args.visits:,} analyses in {time.perf_counter() - t0:.1f} s")
+        print("| helper | skintrack CPU | pandas CPU | CPU ratio | wall: skintrack / pandas | wall ratio | peak MiB: "
+              "skintrack / pandas | rows | target (CPU) | met |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for helper in HELPERS:
+            got = {}
+            for side in ("skintrack", "pandas"):
+                out = subprocess.run([sys.executable, __file__, "--keep", str(folder), "--repeat", str(args.repeat),
+                                      "--contend", helper, side], check=True, capture_output=True, text=True).stdout
+                got[side] = json.loads(out.strip().splitlines()[-1])
+            ours, theirs = got["skintrack"], got["pandas"]
+            assert ours["rows"] == theirs["rows"], (helper, ours["rows"], theirs["rows"])
+            ratio = theirs["cpu"] / ours["cpu"]
+            print(f"| {helper} | {ours['cpu']:.2f} s | {theirs['cpu']:.2f} s | {ratio:.2f}x | {ours['wall']:.2f} / "
+                  f"{theirs['wall']:.2f} s | {theirs['wall'] / ours['wall']:.2f}x | {ours['peak'] / 2**20:.0f} / "
+                  f"{theirs['peak'] / 2**20:.0f} | {ours['rows']:,} | >= {TARGETS[helper]:g}x | "
+                  f"{'yes' if ratio >= TARGETS[helper] else 'NO'} |")
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

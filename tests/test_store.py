@@ -109,6 +109,33 @@ def test_a_following_reader_moves_on_after_a_commit(small, sample):
     assert s.sql("select count(*) n from analyses")["n"].tolist() == [96] and s.version > first
 
 
+def test_small_tables_held_in_memory_read_as_the_lake_at_each_version(small, sample, monkeypatch):
+    """A small study's tables are copied into memory on first use (per version); every view reads the same rows
+    as straight from the lake, at an old version and after a commit; a table above the size stays in the lake."""
+    old = skintrack.open(small).version
+    skintrack.ingest([sample / "responses"], small)
+    views = [*store.LEAVES, "analyses", "metrics", "metrics_wide"]
+
+    def every_view(version):
+        s = skintrack.open(small, version=version)
+        frames = {v: s.sql(f"SELECT * FROM {v}") for v in views}
+        held = {r[0] for r in s.con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'held'")
+                .fetchall()}
+        return frames, held
+
+    for version in (old, None):
+        held_frames, held = every_view(version)
+        with monkeypatch.context() as m:
+            m.setattr(store, "HELD_BYTES", -1)
+            lake_frames, none = every_view(version)
+        assert held == set(store.LEAVES) and none == set()
+        for v in views:
+            assert list(held_frames[v].dtypes) == list(lake_frames[v].dtypes), v
+            rows = lambda df: sorted(map(repr, df.itertuples(index=False)))  # noqa: E731 - exact, any order
+            assert rows(held_frames[v]) == rows(lake_frames[v]), v
+    assert len(held_frames["analyses"]) == 96 and len(every_view(old)[0]["analyses"]) == 24
+
+
 def test_two_writers_on_one_machine_take_turns(small, sample, run_cli):
     with store.locked(small):
         proc = run_cli("ingest", sample / "responses", "--study", small)

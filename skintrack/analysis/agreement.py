@@ -30,6 +30,7 @@ import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from ..tables.catalog import metric_info
+from . import dist
 from .selection import observations_sql
 from .stats import Z, t_interval
 
@@ -121,7 +122,7 @@ def _bland_altman(x, y) -> dict:
     bias = float(d.mean()) if n else math.nan
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
     low, high = t_interval(bias, sd, n)
-    half_loa = scipy.stats.t.ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1))) if n > 1 else math.nan
+    half_loa = dist.t_ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1))) if n > 1 else math.nan
     out = {"bias": {"estimate": bias, "ci_low": float(low), "ci_high": float(high)}}
     for name, limit in (("loa_low", bias - Z * sd), ("loa_high", bias + Z * sd)):
         out[name] = {"estimate": limit, "ci_low": limit - half_loa, "ci_high": limit + half_loa}

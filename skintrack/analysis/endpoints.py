@@ -32,6 +32,7 @@ import pandas as pd
 import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
+from . import dist
 from .stats import Z
 
 
@@ -50,7 +51,7 @@ def _design(frame: pd.DataFrame, treatment: str, control: str, transform=None) -
 
 def _wald(b: float, se: float, n_t: int, n_c: int, **extra) -> dict:
     return {"n_treatment": n_t, "n_control": n_c, "log_estimate": b, "std_error": se, "estimate": math.exp(b),
-            "ci_low": math.exp(b - Z * se), "ci_high": math.exp(b + Z * se), "p": 2 * scipy.stats.norm.sf(abs(b / se)),
+            "ci_low": math.exp(b - Z * se), "ci_high": math.exp(b + Z * se), "p": 2 * dist.norm_sf(abs(b / se)),
             **extra}
 
 
@@ -204,8 +205,8 @@ def tost(a, b, margin: float, level: float = 0.90) -> dict:
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     diff = a.mean() - b.mean()
-    half = scipy.stats.t.ppf(0.5 + level / 2, df) * se
-    p_low, p_high = scipy.stats.t.sf((diff + margin) / se, df), scipy.stats.t.cdf((diff - margin) / se, df)
+    half = dist.t_ppf(0.5 + level / 2, df) * se
+    p_low, p_high = dist.t_sf((diff + margin) / se, df), dist.t_cdf((diff - margin) / se, df)
     return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "level": level, "margin": margin,
             "df": df, "p_lower": p_low, "p_upper": p_high, "p": max(p_low, p_high),
             "equivalent": bool(max(p_low, p_high) < (1 - level) / 2)}
@@ -219,7 +220,7 @@ def tost_from_interval(fit, visit: str, treatment: str, margin: float, level: fl
         raise UsageError(f"the equivalence margin must be positive, not {margin}")
     row = fit.contrasts({"d": fit.contrast_vector(visit, treatment)}, level=level).iloc[0]
     est, se, df = row["estimate"], row["std_error"], row["df"]
-    p_low, p_high = scipy.stats.t.sf((est + margin) / se, df), scipy.stats.t.cdf((est - margin) / se, df)
+    p_low, p_high = dist.t_sf((est + margin) / se, df), dist.t_cdf((est - margin) / se, df)
     return {"tost_ci_low": row["ci_low"], "tost_ci_high": row["ci_high"], "tost_p": max(p_low, p_high),
             "margin": margin, "equivalent": bool(-margin < row["ci_low"] and row["ci_high"] < margin)}
 
@@ -240,7 +241,7 @@ def hedges_g(a, b, level: float = 0.95) -> dict:
     def ncp(prob):
         """The noncentrality at which P(T <= t) = prob. The CDF falls as the noncentrality grows; the bracket
         widens step by step from t (a fixed wide one reaches where SciPy's CDF is NaN for small df)."""
-        f = lambda nc: scipy.stats.nct.cdf(t, df, nc) - prob  # noqa: E731
+        f = lambda nc: dist.nct_cdf(t, df, nc) - prob  # noqa: E731
         lo, hi, step = t - 1, t + 1, 1.0
         for _ in range(12):
             if f(lo) > 0 and f(hi) < 0:
@@ -284,7 +285,7 @@ def hodges_lehmann(a, b, level: float = 0.95) -> dict:
         return {"shift": float(np.median(diffs)), "ci_low": float(low), "ci_high": float(high), "method": "exact"}
 
     def w(d):
-        r = scipy.stats.rankdata(np.concatenate([a - d, b]))
+        r = dist.average_ranks(np.concatenate([a - d, b]))
         _, t = np.unique(r, return_counts=True)
         dz = r[:m].sum() - m * (m + 1) / 2 - m * n / 2
         sigma = math.sqrt(m * n / 12 * ((m + n + 1) - (t ** 3 - t).sum() / ((m + n) * (m + n - 1))))
@@ -298,5 +299,5 @@ def hodges_lehmann(a, b, level: float = 0.95) -> dict:
             return hi
         return scipy.optimize.brentq(lambda d: w(d) - zq, lo, hi, xtol=1e-10)
 
-    return {"shift": float(root(0.0)), "ci_low": float(root(scipy.stats.norm.ppf(1 - alpha / 2))),
-            "ci_high": float(root(scipy.stats.norm.ppf(alpha / 2))), "method": "normal approximation"}
+    return {"shift": float(root(0.0)), "ci_low": float(root(dist.norm_ppf(1 - alpha / 2))),
+            "ci_high": float(root(dist.norm_ppf(alpha / 2))), "method": "normal approximation"}

@@ -33,8 +33,9 @@ import pandas as pd
 import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
+from . import dist
 from .covariance import FALLBACK
-from .mmrm import design_row, fit_mmrm  # noqa: F401 - design_row is used by callers building means
+from .mmrm import design_row, fit_means, fit_mmrm  # noqa: F401 - design_row is used by callers building means
 
 METHODS = ("mar", "j2r", "cr")
 NAMES = {"mar": "multiple imputation, missing at random", "j2r": "multiple imputation, jump to reference",
@@ -53,9 +54,9 @@ def rubin(estimates, variances, df_complete: float, level: float = 0.95) -> dict
     df_obs = (df_complete + 1) / (df_complete + 3) * df_complete * (1 - gamma)
     df = 1 / (1 / df_old + 1 / df_obs) if np.isfinite(df_old) else df_obs
     se = math.sqrt(t)
-    half = scipy.stats.t.ppf(0.5 + level / 2, df) * se
+    half = dist.t_ppf(0.5 + level / 2, df) * se
     return {"estimate": qbar, "std_error": se, "df": df, "ci_low": qbar - half, "ci_high": qbar + half,
-            "p": float(2 * scipy.stats.t.sf(abs(qbar / se), df)) if se > 0 else math.nan, "within": ubar, "between": b}
+            "p": float(2 * dist.t_sf(abs(qbar / se), df)) if se > 0 else math.nan, "within": ubar, "between": b}
 
 
 @dataclass
@@ -138,17 +139,14 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
         rows = [{"subject": f"b{n}", "arm": arms[i], "visit": visits[v], "base": base[i], "chg": wide[i, v]}
                 for n, i in enumerate(boot) for v in range(t) if observed[i, v]]
         try:
-            fit = fit_mmrm(pd.DataFrame(rows), visits, control, treatments, base_by_visit=True, structures=[chosen],
-                           df="satterthwaite", variance="model", guard=False)  # only beta and sigma are used: no KR needed
+            terms, beta, sigma = fit_means(pd.DataFrame(rows), visits, control, treatments, chosen)
+            sigma = sigma.reindex(index=visits, columns=visits).to_numpy()
         except UsageError:
             failures += 1
             if failures >= GIVE_UP and failures > k:  # more failures than fits: the trial is too small for it
                 raise UsageError(f"the imputation model could not be fitted to {failures} of the first {failures + k} "
                                  "bootstrap samples (too few subjects per arm and visit)") from None
             continue
-        beta = fit.coefficients["estimate"].to_numpy()
-        sigma = fit.sigma.reindex(index=visits, columns=visits).to_numpy()
-        terms = fit.coefficients["term"].tolist()
         own = np.array([[design_row(terms, arms[i], v, base[i]) @ beta for v in visits] for i in range(len(base))])
         ref = np.array([[design_row(terms, control, v, base[i]) @ beta for v in visits] for i in range(len(base))])
         normals = rng.standard_normal((len(base), t))  # one set of draws per imputation, shared by the methods

@@ -28,10 +28,10 @@ import math
 
 import numpy as np
 import pandas as pd
-import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..tables.generations import NAMES, UNKNOWN
-from .repeatability import repeatability_table, repeat_values
+from . import dist
+from .repeatability import repeat_values, repeatability_table
 from .stats import t_interval
 
 DRIFT_COLUMNS = ["batch", "position", "called_at", "metric", "reference", "photos", "reference_value", "value",
@@ -194,7 +194,7 @@ def _compare(now: pd.DataFrame, then: pd.DataFrame, run: dict, ref: dict, floor)
     now_m = now.groupby(["metric", "photo"])["value"].mean()
     then_m = then.groupby(["metric", "photo"])["value"].mean()
     both = pd.concat([now_m.rename("value"), then_m.rename("reference_value")], axis=1, join="inner").reset_index()
-    z = scipy.stats.norm.ppf(1 - 0.025 / max(both["metric"].nunique(), 1))
+    z = dist.norm_ppf(1 - 0.025 / max(both["metric"].nunique(), 1))
     both["d"] = both["value"] - both["reference_value"]
     both["moved"] = both["d"].abs() > 1e-9
     per = both.groupby("metric", sort=True).agg(photos=("d", "size"), shift=("d", "mean"), value=("value", "mean"),

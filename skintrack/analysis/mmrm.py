@@ -53,6 +53,7 @@ import pandas as pd
 import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
+from . import dist
 from .covariance import FALLBACK, STRUCTURES
 
 LEVEL = 0.95
@@ -369,10 +370,10 @@ def _table(rows, inf: _Inference, level) -> pd.DataFrame:
     est = C @ inf.beta
     se = np.sqrt(np.maximum(np.sum((C @ inf.V) * C, axis=1), 0.0))
     df = inf.df(C)
-    q = scipy.stats.t.ppf(0.5 + level / 2, df)
+    q = dist.t_ppf(0.5 + level / 2, df)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(se > 0, est / se, np.nan)
-    p = np.where(se > 0, 2 * scipy.stats.t.sf(np.abs(t), df), np.nan)
+    p = np.where(se > 0, 2 * dist.t_sf(np.abs(t), df), np.nan)
     return pd.DataFrame([{**lab, "estimate": e, "std_error": s_, "df": d, "ci_low": e - q_ * s_, "ci_high": e + q_ * s_,
                           "t": t_, "p": p_} for lab, e, s_, d, q_, t_, p_ in zip(labels, est, se, df, q, t, p)])
 
@@ -463,11 +464,10 @@ class MMRMResult:
                 f"{self.n_subjects} subjects>")
 
     def _repr_html_(self) -> str:
-        from ..sinks import html
+        """Jupyter's view: the method, then the differences and LS-means rounded as the report rounds them."""
+        from ..show.display import fit_html
 
-        return (f"<p><b>MMRM of {html(self.metric)}</b>: {html(self.method)}; {self.n_subjects} subjects, "
-                f"{self.n_obs} observations</p><p>LS-means</p>{self.lsmeans.to_html(index=False)}"
-                f"<p>Differences</p>{self.diffs.to_html(index=False)}")
+        return fit_html(self)
 
 
 def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, base_by_visit: bool = False,
@@ -489,16 +489,7 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
     unknown = [s for s in structures if s not in STRUCTURES]
     if unknown:
         raise UsageError(f"covariance {', '.join(unknown)}: use one of {', '.join(STRUCTURES)}")
-    data = data.dropna(subset=["chg", "base"])
-    data = data[data["visit"].isin(visits)]
-    present = set(data["arm"])
-    if control not in present:
-        raise UsageError(f"{metric}: the control arm {control!r} has no post-baseline observation")
-    treatments = [a for a in (treatments or sorted(present - {control})) if a in present]
-    if not treatments:
-        raise UsageError(f"{metric}: no treatment arm with post-baseline observations to compare with {control!r}")
-    data = data[data["arm"].isin([control, *treatments])]
-    visits = [v for v in visits if v in set(data["visit"])]
+    data, visits, treatments = _analysed(data, visits, control, treatments, metric)
     arms = [control, *treatments]
     smallest = int(data.groupby("arm")["subject"].nunique().min())
     guarded = []
@@ -509,6 +500,52 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
         if "toeplitz_h" in structures:
             structures = [s for s in structures if s != "toeplitz_h"] or ["ar1_h", "cs_h"]
             guarded.append(LIBERAL_SMALL["toeplitz_h"])
+    d, name, reml, phi, e, tried = _search(data, visits, arms, base_by_visit, structures, metric)
+    how = ("model" if name == "unstructured" else "empirical") if variance == "auto" else variance
+    why = "as planned" if not tried else f"fell back: {'; '.join(tried)}"
+    inference = _Inference(reml, phi, e, df, how)
+    base_mean = float(data["base"].mean())
+    row = lambda arm, visit: design_row(d.columns, arm, visit, base_mean)  # noqa: E731
+    ls = _table([({"arm": a, "visit": v}, row(a, v)) for v in visits for a in arms], inference, level)
+    diffs = _table([({"visit": v, "treatment": a, "control": control}, row(a, v) - row(control, v))
+                    for v in visits for a in treatments], inference, level)
+    t = d.t
+    sigma = pd.DataFrame(_sigma(data, name, phi, t), index=visits, columns=visits)
+    coef = pd.DataFrame({"term": d.columns, "estimate": e["beta"], "std_error": np.sqrt(np.diag(inference.V))})
+    result = MMRMResult(metric, ls, diffs, name, sigma, True, int(data["subject"].nunique()), len(data),
+                        df_method="bell-mccaffrey" if how == "empirical" else df, variance=how, why=why, tried=tried,
+                        coefficients=coef, parameters=STRUCTURES[name].describe(phi, t), base_mean=base_mean,
+                        level=level, smallest_arm=smallest, guarded=guarded)
+    result._inference, result._row = inference, row
+    return result
+
+
+def fit_means(data: pd.DataFrame, visits: list, control: str, treatments: list, structure: str,
+              base_by_visit: bool = True) -> tuple[list, np.ndarray, pd.DataFrame]:
+    """The REML estimates alone, (terms, beta, the covariance of the visits with data) of the MMRM with one
+    `structure`, as `fit_mmrm` finds them, without inference: what multiple imputation draws from, a hundred
+    times a report. A `UsageError` when the structure cannot be fitted."""
+    data, visits, treatments = _analysed(data, visits, control, treatments, "")
+    d, name, _, phi, e, _ = _search(data, visits, [control, *treatments], base_by_visit, [structure], "")
+    return d.columns, e["beta"], pd.DataFrame(_sigma(data, name, phi, d.t), index=visits, columns=visits)
+
+
+def _analysed(data, visits, control, treatments, metric):
+    """(the rows the model reads, the visits they have, the treatment arms present)."""
+    data = data.dropna(subset=["chg", "base"])
+    data = data[data["visit"].isin(visits)]
+    present = set(data["arm"])
+    if control not in present:
+        raise UsageError(f"{metric}: the control arm {control!r} has no post-baseline observation")
+    treatments = [a for a in (treatments or sorted(present - {control})) if a in present]
+    if not treatments:
+        raise UsageError(f"{metric}: no treatment arm with post-baseline observations to compare with {control!r}")
+    data = data[data["arm"].isin([control, *treatments])]
+    return data, [v for v in visits if v in set(data["visit"])], treatments
+
+
+def _search(data, visits, arms, base_by_visit, structures, metric):
+    """(design, structure, its REML, phi, evaluation, what failed before it): the first of `structures` fitted."""
     if len(visits) == 1:  # one visit: a variance, nothing to structure
         structures = ["unstructured"]
     by_days = any(STRUCTURES[s].uses_days for s in structures)
@@ -523,35 +560,19 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
     sigma0 = _pairwise_cov(d, [g.y - g.X @ beta0 for g in d.groups])
     gap = float(np.mean(np.diff(sorted(data.groupby("visit")["days"].mean())))) if by_days and len(visits) > 1 \
         else 1.0
-    tried, found = [], None
+    tried = []
     for name in structures:
         design = _design(data, visits, arms, base_by_visit, True) if STRUCTURES[name].uses_days else d
         reml, got, why = _fit(design, STRUCTURES[name], sigma0, gap)
         if got is not None:
-            found = (name, reml, got)
-            break
+            return d, name, reml, *got, tried
         tried.append(f"{STRUCTURES[name].sas}: {why}")
-    if found is None:
-        raise UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure ({'; '.join(tried)})")
-    name, reml, (phi, e) = found
-    how = ("model" if name == "unstructured" else "empirical") if variance == "auto" else variance
-    why = "as planned" if not tried else f"fell back: {'; '.join(tried)}"
-    inference = _Inference(reml, phi, e, df, how)
-    base_mean = float(data["base"].mean())
-    row = lambda arm, visit: design_row(d.columns, arm, visit, base_mean)  # noqa: E731
-    ls = _table([({"arm": a, "visit": v}, row(a, v)) for v in visits for a in arms], inference, level)
-    diffs = _table([({"visit": v, "treatment": a, "control": control}, row(a, v) - row(control, v))
-                    for v in visits for a in treatments], inference, level)
-    t = d.t
-    sigma = pd.DataFrame(STRUCTURES[name].full(phi, t, np.array(sorted(data.groupby("visit")["days"].median()))
-                                                if STRUCTURES[name].uses_days else None), index=visits, columns=visits)
-    coef = pd.DataFrame({"term": d.columns, "estimate": e["beta"], "std_error": np.sqrt(np.diag(inference.V))})
-    result = MMRMResult(metric, ls, diffs, name, sigma, True, int(data["subject"].nunique()), len(data),
-                        df_method="bell-mccaffrey" if how == "empirical" else df, variance=how, why=why, tried=tried,
-                        coefficients=coef, parameters=STRUCTURES[name].describe(phi, t), base_mean=base_mean,
-                        level=level, smallest_arm=smallest, guarded=guarded)
-    result._inference, result._row = inference, row
-    return result
+    raise UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure ({'; '.join(tried)})")
+
+
+def _sigma(data, name, phi, t) -> np.ndarray:
+    days = np.array(sorted(data.groupby("visit")["days"].median())) if STRUCTURES[name].uses_days else None
+    return STRUCTURES[name].full(phi, t, days)
 
 
 def design_row(columns, arm, visit, base) -> np.ndarray:

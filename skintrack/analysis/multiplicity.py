@@ -29,6 +29,8 @@ import warnings
 import numpy as np
 import scipy  # its submodules load on first use: opening a study stays quick
 
+from . import dist
+
 FAMILY = ("dunnett", "holm", "dose_order", "none")
 
 
@@ -36,7 +38,7 @@ def _box(c: float, corr: np.ndarray) -> float:
     """P(|Z_j| <= c for every j) for Z ~ N(0, corr)."""
     k = len(corr)
     if k == 1:
-        return float(2 * scipy.stats.norm.cdf(c) - 1)
+        return float(2 * dist.norm_cdf(c) - 1)
     upper = np.full(k, c)
     return float(scipy.stats.multivariate_normal.cdf(upper, mean=np.zeros(k), cov=corr, lower_limit=-upper, abseps=1e-11,
                                             releps=1e-11, maxpts=200000 * k))
@@ -51,7 +53,7 @@ def max_abs_t_cdf(c: float, corr: np.ndarray, df: float) -> float:
     if not np.isfinite(df):
         return _box(c, corr)
     if len(corr) == 1:
-        return float(2 * scipy.stats.t.cdf(c, df) - 1)
+        return float(2 * dist.t_cdf(c, df) - 1)
     if len(corr) > 2:
         upper = np.full(len(corr), c)
         return float(scipy.stats.multivariate_t.cdf(upper, shape=corr, df=df, lower_limit=-upper, maxpts=100_000 * len(corr),

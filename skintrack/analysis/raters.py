@@ -26,9 +26,9 @@ import math
 
 import numpy as np
 import pandas as pd
-import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..tables.catalog import metric_info
+from . import dist
 from .stats import Z
 
 COLUMNS = ["metric", "statistic", "raters", "n", "estimate", "ci_low", "ci_high"]
@@ -48,7 +48,7 @@ def icc2(x: np.ndarray, alpha: float = 0.05) -> dict:
     vn = (k - 1) * (n - 1) * (k * icc * fj + n * (1 + (k - 1) * icc) - k * icc) ** 2
     vd = (n - 1) * k ** 2 * icc ** 2 * fj ** 2 + (n * (1 + (k - 1) * icc) - k * icc) ** 2
     v = vn / vd
-    f_u, f_l = scipy.stats.f.ppf(1 - alpha / 2, n - 1, v), scipy.stats.f.ppf(1 - alpha / 2, v, n - 1)
+    f_u, f_l = dist.f_ppf(1 - alpha / 2, n - 1, v), dist.f_ppf(1 - alpha / 2, v, n - 1)
     low = n * (msb - f_u * mse) / (f_u * (k * msj + (k * n - k - n) * mse) + n * msb)
     high = n * (f_l * msb - mse) / (k * msj + (k * n - k - n) * mse + n * f_l * msb)
     return {"estimate": float(icc), "ci_low": float(low), "ci_high": float(high), "n": n}

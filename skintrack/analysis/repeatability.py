@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 import pandas as pd
-import scipy  # its submodules load on first use: opening a study stays quick
 
+from . import dist
 
 ALPHA = 0.05
 COLUMNS = ["metric", "sessions", "captures", "mean", "sem", "cv_pct", "icc", "mdc95", "sem_ci_low", "sem_ci_high",
@@ -50,9 +50,9 @@ def repeatability_table(values: pd.DataFrame) -> pd.DataFrame:
     sem = np.sqrt(msw)
     icc_den = msb + (n0 - 1) * msw
     f = np.where(msw > 0, msb / msw.where(msw > 0, 1), np.inf)
-    f_low, f_high = f / scipy.stats.f.ppf(1 - ALPHA / 2, df_b, df_w), f * scipy.stats.f.ppf(1 - ALPHA / 2, df_w, df_b)
-    sem_low = np.sqrt(df_w * msw / scipy.stats.chi2.ppf(1 - ALPHA / 2, df_w))
-    sem_high = np.sqrt(df_w * msw / scipy.stats.chi2.ppf(ALPHA / 2, df_w))
+    f_low, f_high = f / dist.f_ppf(1 - ALPHA / 2, df_b, df_w), f * dist.f_ppf(1 - ALPHA / 2, df_w, df_b)
+    sem_low = np.sqrt(df_w * msw / dist.chi2_ppf(1 - ALPHA / 2, df_w))
+    sem_high = np.sqrt(df_w * msw / dist.chi2_ppf(ALPHA / 2, df_w))
     mdc = 1.96 * math.sqrt(2)
     out = pd.DataFrame({"metric": m.index, "sessions": m["k"].to_numpy(), "captures": m["n"].to_numpy(),
                         "mean": grand.to_numpy(), "sem": sem.to_numpy(),

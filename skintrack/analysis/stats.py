@@ -19,16 +19,17 @@ import pandas as pd
 import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
+from . import dist
 
 LEVEL = 0.95
-Z = 1.959963984540054  # scipy.stats.norm.ppf(0.975), written out so that importing this module loads no scipy
+Z = 1.959963984540054  # dist.norm_ppf(0.975), written out: the z of every 95% interval
 
 
 def t_interval(mean, sd, n, level: float = LEVEL):
     """Student-t interval of a mean (vectorised); NaN where n < 2."""
     mean, sd, n = np.asarray(mean, float), np.asarray(sd, float), np.asarray(n, float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        half = scipy.stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+        half = dist.t_ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
     half = np.where(n >= 2, half, np.nan)
     return mean - half, mean + half
 
@@ -36,7 +37,7 @@ def t_interval(mean, sd, n, level: float = LEVEL):
 def wilson(k, n, level: float = LEVEL):
     """Wilson score interval of a proportion k/n (vectorised); NaN where n == 0."""
     k, n = np.asarray(k, float), np.asarray(n, float)
-    z = scipy.stats.norm.ppf(0.5 + level / 2)
+    z = dist.norm_ppf(0.5 + level / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = k / n
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -89,7 +90,7 @@ def two_sample(a: np.ndarray, b: np.ndarray, test: str = "welch") -> dict:
     out["diff"] = diff
     if se > 0:
         df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-        half = scipy.stats.t.ppf(0.5 + LEVEL / 2, df) * se
+        half = dist.t_ppf(0.5 + LEVEL / 2, df) * se
         out.update(ci_low=diff - half, ci_high=diff + half)
     if test == "welch":
         if se > 0:

@@ -10,6 +10,7 @@ Example
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from pathlib import Path
@@ -18,12 +19,16 @@ import duckdb
 import pandas as pd
 
 from ..errors import UsageError
+from ..show import display  # helpers label their frames for Jupyter (like the plot accessor: DEVELOPERS.md)
 from ..tables import check, measures, store, versions
 from ..tables.catalog import declare_measures, measures_owner
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from ..tables.upgrade import upgrade
-from . import agreement as agreement_, claims as claims_, instrument, qc, raters as raters_, selection, trends, trial
+from . import agreement as agreement_
+from . import claims as claims_
+from . import instrument, qc, selection, trends, trial
+from . import raters as raters_
 from .endpoints import shift_table
 from .mmrm import MMRMResult
 from .repeatability import repeatability as measure_repeatability
@@ -63,6 +68,7 @@ class Study:
             upgrade(self.path)  # a study written before the lake: converted once, nothing lost
         self._follow = version is None
         self._engine = None
+        display.register()
         self._reader = versions.Reader(self.path)
         self._connect(version)
 
@@ -70,7 +76,7 @@ class Study:
         self._on_disk = store.is_study(self.path)
         self.con = store.connect(self.path, version)
         self._stamp = self._catalog_stamp()
-        self._pin(version if version is not None else store.latest_version(self.con))
+        self._pin(store.views_version(self.con))
 
     def _pin(self, version) -> None:
         self.version = version
@@ -80,6 +86,7 @@ class Study:
         self._visits = None
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
+        self._held, self._sizes = set(), None  # the small tables copied into memory at this version
         self._measure_rows = None
         if self._on_disk:
             self._declare_measures()
@@ -253,6 +260,10 @@ class Study:
             return self._results[key].copy()
 
         def run():
+            if self._on_disk:
+                if self._sizes is None:
+                    self._sizes = store.lake_sizes(self.con)
+                store.hold_in_memory(self.con, query, self._held, self._sizes)
             rel = self.con.sql(query, params=params)
             return rel.to_arrow_table().to_pandas() if rel is not None else pd.DataFrame()
 
@@ -602,6 +613,28 @@ class Study:
         ['distance_changed']
         """
         return qc.qc_frame(self, limits)
+
+
+HELPERS = ("history", "timeline", "change_from_baseline", "slopes", "cohort", "compare", "compare_arms", "responders",
+           "endpoints", "endpoint", "responders_between", "sensitivity", "shift_table", "repeatability", "claims",
+           "raters", "readings", "agreement", "generations", "drift", "bridge", "check", "qc")
+
+
+def _titled(method):
+    """`method` whose DataFrame is labelled with the call that made it (its display in Jupyter:
+    `skintrack.show.display`)."""
+    @functools.wraps(method)
+    def helper(self, *args, **kwargs):
+        out = method(self, *args, **kwargs)
+        if isinstance(out, pd.DataFrame):
+            shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+            display.titled(out, f"{method.__name__}({', '.join(shown)})")
+        return out
+    return helper
+
+
+for _name in HELPERS:
+    setattr(Study, _name, _titled(getattr(Study, _name)))
 
 
 def open(path, create: bool = False, version: int | None = None, engine=None) -> Study:  # noqa: A001

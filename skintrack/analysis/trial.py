@@ -21,8 +21,8 @@ from ..errors import UsageError
 from ..tables.catalog import metric_info
 from . import endpoints as ep
 from . import multiplicity as mult
-from .instrument import generations_used
 from .covariance import FALLBACK
+from .instrument import generations_used
 from .mmrm import MMRMResult, fit_mmrm
 from .repeatability import repeatability
 from .selection import observations_sql

@@ -57,6 +57,9 @@ DATA = "lake"
 CONFIG = "store.toml"
 LAKE = "lake"  # the name the catalog is attached under
 META = f"__ducklake_metadata_{LAKE}"  # DuckLake's own tables of the attached catalog
+HELD = "held"  # the schema of in-memory copies of a small study's tables at one version (hold_in_memory)
+HELD_BYTES = 16 << 20  # a table whose Parquet files are at most this big is copied into memory on first use
+ONE_THREAD_BYTES = 64 << 20  # a lake at most this big is read on one thread
 BLANK = "blank"  # empty tables of the current schemas, for tables a study (or a version of it) does not have
 BUSY_TIMEOUT_MS = 10_000  # a SQLite catalog: wait this long for the other side's lock before "database is locked"
 BUSY_ATTEMPTS = 10  # then try the whole statement again this many times (SQLite gives up at once on a deadlock)
@@ -196,7 +199,7 @@ def connect(study, version: int | None = None, write: bool = False) -> duckdb.Du
     """A DuckDB connection with the study's lake attached as `lake`. A reader gets the views over it (at
     `version`, or the newest); a folder with no study yet gives empty views. A writer (`write=True`) gets
     no views (it writes `lake.main.<table>`), and the lake is created if needed."""
-    con = duckdb.connect()
+    con = duckdb.connect(config={} if write else {"threads": 1})  # a reader's threads: see lake_sizes
     study = Path(study)
     check_catalog(study)
     if write or is_study(study):
@@ -521,18 +524,85 @@ def first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
+# ---- small tables held in memory ----------------------------------------------------------------------
+DERIVED = {"analyses": ("analyses_raw", "sessions"),
+           "metrics": ("scores", "counts", "areas", "severities", "tones", "wrinkles", "analyses_raw", "measures")}
+DERIVED["metrics_wide"] = DERIVED["analyses"] + DERIVED["metrics"]
+LEAVES = ("analyses_raw", *[t for t in TABLES if t != "analyses"], "sessions", "subjects", "session_index",
+          "instrument", "measures")  # the views that each read one table of the lake
+_NAMED = re.compile(r"\b(" + "|".join(sorted({*LEAVES, *DERIVED}, key=len, reverse=True)) + r")\b")
+
+
+def hold_in_memory(con: duckdb.DuckDBPyConnection, query: str, held: set, sizes: dict) -> None:
+    """Copy into memory, once per version, the small tables behind the views `query` names, and point their
+    views at the copies. Each query over the lake pays its catalog reads (~15 ms on SQLite, more on
+    PostgreSQL) before any row; a trial-sized report runs hundreds. `held` names the views already copied,
+    `sizes` the Parquet bytes per lake table (`lake_sizes`); a table above `HELD_BYTES` stays in the lake.
+
+    >>> sorted(n for n in _NAMED.findall("SELECT * FROM metrics JOIN subjects USING (subject_id)"))
+    ['metrics', 'subjects']
+    """
+    wanted = {leaf for name in _NAMED.findall(query) for leaf in DERIVED.get(name, (name,))} - held
+    small = [v for v in sorted(wanted) if sizes.get("analyses" if v == "analyses_raw" else v, 0) <= HELD_BYTES]
+    if not small:
+        return
+    with _one_transaction(con):
+        for view in small:
+            con.execute(f"CREATE OR REPLACE TABLE {HELD}.{view} AS SELECT * FROM main.{view}")
+            con.execute(f"CREATE OR REPLACE VIEW main.{view} AS SELECT * FROM {HELD}.{view}")
+    held.update(small)
+
+
+def lake_sizes(con: duckdb.DuckDBPyConnection) -> dict:
+    """{lake table: bytes of its Parquet files}; makes the schema the copies go to, and lets
+    a lake above `ONE_THREAD_BYTES` be read on every core (a reader starts on one: between the many tiny
+    queries of a trial-sized study DuckDB's idle workers spin, half a second of CPU to open one)."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {HELD}")
+    sizes = dict(con.execute(f"SELECT table_name, file_size_bytes FROM ducklake_table_info({sql_literal(LAKE)})")
+                 .fetchall()) if _is_lake(con) else {}
+    if sum(sizes.values()) > ONE_THREAD_BYTES:
+        con.execute("RESET threads")
+    return sizes
+
+
+def _is_lake(con) -> bool:
+    return con.execute("SELECT type FROM duckdb_databases() WHERE database_name = ?", [LAKE]).fetchall() == [("ducklake",)]
+
+
 # ---- views ------------------------------------------------------------------------------------------
 def create_views(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
-    """(Re)create one view per table, plus `metrics` and `metrics_wide`, over the lake at `version`."""
-    at = f" AT (VERSION => {int(version)})" if version is not None else ""
-    lake = version is not None and con.execute("SELECT type FROM duckdb_databases() WHERE database_name = ?",
-                                               [LAKE]).fetchall() == [("ducklake",)]
+    """(Re)create one view per table, plus `metrics` and `metrics_wide`, over the lake at `version` (in one
+    transaction: DuckLake then reads its catalog once, not once per view)."""
+    lake = version is not None and _is_lake(con)
     columns = columns_at(con, version) if lake else {t: list(SCHEMAS[t].names) for t in SCHEMAS}
-    have = set(columns)
-    if have < set(SCHEMAS) and not con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?",
-                                               [BLANK]).fetchall()[0][0]:
+    if set(columns) < set(SCHEMAS) and not con.execute("SELECT count(*) FROM duckdb_databases() WHERE "
+                                                       "database_name = ?", [BLANK]).fetchall()[0][0]:
         con.execute(f"ATTACH ':memory:' AS {BLANK}")
         create_tables(con, database=BLANK)
+    with _one_transaction(con):
+        _create_views(con, version, columns)
+    con.execute("SET VARIABLE skintrack_views_at = ?", [version])
+
+
+def views_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The version `create_views` last showed on this connection (not the lake's newest, which may have moved)."""
+    return con.execute("SELECT getvariable('skintrack_views_at')").fetchall()[0][0]
+
+
+@contextlib.contextmanager
+def _one_transaction(con: duckdb.DuckDBPyConnection):
+    con.begin()
+    try:
+        yield
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, version: int | None, columns: dict) -> None:
+    at = f" AT (VERSION => {int(version)})" if version is not None else ""
+    have = set(columns)
 
     def source(table):
         if table not in have:

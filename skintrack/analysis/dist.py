@@ -1,0 +1,69 @@
+"""The t, noncentral t, normal, F and chi-square distribution functions the analyses print, from `scipy.special`, and
+the average ranks of the rank tests.
+
+`scipy.stats` computes each of these with the same `scipy.special` call, behind argument checks, but
+importing it costs a second of CPU (it parses every distribution's docstring): more than a trial's whole
+MMRM. These give the same floats (`tests/test_dist.py` checks them equal to `scipy.stats`'s), and load
+`scipy.special` on first use, so that opening a study loads no scipy.
+
+>>> round(float(t_ppf(0.975, 10)), 4), round(float(norm_ppf(0.975)), 4)
+(2.2281, 1.96)
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+
+def t_cdf(x, df):
+    return _special().stdtr(df, x)
+
+
+def t_sf(x, df):
+    return _special().stdtr(df, -x)
+
+
+def t_ppf(q, df):
+    return _special().stdtrit(df, q)
+
+
+def nct_cdf(x, df, nc):
+    return _special().nctdtr(df, nc, x)
+
+
+def norm_cdf(x):
+    return _special().ndtr(x)
+
+
+def norm_sf(x):
+    return _special().ndtr(-x)
+
+
+def norm_ppf(q):
+    return _special().ndtri(q)
+
+
+def f_ppf(q, dfn, dfd):
+    return _special().fdtri(dfn, dfd, q)
+
+
+def chi2_ppf(q, df):
+    return 2 * _special().gammaincinv(df / 2, q)
+
+
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..n of `x`, ties given their average rank (`scipy.stats.rankdata`'s default, its algorithm)."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="quicksort")
+    where = np.empty(order.size, dtype=np.intp)
+    where[order] = np.arange(order.size)
+    s = x[order]
+    first = np.r_[True, s[1:] != s[:-1]]
+    dense = first.cumsum()[where]
+    count = np.r_[np.nonzero(first)[0], len(first)]
+    return 0.5 * (count[dense] + count[dense - 1] + 1)
+
+
+def _special():
+    return sys.modules.get("scipy.special") or __import__("scipy.special", fromlist=["special"])
