@@ -120,14 +120,14 @@ TARGETS = {"change_from_baseline": 1.5, "slopes": 2.0, "cohort": 2.0}
 
 def contend(folder: Path, helper: str, side: str, repeat: int) -> dict:
     """One contender in this process: best CPU and wall of `repeat` runs, rows, peak memory."""
-    if side == "skintrack":
-        s = skintrack.open(folder)
-        s.visits  # noqa: B018 - opening is not timed
-        work = lambda: getattr(s, helper)("score.water")  # noqa: E731
-    else:
-        work = lambda: HELPERS[helper](folder, "water")  # noqa: E731
     best = (float("inf"), float("inf"), 0)
     for _ in range(repeat):
+        if side == "skintrack":  # a study opened afresh each time (not timed): no result kept from the last run
+            s = skintrack.open(folder)
+            s.visits  # noqa: B018
+            work = lambda: getattr(s, helper)("score.water")  # noqa: E731
+        else:
+            work = lambda: HELPERS[helper](folder, "water")  # noqa: E731
         c0, w0 = time.process_time(), time.perf_counter()
         out = work()
         best = min(best, (time.process_time() - c0, time.perf_counter() - w0, len(out)))

@@ -35,10 +35,12 @@ def test_stage_packages_say_what_they_take_and_give():
 def test_no_import_runs_back_up_the_flow():
     """tables <- sample <- api; tables <- spark <- analysis <- show; the top (cli, demo) may import any stage.
     The api stage judges its sentinel panel with the analysis stage's drift statistics (analysis never imports
-    api, so there is no cycle); a study's `plot` accessor loads the show stage's charts when it is used."""
+    api, so there is no cycle); a study's `plot` accessor loads the show stage's charts when it is used, and
+    helper results and fits are drawn in Jupyter by the show stage's display."""
     allowed = {"tables": set(), "sample": {"tables"}, "api": {"tables", "sample", "analysis"}, "spark": {"tables"},
                "analysis": {"tables", "spark"}, "show": {"tables", "analysis"}}
-    accessors = {("study.py", "show")}  # Study.plot: the one accessor onto the charts, as pandas' DataFrame.plot
+    accessors = {("study.py", "show"),  # Study.plot, as pandas' DataFrame.plot; and the helpers' labels (display)
+                 ("mmrm.py", "show")}  # MMRMResult._repr_html_ draws through show.display
     for stage, ok in allowed.items():
         for path in (ROOT / "skintrack" / stage).glob("*.py"):
             for other in re.findall(r"from \.\.(\w+)", path.read_text()):

@@ -532,15 +532,15 @@ def fit_means(data: pd.DataFrame, visits: list, control: str, treatments: list, 
 
 def _analysed(data, visits, control, treatments, metric):
     """(the rows the model reads, the visits they have, the treatment arms present)."""
-    data = data.dropna(subset=["chg", "base"])
-    data = data[data["visit"].isin(visits)]
-    present = set(data["arm"])
+    keep = data["chg"].notna().to_numpy() & data["base"].notna().to_numpy() & data["visit"].isin(visits).to_numpy()
+    arm = data["arm"].to_numpy()
+    present = set(arm[keep])
     if control not in present:
         raise UsageError(f"{metric}: the control arm {control!r} has no post-baseline observation")
     treatments = [a for a in (treatments or sorted(present - {control})) if a in present]
     if not treatments:
         raise UsageError(f"{metric}: no treatment arm with post-baseline observations to compare with {control!r}")
-    data = data[data["arm"].isin([control, *treatments])]
+    data = data[keep & np.isin(arm, [control, *treatments])]  # one mask: the rows in their order
     return data, [v for v in visits if v in set(data["visit"])], treatments
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import platform
 import shutil
@@ -116,6 +117,11 @@ class _Builder:
                 self.ends = study.endpoints()
             except UsageError:
                 self.ends = None
+
+    @functools.cached_property
+    def problems(self) -> pd.DataFrame:
+        """`Study.check()`, once per report (two sections read it)."""
+        return self.s.check()
 
     def in_order(self, df: pd.DataFrame) -> pd.DataFrame:
         """Rows by visit in schedule order, then by arm: the control first, the treatments in the plan's
@@ -459,7 +465,7 @@ class _Builder:
         every = self.population(f"every capture analysed ({len(self.qc)})")
         parts = [self.table(self.in_order(flagged), "Captures flagged by QC", every) if len(flagged)
                  else "No capture was flagged."]
-        windows = self.s.check()
+        windows = self.problems
         windows = windows[windows["problem"].str.contains("outside the window", regex=False)]
         parts.append(self.table(windows.rename(columns={"where": "capture"}), "Captures outside their visit window",
                                 every)
@@ -528,7 +534,7 @@ class _Builder:
                 parts.append(self.table(mdc.loc[keys, ["photos", "sem", "mdc", "noise"]].reset_index().rename(columns={
                     "sem": "SEM", "mdc": "smallest shift detected (MDC)", "noise": "noise floor from"}),
                     "The sentinel's detection limit for the endpoints' metrics", ))
-        found = s.check()
+        found = self.problems
         found = found[found["problem"].str.contains("generation|instrument change", regex=True)]
         if len(found):
             parts.append(self.table(found, "Values that straddle an instrument change"))

@@ -61,7 +61,7 @@ def problems(con) -> pd.DataFrame:
         checks.append("""SELECT 'subject ' || subject_id AS "where", 'has no arm while others have one' AS problem
                          FROM subjects WHERE arm IS NULL""")
     sql = " UNION ALL ".join(f"SELECT * FROM ({c})" for c in checks)
-    return con.sql(f'SELECT * FROM ({sql}) ORDER BY "where", problem').to_arrow_table().to_pandas()
+    return con.execute(f'SELECT * FROM ({sql}) ORDER BY "where", problem').to_arrow_table().to_pandas()
 
 
 def store_problems(study) -> pd.DataFrame:
@@ -69,10 +69,11 @@ def store_problems(study) -> pd.DataFrame:
     the catalog lists that is missing, of another size than recorded, or without a readable Parquet footer."""
     study = Path(study)
     try:
-        con = store.connect(study, write=False) if store.is_study(study) else None
-        if con is None:
+        if not store.is_study(study):
             store.check_catalog(study)
             return pd.DataFrame(columns=COLUMNS)
+        con = duckdb.connect(config={"threads": 1})
+        store.retry_busy(store.attach, con, study)  # the catalog alone: no views are needed to list its files
         files = store.retry_busy(_listed_files, con, store.catalog_of(study)[1])
     except (StoreError, duckdb.Error) as e:
         return pd.DataFrame([(str(study / store.CATALOG), str(e))], columns=COLUMNS)
