@@ -1,5 +1,5 @@
-"""The t, noncentral t, normal, F and chi-square distribution functions the analyses print, from `scipy.special`, and
-the average ranks of the rank tests.
+"""The t, noncentral t, normal, F and chi-square distribution functions the analyses print, from
+`scipy.special`, and the average ranks of the rank tests.
 
 `scipy.stats` computes each of these with the same `scipy.special` call, behind argument checks, but
 importing it costs a second of CPU (it parses every distribution's docstring): more than a trial's whole
@@ -11,7 +11,7 @@ MMRM. These give the same floats (`tests/test_dist.py` checks them equal to `sci
 """
 from __future__ import annotations
 
-import sys
+import importlib
 
 import numpy as np
 
@@ -66,4 +66,4 @@ def average_ranks(x) -> np.ndarray:
 
 
 def _special():
-    return sys.modules.get("scipy.special") or __import__("scipy.special", fromlist=["special"])
+    return importlib.import_module("scipy.special")  # loaded on the first call, then looked up

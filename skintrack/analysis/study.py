@@ -25,10 +25,7 @@ from ..tables.catalog import declare_measures, measures_owner
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from ..tables.upgrade import upgrade
-from . import agreement as agreement_
-from . import claims as claims_
-from . import instrument, qc, selection, trends, trial
-from . import raters as raters_
+from . import agreement as agreement_, claims as claims_, instrument, qc, raters as raters_, selection, trends, trial
 from .endpoints import shift_table
 from .mmrm import MMRMResult
 from .repeatability import repeatability as measure_repeatability
