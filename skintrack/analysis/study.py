@@ -262,7 +262,7 @@ class Study:
                     self._sizes = store.lake_sizes(self.con)
                 store.hold_in_memory(self.con, query, self._held, self._sizes)
             # execute, not sql(): a relation with parameters ran 10x slower at 1M rows (benchmarks/study.py)
-            cur = self.con.execute(query, params) if params else self.con.execute(query)
+            cur = self.con.execute(query, params)
             return cur.to_arrow_table().to_pandas() if cur.description is not None else pd.DataFrame()
 
         try:

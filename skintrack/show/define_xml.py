@@ -26,7 +26,7 @@ from lxml import etree
 
 from .. import __version__
 from ..sinks import xml_text
-from .export import _kind as export_kind
+from .export import column_kind
 
 ODM, DEF, XLINK = "http://www.cdisc.org/ns/odm/v1.3", "http://www.cdisc.org/ns/def/v2.1", "http://www.w3.org/1999/xlink"
 XML = "http://www.w3.org/XML/1998/namespace"
@@ -73,7 +73,7 @@ def _description(parent, text: str, tag: str = "Description") -> None:
 def _kind(series: pd.Series) -> str:
     """Define-XML's data type: the export's kind (`skintrack.show.export`), numbers told apart as integer or
     float."""
-    kind = export_kind(series)
+    kind = column_kind(series)
     if kind != "double":
         return "date" if kind == "date" else "text"
     if pd.api.types.is_integer_dtype(series):

@@ -19,12 +19,11 @@ from __future__ import annotations
 import pandas as pd
 
 from ..sinks import html as escape
-from .document import cells
+from .document import HEADERS, cells
 
 KEY = "skintrack"  # the attrs entry: the call that made the frame and the shape it had
 MAX_ROWS = 60  # longer frames show their first and last 30 rows
-LABELS = {"subject_id": "subject", "std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high",
-          "n_treatment": "n treatment", "n_control": "n control", "df": "df", "taken_at": "taken at"}
+LABELS = {**HEADERS, "subject_id": "subject"}
 
 
 def titled(df: pd.DataFrame, call: str) -> pd.DataFrame:

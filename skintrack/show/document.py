@@ -22,6 +22,9 @@ ROUNDING = ("Numbers are rounded to 2 decimals, whole-number scores and counts a
             "in the claim table to 1 decimal, and p-values to 3 decimals (below 0.001 as <0.001).")
 
 
+HEADERS = {"std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"}  # how tables head these columns
+
+
 def fmt_p(p) -> str:
     """A p-value as the report prints it."""
     if p is None or p != p:

@@ -26,7 +26,8 @@ from .adam import adam
 FORMATS = ("xpt", "parquet", "csv", "xlsx", "json")
 
 
-def _kind(series: pd.Series) -> str:
+def column_kind(series: pd.Series) -> str:
+    """What an export writes a column as: "date", "double" or "string"."""
     if str(series.name).endswith("DT"):  # ADaM's dates: ADT, TRTSDT, TRTEDT
         return "date"
     return "double" if pd.api.types.is_numeric_dtype(series) else "string"
@@ -38,7 +39,7 @@ def define(datasets: dict, source: str = "") -> pd.DataFrame:
     rows = []
     for name, df in datasets.items():
         for col in df.columns:
-            kind = _kind(df[col])
+            kind = column_kind(df[col])
             length = int(df[col].astype(str).str.len().max()) if kind == "string" and len(df) else 8
             rows.append({"dataset": name, "variable": col, "label": df.attrs["labels"].get(col, ""), "type": kind,
                          "length": length, "source": source})
@@ -81,9 +82,9 @@ def _xpt(df, path, name, study):
 
     data = df.copy()
     for col in data.columns:
-        if _kind(data[col]) == "string":
+        if column_kind(data[col]) == "string":
             data[col] = data[col].fillna("").astype(str)
-    formats = {c: "DATE9." for c in data.columns if _kind(data[c]) == "date"}
+    formats = {c: "DATE9." for c in data.columns if column_kind(data[c]) == "date"}
     pyreadstat.write_xport(data, str(path), file_label=df.attrs["dataset_label"],
                            column_labels={c: df.attrs["labels"].get(c, "")[:40] for c in data.columns},
                            table_name=name, file_format_version=5, variable_format=formats)
@@ -135,7 +136,7 @@ def _xlsx(df, path, name, study):
 
 def _json(df, path, name, study):
     """CDISC Dataset-JSON v1.1."""
-    kinds = {c: _kind(df[c]) for c in df.columns}
+    kinds = {c: column_kind(df[c]) for c in df.columns}
     rows = [[None if (v is None or (isinstance(v, float) and v != v)) else
              v.isoformat() if kinds[c] == "date" and hasattr(v, "isoformat") else v
              for c, v in zip(df.columns, r)] for r in df.itertuples(index=False)]

@@ -45,7 +45,7 @@ from ..sinks import css_string, file_name
 from ..sinks import html as html_text
 from ..tables.catalog import metric_info
 from . import charts
-from .document import ROUNDING, Document, Flow, Text, fmt_p
+from .document import HEADERS, ROUNDING, Document, Flow, Text, fmt_p
 
 DEFAULT_METRICS = ("score.water", "score.rough", "score.melanin", "score.total", "score.pores")
 PAPER = {"a4": "A4", "letter": "letter"}
@@ -271,11 +271,10 @@ class _Builder:
             self.section("Primary endpoint", f"The MMRM of {key} could not be fitted.")
             return
         ls = self.in_order(fit.lsmeans[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]]).rename(
-            columns={"estimate": "LS-mean", "std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"})
+            columns={"estimate": "LS-mean", **HEADERS})
         diffs = self.in_order(fit.diffs[["visit", "treatment", "control", "estimate", "std_error", "df", "ci_low",
                                          "ci_high", "p"]].rename(columns={"treatment": "arm"})).rename(
-            columns={"arm": "treatment", "estimate": "difference", "std_error": "SE", "ci_low": "95% CI low",
-                     "ci_high": "95% CI high", "p": "p (nominal)"})
+            columns={"arm": "treatment", "estimate": "difference", **HEADERS, "p": "p (nominal)"})
         title = metric_info(key)["description"].rstrip(".")
         left = "; ".join(f"{r.subject_id} ({r.reason})" for r in fit.excluded.itertuples())
         who = f"{fit.n_subjects} subjects with a baseline and at least one later value"
@@ -362,7 +361,7 @@ class _Builder:
         raters = self.s.raters()
         if len(raters):
             raters = raters.assign(metric=[metric_info(m)["description"].rstrip(".") for m in raters["metric"]])
-            parts.append(self.table(raters.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"}),
+            parts.append(self.table(raters.rename(columns=HEADERS),
                                     "Agreement between raters: ICC(2,1) (two-way random, absolute agreement) and "
                                     "quadratic-weighted kappa, over the visits every rater graded",
                                     self.population("the subject visits every rater graded")))

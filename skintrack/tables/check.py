@@ -72,8 +72,7 @@ def store_problems(study) -> pd.DataFrame:
         if not store.is_study(study):
             store.check_catalog(study)
             return pd.DataFrame(columns=COLUMNS)
-        con = duckdb.connect(config={"threads": 1})
-        store.retry_busy(store.attach, con, study)  # the catalog alone: no views are needed to list its files
+        con = store.connect(study, views=False)  # the catalog alone: no views are needed to list its files
         files = store.retry_busy(_listed_files, con, store.catalog_of(study)[1])
     except (StoreError, duckdb.Error) as e:
         return pd.DataFrame([(str(study / store.CATALOG), str(e))], columns=COLUMNS)

@@ -195,10 +195,11 @@ def share(study, catalog: str, data_path=None) -> None:
         raise
 
 
-def connect(study, version: int | None = None, write: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(study, version: int | None = None, write: bool = False, views: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the study's lake attached as `lake`. A reader gets the views over it (at
-    `version`, or the newest); a folder with no study yet gives empty views. A writer (`write=True`) gets
-    no views (it writes `lake.main.<table>`), and the lake is created if needed."""
+    `version`, or the newest; none with `views=False`, for a reader of the catalog alone); a folder with no
+    study yet gives empty views. A writer (`write=True`) gets no views (it writes `lake.main.<table>`), and
+    the lake is created if needed."""
     con = duckdb.connect(config={} if write else {"threads": 1})  # a reader's threads: see lake_sizes
     study = Path(study)
     check_catalog(study)
@@ -207,7 +208,7 @@ def connect(study, version: int | None = None, write: bool = False) -> duckdb.Du
     else:
         con.execute(f"ATTACH ':memory:' AS {LAKE}")
         create_tables(con)
-    if write:
+    if write or not views:
         return con
     if version is None:
         version = retry_busy(latest_version, con)
@@ -547,6 +548,7 @@ def hold_in_memory(con: duckdb.DuckDBPyConnection, query: str, held: set, sizes:
     if not small:
         return
     with _one_transaction(con):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {HELD}")
         for view in small:
             con.execute(f"CREATE OR REPLACE TABLE {HELD}.{view} AS SELECT * FROM main.{view}")
             con.execute(f"CREATE OR REPLACE VIEW main.{view} AS SELECT * FROM {HELD}.{view}")
@@ -554,10 +556,9 @@ def hold_in_memory(con: duckdb.DuckDBPyConnection, query: str, held: set, sizes:
 
 
 def lake_sizes(con: duckdb.DuckDBPyConnection) -> dict:
-    """{lake table: bytes of its Parquet files}; makes the schema the copies go to, and lets
-    a lake above `ONE_THREAD_BYTES` be read on every core (a reader starts on one: between the many tiny
-    queries of a trial-sized study DuckDB's idle workers spin, half a second of CPU to open one)."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {HELD}")
+    """{lake table: bytes of its Parquet files}; lets a lake above `ONE_THREAD_BYTES` be read on every core
+    (a reader starts on one: between the many tiny queries of a trial-sized study DuckDB's idle workers
+    spin, half a second of CPU to open one)."""
     sizes = dict(con.execute(f"SELECT table_name, file_size_bytes FROM ducklake_table_info({sql_literal(LAKE)})")
                  .fetchall()) if _is_lake(con) else {}
     if sum(sizes.values()) > ONE_THREAD_BYTES:
