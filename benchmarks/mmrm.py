@@ -100,8 +100,14 @@ def main() -> None:
         data.to_csv(csv, index=False)
         names.write_text("\n".join(visits) + "\n")
         script.write_text(R_FIT)
-        out = subprocess.run(["Rscript", str(script), str(csv), str(names), str(args.repeat)], check=True,
-                             capture_output=True, text=True).stdout
+        try:
+            out = subprocess.run(["Rscript", str(script), str(csv), str(names), str(args.repeat)], check=True,
+                                 capture_output=True, text=True).stdout
+        except FileNotFoundError:
+            raise SystemExit("benchmarks/mmrm.py needs R with nlme (Debian: r-base-core r-cran-nlme; the tests "
+                             "install them when missing)") from None
+        except subprocess.CalledProcessError as e:
+            raise SystemExit(f"R's gls failed: {e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}") from None
     r = json.loads(out.strip().splitlines()[-1])
     cpu, wall, fit = skintrack_fit(data, visits, args.repeat)
     gap = max(abs(fit.diff(v, t)["estimate"] - r[t][j]) / fit.diff(v, t)["std_error"]
