@@ -5,7 +5,10 @@ Exit status: 0 when everything was taken, 1 when any input was rejected or any p
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
+import io
 import json
 import os
 import sys
@@ -273,6 +276,47 @@ def _output(fn):
     return fn
 
 
+class _Tee(io.StringIO):
+    """Standard output that also keeps what it was given."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text):
+        self.stream.write(text)
+        return super().write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _kept(dated: bool = False):
+    """The command answers again what it printed (and wrote into `--out`) for the same options, study version,
+    plan and skintrack (`skintrack.kept`); `--fresh` computes it again. `dated`: the output prints today's date."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(fresh, **options):
+            from . import kept
+
+            study, out, version = options["study"], options.get("out"), options.get("version")
+            k = kept.key(fn.__name__, options, study, version, dated)
+            text = None if fresh else kept.replay(k, out)
+            if text is not None:
+                click.echo(text, nl=False)
+                click.echo("(the output kept for this study version, plan and skintrack: --fresh computes it again)",
+                           err=True)
+                return
+            before = kept.listing(out)
+            with contextlib.redirect_stdout(_Tee(sys.stdout)) as printed:
+                fn(**options)
+            if k is not None and k == kept.key(fn.__name__, options, study, version, dated):  # nothing committed
+                kept.keep(k, printed.getvalue(), out, before)
+        return click.option("--fresh", is_flag=True, help="Compute again instead of answering what this command "
+                            "printed for the same study version, plan and options.")(run)
+    return wrap
+
+
 def _emit(df, fmt):
     if fmt == "csv":
         from .sinks import spreadsheet_frame
@@ -318,6 +362,7 @@ _QC = click.option("--exclude-flagged/--include-flagged", default=None,
 @click.option("--relative", is_flag=True, help="Threshold in % of baseline (responders).")
 @_QC
 @_output
+@_kept()
 def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagged, fmt):
     """Per-person trends of one metric: timeline, change, slopes, cohort, responders, or the MMRM's LS-means
     and differences.
@@ -353,6 +398,7 @@ def _mmrm_table(fit):
 @click.option("--test", help="paired_t or wilcoxon (paired); welch, mannwhitney or ancova (--arms).")
 @_QC
 @_output
+@_kept()
 def compare(study, metrics, baseline, followup, visit, test, exclude_flagged, fmt):
     """Paired tests against baseline for several metrics, or treatment against control at one visit.
 
@@ -453,6 +499,7 @@ def plan(study, source, title, sponsor, product, protocol, baseline, visits, con
 @click.argument("metric")
 @_QC
 @_output
+@_kept()
 def mmrm_command(study, metric, exclude_flagged, fmt):
     """The MMRM of METRIC's change from baseline under the plan: how it was fitted, the LS-means and each
     treatment minus the control (with --csv or --json, the differences).
@@ -500,6 +547,7 @@ def plot(study, chart, metric, out, visit, threshold, exclude_flagged):
 @main.command()
 @click.argument("study", type=click.Path(file_okay=False))
 @_output
+@_kept()
 def endpoints(study, fmt):
     """The plan's primary and key secondary endpoints in testing order, by the MMRM, with the multiplicity
     decision (what a sponsor reports; never the smallest p-values).
@@ -530,6 +578,7 @@ def endpoints(study, fmt):
 @click.option("--imputations", type=int, help="Imputations per method (default: the plan's, else 100).")
 @click.option("--seed", type=int, help="Seed of every draw (default: the plan's).")
 @_output
+@_kept()
 def sensitivity(study, methods, imputations, seed, fmt):
     """The primary endpoint's missing-data and QC sensitivity analyses: the MMRM as planned, QC handled the
     other way, multiple imputation under MAR, jump to reference, copy reference, the tipping point.
@@ -544,6 +593,7 @@ def sensitivity(study, methods, imputations, seed, fmt):
 @click.option("--metrics", default="", help="Comma-separated metric keys (default: every metric the panel has).")
 @click.option("--all", "show_all", is_flag=True, help="Every metric of every run, not only those that moved.")
 @_output
+@_kept()
 def drift(study, metrics, show_all, fmt):
     """The sentinel panel's results against its reference run: per run and metric the shift, its 95% CI and
     whether it exceeds the minimal detectable change (at a 5% family-wise error over the metrics). Exit status 1
@@ -577,6 +627,7 @@ def drift(study, metrics, show_all, fmt):
 @click.option("--test", type=click.Choice(["paired_t", "wilcoxon"]), default="paired_t", show_default=True,
               help="The test of each visit's change against baseline.")
 @_output
+@_kept()
 def claims(study, metrics, test, fmt):
     """The claim table a cosmetic dossier prints: per metric, arm and visit, the mean change and % change from
     baseline with 95% CIs, the p-value against baseline and the share of subjects improved.
@@ -614,6 +665,7 @@ def agreement(study, a, b, chart, fmt):
 @click.argument("study", type=click.Path(file_okay=False))
 @click.option("--metrics", default="", help="Comma-separated measure keys (default: every measure with raters).")
 @_output
+@_kept()
 def raters(study, metrics, fmt):
     """Agreement between the raters of each measure graded by two or more: ICC(2,1) with its 95% CI and,
     for grades, the weighted kappa of each pair of raters.
@@ -632,6 +684,7 @@ def raters(study, metrics, fmt):
 @click.option("--metrics", default="", help="Comma-separated metric keys (default: every metric).")
 @click.option("--all", "show_all", is_flag=True, help="Also the metrics whose offset is 0.")
 @_output
+@_kept()
 def bridge(study, metrics, show_all, fmt):
     """The offset between API generations per metric, from photos analysed under both (sentinels, or photos
     sent again on purpose): the mean difference (newer minus older), its SD, 95% CI and each photo's.
@@ -699,6 +752,7 @@ def qc(study, flagged_only, fmt):
 @click.option("--product", help="Product (default: the plan's).")
 @click.option("--protocol", help="Protocol (default: the plan's).")
 @_VERSION
+@_kept(dated=True)
 def report(study, out, metrics, subject, no_pdf, no_docx, paper, figures, title, sponsor, product, protocol, version):
     """Write the dossier-ready trial report: self-contained HTML, a paged PDF of it, a DOCX with the same
     numbered tables and figures for the medical writer, and the figures.

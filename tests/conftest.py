@@ -13,6 +13,9 @@ import pytest
 
 from skintrack.sample import sample_study_dir
 
+# Commands compute on every call here; tests/test_kept.py turns the kept outputs (skintrack.kept) on itself.
+os.environ["SKINTRACK_CACHE"] = "off"
+
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = sorted((FIXTURES / "real").rglob("*.json")) + [FIXTURES / "seed-example.json"]
 REAL_IDS = [str(p.relative_to(FIXTURES)) for p in REAL]

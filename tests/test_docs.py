@@ -111,19 +111,22 @@ def test_the_readme_commands_run(tmp_path, run_cli):
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        ran = []
+        ran, previous = [], None
         for args in readme_commands():
             if args[1] in ("analyze", "emulate", "share"):  # an API, a photo folder, a PostgreSQL server
                 continue
-            proc = run_cli(*args[1:])
+            proc = run_cli(*args[1:], env={"SKINTRACK_CACHE": str(tmp_path / "kept")})  # as a user has it
             assert proc.returncode == 0, (args, proc.stderr)
             ran.append((args[1], proc.stdout))
+            answered_again = "the output kept for this study version" in proc.stderr
+            assert answered_again == (args == previous), args  # only a command run again on the same study
+            previous = args
     finally:
         os.chdir(cwd)
     names = [a for a, _ in ran]
     assert names == ["ingest", "ingest", "metrics", "demo", "drift", "bridge", "check", "plan", "plan", "endpoints",
                      "sensitivity", "ingest", "raters", "trends", "trends", "compare", "compare", "qc", "export",
-                     "report", "history", "compact", "ingest"]
+                     "report", "history", "compact", "endpoints", "endpoints", "ingest"]
 
     def at(name, k=0):
         return [o for a, o in ran if a == name][k]
@@ -140,4 +143,5 @@ def test_the_readme_commands_run(tmp_path, run_cli):
     assert "glasses_changed" in at("qc")
     assert "measure readings 624" in at("ingest", 2) and "ICC(2,1)" in at("raters")
     assert at("export").splitlines()[0].endswith("trial-adam/adsl.xpt") and "define.csv" in at("export")
+    assert at("endpoints", 1) == at("endpoints", 2)  # the second answered from the first (kept)
     assert "1. Primary endpoint 1, Skin moisture score at W12 (MMRM, Holm testing at alpha 0.05)" in at("report")

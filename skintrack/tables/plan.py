@@ -42,8 +42,8 @@ from pathlib import Path
 from ..errors import UsageError
 from .catalog import metric_info
 from .generations import NAMES as GENERATION_NAMES
+from .layout import PLAN as FILE  # noqa: F401 (plan.FILE, read by other modules)
 
-FILE = "plan.toml"
 MULTIPLICITY = ("fixed_sequence", "holm")
 ARM_COMPARISONS = ("dunnett", "holm", "dose_order", "none")
 QC_HANDLING = ("exclude", "include")

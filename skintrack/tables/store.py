@@ -50,11 +50,9 @@ import pyarrow as pa
 from ..errors import StoreError, UsageError
 from ..sinks import sql_identifier, sql_literal
 from .catalog import metric_keys
+from .layout import CATALOG, CONFIG, DATA  # noqa: F401 (store.CATALOG, ... are read by other modules)
 from .schema import TABLES, WRINKLE_MEASURES
 
-CATALOG = "lake.sqlite"
-DATA = "lake"
-CONFIG = "store.toml"
 LAKE = "lake"  # the name the catalog is attached under
 META = f"__ducklake_metadata_{LAKE}"  # DuckLake's own tables of the attached catalog
 HELD = "held"  # the schema of in-memory copies of a small study's tables at one version (hold_in_memory)

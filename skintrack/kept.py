@@ -1,0 +1,195 @@
+"""What a read-only command printed and wrote, kept per study version: the same command on the same data
+answers again at once (the `skintrack` commands that compute, `skintrack.cli`).
+
+A command's output depends only on its options, the study's data at one version, its plan and the code that
+computes it, so `key` hashes all of them:
+
+- the command and its options (an output folder included);
+- the study folder, and its catalog's row of the version read: number and commit time to the microsecond
+  (a study deleted and ingested again has other times);
+- the size and change time of every data file of the lake (a file changed behind the catalog's back);
+- `plan.toml` as it is now (an edit counts before the study keeps it as a version);
+- the code: every file of the skintrack package, where and when each library it computes with was
+  installed, and the Python version; the date, for a command that prints it (the report).
+
+A study whose catalog is shared (`store.toml`) or cannot be read is never kept. Entries live in
+`$SKINTRACK_CACHE` (default `$XDG_CACHE_HOME/skintrack` or `~/.cache/skintrack`; `off` keeps nothing), one
+folder per key holding `stdout` and the files written. An entry is made under a temporary name and renamed
+into place, so a crash never leaves half of one; it is kept only when the key is the same after the run as
+before it (nothing committed meanwhile). The least recently used go above `LIMIT_BYTES`.
+
+Example
+-------
+>>> import tempfile
+>>> from unittest import mock
+>>> from skintrack.demo import demo_study
+>>> study = demo_study().path
+>>> with mock.patch.dict(os.environ, {"SKINTRACK_CACHE": tempfile.mkdtemp()}):
+...     k = key("endpoints", {"fmt": None}, study)
+...     first = replay(k)
+...     keep(k, "the table\\n")
+...     (first, replay(k), k == key("endpoints", {"fmt": "csv"}, study))
+(None, 'the table\\n', False)
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+from .tables.layout import CATALOG, CONFIG, DATA, PLAN
+
+LIMIT_BYTES = 1 << 30
+LIBRARIES = ("numpy", "scipy", "pandas", "duckdb", "pyarrow", "matplotlib", "statsmodels", "jinja2", "docx", "PIL",
+             "markupsafe", "pyreadstat", "openpyxl", "lxml")
+STDOUT = "stdout"
+FILES = "files"
+
+
+def cache_dir() -> Path | None:
+    """Where entries live; None when `SKINTRACK_CACHE=off`."""
+    chosen = os.environ.get("SKINTRACK_CACHE")
+    if chosen == "off":
+        return None
+    if chosen:
+        return Path(chosen)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "skintrack"
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of skintrack's own files and of the libraries' installed places and times (an upgrade of either
+    changes it)."""
+    h = hashlib.sha256(sys.version.encode())
+    package = Path(__file__).parent
+    for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for name in LIBRARIES:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        stat = os.stat(origin) if origin and os.path.exists(origin) else None
+        h.update(f"{name}={origin}:{stat and (stat.st_size, stat.st_mtime_ns)}".encode())
+    return h.hexdigest()
+
+
+def _snapshot(study: Path, version: int | None):
+    """The catalog's row of `version` (else the newest), or None when it cannot be read."""
+    if (study / CONFIG).exists() or not (study / CATALOG).is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{(study / CATALOG).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            where, args = ("WHERE snapshot_id = ?", [version]) if version is not None else ("", [])
+            row = con.execute(f"SELECT snapshot_id, snapshot_time FROM ducklake_snapshot {where} "
+                              "ORDER BY snapshot_id DESC LIMIT 1", args).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return list(row) if row else None
+
+
+def _listing(folder: Path) -> dict:
+    """Relative path -> [size, change time in ns] of every file under `folder`."""
+    out = {}
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            out[os.path.relpath(path, folder)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def key(command: str, options: dict, study, version: int | None = None, dated: bool = False) -> str | None:
+    """The hash of everything `command` with `options` reads from `study` (module docstring), or None when
+    its output is not to be kept."""
+    study = Path(study).resolve()
+    snapshot = _snapshot(study, version)
+    if snapshot is None or cache_dir() is None:
+        return None
+    plan = study / PLAN
+    parts = {"command": command, "options": {k: options[k] for k in sorted(options)}, "study": str(study),
+             "snapshot": snapshot, "data": _listing(study / DATA),
+             "plan": plan.read_text(encoding="utf-8") if version is None and plan.exists() else None,
+             "code": code_fingerprint(), "date": dt.date.today().isoformat() if dated else None}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def replay(k: str | None, out=None) -> str | None:
+    """The output kept under `k` (its files copied back into `out`), or None when there is none."""
+    root = cache_dir()
+    entry = root / k[:2] / k if root is not None and k else None
+    if entry is None or not (entry / STDOUT).is_file():
+        return None
+    try:
+        text = (entry / STDOUT).read_text(encoding="utf-8")
+        files = entry / FILES
+        if files.is_dir():
+            for source in sorted(p for p in files.rglob("*") if p.is_file()):
+                target = Path(out) / source.relative_to(files)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+        os.utime(entry)  # recently used
+    except (OSError, UnicodeDecodeError):
+        return None  # an entry that cannot be read back is computed again
+    return text
+
+
+def listing(out) -> dict:
+    """What `out` holds now, to find afterwards the files a command wrote (`keep`'s `written_since`)."""
+    return _listing(Path(out)) if out is not None and Path(out).is_dir() else {}
+
+
+def keep(k: str | None, stdout: str, out=None, written_since: dict | None = None) -> None:
+    """Keep `stdout` and the files of `out` new or changed since `written_since` under `k`; a failure to
+    keep (a full disk, a read-only cache) costs only the next run's time."""
+    root = cache_dir()
+    if root is None or not k:
+        return
+    entry = root / k[:2] / k
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=".making-", dir=entry.parent))
+        try:
+            if out is not None:
+                before = written_since or {}
+                for rel, stat in listing(out).items():
+                    if before.get(rel) != stat:
+                        (temp / FILES / rel).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(Path(out) / rel, temp / FILES / rel)
+            (temp / STDOUT).write_text(stdout, encoding="utf-8")
+            if entry.exists():  # computed again (--fresh): the new entry replaces the old
+                old = Path(tempfile.mkdtemp(prefix=".old-", dir=entry.parent))
+                os.replace(entry, old / "entry")
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(temp, entry)
+        except OSError:
+            shutil.rmtree(temp, ignore_errors=True)
+            if not (entry / STDOUT).is_file():
+                raise
+        _prune(root)
+    except OSError:
+        return
+
+
+def _prune(root: Path) -> None:
+    """Remove the least recently used entries while all of them take more than `LIMIT_BYTES`."""
+    entries = [e for d in root.iterdir() if d.is_dir() for e in d.iterdir() if e.is_dir() and not e.name.startswith(".")]
+    sizes = {e: sum(s for s, _ in _listing(e).values()) for e in entries}
+    total = sum(sizes.values())
+    for entry in sorted(entries, key=lambda e: e.stat().st_mtime):
+        if total <= LIMIT_BYTES:
+            break
+        shutil.rmtree(entry, ignore_errors=True)
+        total -= sizes[entry]
