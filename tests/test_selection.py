@@ -118,3 +118,28 @@ def test_capture_qc_compares_with_the_plans_baseline_visit(tmp_path, sample):
     q = skintrack.open(tmp_path / "s").qc().set_index("visit")
     assert not q.loc["D0", "glasses_changed"] and not q.loc["W4", "glasses_changed"]
     assert q.loc["SCR", "glasses_changed"]  # the screening photo is the one unlike the baseline
+
+
+@pytest.mark.parametrize("windows", ["exclude", "nearest", "nominal"])
+def test_records_kept_per_version_are_the_records_the_sql_computes(study, windows):
+    """A study computes each metric's records once per version and rules (`Study._from_kept_records`); every
+    helper reads from them exactly what the records' own SQL gives, and a new version computes them again."""
+    s = _plan(study, windows=windows, rescue="hypothetical", discontinuation="hypothetical")
+    computed = skintrack.open(study)
+    computed._from_kept_records = lambda query, params: (query, params)
+
+    def helpers(x):
+        ch = x.change_from_baseline("score.water")
+        return [x.timeline("score.water", exclude_flagged=False), x.timeline("score.rough"), ch,
+                pd.DataFrame(ch.attrs["excluded"]), x.slopes("score.water"), x.cohort("score.rough"),
+                x.responders("score.water", 2.0), x.mmrm("score.water").diffs]
+
+    for kept, own in zip(helpers(s), helpers(computed)):
+        pd.testing.assert_frame_equal(kept, own, check_exact=True)
+    tables = set(s._records.values())
+    assert len(tables) == 3  # score.water with and without QC exclusion, score.rough
+    _plan(study, windows="nominal" if windows != "nominal" else "exclude")  # a new version
+    s.timeline("score.water")
+    assert not tables & set(s._records.values())
+    left = s.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
+    assert not tables & {name for (name,) in left}  # the earlier version's tables are gone

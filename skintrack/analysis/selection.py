@@ -36,6 +36,9 @@ from ..tables.catalog import metric_info
 from .qc import QC_SQL, QCLimits
 
 TRUTHY = ("1", "true", "yes", "y")
+# records_sql's CTEs are enclosed in these comments, so that a study can compute them once per version and
+# metric and read them from there (`Study.sql`); other engines read the comments as comments
+RECORDS_START, RECORDS_END = "/* records */", "/* end of records */"
 
 
 @dataclass(frozen=True)
@@ -163,19 +166,24 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
         why.append(f"CASE WHEN {_case(r, 'j.visit', 'pos')} > {_case(r, 'disc.discontinued_after', 'pos')} THEN "
                    "'after the last visit on treatment (hypothetical strategy)' END")
     reason = f"coalesce({', '.join(why)})" if len(why) > 1 else why[0] if why else "CAST(NULL AS VARCHAR)"
-    sql = "".join(c + ",\n" for c in ctes) + f"""
+    ranked = "true" if r.windows == "nearest" else "coalesce(dup, false)"  # nearest: the window picks the visit
+    sql = RECORDS_START + "".join(c + ",\n" for c in ctes) + f"""
     m AS ({source}),
     j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.seq, i.dup, m.value, m.analysis_id
           FROM m JOIN session_index i USING (analysis_id) WHERE m.value IS NOT NULL),
     r0 AS (SELECT j.subject_id, j.visit, j.taken_at, j.days, j.seq, j.dup, j.value, j.analysis_id, {avisit} AS avisit,
                   {study_day} AS study_day, {dist} AS dist, {reason} AS why
            FROM j {' '.join(joins)}),
+    ranked AS (  -- only where a visit holds several captures (a session's `dup` is its whole visit's): at 1M
+                 -- records, a window over every row was the records' largest cost
+        SELECT *, row_number() OVER (PARTITION BY subject_id, coalesce(avisit, analysis_id)
+                                     ORDER BY dist NULLS LAST, taken_at DESC NULLS LAST, analysis_id) AS pick
+        FROM r0 WHERE why IS NULL AND {ranked}
+        UNION ALL
+        SELECT *, 1 AS pick FROM r0 WHERE NOT (why IS NULL AND {ranked})),
     recs AS (SELECT subject_id, visit, avisit, taken_at, days, study_day, value, analysis_id, seq,
                     coalesce(why, CASE WHEN pick > 1 THEN 'another capture of this visit is used' END) AS reason
-             FROM (SELECT *, CASE WHEN why IS NULL AND (dup OR {'true' if r.windows == 'nearest' else 'false'})
-                                  THEN row_number() OVER (PARTITION BY subject_id, coalesce(avisit, analysis_id),
-                                       why IS NULL ORDER BY dist NULLS LAST, taken_at DESC NULLS LAST, analysis_id)
-                                  ELSE 1 END AS pick FROM r0))"""
+             FROM ranked)""" + RECORDS_END
     return sql, params
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import re
 from pathlib import Path
@@ -29,8 +30,11 @@ from . import agreement as agreement_, claims as claims_, instrument, qc, raters
 from .endpoints import shift_table
 from .mmrm import MMRMResult
 from .repeatability import repeatability as measure_repeatability
+from .selection import RECORDS_END, RECORDS_START
 
 CACHED_ROWS, CACHED_QUERIES = 200_000, 512  # results kept per version: small ones, and not too many
+KEPT_RECORDS = 16  # records tables kept per version (a metric under one set of rules each)
+_RECORD_TABLES = itertools.count()  # their names, unique in the process
 
 
 def _frozen(value):
@@ -84,6 +88,10 @@ class Study:
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
         self._held, self._sizes = set(), None  # the small tables copied into memory at this version
+        for table in getattr(self, "_records", {}).values():  # an earlier version's records
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute(f"DROP TABLE IF EXISTS {table}")
+        self._records = {}  # records_sql's CTEs and parameters -> a temporary table of them at this version
         self._measure_rows = None
         if self._on_disk:
             self._declare_measures()
@@ -262,7 +270,7 @@ class Study:
                     self._sizes = store.lake_sizes(self.con)
                 store.hold_in_memory(self.con, query, self._held, self._sizes)
             # execute, not sql(): a relation with parameters ran 10x slower at 1M rows (benchmarks/study.py)
-            cur = self.con.execute(query, params)
+            cur = self.con.execute(*self._from_kept_records(query, params))
             return cur.to_arrow_table().to_pandas() if cur.description is not None else pd.DataFrame()
 
         try:
@@ -276,6 +284,25 @@ class Study:
                 self._results.clear()
             self._results[key] = result.copy()
         return result
+
+    def _from_kept_records(self, query: str, params):
+        """`query` and its parameters reading the records it computes (`selection.records_sql`) from a
+        temporary table made once per metric and rules at this version: the helpers, models and report
+        read the same records many times. The table's rows are the CTE's own (tests/test_trends.py)."""
+        start, end = query.find(RECORDS_START), query.find(RECORDS_END)
+        if start < 0 or end < 0 or not isinstance(params, dict):
+            return query, params
+        block = query[start + len(RECORDS_START):end]
+        used = {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", block)}
+        key = _frozen((block, used))
+        if key not in self._records:
+            if len(self._records) >= KEPT_RECORDS:
+                self.con.execute(f"DROP TABLE IF EXISTS {self._records.pop(next(iter(self._records)))}")
+            table = f"kept_records_{next(_RECORD_TABLES)}"
+            self.con.execute(f"CREATE TEMP TABLE {table} AS WITH {block} SELECT * FROM recs", used)
+            self._records[key] = table
+        query = f"{query[:start]}recs AS (SELECT * FROM {self._records[key]}){query[end + len(RECORDS_END):]}"
+        return query, {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", query)}
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def rules(self, exclude_flagged: bool | None = None, baseline: str | None = None) -> selection.Rules:
