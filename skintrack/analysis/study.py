@@ -49,6 +49,11 @@ def _frozen(value):
     raise TypeError(f"{type(value).__name__} is not kept as a key")
 
 
+def _named(params: dict, sql: str) -> dict:
+    """The parameters `sql` names (`$name`): builders pass every one their rules might use."""
+    return {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", sql)}
+
+
 class Study:
     """A study folder opened for reading: `con` has one view per table plus `metrics` and `metrics_wide`,
     all at one version of the study (`version`).
@@ -253,7 +258,7 @@ class Study:
         if self._measure_rows is not None and measures_owner() is not self:  # another study queried since
             declare_measures(self._measure_rows, self)
         if isinstance(params, dict):  # bind what the query names (builders pass what their rules might use)
-            params = {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", query)}
+            params = _named(params, query)
         if self._engine is not None:
             return self._engine.sql(query, params)
         self._sync()
@@ -288,12 +293,12 @@ class Study:
     def _from_kept_records(self, query: str, params):
         """`query` and its parameters reading the records it computes (`selection.records_sql`) from a
         temporary table made once per metric and rules at this version: the helpers, models and report
-        read the same records many times. The table's rows are the CTE's own (tests/test_trends.py)."""
+        read the same records many times. The table's rows are the CTE's own (tests/test_selection.py)."""
         start, end = query.find(RECORDS_START), query.find(RECORDS_END)
         if start < 0 or end < 0 or not isinstance(params, dict):
             return query, params
         block = query[start + len(RECORDS_START):end]
-        used = {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", block)}
+        used = _named(params, block)
         key = _frozen((block, used))
         if key not in self._records:
             if len(self._records) >= KEPT_RECORDS:
@@ -302,7 +307,7 @@ class Study:
             self.con.execute(f"CREATE TEMP TABLE {table} AS WITH {block} SELECT * FROM recs", used)
             self._records[key] = table
         query = f"{query[:start]}recs AS (SELECT * FROM {self._records[key]}){query[end + len(RECORDS_END):]}"
-        return query, {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", query)}
+        return query, _named(params, query)
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def rules(self, exclude_flagged: bool | None = None, baseline: str | None = None) -> selection.Rules:
