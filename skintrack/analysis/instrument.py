@@ -166,12 +166,15 @@ def drift(study, metrics=None, batch: str | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=DRIFT_COLUMNS)
     runs, refs = _references(study, values)
     by_run = {k: g for k, g in values.groupby(["batch", "position"], dropna=False)}
-    rows, repeats = [], study_noise(study, values["metric"].unique())
+    rows, repeats, floors = [], study_noise(study, values["metric"].unique()), {}
     for i, (run, ref) in enumerate(zip(runs.to_dict("records"), refs)):
         if _key(run) == _key(ref) or (batch is not None and run["batch"] != batch):
             continue
+        before = _reference_runs(runs, ref, i)
+        if before not in floors:  # the runs after a whole reference batch share its floor
+            floors[before] = _floor(repeats, values, before)
         rows += _compare(by_run[(run["batch"], run["position"])], by_run[(ref["batch"], ref["position"])], run, ref,
-                         _floor(repeats, values, runs, ref, i))
+                         floors[before])
     return pd.DataFrame(rows, columns=DRIFT_COLUMNS)
 
 
@@ -179,12 +182,15 @@ def _key(run: dict) -> tuple:
     return run["batch"], run["position"]
 
 
-def _floor(repeats: dict, values: pd.DataFrame, runs: pd.DataFrame, ref: dict, i: int) -> pd.DataFrame:
-    """The noise floor for the i-th run: the study's repeats, else the sentinel's repeats in the runs of
-    its reference batch before it (never the run being judged)."""
+def _reference_runs(runs: pd.DataFrame, ref: dict, i: int) -> frozenset:
+    """The runs of the i-th run's reference batch before it (never the run being judged): (batch, position)."""
     before = runs.iloc[:i]
-    keys = set(zip(before.loc[before["batch"] == ref["batch"], "batch"], before.loc[before["batch"] == ref["batch"],
-                                                                                    "position"]))
+    mine = before["batch"] == ref["batch"]
+    return frozenset(zip(before.loc[mine, "batch"], before.loc[mine, "position"]))
+
+
+def _floor(repeats: dict, values: pd.DataFrame, keys: frozenset) -> pd.DataFrame:
+    """The noise floor: the study's repeats, else the sentinel's repeats in the runs `keys`."""
     mine = values[[k in keys for k in zip(values["batch"], values["position"])]]
     return noise(repeats, mine).set_index("metric")
 
@@ -221,7 +227,7 @@ def within_batch(study, batch: str, metrics=None) -> str | None:
     if not {"start", "end"} <= set(info):
         return None
     (_, start, ref), (i, end, _) = info["start"], info["end"]
-    floor = _floor(study_noise(study, values["metric"].unique()), values, runs, ref, i)
+    floor = _floor(study_noise(study, values["metric"].unique()), values, _reference_runs(runs, ref, i))
     mine = values[values["batch"] == batch]
     return verdict(pd.DataFrame(_compare(mine[mine["position"] == "end"], mine[mine["position"] == "start"], end,
                                          start, floor), columns=DRIFT_COLUMNS))
