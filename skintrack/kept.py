@@ -97,10 +97,11 @@ def _snapshot(study: Path, version: int | None):
     return list(row) if row else None
 
 
-def _listing(folder: Path) -> dict:
-    """Relative path -> [size, change time in ns] of every file under `folder`."""
+def listing(folder) -> dict:
+    """Relative path -> [size, change time in ns] of every file under `folder` (none when it is None or
+    missing): a lake's data files, or what an output folder held before a command wrote into it."""
     out = {}
-    for root, _dirs, names in os.walk(folder):
+    for root, _dirs, names in os.walk(folder) if folder is not None else ():
         for name in names:
             path = os.path.join(root, name)
             try:
@@ -109,6 +110,11 @@ def _listing(folder: Path) -> dict:
                 continue
             out[os.path.relpath(path, folder)] = [st.st_size, st.st_mtime_ns]
     return out
+
+
+def _entry(k: str | None) -> Path | None:
+    root = cache_dir()
+    return root / k[:2] / k if root is not None and k else None
 
 
 def key(command: str, options: dict, study, version: int | None = None, dated: bool = False) -> str | None:
@@ -120,7 +126,7 @@ def key(command: str, options: dict, study, version: int | None = None, dated: b
         return None
     plan = study / PLAN
     parts = {"command": command, "options": {k: options[k] for k in sorted(options)}, "study": str(study),
-             "snapshot": snapshot, "data": _listing(study / DATA),
+             "snapshot": snapshot, "data": listing(study / DATA),
              "plan": plan.read_text(encoding="utf-8") if version is None and plan.exists() else None,
              "code": code_fingerprint(), "date": dt.date.today().isoformat() if dated else None}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -128,8 +134,7 @@ def key(command: str, options: dict, study, version: int | None = None, dated: b
 
 def replay(k: str | None, out=None) -> str | None:
     """The output kept under `k` (its files copied back into `out`), or None when there is none."""
-    root = cache_dir()
-    entry = root / k[:2] / k if root is not None and k else None
+    entry = _entry(k)
     if entry is None or not (entry / STDOUT).is_file():
         return None
     try:
@@ -146,39 +151,29 @@ def replay(k: str | None, out=None) -> str | None:
     return text
 
 
-def listing(out) -> dict:
-    """What `out` holds now, to find afterwards the files a command wrote (`keep`'s `written_since`)."""
-    return _listing(Path(out)) if out is not None and Path(out).is_dir() else {}
-
-
 def keep(k: str | None, stdout: str, out=None, written_since: dict | None = None) -> None:
-    """Keep `stdout` and the files of `out` new or changed since `written_since` under `k`; a failure to
-    keep (a full disk, a read-only cache) costs only the next run's time."""
-    root = cache_dir()
-    if root is None or not k:
+    """Keep `stdout` and the files of `out` new or changed since `written_since` (a `listing`) under `k`; a
+    failure to keep (a full disk, a read-only cache) costs only the next run's time."""
+    entry = _entry(k)
+    if entry is None:
         return
-    entry = root / k[:2] / k
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=".making-", dir=entry.parent))
         try:
-            if out is not None:
-                before = written_since or {}
-                for rel, stat in listing(out).items():
-                    if before.get(rel) != stat:
-                        (temp / FILES / rel).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(Path(out) / rel, temp / FILES / rel)
+            for rel, stat in listing(out).items():
+                if (written_since or {}).get(rel) != stat:
+                    (temp / FILES / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(Path(out) / rel, temp / FILES / rel)
             (temp / STDOUT).write_text(stdout, encoding="utf-8")
             if entry.exists():  # computed again (--fresh): the new entry replaces the old
                 old = Path(tempfile.mkdtemp(prefix=".old-", dir=entry.parent))
                 os.replace(entry, old / "entry")
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(temp, entry)
-        except OSError:
-            shutil.rmtree(temp, ignore_errors=True)
-            if not (entry / STDOUT).is_file():
-                raise
-        _prune(root)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)  # nothing left once renamed into place
+        _prune(entry.parent.parent)
     except OSError:
         return
 
@@ -186,7 +181,7 @@ def keep(k: str | None, stdout: str, out=None, written_since: dict | None = None
 def _prune(root: Path) -> None:
     """Remove the least recently used entries while all of them take more than `LIMIT_BYTES`."""
     entries = [e for d in root.iterdir() if d.is_dir() for e in d.iterdir() if e.is_dir() and not e.name.startswith(".")]
-    sizes = {e: sum(s for s, _ in _listing(e).values()) for e in entries}
+    sizes = {e: sum(s for s, _ in listing(e).values()) for e in entries}
     total = sum(sizes.values())
     for entry in sorted(entries, key=lambda e: e.stat().st_mtime):
         if total <= LIMIT_BYTES:

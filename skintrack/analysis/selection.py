@@ -166,7 +166,7 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
         why.append(f"CASE WHEN {_case(r, 'j.visit', 'pos')} > {_case(r, 'disc.discontinued_after', 'pos')} THEN "
                    "'after the last visit on treatment (hypothetical strategy)' END")
     reason = f"coalesce({', '.join(why)})" if len(why) > 1 else why[0] if why else "CAST(NULL AS VARCHAR)"
-    ranked = "true" if r.windows == "nearest" else "coalesce(dup, false)"  # nearest: the window picks the visit
+    several = "true" if r.windows == "nearest" else "coalesce(dup, false)"  # nearest: the window picks the visit
     sql = RECORDS_START + "".join(c + ",\n" for c in ctes) + f"""
     m AS ({source}),
     j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.seq, i.dup, m.value, m.analysis_id
@@ -178,9 +178,9 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
                  -- records, a window over every row was the records' largest cost
         SELECT *, row_number() OVER (PARTITION BY subject_id, coalesce(avisit, analysis_id)
                                      ORDER BY dist NULLS LAST, taken_at DESC NULLS LAST, analysis_id) AS pick
-        FROM r0 WHERE why IS NULL AND {ranked}
+        FROM r0 WHERE why IS NULL AND {several}
         UNION ALL
-        SELECT *, 1 AS pick FROM r0 WHERE NOT (why IS NULL AND {ranked})),
+        SELECT *, 1 AS pick FROM r0 WHERE NOT (why IS NULL AND {several})),
     recs AS (SELECT subject_id, visit, avisit, taken_at, days, study_day, value, analysis_id, seq,
                     coalesce(why, CASE WHEN pick > 1 THEN 'another capture of this visit is used' END) AS reason
              FROM ranked)""" + RECORDS_END

@@ -76,6 +76,7 @@ class Study:
         self._engine = None
         display.register()
         self._reader = versions.Reader(self.path)
+        self._records = {}  # records_sql's CTEs and parameters -> a temporary table of them at this version
         self._connect(version)
 
     def _connect(self, version=None) -> None:
@@ -93,10 +94,10 @@ class Study:
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
         self._held, self._sizes = set(), None  # the small tables copied into memory at this version
-        for table in getattr(self, "_records", {}).values():  # an earlier version's records
+        for table in self._records.values():  # an earlier version's records
             with contextlib.suppress(duckdb.Error):
                 self.con.execute(f"DROP TABLE IF EXISTS {table}")
-        self._records = {}  # records_sql's CTEs and parameters -> a temporary table of them at this version
+        self._records = {}
         self._measure_rows = None
         if self._on_disk:
             self._declare_measures()
