@@ -14,10 +14,12 @@ $(BIN)/python:
 
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m compileall -q skintrack  # as pip does for an installed package: no compiling at each start
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q skintrack
 	touch $@ $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)

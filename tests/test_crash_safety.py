@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 import skintrack
-from skintrack.tables import store, upgrade
+from skintrack.tables import extensions, store, upgrade
 
 from conftest import FIXTURES, responses
 
@@ -149,8 +149,8 @@ def test_a_catalog_without_tables_is_an_empty_study_and_the_next_ingest_finishes
     study = tmp_path / "s"
     study.mkdir()
     con = duckdb.connect()
-    store.load_extension(con, "sqlite_scanner")
-    store.load_extension(con, "ducklake")
+    extensions.load(con, "sqlite_scanner")
+    extensions.load(con, "ducklake")
     con.execute(f"ATTACH 'ducklake:sqlite:{study / 'lake.sqlite'}' AS lake (DATA_PATH '{study / 'lake'}/')")
     con.close()  # DuckLake's own tables exist; the study's were never made
     for args in (("trends", study, "score.water", "--view", "timeline"), ("check", study), ("history", study),

@@ -21,11 +21,10 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..show import display  # helpers label their frames for Jupyter (like the plot accessor: DEVELOPERS.md)
-from ..tables import check, measures, store, versions
+from ..tables import measures, store, versions
 from ..tables.catalog import declare_measures, measures_owner
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
-from ..tables.upgrade import upgrade
 from . import agreement as agreement_, claims as claims_, instrument, qc, raters as raters_, selection, trends, trial
 from .endpoints import shift_table
 from .mmrm import MMRMResult
@@ -70,8 +69,10 @@ class Study:
             self.path.mkdir(parents=True)
         if not self.path.is_dir():
             raise UsageError(f"{self.path}: not a study folder")
-        if store.is_old_layout(self.path):
-            upgrade(self.path)  # a study written before the lake: converted once, nothing lost
+        if store.is_old_layout(self.path):  # a study written before the lake: converted once, nothing lost
+            from ..tables.upgrade import upgrade  # imported here: opening a study stays quick
+
+            upgrade(self.path)
         self._follow = version is None
         self._engine = None
         display.register()
@@ -625,6 +626,8 @@ class Study:
         >>> demo_study().check().empty
         True
         """
+        from ..tables import check  # imported here (with pyarrow.parquet): opening a study stays quick
+
         damaged = check.store_problems(self.path)
         if len(damaged):
             return damaged

@@ -31,8 +31,6 @@ import datetime as dt
 import errno
 import fcntl
 import getpass
-import glob
-import importlib
 import json
 import os
 import random
@@ -49,6 +47,7 @@ import pyarrow as pa
 
 from ..errors import StoreError, UsageError
 from ..sinks import sql_identifier, sql_literal
+from . import extensions
 from .catalog import metric_keys
 from .layout import CATALOG, CONFIG, DATA  # noqa: F401 (store.CATALOG, ... are read by other modules)
 from .schema import TABLES, WRINKLE_MEASURES
@@ -80,8 +79,6 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
 }
 SCHEMAS = {**TABLES, **BASE}
 KEYS = {"sessions": "analysis_id", "subjects": "subject_id", "measures": "reading_id"}  # tables whose rows are replaced per key
-_EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
-               "postgres_scanner": "duckdb_extension_postgres_scanner"}
 
 
 def is_study(study) -> bool:
@@ -138,21 +135,6 @@ def is_old_layout(study) -> bool:
     return (Path(study) / "batches").is_dir()
 
 
-def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Load a DuckDB extension from its PyPI package (pinned with DuckDB), or from DuckDB's own
-    repository when that package is missing."""
-    try:
-        package = importlib.import_module(_EXTENSIONS[name])
-        path = glob.glob(os.path.join(os.path.dirname(package.__file__), "extensions", f"v{duckdb.__version__}",
-                                      f"{name}.duckdb_extension"))
-    except ImportError:
-        path = []
-    if path:
-        con.execute(f"LOAD {sql_literal(path[0])}")
-    else:
-        con.execute(f"INSTALL {name}; LOAD {name}")
-
-
 def catalog_of(study: Path) -> tuple[str, str]:
     """(the DuckLake catalog to attach, its data path) for a study folder."""
     study = Path(study).resolve()
@@ -198,7 +180,8 @@ def connect(study, version: int | None = None, write: bool = False, views: bool 
     `version`, or the newest; none with `views=False`, for a reader of the catalog alone); a folder with no
     study yet gives empty views. A writer (`write=True`) gets no views (it writes `lake.main.<table>`), and
     the lake is created if needed."""
-    con = duckdb.connect(config={} if write else {"threads": 1})  # a reader's threads: see lake_sizes
+    # a reader's threads: see lake_sizes; unsigned extensions until the lake is attached (tables.extensions)
+    con = duckdb.connect(config={"allow_unsigned_extensions": True, **({} if write else {"threads": 1})})
     study = Path(study)
     check_catalog(study)
     if write or is_study(study):
@@ -206,6 +189,7 @@ def connect(study, version: int | None = None, write: bool = False, views: bool 
     else:
         con.execute(f"ATTACH ':memory:' AS {LAKE}")
         create_tables(con)
+    extensions.lock(con)
     if write or not views:
         return con
     if version is None:
@@ -237,8 +221,8 @@ def attach(con: duckdb.DuckDBPyConnection, study: Path, create: bool = False) ->
     write its index beside the file."""
     catalog, data = catalog_of(study)
     sqlite = not catalog.startswith("postgres:")
-    load_extension(con, "sqlite_scanner" if sqlite else "postgres_scanner")
-    load_extension(con, "ducklake")
+    extensions.load(con, "sqlite_scanner" if sqlite else "postgres_scanner")
+    extensions.load(con, "ducklake")
     if create:
         Path(data).mkdir(parents=True, exist_ok=True)
     elif sqlite and not os.access(study, os.W_OK):
