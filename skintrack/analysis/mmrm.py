@@ -417,6 +417,11 @@ class MMRMResult:
     _inference: _Inference | None = field(default=None, repr=False)
     _row: object = field(default=None, repr=False)
 
+    def __deepcopy__(self, memo) -> MMRMResult:
+        """The fit itself: a frame holding it in `.attrs` (pandas deep-copies those at every operation) shares
+        it, as every caller of `Study.mmrm` does."""
+        return self
+
     def diff(self, visit, treatment=None) -> pd.Series:
         """The row of `.diffs` at `visit` (for `treatment`, default the only one)."""
         rows = self.diffs[self.diffs["visit"] == visit]
