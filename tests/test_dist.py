@@ -1,10 +1,12 @@
 """skintrack.analysis.dist gives exactly scipy.stats's floats (it calls the scipy.special functions scipy.stats
 calls, without importing scipy.stats): checked on grids that reach the tails and small, fractional and huge df."""
+import warnings
+
 import numpy as np
 import pytest
 import scipy.stats
 
-from skintrack.analysis import dist
+from skintrack.analysis import dist, stats
 
 X = np.concatenate([-np.logspace(-6, 2, 40), [0.0], np.logspace(-6, 2, 40)])
 Q = np.concatenate([np.logspace(-12, -1, 30), np.linspace(0.1, 0.9, 17), 1 - np.logspace(-12, -1, 30)])
@@ -45,3 +47,17 @@ def test_noncentral_t_equals_scipy_stats(df):
     t = np.linspace(-5, 8, 53)
     for nc in (-2.0, 0.0, 0.3, 1.7, 5.0):
         assert np.array_equal(dist.nct_cdf(t, df, nc), scipy.stats.nct.cdf(t, df, nc), equal_nan=True)
+
+
+def test_one_sample_t_p_equals_scipy_stats():
+    rng = np.random.default_rng(3)
+    samples = [rng.normal(0.3, 1, n) for n in (2, 3, 5, 12, 40, 200)] + [
+        rng.integers(-3, 4, 25).astype(float),  # ties and zeros, as changes in whole grades are
+        1e6 + rng.normal(0, 1e-3, 10),  # a large mean and a tiny spread
+        np.array([2.0, 2.0, 2.0]),  # no spread: t infinite, p 0
+        np.array([1.0, np.nan, 2.0])]  # a missing value propagates
+    for x in samples:
+        with warnings.catch_warnings():  # scipy warns of the precision lost in the last two
+            warnings.simplefilter("ignore", RuntimeWarning)
+            theirs = scipy.stats.ttest_1samp(x, 0.0).pvalue
+        assert np.array_equal(stats.one_sample_t_p(x), theirs, equal_nan=True), x

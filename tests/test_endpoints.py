@@ -1,18 +1,21 @@
 """Endpoint models against independent implementations: R (MASS::glm.nb, glm, MASS::polr, wilcox.test) and
 statsmodels (Newcombe, odds ratio, TOST), on data with ties, zero counts, empty grades and missing visits;
 repeatability against a direct computation from the repeat captures."""
+import itertools
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 from statsmodels.stats.contingency_tables import Table2x2
 from statsmodels.stats.proportion import confint_proportions_2indep
 from statsmodels.stats.weightstats import ttost_ind
 
 import skintrack
 from skintrack.analysis import endpoints as ep
+from skintrack.analysis import stats
 from skintrack.demo import ingest_sample
 
 from test_mmrm import rscript  # noqa: F401 - the session fixture that installs R when missing
@@ -128,6 +131,22 @@ def test_responders_between_arms_match_statsmodels(k_t, n_t, k_c, n_c):
     table = Table2x2(cells + 0.5 if (cells == 0).any() else cells)  # Haldane-Anscombe: 0.5 to every cell
     assert rel(got["odds_ratio"], table.oddsratio) < 1e-12
     assert np.allclose([got["or_ci_low"], got["or_ci_high"]], table.oddsratio_confint(), rtol=1e-12)
+
+
+def test_fisher_exact_matches_r_and_scipy(rscript, tmp_path):  # noqa: F811
+    tables = [(9, 3, 3, 9), (5, 5, 5, 5), (3, 7, 7, 3), (0, 10, 4, 7), (12, 0, 5, 7), (0, 12, 0, 12), (1, 0, 0, 1),
+              (7, 13, 7, 13), (150, 50, 120, 80), (2, 198, 11, 189), (40, 160, 40, 160)]
+    pd.DataFrame(tables, columns=list("abcd")).to_csv(tmp_path / "t.csv", index=False)
+    script = ("t <- read.csv(commandArgs(TRUE)[1]); p <- apply(t, 1, function(r) fisher.test(matrix(r, 2, byrow = "
+              "TRUE))$p.value); writeLines(sprintf('%.17g', p), commandArgs(TRUE)[2])")
+    subprocess.run([rscript, "-e", script, str(tmp_path / "t.csv"), str(tmp_path / "p.txt")], check=True,
+                   capture_output=True)
+    for table, theirs in zip(tables, map(float, (tmp_path / "p.txt").read_text().split())):
+        assert rel(stats.fisher_exact_p(*table), theirs) < 1e-12, (table, theirs)
+    for k_t, k_c in itertools.product(range(13), range(11)):  # every table of arms of 12 and 10
+        table = (k_t, 12 - k_t, k_c, 10 - k_c)
+        theirs = scipy.stats.fisher_exact([table[:2], table[2:]])[1]
+        assert rel(stats.fisher_exact_p(*table), theirs) < 1e-12, (table, theirs)
 
 
 def test_tost_matches_statsmodels():

@@ -29,11 +29,11 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from . import dist
-from .stats import Z
+from .roots import brentq
+from .stats import Z, fisher_exact_p
 
 
 def _design(frame: pd.DataFrame, treatment: str, control: str, transform=None) -> tuple:
@@ -191,7 +191,7 @@ def responder_difference(k_t: int, n_t: int, k_c: int, n_c: int) -> dict:
     return {"responders_treatment": k_t, "n_treatment": n_t, "responders_control": k_c, "n_control": n_c,
             "risk_difference": rd, "rd_ci_low": low, "rd_ci_high": high, "odds_ratio": math.exp(log_or),
             "or_ci_low": math.exp(log_or - Z * se), "or_ci_high": math.exp(log_or + Z * se),
-            "or_zero_cell_correction": shift, "p_fisher": float(scipy.stats.fisher_exact([[a, b], [c, d]])[1])}
+            "or_zero_cell_correction": shift, "p_fisher": fisher_exact_p(a, b, c, d)}
 
 
 # ---- continuous changes ---------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def hedges_g(a, b, level: float = 0.95) -> dict:
         lo, hi, step = t - 1, t + 1, 1.0
         for _ in range(12):
             if f(lo) > 0 and f(hi) < 0:
-                return scipy.optimize.brentq(f, lo, hi, xtol=1e-12)
+                return brentq(f, lo, hi, xtol=1e-12)
             step *= 2
             lo, hi = (lo - step if not f(lo) > 0 else lo), (hi + step if not f(hi) < 0 else hi)
         raise ValueError(f"Hedges' g: no confidence limit found for t = {t:.3g} with {df} df")
@@ -297,7 +297,7 @@ def hodges_lehmann(a, b, level: float = 0.95) -> dict:
             return lo
         if w(hi) - zq >= 0:
             return hi
-        return scipy.optimize.brentq(lambda d: w(d) - zq, lo, hi, xtol=1e-10)
+        return brentq(lambda d: w(d) - zq, lo, hi, xtol=1e-10)
 
     return {"shift": float(root(0.0)), "ci_low": float(root(dist.norm_ppf(1 - alpha / 2))),
             "ci_high": float(root(dist.norm_ppf(alpha / 2))), "method": "normal approximation"}

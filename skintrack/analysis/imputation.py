@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from . import dist
+from .roots import brentq
 from .covariance import FALLBACK
 from .mmrm import design_row, fit_means, fit_mmrm  # noqa: F401 - design_row is used by callers building means
 
@@ -206,7 +206,7 @@ def tipping_point(imp: Imputations, treatment: str, alpha: float, direction: flo
     previous = 0.0
     for d in np.linspace(0.0, most, 81)[1:]:  # the first crossing (far shifts can turn the effect round)
         if (p_at(d) < alpha) != significant:
-            delta = scipy.optimize.brentq(lambda x: p_at(x) - alpha, previous, d, xtol=1e-6)
+            delta = brentq(lambda x: p_at(x) - alpha, previous, d, xtol=1e-6)
             return {"delta": delta, "p_at_zero": start, "note": ""}
         previous = d
     return {"delta": math.nan, "p_at_zero": start, "note": f"no shift up to {most:g} changes the conclusion"}

@@ -30,6 +30,7 @@ import numpy as np
 import scipy  # its submodules load on first use: opening a study stays quick
 
 from . import dist
+from .roots import brentq
 
 FAMILY = ("dunnett", "holm", "dose_order", "none")
 
@@ -80,7 +81,7 @@ def dunnett(t: np.ndarray, corr: np.ndarray, df: float) -> np.ndarray:
 
 def dunnett_quantile(level: float, corr: np.ndarray, df: float) -> float:
     """The critical value c with P(max |T| <= c) = level (for simultaneous intervals)."""
-    return float(scipy.optimize.brentq(lambda c: max_abs_t_cdf(c, corr, df) - level, 1e-6, 50, xtol=1e-10))
+    return float(brentq(lambda c: max_abs_t_cdf(c, corr, df) - level, 1e-6, 50, xtol=1e-10))
 
 
 def holm(p) -> np.ndarray:

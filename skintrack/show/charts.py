@@ -28,6 +28,8 @@ from ..errors import UsageError
 from ..sinks import html as escape_html
 from ..tables.catalog import metric_info
 
+# zlib's fastest level: a figure's PNG in about a third of the time of Pillow's default (6), for ~20% more bytes
+PNG_COMPRESSION = {"compress_level": 1}
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold", "axes.spines.top": False,
          "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "legend.frameon": False,
@@ -478,7 +480,10 @@ def save(fig: Figure, stem, formats=("png", "svg", "pdf")) -> list[Path]:
     out = []
     for fmt in formats:
         path = stem.parent / f"{stem.name}.{fmt}"  # not with_suffix: metric keys hold dots
-        fig.savefig(path, dpi=150 if fmt == "png" else None, metadata={"Creator": "skintrack"} if fmt != "png" else None)
+        if fmt == "png":
+            fig.savefig(path, dpi=150, pil_kwargs=PNG_COMPRESSION)
+        else:
+            fig.savefig(path, metadata={"Creator": "skintrack"})
         out.append(path)
     return out
 
@@ -486,7 +491,7 @@ def save(fig: Figure, stem, formats=("png", "svg", "pdf")) -> list[Path]:
 def png_bytes(fig: Figure, dpi: int = 150) -> bytes:
     """The figure as PNG bytes (for embedding)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, pil_kwargs=PNG_COMPRESSION)
     return buf.getvalue()
 
 
