@@ -45,23 +45,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .tables.layout import CATALOG, CONFIG, DATA, PLAN
+from .tables.layout import CATALOG, CONFIG, DATA, PLAN, cache_dir
 
 LIMIT_BYTES = 1 << 30
 LIBRARIES = ("numpy", "scipy", "pandas", "duckdb", "pyarrow", "matplotlib", "statsmodels", "jinja2", "docx", "PIL",
              "markupsafe", "pyreadstat", "openpyxl", "lxml")
 STDOUT = "stdout"
 FILES = "files"
-
-
-def cache_dir() -> Path | None:
-    """Where entries live; None when `SKINTRACK_CACHE=off`."""
-    chosen = os.environ.get("SKINTRACK_CACHE")
-    if chosen == "off":
-        return None
-    if chosen:
-        return Path(chosen)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "skintrack"
 
 
 @functools.cache

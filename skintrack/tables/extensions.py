@@ -33,8 +33,8 @@ from pathlib import Path
 
 import duckdb
 
-from ..kept import cache_dir
 from ..sinks import sql_literal
+from .layout import cache_dir
 
 PACKAGES = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
             "postgres_scanner": "duckdb_extension_postgres_scanner"}
