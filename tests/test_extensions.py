@@ -2,6 +2,7 @@
 file, and a study's connection never loads an unsigned file (skintrack.tables.extensions)."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 from unittest import mock
@@ -22,7 +23,7 @@ def unsigned_allowed(con) -> bool:
 @pytest.fixture
 def genuine(tmp_path) -> Path:
     """A copy of the PostgreSQL scanner's extension file (a study with a local catalog never loads it)."""
-    origin = Path(extensions.importlib.util.find_spec(extensions.PACKAGES["postgres_scanner"]).origin).parent
+    origin = Path(importlib.util.find_spec(extensions.PACKAGES["postgres_scanner"]).origin).parent
     found = next(origin.rglob("postgres_scanner.duckdb_extension"))
     copy = tmp_path / "ext" / "postgres_scanner.duckdb_extension"
     copy.parent.mkdir()
