@@ -60,12 +60,12 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Load the extension file at `path`: without DuckDB's signature check if DuckDB has verified this very
     file before and `con` still allows it, else with the check (remembering the file once it passes)."""
     identity = _identity(path)
-    if identity not in _remembered() or not _allows_unsigned(con):
-        lock(con)
-        con.execute(f"LOAD {sql_literal(str(path))}")  # DuckDB checks the signature, or refuses the file
+    trusted = identity in _remembered() and _allows_unsigned(con)
+    if not trusted:
+        lock(con)  # DuckDB checks the signature, or refuses the file
+    con.execute(f"LOAD {sql_literal(str(path))}")
+    if not trusted:
         _remember(identity)
-    else:
-        con.execute(f"LOAD {sql_literal(str(path))}")
 
 
 def lock(con: duckdb.DuckDBPyConnection) -> None:
