@@ -443,3 +443,47 @@ def test_three_arm_docx_matches_its_document(three_arm_report):
     for t in doc.tables:
         for row in t.cells.values.tolist():
             assert row in body, (t.number, row)
+
+
+def test_docx_tables_are_the_xml_python_docx_writes_cell_by_cell():
+    """word._grid copies one filled cell per alignment instead of formatting each cell through python-docx; the
+    table's XML is the same as python-docx's own, cell by cell, for every kind of text."""
+    from docx import Document as Word
+    from docx.enum.text import WD_ALIGN_PARAGRAPH
+    from docx.shared import Pt
+    from lxml import etree
+
+    from skintrack.show import word
+
+    texts = ["12.5", "", " lead", "trail ", "a\tb", "two\nlines", "\r", "Ünïcode ≥ 5 µm", "<b>&amp;</b>", "x" * 300,
+             "=HYPERLINK(1)", "S" + chr(0) + "01", "\u00a0nbsp"]
+    rows = [[texts[(r + c) % len(texts)] for c in range(4)] for r in range(2 * len(texts))]
+    header = ["subject", "visit" + chr(0), "value\t(mm)", " note"]
+    numeric = [False, False, True, False]
+
+    def by_python_docx(doc):
+        table = doc.add_table(rows=len(rows) + 1, cols=4)
+        table.style = doc.styles["Table Grid"]
+        table.alignment = word.WD_TABLE_ALIGNMENT.LEFT
+        word._repeat_header(table.rows[0])
+        for cell, text in zip(table.rows[0].cells, header):
+            cell.text = word.xml_text(text)
+            for run in cell.paragraphs[0].runs:
+                run.bold = True
+            word._shade(cell, "EEF3F8")
+        for r, values in enumerate(rows):
+            for c, (cell, text) in enumerate(zip(table.rows[r + 1].cells, values)):
+                cell.text = word.xml_text(text)
+                if numeric[c]:
+                    cell.paragraphs[0].alignment = WD_ALIGN_PARAGRAPH.RIGHT
+        for row in table.rows:
+            for cell in row.cells:
+                for p in cell.paragraphs:
+                    p.paragraph_format.space_after = Pt(0)
+                    for run in p.runs:
+                        run.font.size = Pt(8)
+        return table
+
+    ours, theirs = word._grid(Word(), rows, header, numeric), by_python_docx(Word())
+    assert etree.tostring(ours._tbl) == etree.tostring(theirs._tbl)
+    assert len(ours._tbl.findall(f".//{qn('w:tab')}")) > 0 and len(ours._tbl.findall(f".//{qn('w:br')}")) > 0
