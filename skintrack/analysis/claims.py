@@ -24,7 +24,7 @@ import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from ..tables.catalog import metric_info
-from .stats import one_sample_t_p, t_interval, wilson
+from .stats import one_sample_t, t_interval, wilson
 
 COLUMNS = ["metric", "arm", "visit", "n", "baseline_mean", "mean_change", "change_ci_low", "change_ci_high",
            "mean_pct_change", "pct_ci_low", "pct_ci_high", "p", "test", "improved", "improved_pct",
@@ -103,7 +103,7 @@ def _row(g: pd.DataFrame, better: str, test: str) -> dict:
         exact = len(nonzero) == n < 50 and len(np.unique(nonzero)) == n  # as R's wilcox.test decides
         out["p"] = float(scipy.stats.wilcoxon(delta, correction=True, method="exact" if exact else "approx").pvalue)
     else:
-        out["p"] = one_sample_t_p(delta)
+        out["p"] = one_sample_t(delta)[1]
     if better in ("higher", "lower"):
         k = int(g["improved"].fillna(False).astype(bool).sum())
         low, high = (float(v) for v in wilson(k, n))
