@@ -143,3 +143,76 @@ def test_records_kept_per_version_are_the_records_the_sql_computes(study, window
     assert not tables & set(s._records.values())
     left = s.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
     assert not tables & {name for (name,) in left}  # the earlier version's tables are gone
+
+
+def test_a_session_index_without_the_capture_columns_gives_the_same_qc_at_every_version(tmp_path):
+    """The session index keeps each capture's QC columns (so a metric's records join nothing else). A study
+    written before it did: its versions read the columns from analyses and tones instead, and the first writer
+    rebuilds its index once; every version's flags and records are the same."""
+    from skintrack.analysis.selection import records_sql
+    from skintrack.demo import demo_study
+    from skintrack.tables import store
+    from skintrack.tables.schema import CAPTURE
+
+    study = tmp_path / "s"
+    shutil.copytree(demo_study().path, study)
+
+    def state(s):
+        sql, params = records_sql("score.water", s.rules())
+        recs = s.sql(f"WITH {sql} SELECT analysis_id, reason FROM recs ORDER BY analysis_id", params)
+        return s.qc().drop(columns="ingested_at", errors="ignore"), recs
+
+    qc, recs = state(skintrack.open(study))
+    assert qc["flagged"].sum() >= 3 and recs["reason"].str.startswith("excluded by capture QC").sum() >= 3
+    con = store.connect(study, write=True)  # what a study written before the index kept the columns looks like
+    with store.transaction(con, "test: an older session index"):
+        for column in ["kind", *CAPTURE]:
+            con.execute(f"ALTER TABLE {store.LAKE}.main.session_index DROP COLUMN {column}")
+    con.close()
+    old = skintrack.open(study)
+    assert "yaw" not in store.columns_at(old.con, old.version)["session_index"]
+    for s in (old, skintrack.open(study, version=old.version - 1)):
+        got_qc, got_recs = state(s)
+        pd.testing.assert_frame_equal(got_qc, qc)
+        pd.testing.assert_frame_equal(got_recs, recs)
+    store.connect(study, write=True).close()  # a writer rebuilds the index, in one version
+    new = skintrack.open(study)
+    assert new.history()["command"].iloc[-1] == "upgrade" and new.version == old.version + 1
+    assert "yaw" in store.columns_at(new.con, new.version)["session_index"]
+    got_qc, got_recs = state(new)
+    pd.testing.assert_frame_equal(got_qc, qc)
+    pd.testing.assert_frame_equal(got_recs, recs)
+    store.connect(study, write=True).close()
+    assert skintrack.open(study).version == new.version  # once
+
+
+@pytest.mark.parametrize("windows", ["exclude", "nearest", "nominal"])
+def test_the_subjects_left_out_of_changes_are_those_the_records_leave_without_a_baseline(study, windows):
+    """`change_from_baseline(...).attrs["excluded"]`, checked against its definition in pandas over the records:
+    the subjects with a used record but none at the baseline analysis visit, and why (no session at the
+    baseline visit, no value of the metric there, or the first reason its records there were left out)."""
+    from skintrack.analysis.selection import records_sql
+
+    s = _plan(study, windows=windows, rescue="hypothetical", discontinuation="hypothetical")
+    index = s.sql("SELECT subject_id, visit FROM session_index")
+    seen = 0
+    for baseline in s.visits:
+        for key in ("score.water", "severity.sensitivity", "skin.age"):
+            r = s.rules(baseline=baseline)
+            sql, params = records_sql(key, r)
+            recs = s.sql(f"WITH {sql} SELECT * FROM recs", params)
+            used = recs[recs["reason"].isna()]
+            gone = sorted(set(used["subject_id"]) - set(used.loc[used["avisit"] == baseline, "subject_id"]))
+            want = []
+            for sid in gone:
+                there = recs[(recs["subject_id"] == sid) & (recs["visit"] == baseline)]
+                if not ((index["subject_id"] == sid) & (index["visit"] == baseline)).any():
+                    why = f"no {baseline} session"
+                elif there.empty:
+                    why = f"no value of the metric at {baseline}"
+                else:
+                    why = None if there["reason"].isna().all() else f"{baseline} {there['reason'].dropna().min()}"
+                want.append({"subject_id": sid, "reason": why})
+            assert s.change_from_baseline(key, baseline=baseline).attrs["excluded"] == want, (baseline, key)
+            seen += len(want)
+    assert seen >= 10  # the fixture's windows, rescue, discontinuation and QC leave subjects without a baseline

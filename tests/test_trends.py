@@ -291,6 +291,9 @@ def test_edge_no_baseline_visit_is_left_out_and_listed(edge):
     assert ch.attrs["excluded"] == [{"subject_id": "E1", "reason": "no D0 session"}]
     sens = edge.change_from_baseline("severity.sensitivity")  # E4's W4 (2023) has no sensitivity: not baseline
     assert sens.attrs["excluded"] == [{"subject_id": "E1", "reason": "no D0 session"}]
+    at_w4 = edge.change_from_baseline("severity.sensitivity", baseline="W4", exclude_flagged=False).attrs["excluded"]
+    assert at_w4 == [{"subject_id": "E2", "reason": "no W4 session"}, {"subject_id": "E4", "reason":
+                                                                       "no value of the metric at W4"}]
 
 
 def test_edge_single_visit_and_constant_values(edge):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..tables.schema import CAPTURE
+
 FLAGS = {
     "yaw_out": "head turned more than the API's recommended |yaw| <= 30 deg",
     "pitch_out": "head tilted more than the API's recommended |pitch| <= 40 deg",
@@ -41,41 +43,47 @@ class QCLimits:
         return {f"qc_{k}": v for k, v in asdict(self).items()}
 
 
-QC_SQL = """
-qc_rows AS (
-    SELECT a.analysis_id, a.subject_id, a.visit, a.taken_at, a.yaw, a.pitch, a.face_width, a.face_height,
-           a.glasses, a.hair_occlusion, a.face_ratio, t.ita, t.ha, t.ita_class, t.ha_class,
-           coalesce(a.subject_id, a.analysis_id) AS qc_who, a.ingested_at
-    FROM analyses a LEFT JOIN tones t USING (analysis_id)
-    WHERE a.ok),
-qc_reference AS (  -- each subject's reference capture: the earliest at the baseline visit (or at all, without one)
-    SELECT qc_who, arg_min(struct_pack(glasses := glasses, hair := hair_occlusion, ratio := face_ratio, ita := ita,
-                                       ha := ha),
-                           struct_pack(late := taken_at IS NULL, taken_at := taken_at, ingested_at := ingested_at)) AS ref
-    FROM qc_rows WHERE coalesce(visit = $qc_baseline, $qc_baseline IS NULL) GROUP BY qc_who),
-qc_base AS (  -- one grouped pass joined back: at 1M captures, half the CPU of the two window functions it replaced
-    SELECT r.*, q.ref.glasses AS base_glasses, q.ref.hair AS base_hair, q.ref.ratio AS base_ratio,
-           q.ref.ita AS base_ita, q.ref.ha AS base_ha
-    FROM qc_rows r LEFT JOIN qc_reference q USING (qc_who)),
-qc AS (
-    SELECT analysis_id, subject_id, visit, taken_at,
-        coalesce(abs(yaw) > $qc_max_yaw, false) AS yaw_out,
-        coalesce(abs(pitch) > $qc_max_pitch, false) AS pitch_out,
-        coalesce(least(face_width, face_height) < $qc_min_face, false) AS face_small,
-        coalesce(glasses <> base_glasses, false) AS glasses_changed,
-        coalesce(abs(hair_occlusion - base_hair) > $qc_hair_tolerance, false) AS hair_changed,
-        coalesce(base_ratio > 0 AND abs(face_ratio / base_ratio - 1) > $qc_ratio_tolerance, false) AS distance_changed,
-        coalesce(ita_class = 6 OR ha_class = 3, false) AS abnormal_light,
-        coalesce(abs(ita - base_ita) > $qc_ita_noise OR abs(ha - base_ha) > $qc_ha_noise, false) AS tone_shift
-    FROM qc_base),
-qc_flags AS (
-    SELECT *, (""" + " OR ".join(FLAGS) + """) AS flagged,
-        concat_ws(', ', """ + ", ".join(f"CASE WHEN {f} THEN '{f}' END" for f in FLAGS) + """) AS reasons
-    FROM qc)
-"""
+# a capture's flags from its own columns (the session index holds them: `skintrack.tables.session_index`) and its
+# subject's reference (`ref_*`: REFERENCE_SQL); a flag whose inputs are missing is false
+FLAG_SQL = {
+    "yaw_out": "coalesce(abs(yaw) > $qc_max_yaw, false)",
+    "pitch_out": "coalesce(abs(pitch) > $qc_max_pitch, false)",
+    "face_small": "coalesce(least(face_width, face_height) < $qc_min_face, false)",
+    "glasses_changed": "coalesce(glasses <> ref_glasses, false)",
+    "hair_changed": "coalesce(abs(hair_occlusion - ref_hair) > $qc_hair_tolerance, false)",
+    "distance_changed": "coalesce(ref_ratio > 0 AND abs(face_ratio / ref_ratio - 1) > $qc_ratio_tolerance, false)",
+    "abnormal_light": "coalesce(ita_class = 6 OR ha_class = 3, false)",
+    "tone_shift": "coalesce(abs(ita - ref_ita) > $qc_ita_noise OR abs(ha - ref_ha) > $qc_ha_noise, false)",
+}
+assert FLAG_SQL.keys() == FLAGS.keys()
+FLAG_COLUMNS = ", ".join(f"{sql} AS {flag}" for flag, sql in FLAG_SQL.items())
+FLAGGED = f"({' OR '.join(FLAGS)})"
+REASONS = "concat_ws(', ', " + ", ".join(f"CASE WHEN {f} THEN '{f}' END" for f in FLAGS) + ")"
+
+# each subject's reference capture: the earliest at the plan's baseline visit (or at all, without one); one
+# grouped pass over the session index, joined to the captures by subject
+REFERENCE_SQL = """
+qc_reference AS (
+    SELECT ref_subject, q.ref.glasses AS ref_glasses, q.ref.hair AS ref_hair, q.ref.ratio AS ref_ratio,
+           q.ref.ita AS ref_ita, q.ref.ha AS ref_ha
+    FROM (SELECT subject_id AS ref_subject,
+                 arg_min(struct_pack(glasses := glasses, hair := hair_occlusion, ratio := face_ratio, ita := ita,
+                                     ha := ha),
+                         struct_pack(late := taken_at IS NULL, taken_at := taken_at, ingested_at := ingested_at)) AS ref
+          FROM session_index WHERE kind = 'photo' AND coalesce(visit = $qc_baseline, $qc_baseline IS NULL)
+          GROUP BY subject_id) q)"""
 
 
 def qc_frame(study, limits: QCLimits = QCLimits()):
-    """One row per ok analysis: subject, visit, time, a boolean per flag, `flagged` and `reasons`."""
-    return study.sql(f"WITH {QC_SQL} SELECT * FROM qc_flags ORDER BY subject_id, taken_at",
+    """One row per ok analysis: subject, visit, time, a boolean per flag, `flagged` and `reasons` (an analysis
+    no session assigns to a subject has no reference, so only the flags of its own capture)."""
+    return study.sql(f"""WITH {REFERENCE_SQL},
+        rows AS (SELECT analysis_id, subject_id, visit, taken_at, {', '.join(CAPTURE)} FROM session_index
+                 WHERE kind = 'photo'
+                 UNION ALL
+                 SELECT analysis_id, subject_id, visit, taken_at, {', '.join(f'{t}.{c}' for c, t in CAPTURE.items())}
+                 FROM analyses LEFT JOIN tones USING (analysis_id) WHERE ok AND subject_id IS NULL),
+        qc AS (SELECT analysis_id, subject_id, visit, taken_at, {FLAG_COLUMNS}
+               FROM rows LEFT JOIN qc_reference ON ref_subject = subject_id)
+        SELECT *, {FLAGGED} AS flagged, {REASONS} AS reasons FROM qc ORDER BY subject_id, taken_at""",
                      {**limits.params(), "qc_baseline": study.plan.baseline})

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..tables.catalog import metric_info
-from .qc import QC_SQL, QCLimits
+from .qc import FLAG_COLUMNS, FLAGGED, REASONS, REFERENCE_SQL, QCLimits
 
 TRUTHY = ("1", "true", "yes", "y")
 # records_sql's CTEs are enclosed in these comments, so that a study can compute them once per version and
@@ -127,11 +127,12 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
         why.append("CASE WHEN g.api_generation IS DISTINCT FROM $generation THEN 'measured by API generation ' || "
                    "coalesce(g.api_generation, 'unknown') || '; the plan analyses ' || $generation || ' only' END")
         params["generation"] = r.generation
-    if r.exclude_flagged:
-        ctes.append(QC_SQL)
+    captures = "FROM m JOIN session_index i USING (analysis_id)"
+    if r.exclude_flagged:  # the capture's QC columns are in the session index: only its subject's reference joins
+        ctes.append(REFERENCE_SQL)
         params.update(r.limits.params(), qc_baseline=r.anchor)
-        joins.append("LEFT JOIN (SELECT analysis_id AS qc_id, flagged, reasons FROM qc_flags) q ON q.qc_id = j.analysis_id")
-        why.append("CASE WHEN q.flagged THEN 'excluded by capture QC (' || q.reasons || ')' END")
+        captures = f", {FLAG_COLUMNS} {captures} LEFT JOIN qc_reference ON ref_subject = i.subject_id"
+        why.append(f"CASE WHEN {FLAGGED} THEN 'excluded by capture QC (' || {REASONS} || ')' END")
     study_day = "NULL"
     if r.windowed or r.rescue == "hypothetical":
         ctes.append("bday AS (SELECT subject_id AS bday_subject, min(taken_at) AS base_at FROM session_index "
@@ -170,7 +171,7 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
     sql = RECORDS_START + "".join(c + ",\n" for c in ctes) + f"""
     m AS ({source}),
     j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.seq, i.dup, m.value, m.analysis_id
-          FROM m JOIN session_index i USING (analysis_id) WHERE m.value IS NOT NULL),
+          {captures} WHERE m.value IS NOT NULL),
     r0 AS (SELECT j.subject_id, j.visit, j.taken_at, j.days, j.seq, j.dup, j.value, j.analysis_id, {avisit} AS avisit,
                   {study_day} AS study_day, {dist} AS dist, {reason} AS why
            FROM j {' '.join(joins)}),

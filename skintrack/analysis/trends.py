@@ -47,16 +47,16 @@ def baseline_exclusions(study, key: str, r: Rules) -> pd.DataFrame:
     subject_id, reason. They are left out of every change analysis."""
     sql, params = records_sql(key, r)
     return study.sql(f"""WITH {sql},
-        held AS (SELECT DISTINCT subject_id FROM recs WHERE reason IS NULL),
-        at_base AS (SELECT subject_id, min(reason) AS why FROM recs WHERE visit = $baseline GROUP BY subject_id),
-        sessions_at_base AS (SELECT DISTINCT subject_id FROM session_index WHERE visit = $baseline)
-        SELECT h.subject_id,
-               CASE WHEN s.subject_id IS NULL THEN 'no ' || $baseline || ' session'
-                    WHEN b.subject_id IS NULL THEN 'no value of the metric at ' || $baseline
-                    ELSE $baseline || ' ' || b.why END AS reason
-        FROM held h LEFT JOIN at_base b USING (subject_id) LEFT JOIN sessions_at_base s USING (subject_id)
-        WHERE h.subject_id NOT IN (SELECT subject_id FROM recs WHERE reason IS NULL AND avisit = $baseline)
-        ORDER BY h.subject_id""", params)
+        per AS (  -- one grouped pass over the records
+            SELECT subject_id, coalesce(bool_or(reason IS NULL AND avisit = $baseline), false) AS based,
+                   count(*) FILTER (WHERE visit = $baseline) AS at_base, min(reason) FILTER (WHERE visit = $baseline) AS why
+            FROM recs GROUP BY subject_id HAVING bool_or(reason IS NULL))
+        SELECT subject_id,
+               CASE WHEN subject_id NOT IN (SELECT subject_id FROM session_index WHERE visit = $baseline)
+                        THEN 'no ' || $baseline || ' session'
+                    WHEN at_base = 0 THEN 'no value of the metric at ' || $baseline
+                    ELSE $baseline || ' ' || why END AS reason
+        FROM per WHERE NOT based ORDER BY subject_id""", params)
 
 
 def visit_order(study) -> list:

@@ -429,3 +429,9 @@ TABLES: dict[str, pa.Schema] = {
 # Session metadata (subject, visit, time, free manifest columns) and subjects are stored apart from the
 # response tables (the `sessions` and `subjects` tables of the store), so a later manifest re-assigns
 # sessions without re-ingesting anything; the latest assignment wins, the earlier stays in the history.
+
+# A capture's own columns that capture QC reads (`skintrack.analysis.qc`), and the table each comes from: the
+# session index keeps them beside each capture, so a metric's records need no join beyond the index.
+CAPTURE = {"yaw": "analyses", "pitch": "analyses", "face_width": "analyses", "face_height": "analyses",
+           "glasses": "analyses", "hair_occlusion": "analyses", "face_ratio": "analyses", "ita": "tones", "ha": "tones",
+           "ita_class": "tones", "ha_class": "tones", "ingested_at": "analyses"}

@@ -1,8 +1,10 @@
 """The session index, kept in the lake and brought up to date by each write for the subjects it touched.
 
-One row per ok analysis with a subject, and per subject's measures at a visit: days since the subject's first session, `seq` (the subject's
-sessions in time order: days, then visit label in natural order, then id) and `dup` (its session holds
-more than one analysis). Every row depends on its own subject's sessions only, so an ingest rewrites the
+One row per ok analysis with a subject, and per subject's measures at a visit (`kind` photo or measures): days
+since the subject's first session, `seq` (the subject's sessions in time order: days, then visit label in
+natural order, then id), `dup` (its session holds more than one analysis), and the capture's own columns that
+capture QC reads (`schema.CAPTURE`; `skintrack.analysis.qc`), so that a metric's records need no join beyond the
+index. Every row depends on its own subject's sessions only, so an ingest rewrites the
 rows of the subjects it changed and nothing else: the index costs nothing to open at any size.
 
 Example
@@ -19,26 +21,32 @@ from __future__ import annotations
 
 import duckdb
 
+from .schema import CAPTURE
 from .store import LAKE
 
 # Visit labels in natural order (D0 < W4 < W12), the tie-breaker when times are equal or missing.
 NATURAL_VISIT = ("regexp_replace(visit, '[0-9]+', '', 'g'), TRY_CAST(regexp_extract(visit, '([0-9]+)', 1) AS INTEGER), "
                  "visit")
 
+CAPTURED = ", ".join(CAPTURE)
+_ALIAS = {"analyses": "a", "tones": "t"}
+
 INDEX_SQL = f"""
     WITH s AS (
-        SELECT analysis_id, subject_id, visit, taken_at, 'photo' AS kind FROM {LAKE}.main.sessions
-        WHERE subject_id IS NOT NULL {{subjects}}
-          AND analysis_id IN (SELECT analysis_id FROM {LAKE}.main.analyses WHERE ok)
-        UNION ALL  -- a subject's measures at a visit (skintrack.tables.measures): one session of their own
-        SELECT analysis_id, any_value(subject_id), any_value(visit), min(taken_at), 'measures' FROM {LAKE}.main.measures
-        WHERE true {{subjects}} GROUP BY analysis_id),
+        SELECT s.analysis_id, s.subject_id, s.visit, s.taken_at, 'photo' AS kind,
+               {', '.join(f'{_ALIAS[t]}.{c}' for c, t in CAPTURE.items())}
+        FROM {LAKE}.main.sessions s JOIN {LAKE}.main.analyses a ON a.analysis_id = s.analysis_id AND a.ok
+             LEFT JOIN {LAKE}.main.tones t ON t.analysis_id = s.analysis_id
+        WHERE s.subject_id IS NOT NULL {{subjects}}
+        UNION ALL BY NAME  -- a subject's measures at a visit (skintrack.tables.measures): one session of their own
+        SELECT analysis_id, any_value(subject_id) AS subject_id, any_value(visit) AS visit, min(taken_at) AS taken_at,
+               'measures' AS kind FROM {LAKE}.main.measures WHERE true {{subjects}} GROUP BY analysis_id),
     base AS (
-        SELECT analysis_id, subject_id, visit, taken_at,
+        SELECT analysis_id, subject_id, visit, taken_at, kind, {CAPTURED},
                date_diff('second', min(taken_at) OVER (PARTITION BY subject_id), taken_at) / 86400.0 AS days,
                count(*) OVER (PARTITION BY subject_id, kind, coalesce(visit, analysis_id)) > 1 AS dup
         FROM s)
-    SELECT analysis_id, subject_id, visit, taken_at, days, dup,
+    SELECT analysis_id, subject_id, visit, taken_at, days, dup, kind, {CAPTURED},
            row_number() OVER (PARTITION BY subject_id ORDER BY days NULLS LAST,
                regexp_replace(visit, '[0-9]+', '', 'g') NULLS LAST,
                TRY_CAST(regexp_extract(visit, '([0-9]+)', 1) AS INTEGER) NULLS LAST, visit NULLS LAST, analysis_id) AS seq
@@ -49,10 +57,10 @@ def update(con: duckdb.DuckDBPyConnection, subjects=None) -> None:
     """Rebuild the index rows of `subjects` (every subject when None), inside the caller's transaction."""
     if subjects is None:
         con.execute(f"DELETE FROM {LAKE}.main.session_index")
-        con.execute(f"INSERT INTO {LAKE}.main.session_index {INDEX_SQL.format(subjects='')}")
+        con.execute(f"INSERT INTO {LAKE}.main.session_index BY NAME {INDEX_SQL.format(subjects='')}")
         return
     subjects = sorted({s for s in subjects if s is not None})
     if subjects:
         con.execute(f"DELETE FROM {LAKE}.main.session_index WHERE subject_id IN (SELECT unnest($s))", {"s": subjects})
-        con.execute(f"INSERT INTO {LAKE}.main.session_index "
+        con.execute(f"INSERT INTO {LAKE}.main.session_index BY NAME "
                     f"{INDEX_SQL.format(subjects='AND subject_id IN (SELECT unnest($s))')}", {"s": subjects})

@@ -50,7 +50,7 @@ from ..sinks import sql_identifier, sql_literal
 from . import extensions
 from .catalog import metric_keys
 from .layout import CATALOG, CONFIG, DATA  # noqa: F401 (store.CATALOG, ... are read by other modules)
-from .schema import TABLES, WRINKLE_MEASURES
+from .schema import CAPTURE, TABLES, WRINKLE_MEASURES
 
 LAKE = "lake"  # the name the catalog is attached under
 META = f"__ducklake_metadata_{LAKE}"  # DuckLake's own tables of the attached catalog
@@ -66,7 +66,8 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
     "subjects": pa.schema([("subject_id", pa.string()), ("assigned_at", pa.timestamp("us", tz="UTC"))]),
     "session_index": pa.schema([("analysis_id", pa.string()), ("subject_id", pa.string()), ("visit", pa.string()),
                                 ("taken_at", pa.timestamp("us")), ("days", pa.float64()), ("dup", pa.bool_()),
-                                ("seq", pa.int64())]),
+                                ("seq", pa.int64()), ("kind", pa.string())] +
+                               [TABLES[table].field(column) for column, table in CAPTURE.items()]),
     "plans": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
     "instrument": pa.schema([("at", pa.timestamp("us", tz="UTC")), ("batch", pa.string()), ("event", pa.string()),
                              ("detail", pa.string())]),  # what the sentinel found, and drift a user accepted
@@ -247,14 +248,19 @@ def attach(con: duckdb.DuckDBPyConnection, study: Path, create: bool = False) ->
 
 def evolve(con: duckdb.DuckDBPyConnection) -> None:
     """Add the columns this skintrack declares that an older study's tables lack (one version; their old
-    rows read as null, and `generations.backfill` then fills what can be recovered)."""
+    rows read as null, and `generations.backfill` then fills what can be recovered). A session index that
+    lacks columns is rebuilt whole in the same version (its rows are derived, so every one is filled)."""
     have = columns_at(con, None)
-    missing = [(t, name, kind) for t, schema in TABLES.items() for name, kind in zip(schema.names, schema.types)
-               if t in have and name not in have[t]]
+    missing = [(t, name, kind) for t, schema in {**TABLES, "session_index": BASE["session_index"]}.items()
+               for name, kind in zip(schema.names, schema.types) if t in have and name not in have[t]]
     if missing:
         with transaction(con, "upgrade", {"columns added": ", ".join(f"{t}.{n}" for t, n, _ in missing)}):
             for table, name, kind in missing:
                 con.execute(f"ALTER TABLE {LAKE}.main.{table} ADD COLUMN {sql_identifier(name)} {_SQL_TYPES[kind]}")
+            if any(t == "session_index" for t, _, _ in missing):
+                from . import session_index  # it reads this module's tables
+
+                session_index.update(con)
 
 
 _SQL_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN",
@@ -583,6 +589,19 @@ def _one_transaction(con: duckdb.DuckDBPyConnection):
     con.commit()
 
 
+def _index_source(source, columns: dict) -> str:
+    """The session index; at a version written before the index kept the capture's QC columns (`CAPTURE`),
+    those columns read from their tables, so that every version's capture QC is the same."""
+    if "session_index" not in columns or set(CAPTURE) <= set(columns["session_index"]):
+        return source("session_index")
+    kept = ", ".join(f"i.{c}" for c in BASE["session_index"].names if c in columns["session_index"])
+    alias = {"analyses": "a", "tones": "t"}
+    derived = ", ".join(f"{alias[t]}.{c}" for c, t in CAPTURE.items())
+    return (f"SELECT {kept}, CASE WHEN a.analysis_id IS NULL THEN 'measures' ELSE 'photo' END AS kind, {derived} "
+            f"FROM ({source('session_index')}) i LEFT JOIN analyses_raw a USING (analysis_id) "
+            "LEFT JOIN tones t USING (analysis_id)")
+
+
 def _create_views(con: duckdb.DuckDBPyConnection, version: int | None, columns: dict) -> None:
     at = f" AT (VERSION => {int(version)})" if version is not None else ""
     have = set(columns)
@@ -601,7 +620,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, version: int | None, columns: 
                 f"({source('rejects')}) GROUP BY ALL")
     con.execute(f"CREATE OR REPLACE VIEW sessions AS {source('sessions')}")
     con.execute(f"CREATE OR REPLACE VIEW subjects AS SELECT * EXCLUDE (assigned_at) FROM ({source('subjects')})")
-    con.execute(f"CREATE OR REPLACE VIEW session_index AS {source('session_index')}")
+    con.execute(f"CREATE OR REPLACE VIEW session_index AS {_index_source(source, columns)}")
     con.execute(f"CREATE OR REPLACE VIEW instrument AS {source('instrument')}")
     con.execute(f"CREATE OR REPLACE VIEW measures AS SELECT * EXCLUDE (assigned_at) FROM ({source('measures')})")
     con.execute(
