@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..tables.schema import CAPTURE
+from ..tables.schema import CAPTURE, CAPTURE_SQL
 
 FLAGS = {
     "yaw_out": "head turned more than the API's recommended |yaw| <= 30 deg",
@@ -81,7 +81,7 @@ def qc_frame(study, limits: QCLimits = QCLimits()):
         rows AS (SELECT analysis_id, subject_id, visit, taken_at, {', '.join(CAPTURE)} FROM session_index
                  WHERE kind = 'photo'
                  UNION ALL
-                 SELECT analysis_id, subject_id, visit, taken_at, {', '.join(f'{t}.{c}' for c, t in CAPTURE.items())}
+                 SELECT analysis_id, subject_id, visit, taken_at, {CAPTURE_SQL}
                  FROM analyses LEFT JOIN tones USING (analysis_id) WHERE ok AND subject_id IS NULL),
         qc AS (SELECT analysis_id, subject_id, visit, taken_at, {FLAG_COLUMNS}
                FROM rows LEFT JOIN qc_reference ON ref_subject = subject_id)

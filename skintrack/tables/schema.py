@@ -435,3 +435,4 @@ TABLES: dict[str, pa.Schema] = {
 CAPTURE = {"yaw": "analyses", "pitch": "analyses", "face_width": "analyses", "face_height": "analyses",
            "glasses": "analyses", "hair_occlusion": "analyses", "face_ratio": "analyses", "ita": "tones", "ha": "tones",
            "ita_class": "tones", "ha_class": "tones", "ingested_at": "analyses"}
+CAPTURE_SQL = ", ".join(f"{table}.{column}" for column, table in CAPTURE.items())  # from tables named as above

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import duckdb
 
-from .schema import CAPTURE
+from .schema import CAPTURE, CAPTURE_SQL
 from .store import LAKE
 
 # Visit labels in natural order (D0 < W4 < W12), the tie-breaker when times are equal or missing.
@@ -29,16 +29,14 @@ NATURAL_VISIT = ("regexp_replace(visit, '[0-9]+', '', 'g'), TRY_CAST(regexp_extr
                  "visit")
 
 CAPTURED = ", ".join(CAPTURE)
-_ALIAS = {"analyses": "a", "tones": "t"}
 
 INDEX_SQL = f"""
     WITH s AS (
-        SELECT s.analysis_id, s.subject_id, s.visit, s.taken_at, 'photo' AS kind,
-               {', '.join(f'{_ALIAS[t]}.{c}' for c, t in CAPTURE.items())}
-        FROM {LAKE}.main.sessions s
-             JOIN (SELECT * FROM {LAKE}.main.analyses WHERE ok {{ids}}) a ON a.analysis_id = s.analysis_id
-             LEFT JOIN (SELECT * FROM {LAKE}.main.tones WHERE true {{ids}}) t ON t.analysis_id = s.analysis_id
-        WHERE s.subject_id IS NOT NULL {{subjects}}
+        SELECT ses.analysis_id, ses.subject_id, ses.visit, ses.taken_at, 'photo' AS kind, {CAPTURE_SQL}
+        FROM {LAKE}.main.sessions ses
+             JOIN (SELECT * FROM {LAKE}.main.analyses WHERE ok {{ids}}) analyses ON analyses.analysis_id = ses.analysis_id
+             LEFT JOIN (SELECT * FROM {LAKE}.main.tones WHERE true {{ids}}) tones ON tones.analysis_id = ses.analysis_id
+        WHERE ses.subject_id IS NOT NULL {{subjects}}
         UNION ALL BY NAME  -- a subject's measures at a visit (skintrack.tables.measures): one session of their own
         SELECT analysis_id, any_value(subject_id) AS subject_id, any_value(visit) AS visit, min(taken_at) AS taken_at,
                'measures' AS kind FROM {LAKE}.main.measures WHERE true {{subjects}} GROUP BY analysis_id),

@@ -50,7 +50,7 @@ from ..sinks import sql_identifier, sql_literal
 from . import extensions
 from .catalog import metric_keys
 from .layout import CATALOG, CONFIG, DATA  # noqa: F401 (store.CATALOG, ... are read by other modules)
-from .schema import CAPTURE, TABLES, WRINKLE_MEASURES
+from .schema import CAPTURE, CAPTURE_SQL, TABLES, WRINKLE_MEASURES
 
 LAKE = "lake"  # the name the catalog is attached under
 META = f"__ducklake_metadata_{LAKE}"  # DuckLake's own tables of the attached catalog
@@ -595,11 +595,9 @@ def _index_source(source, columns: dict) -> str:
     if "session_index" not in columns or set(CAPTURE) <= set(columns["session_index"]):
         return source("session_index")
     kept = ", ".join(f"i.{c}" for c in BASE["session_index"].names if c in columns["session_index"])
-    alias = {"analyses": "a", "tones": "t"}
-    derived = ", ".join(f"{alias[t]}.{c}" for c, t in CAPTURE.items())
-    return (f"SELECT {kept}, CASE WHEN a.analysis_id IS NULL THEN 'measures' ELSE 'photo' END AS kind, {derived} "
-            f"FROM ({source('session_index')}) i LEFT JOIN analyses_raw a USING (analysis_id) "
-            "LEFT JOIN tones t USING (analysis_id)")
+    return (f"SELECT {kept}, CASE WHEN analyses.analysis_id IS NULL THEN 'measures' ELSE 'photo' END AS kind, "
+            f"{CAPTURE_SQL} FROM ({source('session_index')}) i LEFT JOIN analyses_raw analyses USING (analysis_id) "
+            "LEFT JOIN tones USING (analysis_id)")
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, version: int | None, columns: dict) -> None:
