@@ -1,5 +1,6 @@
 """What a read-only command printed and wrote, kept per study version: the same command on the same data
-answers again at once (the `skintrack` commands that compute, `skintrack.cli`).
+answers again at once (the `skintrack` commands that compute, `skintrack.cli`; and a large metric's records,
+`skintrack.analysis.study`).
 
 A command's output depends only on its options, the study's data at one version, its plan and the code that
 computes it, so `key` hashes all of them:
@@ -139,6 +140,18 @@ def replay(k: str | None, out=None) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None  # an entry that cannot be read back is computed again
     return text
+
+
+def kept_files(k: str | None) -> Path | None:
+    """The folder of files kept under `k`, read in place (and marked recently used), or None when there is none."""
+    entry = _entry(k)
+    if entry is None or not (entry / STDOUT).is_file():
+        return None
+    try:
+        os.utime(entry)
+    except OSError:
+        return None
+    return entry / FILES
 
 
 def keep(k: str | None, stdout: str, out=None, written_since: dict | None = None) -> None:

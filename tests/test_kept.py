@@ -148,3 +148,63 @@ def test_an_unwritable_cache_costs_only_time(study, tmp_path):
     first, again = skintrack("endpoints", study, "--csv"), skintrack("endpoints", study, "--csv")
     assert first.stdout and again.stdout == first.stdout and KEPT_NOTE not in again.stderr
     assert Path(tmp_path / "cache").is_file()
+
+
+class _Spy:
+    """A study's connection that notes each statement it runs."""
+
+    def __init__(self, con):
+        self._con, self.ran = con, []
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+    def execute(self, query, *args):
+        self.ran.append(query)
+        return self._con.execute(query, *args)
+
+
+def test_a_large_studys_records_are_read_back_by_the_next_process(study, tmp_path, monkeypatch):
+    """A large study keeps each metric's records in the user's cache (`Study._make_records`); a new Study at
+    the same version reads them instead of computing them, and every helper gives exactly the same frame.
+    An unreadable kept file is computed again; a small study, or the cache turned off, keeps nothing."""
+    import pandas as pd
+
+    from skintrack.analysis import study as study_module
+
+    def helpers(s):
+        ch = s.change_from_baseline("score.water")
+        return [ch, pd.DataFrame(ch.attrs["excluded"]), s.timeline("score.water", exclude_flagged=False),
+                s.slopes("score.water"), s.cohort("score.rough"), s.responders("score.water", 2.0),
+                s.mmrm("score.water").diffs]
+
+    def records_files():
+        return sorted((tmp_path / "cache").rglob(study_module.RECORDS_FILE))
+
+    helpers(skintrack_open(study))
+    assert records_files() == []  # the demo is small: computing is cheaper than keeping
+    monkeypatch.setattr(study_module, "KEEP_RECORDS_LAKE_BYTES", 0)  # the demo as if it were large
+    computed = helpers(skintrack_open(study))
+    assert len(records_files()) == 3  # score.water with and without QC exclusion, score.rough
+    again = skintrack_open(study)
+    again.con = spy = _Spy(again.con)
+    for got, want in zip(helpers(again), computed):
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert not any(q.startswith("CREATE TEMP TABLE kept_records") for q in spy.ran)  # none computed
+    damage = records_files()[0].with_name("damage")  # damaged (replaced: the cache never writes a file in place)
+    damage.write_bytes(b"not parquet")
+    os.replace(damage, records_files()[0])  # computed again, the same
+    damaged = skintrack_open(study)
+    damaged.con = spy = _Spy(damaged.con)
+    for got, want in zip(helpers(damaged), computed):
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert sum(q.startswith("CREATE TEMP TABLE kept_records") for q in spy.ran) == 1
+    for entry in {f.parents[1] for f in records_files()}:  # the cache prunes its entries: a study reads on
+        shutil.rmtree(entry)
+    again._results.clear(), again._fits.clear()  # no result held in memory: every helper reads the records
+    for got, want in zip(helpers(again), computed):
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    monkeypatch.setenv("SKINTRACK_CACHE", "off")
+    shutil.rmtree(tmp_path / "cache")
+    helpers(skintrack_open(study))
+    assert not (tmp_path / "cache").exists()

@@ -14,11 +14,15 @@ import functools
 import itertools
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc  # noqa: F401 - pa.ipc
 
+from .. import kept
 from ..errors import UsageError
 from ..show import display  # helpers label their frames for Jupyter (like the plot accessor: DEVELOPERS.md)
 from ..tables import measures, store, versions
@@ -33,6 +37,8 @@ from .selection import RECORDS_END, RECORDS_START
 
 CACHED_ROWS, CACHED_QUERIES = 200_000, 512  # results kept per version: small ones, and not too many
 KEPT_RECORDS = 16  # records tables kept per version (a metric under one set of rules each)
+KEEP_RECORDS_LAKE_BYTES = store.ONE_THREAD_BYTES  # a study this large keeps its records in the user's cache
+RECORDS_FILE = "records.arrow"
 _RECORD_TABLES = itertools.count()  # their names, unique in the process
 
 
@@ -46,6 +52,14 @@ def _frozen(value):
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     raise TypeError(f"{type(value).__name__} is not kept as a key")
+
+
+def _drop(con, name: str) -> None:
+    """Drop a temporary table of records, or the Arrow table of kept ones (a failed connection may have lost it)."""
+    with contextlib.suppress(duckdb.Error):
+        con.unregister(name)
+    with contextlib.suppress(duckdb.Error):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def _named(params: dict, sql: str) -> dict:
@@ -96,8 +110,7 @@ class Study:
         self._results = {}  # query results at this version: a version never changes, so neither do they
         self._held, self._sizes = set(), None  # the small tables copied into memory at this version
         for table in self._records.values():  # an earlier version's records
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute(f"DROP TABLE IF EXISTS {table}")
+            _drop(self.con, table)
         self._records = {}
         self._measure_rows = None
         if self._on_disk:
@@ -304,12 +317,36 @@ class Study:
         key = _frozen((block, used))
         if key not in self._records:
             if len(self._records) >= KEPT_RECORDS:
-                self.con.execute(f"DROP TABLE IF EXISTS {self._records.pop(next(iter(self._records)))}")
+                _drop(self.con, self._records.pop(next(iter(self._records))))
             table = f"kept_records_{next(_RECORD_TABLES)}"
-            self.con.execute(f"CREATE TEMP TABLE {table} AS WITH {block} SELECT * FROM recs", used)
+            self._make_records(table, block, used)
             self._records[key] = table
         query = f"{query[:start]}recs AS (SELECT * FROM {self._records[key]}){query[end + len(RECORDS_END):]}"
         return query, _named(params, query)
+
+    def _make_records(self, table: str, block: str, used: dict) -> None:
+        """Make the temporary table of records. In a large study (a lake above `KEEP_RECORDS_LAKE_BYTES`) they
+        are kept in the user's cache (`skintrack.kept`, keyed by the study version, the records' SQL and
+        parameters, and the code): another process at the same version, a notebook's next kernel, reads them
+        back instead of computing them again."""
+        large = self._on_disk and sum((self._sizes or {}).values()) > KEEP_RECORDS_LAKE_BYTES
+        k = kept.key("records", {"sql": block, "params": used}, self.path, self.version) if large else None
+        files = kept.kept_files(k)
+        if files is not None and (files / RECORDS_FILE).is_file():
+            try:  # an Arrow file, read into memory: 0.1 s for 1M records (0.4 s to decode them from Parquet)
+                with pa.OSFile(str(files / RECORDS_FILE), "rb") as source:
+                    self.con.register(table, pa.ipc.open_file(source).read_all())
+                return
+            except (pa.ArrowException, OSError):
+                pass  # unreadable: computed again
+        self.con.execute(f"CREATE TEMP TABLE {table} AS WITH {block} SELECT * FROM recs", used)
+        if k is not None:
+            with contextlib.suppress(pa.ArrowException, OSError), tempfile.TemporaryDirectory() as folder:
+                rows = self.con.execute(f"SELECT * FROM {table}").to_arrow_table()
+                with pa.OSFile(os.path.join(folder, RECORDS_FILE), "wb") as sink, \
+                        pa.ipc.new_file(sink, rows.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as out:
+                    out.write_table(rows)
+                kept.keep(k, "", folder)
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def rules(self, exclude_flagged: bool | None = None, baseline: str | None = None) -> selection.Rules:
