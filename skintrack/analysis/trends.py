@@ -149,10 +149,10 @@ def cohort(study, key: str, by, r: Rules) -> pd.DataFrame:
     cols = ", ".join(map(sql_identifier, by))
     order = ", ".join("list_position($visits, visit)" if c == "visit" else sql_identifier(c) for c in by)
     df = _ordered_sql(study, f"""WITH {sql},
-        everyone AS (SELECT subject_id, visit, value, analysis_id, NULL AS delta FROM tl
-                     WHERE subject_id NOT IN (SELECT subject_id FROM change)
-                     UNION ALL SELECT subject_id, visit, value, analysis_id,
-                                      CASE WHEN NOT is_baseline THEN delta END FROM change)
+        everyone AS (  -- every observation; the change of those after a subject's baseline (one pass, no anti-join)
+            SELECT tl.subject_id, tl.visit, tl.value, tl.analysis_id,
+                   CASE WHEN tl.analysis_id <> b.baseline_id THEN tl.value - b.baseline_value END AS delta
+            FROM tl LEFT JOIN base b USING (subject_id))
         SELECT {cols}, count(value) AS n, avg(value) AS mean, stddev_samp(value) AS sd, median(value) AS median,
                quantile_cont(value, 0.25) AS q1, quantile_cont(value, 0.75) AS q3,
                count(delta) AS change_n, avg(delta) AS change_mean, stddev_samp(delta) AS change_sd
