@@ -4,8 +4,9 @@ One row per ok analysis with a subject, and per subject's measures at a visit (`
 since the subject's first session, `seq` (the subject's sessions in time order: days, then visit label in
 natural order, then id), `dup` (its session holds more than one analysis), and the capture's own columns that
 capture QC reads (`schema.CAPTURE`; `skintrack.analysis.qc`), so that a metric's records need no join beyond the
-index. Every row depends on its own subject's sessions only, so an ingest rewrites the
-rows of the subjects it changed and nothing else: the index costs nothing to open at any size.
+index. Every row depends on its own subject's sessions (and their analyses, written with them) only, so an
+ingest rewrites the rows of the subjects it changed and nothing else: the index costs nothing to open at any
+size.
 
 Example
 -------
