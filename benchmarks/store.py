@@ -94,7 +94,7 @@ def open_visits(folder: Path, pythonpath: Path | None = None) -> tuple[float, in
     """Best of 3: open the study and read its visits (the session index), modules already imported."""
     env = {**os.environ, **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
     out = subprocess.run([sys.executable, "-c", OPEN_VISITS, str(folder)], capture_output=True, text=True, env=env,
-                         check=True, cwd=folder.parent).stdout.split()
+                         check=True, cwd=folder.parent).stdout.strip().splitlines()[-1].split()  # after any progress bar
     return float(out[0]), int(out[1])
 
 
