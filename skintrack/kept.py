@@ -123,25 +123,6 @@ def key(command: str, options: dict, study, version: int | None = None, dated: b
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def replay(k: str | None, out=None) -> str | None:
-    """The output kept under `k` (its files copied back into `out`), or None when there is none."""
-    entry = _entry(k)
-    if entry is None or not (entry / STDOUT).is_file():
-        return None
-    try:
-        text = (entry / STDOUT).read_text(encoding="utf-8")
-        files = entry / FILES
-        if files.is_dir():
-            for source in sorted(p for p in files.rglob("*") if p.is_file()):
-                target = Path(out) / source.relative_to(files)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-        os.utime(entry)  # recently used
-    except (OSError, UnicodeDecodeError):
-        return None  # an entry that cannot be read back is computed again
-    return text
-
-
 def kept_files(k: str | None) -> Path | None:
     """The folder of files kept under `k`, read in place (and marked recently used), or None when there is none."""
     entry = _entry(k)
@@ -152,6 +133,23 @@ def kept_files(k: str | None) -> Path | None:
     except OSError:
         return None
     return entry / FILES
+
+
+def replay(k: str | None, out=None) -> str | None:
+    """The output kept under `k` (its files copied back into `out`), or None when there is none."""
+    files = kept_files(k)
+    if files is None:
+        return None
+    try:
+        text = (files.parent / STDOUT).read_text(encoding="utf-8")
+        if files.is_dir():
+            for source in sorted(p for p in files.rglob("*") if p.is_file()):
+                target = Path(out) / source.relative_to(files)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+    except (OSError, UnicodeDecodeError):
+        return None  # an entry that cannot be read back is computed again
+    return text
 
 
 def keep(k: str | None, stdout: str, out=None, written_since: dict | None = None) -> None:

@@ -26,19 +26,23 @@ from .stats import t_interval, wilson
 
 def _change_sql(key: str, r: Rules) -> tuple[str, dict]:
     """CTEs ending in `change`: every observation of a subject with a value at the baseline visit,
-    relative to it. Subjects without one are left out (see `baseline_exclusions`), never re-baselined."""
+    relative to it. Subjects without one are left out (see `baseline_exclusions`), never re-baselined.
+    `everyone` is every observation, with its subject's baseline and change where there is one."""
     sql, params = observations_sql(key, r)
     better = metric_info(key)["better"]
-    improved = {"higher": "tl.value > b.baseline_value", "lower": "tl.value < b.baseline_value"}.get(better, "NULL")
+    improved = {"higher": "value > baseline_value", "lower": "value < baseline_value"}.get(better, "NULL")
     sql += f""",
     base AS (SELECT subject_id, value AS baseline_value, analysis_id AS baseline_id FROM tl WHERE visit = $baseline),
+    everyone AS (
+        SELECT tl.subject_id, tl.visit, tl.taken_at, tl.days, tl.value, b.baseline_value, b.baseline_id,
+               tl.value - b.baseline_value AS delta, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id,
+               tl.seq
+        FROM tl LEFT JOIN base b USING (subject_id)),
     change AS (
-        SELECT tl.subject_id, tl.visit, tl.taken_at, tl.days, tl.value, b.baseline_value,
-               tl.value - b.baseline_value AS delta,
-               CASE WHEN b.baseline_value <> 0 THEN 100 * (tl.value - b.baseline_value) / abs(b.baseline_value)
-                    END AS pct_change,
-               {improved} AS improved, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id, tl.seq
-        FROM tl JOIN base b USING (subject_id))"""
+        SELECT subject_id, visit, taken_at, days, value, baseline_value, delta,
+               CASE WHEN baseline_value <> 0 THEN 100 * delta / abs(baseline_value) END AS pct_change,
+               {improved} AS improved, is_baseline, analysis_id, seq
+        FROM everyone WHERE baseline_id IS NOT NULL)"""
     return sql, params
 
 
@@ -148,14 +152,11 @@ def cohort(study, key: str, by, r: Rules) -> pd.DataFrame:
     sql, params = _change_sql(key, r)
     cols = ", ".join(map(sql_identifier, by))
     order = ", ".join("list_position($visits, visit)" if c == "visit" else sql_identifier(c) for c in by)
-    df = _ordered_sql(study, f"""WITH {sql},
-        everyone AS (  -- every observation; the change of those after a subject's baseline (one pass, no anti-join)
-            SELECT tl.subject_id, tl.visit, tl.value, tl.analysis_id,
-                   CASE WHEN tl.analysis_id <> b.baseline_id THEN tl.value - b.baseline_value END AS delta
-            FROM tl LEFT JOIN base b USING (subject_id))
+    after = "FILTER (WHERE NOT is_baseline)"  # the changes after each subject's baseline
+    df = _ordered_sql(study, f"""WITH {sql}
         SELECT {cols}, count(value) AS n, avg(value) AS mean, stddev_samp(value) AS sd, median(value) AS median,
-               quantile_cont(value, 0.25) AS q1, quantile_cont(value, 0.75) AS q3,
-               count(delta) AS change_n, avg(delta) AS change_mean, stddev_samp(delta) AS change_sd
+               quantile_cont(value, 0.25) AS q1, quantile_cont(value, 0.75) AS q3, count(delta) {after} AS change_n,
+               avg(delta) {after} AS change_mean, stddev_samp(delta) {after} AS change_sd
         FROM everyone AS change{_with_subjects(study, by)} GROUP BY ALL""", params, order)
     df["sem"] = df["sd"] / np.sqrt(df["n"])
     df["ci_low"], df["ci_high"] = t_interval(df["mean"], df["sd"], df["n"])
