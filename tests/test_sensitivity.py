@@ -101,6 +101,33 @@ def test_conditional_means_of_mar_j2r_and_cr_equal_rbmis_definitions_in_r(rscrip
                                    atol=1e-10, err_msg=method)
 
 
+def test_a_bootstrap_samples_fit_from_arrays_equals_the_mmrm_of_its_rows():
+    """What each imputation fits (`Resamples`, built from arrays) is the MMRM `fit_mmrm` fits to the same
+    resampled subjects written out as rows, and its fitted means are the design's rows times beta."""
+    data, people = trial(seed=31)
+    people = people.sort_values("subject", ignore_index=True)
+    wide = data.pivot(index="subject", columns="visit", values="chg").reindex(index=people["subject"], columns=VISITS)
+    arms, base = people["arm"].to_numpy(), people["base"].to_numpy(float)
+    fits = imputation.Resamples(wide.to_numpy(float), arms, base, VISITS, "placebo", ["active"], ["unstructured"])
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        boot = np.concatenate([rng.choice(np.flatnonzero(arms == a), size=(arms == a).sum())
+                               for a in ("placebo", "active")])
+        beta, sigma = fits.fit(boot)
+        rows = pd.DataFrame([{"subject": f"b{n}", "arm": arms[i], "visit": v, "base": base[i], "chg": wide.iloc[i][v]}
+                             for n, i in enumerate(boot) for v in VISITS if not np.isnan(wide.iloc[i][v])])
+        fit = fit_mmrm(rows, VISITS, "placebo", base_by_visit=True, structures=["unstructured"], df="satterthwaite",
+                       guard=False)
+        np.testing.assert_allclose(beta, fit.coefficients["estimate"], rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(sigma, fit.sigma.to_numpy(), rtol=1e-7)
+        own, ref = fits.means(beta)
+        terms = fit.coefficients["term"].tolist()
+        np.testing.assert_allclose(own, [[imputation.design_row(terms, a, v, b) @ beta for v in VISITS]
+                                         for a, b in zip(arms, base)], rtol=1e-12)
+        np.testing.assert_allclose(ref, [[imputation.design_row(terms, "placebo", v, b) @ beta for v in VISITS]
+                                         for b in base], rtol=1e-12)
+
+
 def test_reference_based_imputation_moves_the_treated_towards_the_control(imputed):
     _, _, imp = imputed
     mar, j2r, cr = (imp.ancova(m).iloc[0]["estimate"] for m in ("mar", "j2r", "cr"))

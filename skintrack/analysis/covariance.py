@@ -28,6 +28,7 @@ Example
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,17 +137,26 @@ def _build_toeplitz_h(phi, idx, days):
 
 
 # ---- homogeneous ---------------------------------------------------------------------------------------------
-def _build_unstructured(phi, idx, days):
-    t = int(round((np.sqrt(8 * len(phi) + 1) - 1) / 2))
+@functools.lru_cache(maxsize=1024)
+def _unstructured_at(t: int, idx: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(which parameter each cell of the visits `idx` holds, dS): the same for every phi, so built once per
+    pattern of visits (a fit builds its groups' covariances thousands of times). Read-only."""
     rows, cols = np.tril_indices(t)
-    full = np.zeros((t, t))
-    full[rows, cols] = phi
-    full[cols, rows] = phi
-    unit = np.zeros((len(phi), t, t))
-    unit[np.arange(len(phi)), rows, cols] = 1.0
-    unit[np.arange(len(phi)), cols, rows] = 1.0
+    which = np.zeros((t, t), int)
+    which[rows, cols] = which[cols, rows] = np.arange(len(rows))
+    unit = np.zeros((len(rows), t, t))
+    unit[np.arange(len(rows)), rows, cols] = 1.0
+    unit[np.arange(len(rows)), cols, rows] = 1.0
     sub = np.ix_(idx, idx)
-    return full[sub], unit[:, idx][:, :, idx], None
+    out = which[sub], unit[:, idx][:, :, idx]
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _build_unstructured(phi, idx, days):
+    which, dS = _unstructured_at(int(round((np.sqrt(8 * len(phi) + 1) - 1) / 2)), tuple(idx.tolist()))
+    return phi[which], dS, None
 
 
 def _build_cs(phi, idx, days):

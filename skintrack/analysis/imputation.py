@@ -35,7 +35,7 @@ from ..errors import UsageError
 from . import dist
 from .roots import brentq
 from .covariance import FALLBACK
-from .mmrm import design_row, fit_means, fit_mmrm  # noqa: F401 - design_row is used by callers building means
+from .mmrm import Resamples, design_row  # noqa: F401 - callers building means use them
 
 METHODS = ("mar", "j2r", "cr")
 NAMES = {"mar": "multiple imputation, missing at random", "j2r": "multiple imputation, jump to reference",
@@ -80,14 +80,11 @@ class Imputations:
                             + [self.base])
         xtx_inv = np.linalg.inv(X.T @ X)
         df_complete = len(self.base) - X.shape[1]
-        est, var = [], []
-        for y in self.values[method]:
-            y = y + delta * self.imputed
-            beta = xtx_inv @ X.T @ y
-            sigma2 = float(np.sum((y - X @ beta) ** 2)) / df_complete
-            est.append(beta[1:1 + len(self.treatments)])
-            var.append(np.diag(xtx_inv)[1:1 + len(self.treatments)] * sigma2)
-        est, var = np.array(est), np.array(var)
+        y = self.values[method] + delta * self.imputed  # every completed data set at once, one per row
+        beta = y @ (xtx_inv @ X.T).T
+        sigma2 = np.sum((y - beta @ X.T) ** 2, axis=1) / df_complete
+        k = slice(1, 1 + len(self.treatments))
+        est, var = beta[:, k], np.diag(xtx_inv)[k] * sigma2[:, None]
         rows = [{"treatment": t, "control": self.control, **rubin(est[:, k], var[:, k], df_complete)}
                 for k, t in enumerate(self.treatments)]
         return pd.DataFrame(rows)
@@ -125,30 +122,22 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
     dropped = treated & (last < j)  # a treated subject whose endpoint visit comes after their last value
     # the imputation model's covariance structure is chosen once, on the data as observed (the first of
     # `structures` that fits); every bootstrap sample is fitted with it, a sample where it fails is drawn again
-    observed_rows = pd.DataFrame([{"subject": f"s{i}", "arm": arms[i], "visit": visits[v], "base": base[i],
-                                   "chg": wide[i, v]} for i in range(len(base)) for v in range(t) if observed[i, v]])
-    chosen = fit_mmrm(observed_rows, visits, control, treatments, base_by_visit=True,
-                      structures=structures or ("unstructured", *FALLBACK), df="satterthwaite",
-                      variance="model", guard=False).covariance  # only beta and sigma are used: no inference
+    fits = Resamples(wide, arms, base, visits, control, list(treatments), structures or ("unstructured", *FALLBACK))
     rng = np.random.default_rng(seed)
     strata = {a: np.flatnonzero(arms == a) for a in [control, *treatments]}
     values = {meth: np.empty((m, len(subjects))) for meth in methods}
     k, failures = 0, 0
     while k < m:
         boot = np.concatenate([rng.choice(ix, size=len(ix), replace=True) for ix in strata.values()])
-        rows = [{"subject": f"b{n}", "arm": arms[i], "visit": visits[v], "base": base[i], "chg": wide[i, v]}
-                for n, i in enumerate(boot) for v in range(t) if observed[i, v]]
         try:
-            terms, beta, sigma = fit_means(pd.DataFrame(rows), visits, control, treatments, chosen)
-            sigma = sigma.reindex(index=visits, columns=visits).to_numpy()
+            beta, sigma = fits.fit(boot)
         except UsageError:
             failures += 1
             if failures >= GIVE_UP and failures > k:  # more failures than fits: the trial is too small for it
                 raise UsageError(f"the imputation model could not be fitted to {failures} of the first {failures + k} "
                                  "bootstrap samples (too few subjects per arm and visit)") from None
             continue
-        own = np.array([[design_row(terms, arms[i], v, base[i]) @ beta for v in visits] for i in range(len(base))])
-        ref = np.array([[design_row(terms, control, v, base[i]) @ beta for v in visits] for i in range(len(base))])
+        own, ref = fits.means(beta)
         normals = rng.standard_normal((len(base), t))  # one set of draws per imputation, shared by the methods
         for meth in methods:
             mean = marginal_means(meth, own, ref, treated, last)
@@ -174,19 +163,21 @@ def conditional_draw(wide, observed, mean, sigma, normals) -> np.ndarray:
     """Every row completed: observed values kept, missing ones drawn from the normal given the observed ones
     (zero `normals` give the conditional means)."""
     out = wide.copy()
-    for i in range(len(wide)):
-        o, mis = observed[i], ~observed[i]
+    patterns, which = np.unique(observed, axis=0, return_inverse=True)
+    for pattern, o in enumerate(patterns):  # the subjects missing the same visits share their distribution's shape
+        mis = ~o
         if not mis.any():
             continue
+        rows = np.flatnonzero(which.ravel() == pattern)
         s_mm = sigma[np.ix_(mis, mis)]
         if o.any():
             gain = np.linalg.solve(sigma[np.ix_(o, o)], sigma[np.ix_(o, mis)]).T
-            mu = mean[i, mis] + gain @ (wide[i, o] - mean[i, o])
+            mu = mean[np.ix_(rows, mis)] + (wide[np.ix_(rows, o)] - mean[np.ix_(rows, o)]) @ gain.T
             cov = s_mm - gain @ sigma[np.ix_(o, mis)]
         else:
-            mu, cov = mean[i, mis], s_mm
+            mu, cov = mean[np.ix_(rows, mis)], s_mm
         w, vec = np.linalg.eigh((cov + cov.T) / 2)
-        out[i, mis] = mu + (vec * np.sqrt(np.clip(w, 0, None))) @ normals[i, :mis.sum()]
+        out[np.ix_(rows, mis)] = mu + normals[rows, :mis.sum()] @ (vec * np.sqrt(np.clip(w, 0, None))).T
     return out
 
 

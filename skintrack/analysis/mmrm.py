@@ -79,13 +79,10 @@ class _Design:
     n_obs: int
 
 
-def _design(data: pd.DataFrame, visits: list, arms: list, base_by_visit: bool, by_days: bool) -> _Design:
-    """Full-rank treatment coding: intercept, base, arm (not the first), visit (not the first), arm:visit,
-    (base:visit); rows grouped by subject, subjects grouped by their observed visits (and days)."""
-    v = pd.Categorical(data["visit"], categories=visits).codes
-    a = pd.Categorical(data["arm"], categories=arms).codes
-    base = data["base"].to_numpy(float)
-    cols, blocks = ["(Intercept)", "base"], [np.ones(len(data)), base]
+def _columns(v: np.ndarray, a: np.ndarray, base: np.ndarray, visits: list, arms: list, base_by_visit: bool):
+    """(names, X): the full-rank treatment coding of rows with visit codes `v`, arm codes `a` and baseline
+    `base`: intercept, base, arm (not the first), visit (not the first), arm:visit, (base:visit)."""
+    cols, blocks = ["(Intercept)", "base"], [np.ones(len(v)), base]
     for k, arm in enumerate(arms[1:], 1):
         cols.append(f"arm[{arm}]")
         blocks.append((a == k).astype(float))
@@ -100,7 +97,15 @@ def _design(data: pd.DataFrame, visits: list, arms: list, base_by_visit: bool, b
         for j, visit in enumerate(visits[1:], 1):
             cols.append(f"base:visit[{visit}]")
             blocks.append(base * (v == j))
-    X = np.column_stack(blocks)
+    return cols, np.column_stack(blocks)
+
+
+def _design(data: pd.DataFrame, visits: list, arms: list, base_by_visit: bool, by_days: bool) -> _Design:
+    """The design (`_columns`), its rows grouped by subject, subjects grouped by their observed visits (and
+    days)."""
+    v = pd.Categorical(data["visit"], categories=visits).codes
+    a = pd.Categorical(data["arm"], categories=arms).codes
+    cols, X = _columns(v, a, data["base"].to_numpy(float), visits, arms, base_by_visit)
     y = data["chg"].to_numpy(float)
     days = data["days"].to_numpy(float) if by_days else None
     subject = data["subject"].to_numpy()
@@ -121,6 +126,18 @@ def _design(data: pd.DataFrame, visits: list, arms: list, base_by_visit: bool, b
     return _Design(cols, out, len(visits), len(data))
 
 
+def _cholesky(a: np.ndarray) -> np.ndarray | None:
+    """The lower Cholesky factor of `a`, or None when `a` is not positive definite: LAPACK's potrf, which
+    scipy.linalg.cholesky calls, without its input checks (a fit factors thousands of small matrices)."""
+    c, info = scipy.linalg.lapack.dpotrf(a, lower=1, clean=1)
+    return c if info == 0 else None
+
+
+def _cho_solve(c: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x with (c c') x = b, for the factor `_cholesky` gives: LAPACK's potrs, as scipy.linalg.cho_solve."""
+    return scipy.linalg.lapack.dpotrs(c, b, lower=1)[0]
+
+
 # ---- REML: the objective, its analytic gradient and Hessian, and the pieces inference needs ---------------------
 class _Reml:
     """-2 x the REML log-likelihood (without constants) of the design under one structure, in the structure's
@@ -139,11 +156,10 @@ class _Reml:
             S, dS, d2S = self.s.build(phi, g.idx, g.days)
             if not np.all(np.isfinite(S)):
                 return None
-            try:
-                c = scipy.linalg.cholesky(S, lower=True)
-            except (scipy.linalg.LinAlgError, ValueError):
+            c = _cholesky(S)
+            if c is None:
                 return None
-            Si = scipy.linalg.cho_solve((c, True), np.eye(len(S)))
+            Si = _cho_solve(c, np.eye(len(S)))
             out.append((Si, 2 * np.sum(np.log(np.diag(c))), dS, d2S))
         return out
 
@@ -166,19 +182,18 @@ class _Reml:
             M += Xv.reshape(m * n, p).T @ SX
             b += SX.T @ yv.ravel()
             logdet += n * ld
-        try:
-            cm = scipy.linalg.cho_factor(M)
-        except scipy.linalg.LinAlgError:
+        cm = _cholesky(M) if np.all(np.isfinite(M)) else None
+        if cm is None:
             return None
-        beta = scipy.linalg.cho_solve(cm, b)
-        Phi = scipy.linalg.cho_solve(cm, np.eye(p))
+        beta = _cho_solve(cm, b)
+        Phi = _cho_solve(cm, np.eye(p))
         quad, resid = 0.0, []
         for (g, Xv, yv), (Si, _, _, _) in zip(self.groups, blocks):
             r = yv - Xv @ beta  # (m, n)
             sres = Si @ r
             resid.append((r.T, sres))
             quad += float(np.sum(r * sres))
-        f = logdet + 2 * np.sum(np.log(np.diag(cm[0]))) + quad
+        f = logdet + 2 * np.sum(np.log(np.diag(cm))) + quad
         out = {"f": f, "beta": beta, "Phi": Phi, "blocks": blocks, "SX": SXs, "resid": resid}
         if order == 0:
             return out
@@ -525,14 +540,61 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
     return result
 
 
-def fit_means(data: pd.DataFrame, visits: list, control: str, treatments: list, structure: str,
-              base_by_visit: bool = True) -> tuple[list, np.ndarray, pd.DataFrame]:
-    """The REML estimates alone, (terms, beta, the covariance of the visits with data) of the MMRM with one
-    `structure`, as `fit_mmrm` finds them, without inference: what multiple imputation draws from, a hundred
-    times a report. A `UsageError` when the structure cannot be fitted."""
-    data, visits, treatments = _analysed(data, visits, control, treatments, "")
-    d, name, _, phi, e, _ = _search(data, visits, [control, *treatments], base_by_visit, [structure], "")
-    return d.columns, e["beta"], pd.DataFrame(_sigma(data, name, phi, d.t), index=visits, columns=visits)
+class Resamples:
+    """REML fits of the MMRM of the change (arm by visit, baseline by visit) to resamples of one trial's
+    subjects, from arrays: what multiple imputation does a hundred times a report. `wide` holds each
+    subject's changes (subjects x visits, NaN where missing), `arms` and `base` their arm and baseline.
+    The first of `structures` that fits the trial as observed (`.structure`) is fitted to every resample.
+
+    >>> wide = np.array([[1.0, 2.0], [0.5, np.nan], [3.0, 4.5], [2.0, 2.5], [0.0, 1.0], [4.0, 5.5]])
+    >>> fits = Resamples(wide, np.array(["p", "p", "a", "p", "a", "a"]), np.array([50.0, 52, 49, 51, 48, 53]),
+    ...                  ["W4", "W8"], "p", ["a"], ["cs_h"])
+    >>> beta, sigma = fits.fit(np.array([0, 1, 3, 3, 2, 4, 5, 5]))
+    >>> fits.structure, beta.shape, sigma.shape, fits.means(beta)[0].shape
+    ('cs_h', (6,), (2, 2), (6, 2))
+    """
+
+    def __init__(self, wide, arms, base, visits, control, treatments, structures):
+        n, t = wide.shape
+        self.wide, self.observed = wide, ~np.isnan(wide) & ~np.isnan(base)[:, None]
+        i, j = np.nonzero(self.observed)
+        data = pd.DataFrame({"subject": i, "arm": arms[i], "visit": np.asarray(visits, object)[j], "base": base[i],
+                             "chg": wide[i, j]})
+        data, held, treatments = _analysed(data, visits, control, treatments, "")
+        if held != list(visits):
+            missing = ", ".join(v for v in visits if v not in held)
+            raise UsageError(f"no subject with a baseline has a value at {missing}")
+        order = [control, *treatments]
+        d, self.structure, *_ = _search(data, held, order, True, structures, "")  # by visit: the rows have no days
+
+        def every_visit(arm_codes):  # the design's rows of every subject at every visit (n x t x p)
+            return _columns(np.tile(np.arange(t), n), np.repeat(arm_codes, t), np.repeat(base, t), held, order,
+                            True)[1].reshape(n, t, -1)
+
+        self.columns, self.t = d.columns, t
+        self.X, self.X_ref = every_visit(pd.Categorical(arms, categories=order).codes), every_visit(np.zeros(n, int))
+
+    def fit(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(beta, the covariance of the visits) fitted to the subjects at `rows` (repeats allowed); a UsageError
+        when they cannot be fitted."""
+        observed = self.observed[rows]
+        patterns, which = np.unique(observed, axis=0, return_inverse=True)
+        groups = []
+        for k, pattern in enumerate(patterns):
+            idx, members = np.flatnonzero(pattern), rows[which.ravel() == k]
+            if len(idx):
+                groups.append(_Group(idx, None, self.X[members][:, idx], self.wide[members][:, idx], list(members)))
+        d = _Design(self.columns, groups, self.t, int(observed.sum()))
+        structure = STRUCTURES[self.structure]
+        _, got, why = _fit(d, structure, _start(d, "resample"), 1.0)
+        if got is None:
+            raise UsageError(f"resample: {why}")
+        return got[1]["beta"], structure.full(got[0], self.t)
+
+    def means(self, beta) -> tuple[np.ndarray, np.ndarray]:
+        """Each subject's fitted mean at every visit (subjects x visits) under their own arm, and under the
+        control arm."""
+        return self.X @ beta, self.X_ref @ beta
 
 
 def _analysed(data, visits, control, treatments, metric):
@@ -557,12 +619,7 @@ def _search(data, visits, arms, base_by_visit, structures, metric):
     if by_days and ("days" not in data or data["days"].isna().any()):
         raise UsageError(f"{metric}: spatial power needs the day of every capture (taken_at)")
     d = _design(data, visits, arms, base_by_visit, False)
-    X = np.concatenate([g.X.reshape(-1, g.X.shape[2]) for g in d.groups])
-    if np.linalg.matrix_rank(X) < X.shape[1] or len(data) - X.shape[1] < 1:
-        raise UsageError(f"{metric}: too few observations for the model (every arm needs data at every visit)")
-    y = np.concatenate([g.y.ravel() for g in d.groups])
-    beta0 = np.linalg.lstsq(X, y, rcond=None)[0]
-    sigma0 = _pairwise_cov(d, [g.y - g.X @ beta0 for g in d.groups])
+    sigma0 = _start(d, metric)
     gap = float(np.mean(np.diff(sorted(data.groupby("visit")["days"].mean())))) if by_days and len(visits) > 1 \
         else 1.0
     tried = []
@@ -573,6 +630,21 @@ def _search(data, visits, arms, base_by_visit, structures, metric):
             return d, name, reml, *got, tried
         tried.append(f"{STRUCTURES[name].sas}: {why}")
     raise UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure ({'; '.join(tried)})")
+
+
+def _stacked(d: _Design, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y): the design's rows stacked; a UsageError when the design is not of full rank."""
+    X = np.concatenate([g.X.reshape(-1, g.X.shape[2]) for g in d.groups])
+    if np.linalg.matrix_rank(X) < X.shape[1] or d.n_obs - X.shape[1] < 1:
+        raise UsageError(f"{metric}: too few observations for the model (every arm needs data at every visit)")
+    return X, np.concatenate([g.y.ravel() for g in d.groups])
+
+
+def _start(d: _Design, metric: str) -> np.ndarray:
+    """The starting covariance of the visits: pairwise, from least-squares residuals."""
+    X, y = _stacked(d, metric)
+    beta0 = np.linalg.lstsq(X, y, rcond=None)[0]
+    return _pairwise_cov(d, [g.y - g.X @ beta0 for g in d.groups])
 
 
 def _sigma(data, name, phi, t) -> np.ndarray:
