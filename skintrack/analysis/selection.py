@@ -115,7 +115,7 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
     for the records used."""
     source, params = metric_source(key)
     params = {**params, "baseline": r.baseline, "anchor": r.anchor, **_schedule_params(r)}
-    ctes, joins, why = [], [], []
+    ctes, joins, why = [], [], []  # why: (condition, the reason it gives), the first that holds is the reason
     if r.offsets:
         shift = " ".join(f"WHEN $o_gen{k} THEN $o_off{k}" for k in range(len(r.offsets)))
         source = (f"SELECT s.analysis_id, s.value + CASE g.api_generation {shift} ELSE 0 END AS value FROM ({source}) s "
@@ -124,15 +124,15 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
             params.update({f"o_gen{k}": gen, f"o_off{k}": float(offset)})
     if r.generation and not key.startswith("measure."):  # an instrument's readings have no API generation
         joins.append("LEFT JOIN (SELECT analysis_id AS g_id, api_generation FROM analyses_raw) g ON g.g_id = j.analysis_id")
-        why.append("CASE WHEN g.api_generation IS DISTINCT FROM $generation THEN 'measured by API generation ' || "
-                   "coalesce(g.api_generation, 'unknown') || '; the plan analyses ' || $generation || ' only' END")
+        why.append(("g.api_generation IS DISTINCT FROM $generation", "'measured by API generation ' || "
+                    "coalesce(g.api_generation, 'unknown') || '; the plan analyses ' || $generation || ' only'"))
         params["generation"] = r.generation
     captures = "FROM m JOIN session_index i USING (analysis_id)"
     if r.exclude_flagged:  # the capture's QC columns are in the session index: only its subject's reference joins
         ctes.append(REFERENCE_SQL)
         params.update(r.limits.params(), qc_baseline=r.anchor)
         captures = f", {FLAG_COLUMNS} {captures} LEFT JOIN qc_reference ON ref_subject = i.subject_id"
-        why.append(f"CASE WHEN {FLAGGED} THEN 'excluded by capture QC (' || {REASONS} || ')' END")
+        why.append((FLAGGED, f"'excluded by capture QC (' || {REASONS} || ')'"))
     study_day = "NULL"
     if r.windowed or r.rescue == "hypothetical":
         ctes.append("bday AS (SELECT subject_id AS bday_subject, min(taken_at) AS base_at FROM session_index "
@@ -143,9 +143,9 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
     if r.windowed:
         target, width = _case(r, "j.visit", "day"), _case(r, "j.visit", "width")
         if r.windows == "exclude":
-            why.append(f"CASE WHEN j.visit <> $anchor AND {study_day} IS NOT NULL AND {width} IS NOT NULL AND "
-                       f"abs({study_day} - {target}) > {width} THEN 'outside the window of ' || j.visit || ' (day ' || "
-                       f"CAST({study_day} AS VARCHAR) || ')' END")
+            why.append((f"j.visit <> $anchor AND {study_day} IS NOT NULL AND {width} IS NOT NULL AND "
+                        f"abs({study_day} - {target}) > {width}",
+                        f"'outside the window of ' || j.visit || ' (day ' || CAST({study_day} AS VARCHAR) || ')'"))
         else:  # nearest: the visit whose window holds the capture, the nearest target when two do
             dists = [f"CASE WHEN $w_label{k} <> $anchor AND abs({study_day} - $w_day{k}) <= $w_width{k} THEN "
                      f"abs({study_day} - $w_day{k}) END" for k in range(len(r.schedule))]
@@ -153,36 +153,40 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
             pick = " ".join(f"WHEN ({d}) = ({best}) THEN $w_label{k}" for k, d in enumerate(dists))
             avisit = f"CASE WHEN j.visit = $anchor OR {study_day} IS NULL THEN j.visit ELSE CASE {pick} END END"
             dist = f"CASE WHEN j.visit = $anchor OR {study_day} IS NULL THEN 0 ELSE {best} END"
-            why.append(f"CASE WHEN j.visit <> $anchor AND {study_day} IS NOT NULL AND ({best}) IS NULL THEN "
-                       f"'in no visit window (day ' || CAST({study_day} AS VARCHAR) || ')' END")
+            why.append((f"j.visit <> $anchor AND {study_day} IS NOT NULL AND ({best}) IS NULL",
+                        f"'in no visit window (day ' || CAST({study_day} AS VARCHAR) || ')'"))
     if r.rescue == "hypothetical":
         ctes.append(f"resc AS (SELECT subject_id AS resc_subject, min(taken_at) AS rescue_at FROM sessions WHERE "
                     f"lower(CAST(rescue AS VARCHAR)) IN ({', '.join(repr(t) for t in TRUTHY)}) GROUP BY subject_id)")
         joins.append("LEFT JOIN resc ON resc.resc_subject = j.subject_id")
-        why.append("CASE WHEN j.visit <> $anchor AND j.taken_at >= resc.rescue_at THEN "
-                   "'after rescue product use (hypothetical strategy)' END")
+        why.append(("j.visit <> $anchor AND j.taken_at >= resc.rescue_at",
+                    "'after rescue product use (hypothetical strategy)'"))
     if r.discontinuation == "hypothetical":
         joins.append("LEFT JOIN (SELECT subject_id AS disc_subject, discontinued_after FROM subjects) disc "
                      "ON disc.disc_subject = j.subject_id")
-        why.append(f"CASE WHEN {_case(r, 'j.visit', 'pos')} > {_case(r, 'disc.discontinued_after', 'pos')} THEN "
-                   "'after the last visit on treatment (hypothetical strategy)' END")
-    reason = f"coalesce({', '.join(why)})" if len(why) > 1 else why[0] if why else "CAST(NULL AS VARCHAR)"
-    several = "true" if r.windows == "nearest" else "coalesce(dup, false)"  # nearest: the window picks the visit
+        why.append((f"{_case(r, 'j.visit', 'pos')} > {_case(r, 'disc.discontinued_after', 'pos')}",
+                    "'after the last visit on treatment (hypothetical strategy)'"))
+    cases = [f"CASE WHEN {cond} THEN {text} END" for cond, text in why]
+    reason = f"coalesce({', '.join(cases)})" if len(cases) > 1 else cases[0] if cases else "CAST(NULL AS VARCHAR)"
+    # `used` is `reason IS NULL` without building the text
+    used = f"NOT ({' OR '.join(f'coalesce({cond}, false)' for cond, _ in why)})" if why else "true"
+    pick = ("row_number() OVER (PARTITION BY subject_id, coalesce(avisit, analysis_id), used "
+            "ORDER BY dist NULLS LAST, taken_at DESC NULLS LAST, analysis_id)")
+    if r.windows == "nearest":  # the window picks the visit: every record used is ranked, among those used
+        ranked = f"SELECT *, CASE WHEN used THEN {pick} ELSE 1 END AS pick FROM r0"
+    else:  # only where a visit holds several captures (a session's `dup` is its whole visit's): at 1M records,
+        # a window over every row was the records' largest cost
+        ranked = (f"SELECT r0.*, pick FROM r0 LEFT JOIN (SELECT analysis_id AS picked_id, {pick} AS pick FROM r0 "
+                  "WHERE used AND coalesce(dup, false)) p ON picked_id = analysis_id")
     sql = RECORDS_START + "".join(c + ",\n" for c in ctes) + f"""
     m AS ({source}),
     j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.seq, i.dup, m.value, m.analysis_id
           {captures} WHERE m.value IS NOT NULL),
-    r0 AS MATERIALIZED (  -- once: else both branches below re-evaluate every reason (0.14 s at 1M records)
+    r0 AS (
         SELECT j.subject_id, j.visit, j.taken_at, j.days, j.seq, j.dup, j.value, j.analysis_id, {avisit} AS avisit,
-                  {study_day} AS study_day, {dist} AS dist, {reason} AS why
+                  {study_day} AS study_day, {dist} AS dist, {reason} AS why, {used} AS used
            FROM j {' '.join(joins)}),
-    ranked AS (  -- only where a visit holds several captures (a session's `dup` is its whole visit's): at 1M
-                 -- records, a window over every row was the records' largest cost
-        SELECT *, row_number() OVER (PARTITION BY subject_id, coalesce(avisit, analysis_id)
-                                     ORDER BY dist NULLS LAST, taken_at DESC NULLS LAST, analysis_id) AS pick
-        FROM r0 WHERE why IS NULL AND {several}
-        UNION ALL
-        SELECT *, 1 AS pick FROM r0 WHERE NOT (why IS NULL AND {several})),
+    ranked AS ({ranked}),
     recs AS (SELECT subject_id, visit, avisit, taken_at, days, study_day, value, analysis_id, seq,
                     coalesce(why, CASE WHEN pick > 1 THEN 'another capture of this visit is used' END) AS reason
              FROM ranked)""" + RECORDS_END

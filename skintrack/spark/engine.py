@@ -5,12 +5,11 @@ bound to a Spark session (`Study.on(spark)`, `skintrack.open(DIR, engine=spark)`
 translated to Spark SQL and run there, over the study's tables at the Study's version: the Parquet data
 files the lake lists for that version (tables that carry deleted rows are read through DuckDB first).
 
-sqlglot does most of the translation. Four things it gets wrong are fixed here, each found by the
+sqlglot does most of the translation. Three things it gets wrong are fixed here, each found by the
 tests that compare both engines: `quantile_cont(x, q)` became `PERCENTILE_CONT(x, q)`, which Spark reads
 as a different function (it is `percentile(x, q)`, the same linear interpolation); `list_position` has
-no Spark name (it is `array_position`, which gives 0, not NULL, for a missing element); `SELECT *
-EXCLUDE (...)` must be spelled out column by column, which sqlglot's optimizer does given the schema; and
-DuckDB's `AS MATERIALIZED` hint on a CTE is not Spark SQL (Spark plans its CTEs itself).
+no Spark name (it is `array_position`, which gives 0, not NULL, for a missing element); and `SELECT *
+EXCLUDE (...)` must be spelled out column by column, which sqlglot's optimizer does given the schema.
 
 Example
 -------
@@ -50,10 +49,7 @@ def to_spark(sql: str, schema: dict, prefix: str = "") -> str:
     tree = sqlglot.parse_one(sql, read="duckdb")
     tree = qualify(tree, schema=schema, dialect="duckdb", validate_qualify_columns=False, quote_identifiers=False,
                    identify=False)
-    ctes = set()
-    for cte in tree.find_all(exp.CTE):
-        ctes.add(cte.alias)
-        cte.set("materialized", None)
+    ctes = {c.alias for c in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
         if prefix and table.name in schema and table.name not in ctes:
             table.set("this", exp.to_identifier(prefix + table.name))
