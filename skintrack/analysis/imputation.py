@@ -35,7 +35,7 @@ from ..errors import UsageError
 from . import dist
 from .roots import brentq
 from .covariance import FALLBACK
-from .mmrm import Resamples, design_row  # noqa: F401 - callers building means use them
+from .mmrm import Resamples, design_row  # noqa: F401 - design_row is for callers building means
 
 METHODS = ("mar", "j2r", "cr")
 NAMES = {"mar": "multiple imputation, missing at random", "j2r": "multiple imputation, jump to reference",
@@ -83,8 +83,8 @@ class Imputations:
         y = self.values[method] + delta * self.imputed  # every completed data set at once, one per row
         beta = y @ (xtx_inv @ X.T).T
         sigma2 = np.sum((y - beta @ X.T) ** 2, axis=1) / df_complete
-        k = slice(1, 1 + len(self.treatments))
-        est, var = beta[:, k], np.diag(xtx_inv)[k] * sigma2[:, None]
+        arm_terms = slice(1, 1 + len(self.treatments))
+        est, var = beta[:, arm_terms], np.diag(xtx_inv)[arm_terms] * sigma2[:, None]
         rows = [{"treatment": t, "control": self.control, **rubin(est[:, k], var[:, k], df_complete)}
                 for k, t in enumerate(self.treatments)]
         return pd.DataFrame(rows)

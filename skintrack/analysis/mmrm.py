@@ -261,16 +261,19 @@ def _newton(reml: _Reml, phi0, max_iter: int = 200):
         decrement = float(-e["grad"] @ step)
         if decrement < 1e-14 * max(1.0, abs(e["f"])) and np.all(w > 0):
             return phi, e
+        stalled = (phi, e) if decrement < 1e-8 * max(1.0, abs(e["f"])) and np.all(w > 0) else None
         t = 1.0
         while t > 1e-12:
             cand = phi + t * step
-            c = reml.evaluate(cand)
+            c = reml.evaluate(cand, order=2 if t == 1.0 else 0)  # a halved step: its objective alone, until taken
             if c is not None and c["f"] <= e["f"] - 1e-4 * t * decrement:
                 break
             t /= 2
         else:
-            return (phi, e) if decrement < 1e-8 * max(1.0, abs(e["f"])) and np.all(w > 0) else None
-        phi, e = cand, c
+            return stalled
+        if c["f"] >= e["f"]:  # a step so short the objective cannot tell: at the optimum to rounding, or stuck
+            return stalled
+        phi, e = cand, c if t == 1.0 else reml.evaluate(cand)
     return None
 
 
