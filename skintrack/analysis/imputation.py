@@ -113,9 +113,6 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
         wide[pos[r.subject], visits.index(r.visit)] = r.chg
     arms, base = subjects["arm"].to_numpy(), subjects["base"].to_numpy(float)
     observed = ~np.isnan(wide)
-    empty = [v for v, seen in zip(visits, observed.any(axis=0)) if not seen]
-    if empty:  # a visit nobody attended has no covariance to draw from
-        raise UsageError(f"no subject has a value at {', '.join(empty)}: leave the visit out of the imputation model")
     last = np.array([np.flatnonzero(o).max() if o.any() else -1 for o in observed])
     j = visits.index(visit)
     treated = arms != control

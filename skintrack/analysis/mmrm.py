@@ -564,9 +564,9 @@ class Resamples:
         data = pd.DataFrame({"subject": i, "arm": arms[i], "visit": np.asarray(visits, object)[j], "base": base[i],
                              "chg": wide[i, j]})
         data, held, treatments = _analysed(data, visits, control, treatments, "")
-        if held != list(visits):
+        if held != list(visits):  # a visit nobody attended has no covariance to draw from
             missing = ", ".join(v for v in visits if v not in held)
-            raise UsageError(f"no subject with a baseline has a value at {missing}")
+            raise UsageError(f"no subject has a value at {missing}: leave the visit out of the imputation model")
         order = [control, *treatments]
         d, self.structure, *_ = _search(data, held, order, True, structures, "")  # by visit: the rows have no days
 
