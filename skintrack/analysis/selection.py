@@ -57,6 +57,7 @@ class Rules:
     discontinuation: str | None = None
     generation: str | None = None
     offsets: tuple = ()  # ((generation, offset added to its values), ...)
+    several: bool = True  # some session holds several captures (`Study.several_captures`): one to choose
     limits: QCLimits = field(default_factory=QCLimits)
 
     @property
@@ -73,6 +74,7 @@ def rules(study, exclude_flagged: bool | None = None, baseline: str | None = Non
     return Rules(baseline=baseline or plan.baseline, anchor=plan.baseline,
                  exclude_flagged=plan.qc == "exclude" if exclude_flagged is None else exclude_flagged,
                  windows=plan.windows, schedule=tuple((v.label, v.day, v.window) for v in plan.visits),
+                 several=study.several_captures,
                  rescue=strategies.get("rescue") if "rescue" in sessions else None, generation=plan.generation,
                  discontinuation=strategies.get("discontinuation") if "discontinued_after" in subjects else None)
 
@@ -174,6 +176,8 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
             "ORDER BY dist NULLS LAST, taken_at DESC NULLS LAST, analysis_id)")
     if r.windows == "nearest":  # the window picks the visit: every record used is ranked, among those used
         ranked = f"SELECT *, CASE WHEN used THEN {pick} ELSE 1 END AS pick FROM r0"
+    elif not r.several:  # no visit holds two captures: nothing to choose (and r0 is read once, not materialized)
+        ranked = "SELECT *, 1 AS pick FROM r0"
     else:  # only where a visit holds several captures (a session's `dup` is its whole visit's): at 1M records,
         # a window over every row was the records' largest cost
         ranked = (f"SELECT r0.*, pick FROM r0 LEFT JOIN (SELECT analysis_id AS picked_id, {pick} AS pick FROM r0 "

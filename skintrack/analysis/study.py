@@ -105,7 +105,8 @@ class Study:
         self._reader.hold(version)
         self._stored_plan = None  # the plan kept in the lake at this version, read once
         self._plan = None
-        self._visits = None
+        self._days = None
+        self._several = None
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
         self._held, self._sizes = set(), None  # the small tables copied into memory at this version
@@ -187,8 +188,7 @@ class Study:
         self._sync()
         text = self._plan_text()
         if self._plan is None or self._plan[0] != text:
-            days = dict(self.sql("SELECT visit, median(days) AS d FROM session_index WHERE visit IS NOT NULL "
-                                 "GROUP BY visit").values.tolist()) if self.visits else {}
+            days = self._visit_days()
             arms = sorted(self.sql("SELECT DISTINCT arm FROM subjects WHERE arm IS NOT NULL")["arm"]) \
                 if "arm" in self.columns("subjects") else []
             plan = Plan.parse(text, str(self.path / PLAN_FILE)) if text else Plan()
@@ -226,10 +226,31 @@ class Study:
     @property
     def visits(self) -> list:
         """Visit labels in the order they happen (median days since each subject's first session)."""
+        return list(self._visit_days())
+
+    def _visit_days(self) -> dict:
+        """{visit: median days since each subject's first session}, in visit order (read once per version)."""
         self._sync()
-        if self._visits is None:
-            self._visits = trends.visit_order(self)
-        return self._visits
+        if self._days is None:
+            self._days = trends.visit_days(self)
+        return self._days
+
+    @property
+    def several_captures(self) -> bool:
+        """Whether a session holds more than one capture (two photos of a subject at one visit): only then do
+        the plan's rules choose between captures (`skintrack.analysis.selection`).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().several_captures
+        False
+        """
+        self._sync()
+        if self._several is None:
+            dups = self.sql("SELECT count(CASE WHEN dup THEN 1 END) AS n FROM session_index")
+            self._several = bool(dups["n"].iloc[0])
+        return self._several
 
     def check_visit(self, label, what: str = "visit") -> str:
         """`label` if it is one of the study's visits, else a `UsageError` naming the valid ones."""

@@ -63,10 +63,11 @@ def baseline_exclusions(study, key: str, r: Rules) -> pd.DataFrame:
         FROM per WHERE NOT based ORDER BY subject_id""", params)
 
 
-def visit_order(study) -> list:
-    """Visit labels in the order they happen (median days since each subject's first session)."""
-    return study.sql("SELECT visit, median(days) AS d FROM session_index WHERE visit IS NOT NULL GROUP BY visit "
-                     f"ORDER BY d NULLS LAST, {NATURAL_VISIT}")["visit"].tolist()
+def visit_days(study) -> dict:
+    """{visit label: median days since each subject's first session}, in the order the visits happen."""
+    days = study.sql("SELECT visit, median(days) AS d FROM session_index WHERE visit IS NOT NULL GROUP BY visit "
+                     f"ORDER BY d NULLS LAST, {NATURAL_VISIT}")
+    return dict(zip(days["visit"], days["d"]))
 
 
 def _ordered_sql(study, select: str, params: dict, order: str = "subject_id, seq"):
