@@ -3,7 +3,8 @@
 Builds a SIMULATED study of 1,000,000 analyses (100,000 subjects x 10 visits, 12 score metrics, so
 12 million score rows) directly into a study's lake (and the same tables as plain Parquet for pandas), then times `change_from_baseline`, `slopes` and
 `cohort` on one metric, each against pandas doing the same from the same files (reading included).
-Each contender runs in its own process (the study opened or the modules imported first, not timed); its
+Each contender runs in its own process (the study opened and the libraries it computes with imported
+first, not timed: pandas and pyarrow for the peer, scipy.special for ours, which loads it on first use); its
 figures are the best of --repeat runs, CPU (every thread) and wall, and the process's peak memory. The
 targets (issue 23): `change_from_baseline` at least 1.5x faster than pandas in CPU, the other helpers 2x.
 Each helper is measured twice: computed (the first run at a study version, the user's cache off) and kept
@@ -126,6 +127,7 @@ def contend(folder: Path, helper: str, side: str, repeat: int) -> dict:
     without the user's cache; "kept" with a cache of its own that a first run (not timed) fills: what
     another process at the same study version pays (`Study._make_records`)."""
     if side != "pandas":
+        import scipy.special  # noqa: F401 - a library ours computes with (its intervals), imported first as pandas is
         cache = tempfile.mkdtemp(prefix="skb-cache-") if side == "kept" else "off"
         os.environ["SKINTRACK_CACHE"] = cache
         if side == "kept":

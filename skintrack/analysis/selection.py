@@ -58,6 +58,7 @@ class Rules:
     generation: str | None = None
     offsets: tuple = ()  # ((generation, offset added to its values), ...)
     several: bool = True  # some session holds several captures (`Study.several_captures`): one to choose
+    keyed: bool = False  # the lake's integer keys join the metric to the index (`Study.keyed`)
     limits: QCLimits = field(default_factory=QCLimits)
 
     @property
@@ -74,28 +75,29 @@ def rules(study, exclude_flagged: bool | None = None, baseline: str | None = Non
     return Rules(baseline=baseline or plan.baseline, anchor=plan.baseline,
                  exclude_flagged=plan.qc == "exclude" if exclude_flagged is None else exclude_flagged,
                  windows=plan.windows, schedule=tuple((v.label, v.day, v.window) for v in plan.visits),
-                 several=study.several_captures,
+                 several=study.several_captures, keyed=study.keyed,
                  rescue=strategies.get("rescue") if "rescue" in sessions else None, generation=plan.generation,
                  discontinuation=strategies.get("discontinuation") if "discontinued_after" in subjects else None)
 
 
-def metric_source(key: str) -> tuple[str, dict]:
-    """SQL selecting (analysis_id, value) of one metric, from the catalog's table and column."""
+def metric_source(key: str, on: str = "analysis_id") -> tuple[str, dict]:
+    """SQL selecting (`on`, value) of one metric, from the catalog's table and column; `on` is the analysis's
+    id, or its integer key (`skintrack.tables.keys`)."""
     info = metric_info(key)
     table, column = info["table"], info["column"]
     if table == "scores":
-        return "SELECT analysis_id, value FROM scores WHERE metric = $m_metric", {"m_metric": key[len("score."):]}
+        return f"SELECT {on}, value FROM scores WHERE metric = $m_metric", {"m_metric": key[len("score."):]}
     if table in ("counts", "areas", "severities"):
-        return (f"SELECT analysis_id, value FROM {table} WHERE feature = $m_feature AND "
+        return (f"SELECT {on}, value FROM {table} WHERE feature = $m_feature AND "
                 "region IS NOT DISTINCT FROM $m_region", {"m_feature": info["feature"], "m_region": info["region"]})
     if table == "measures":  # the mean of a subject's readings at a visit (raters, replicates, sides)
-        return ("SELECT analysis_id, avg(value) AS value FROM measures WHERE measure = $m_measure GROUP BY analysis_id",
+        return (f"SELECT {on}, avg(value) AS value FROM measures WHERE measure = $m_measure GROUP BY {on}",
                 {"m_measure": info["feature"]})
     if table == "wrinkles":
-        return (f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM wrinkles WHERE region = $m_region",
+        return (f"SELECT {on}, CAST({column} AS DOUBLE) AS value FROM wrinkles WHERE region = $m_region",
                 {"m_region": info["region"]})
     source = "analyses_raw" if table == "analyses" else table
-    return f"SELECT analysis_id, CAST({column} AS DOUBLE) AS value FROM {source}", {}
+    return f"SELECT {on}, CAST({column} AS DOUBLE) AS value FROM {source}", {}
 
 
 def _schedule_params(r: Rules) -> dict:
@@ -115,21 +117,23 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
     """CTEs ending in `recs`: every record of `key` (subject_id, visit as labelled, avisit the analysis
     visit, taken_at, days since the first session, study_day, value, analysis_id, seq) with `reason`, NULL
     for the records used."""
-    source, params = metric_source(key)
+    on = "analysis_key" if r.keyed else "analysis_id"  # the join to the session index (tables.keys)
+    source, params = metric_source(key, on)
     params = {**params, "baseline": r.baseline, "anchor": r.anchor, **_schedule_params(r)}
     ctes, joins, why = [], [], []  # why: (condition, the reason it gives), the first that holds is the reason
     if r.offsets:
         shift = " ".join(f"WHEN $o_gen{k} THEN $o_off{k}" for k in range(len(r.offsets)))
-        source = (f"SELECT s.analysis_id, s.value + CASE g.api_generation {shift} ELSE 0 END AS value FROM ({source}) s "
-                  "LEFT JOIN analyses_raw g USING (analysis_id)")
+        source = (f"SELECT s.{on}, s.value + CASE g.api_generation {shift} ELSE 0 END AS value FROM ({source}) s "
+                  f"LEFT JOIN analyses_raw g USING ({on})")
         for k, (gen, offset) in enumerate(r.offsets):
             params.update({f"o_gen{k}": gen, f"o_off{k}": float(offset)})
     if r.generation and not key.startswith("measure."):  # an instrument's readings have no API generation
-        joins.append("LEFT JOIN (SELECT analysis_id AS g_id, api_generation FROM analyses_raw) g ON g.g_id = j.analysis_id")
+        joins.append(f"LEFT JOIN (SELECT {on} AS g_on, api_generation FROM analyses_raw) g ON g.g_on = j.{on}")
         why.append(("g.api_generation IS DISTINCT FROM $generation", "'measured by API generation ' || "
                     "coalesce(g.api_generation, 'unknown') || '; the plan analyses ' || $generation || ' only'"))
         params["generation"] = r.generation
-    captures = "FROM m JOIN session_index i USING (analysis_id)"
+    captures = f"FROM m JOIN session_index i USING ({on})"
+    ids = "i.analysis_id, i.analysis_key" if r.keyed else "i.analysis_id"
     if r.exclude_flagged:  # the capture's QC columns are in the session index: only its subject's reference joins
         ctes.append(REFERENCE_SQL)
         params.update(r.limits.params(), qc_baseline=r.anchor)
@@ -184,7 +188,7 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
                   "WHERE used AND coalesce(dup, false)) p ON picked_id = analysis_id")
     sql = RECORDS_START + "".join(c + ",\n" for c in ctes) + f"""
     m AS ({source}),
-    j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.seq, i.dup, m.value, m.analysis_id
+    j AS (SELECT i.subject_id, i.visit, i.taken_at, i.days, i.seq, i.dup, m.value, {ids}
           {captures} WHERE m.value IS NOT NULL),
     r0 AS (
         SELECT j.subject_id, j.visit, j.taken_at, j.days, j.seq, j.dup, j.value, j.analysis_id, {avisit} AS avisit,

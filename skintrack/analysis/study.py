@@ -25,7 +25,7 @@ import pyarrow.ipc  # noqa: F401 - pa.ipc
 from .. import kept
 from ..errors import UsageError
 from ..show import display  # helpers label their frames for Jupyter (like the plot accessor: DEVELOPERS.md)
-from ..tables import measures, store, versions
+from ..tables import keys, measures, store, versions
 from ..tables.catalog import declare_measures, measures_owner
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
@@ -107,6 +107,7 @@ class Study:
         self._plan = None
         self._days = None
         self._several = None
+        self._keyed = None
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
         self._held, self._sizes = set(), None  # the small tables copied into memory at this version
@@ -251,6 +252,24 @@ class Study:
             dups = self.sql("SELECT count(CASE WHEN dup THEN 1 END) AS n FROM session_index")
             self._several = bool(dups["n"].iloc[0])
         return self._several
+
+    @property
+    def keyed(self) -> bool:
+        """Whether a metric's records join the session index on the lake's integer keys at this version
+        (`skintrack.tables.keys.usable`): a study written before them has none until a write upgrades it, and
+        a version where two analyses share a key (or a row lacks one) joins on their ids instead.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().keyed
+        True
+        """
+        self._sync()
+        if self._keyed is None:
+            self._keyed = bool(self._on_disk and self.version is not None and
+                               store.retry_busy(keys.usable, self.con, store.META, self.version))
+        return self._keyed
 
     def check_visit(self, label, what: str = "visit") -> str:
         """`label` if it is one of the study's visits, else a `UsageError` naming the valid ones."""

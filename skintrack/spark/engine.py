@@ -81,13 +81,16 @@ class SparkEngine:
             self.schema[view] = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall())
 
     def _register(self, con, view: str, table: str, version) -> None:
-        """A response table: its Parquet files at `version` (those tables only ever grow). The rest
-        (sessions, subjects, the session index: small, and rewritten in place) and an empty table: one
-        Parquet file written by DuckDB per version, in the study's `.spark/` folder, kept for reuse."""
+        """A response table: its Parquet files at `version`. The rest (sessions, subjects, the session index:
+        small, and rewritten in place), a table with rows deleted at `version` (an upgrade's update: its files
+        still hold the rows it replaced), and an empty table: one Parquet file written by DuckDB per version,
+        in the study's `.spark/` folder, kept for reuse."""
         files = []
         if version is not None and table not in store.BASE:
-            files = [f for f, in con.execute(f"SELECT data_file FROM ducklake_list_files('{store.LAKE}', ?, "
-                                              f"snapshot_version => {int(version)})", [table]).fetchall()]
+            listed = con.execute(f"SELECT data_file, delete_file FROM ducklake_list_files('{store.LAKE}', ?, "
+                                 f"snapshot_version => {int(version)})", [table]).fetchall()
+            if all(deleted is None for _, deleted in listed):  # rows deleted (an update): read through DuckDB
+                files = [f for f, _ in listed]
         if not files:
             path = self.cache / f"{view}.parquet"
             if not path.exists():

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
-from ..tables import store, versions
+from ..tables import keys, store, versions
 from ..tables.ingest import IngestReport, add_metadata, Part, expand, read_chunk, split_seen
 from ..tables.manifest import Manifest, read_subjects
 
@@ -142,6 +142,7 @@ def _commit(con, part: Part, written: list[dict], inputs: list, report: IngestRe
         hive = Path(r["path"]).parent.name.startswith(f"{PARTITION_BY.get(r['table'])}=")
         con.execute(f"CALL ducklake_add_data_files('{store.LAKE}', ?, ?, hive_partitioning => ?)",
                     [r["table"], r["path"], hive])
+    keys.note(con, pa.table({keys.KEY: pa.array([keys.key_of(aid) for _, aid, _ in accepted], pa.int64())}))
     report.added, report.rejected = len(accepted), [tuple(x[1:]) for x in items["rejects"]]
     report.skipped += len(duplicates)
     part.info["analyses added"] = len(accepted)

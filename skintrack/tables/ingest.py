@@ -42,7 +42,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import generations, measures as measures_, session_index, store, versions
+from . import generations, keys, measures as measures_, session_index, store, versions
 from ..errors import InvalidInput, InvalidResponse
 from .codes import about_photo
 from .flatten import flatten
@@ -279,9 +279,10 @@ def _read_chunk(study: Path, paths: list[str]) -> dict:
         flat["maps"] = maps
         flat["analyses"][0].update(source=path, photo=photo, photo_sha256=meta.get("photo_sha256"), ingested_at=now,
                                    **instrument(doc, meta))
+        key = keys.key_of(aid)
         for table, trows in flat.items():
             for r in trows:
-                r["analysis_id"] = aid
+                r["analysis_id"], r[keys.KEY] = aid, key  # (a table without the key column leaves it)
             rows[table].extend(trows)
         rows["sources"].append(source)
         out["accepted"].append((path, aid, photo))

@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from ..errors import StoreError, UsageError
 from ..sinks import sql_identifier, sql_literal
-from . import extensions
+from . import extensions, keys
 from .catalog import metric_keys
 from .layout import CATALOG, CONFIG, DATA  # noqa: F401 (store.CATALOG, ... are read by other modules)
 from .schema import CAPTURE, CAPTURE_SQL, TABLES, WRINKLE_MEASURES
@@ -67,7 +67,8 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
     "session_index": pa.schema([("analysis_id", pa.string()), ("subject_id", pa.string()), ("visit", pa.string()),
                                 ("taken_at", pa.timestamp("us")), ("days", pa.float64()), ("dup", pa.bool_()),
                                 ("seq", pa.int64()), ("kind", pa.string())] +
-                               [TABLES[table].field(column) for column, table in CAPTURE.items()]),
+                               [TABLES[table].field(column) for column, table in CAPTURE.items()] +
+                               [("analysis_key", pa.int64())]),
     "plans": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
     "instrument": pa.schema([("at", pa.timestamp("us", tz="UTC")), ("batch", pa.string()), ("event", pa.string()),
                              ("detail", pa.string())]),  # what the sentinel found, and drift a user accepted
@@ -75,7 +76,9 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
                            ("visit", pa.string()), ("taken_at", pa.timestamp("us")), ("measure", pa.string()),
                            ("value", pa.float64()), ("unit", pa.string()), ("device", pa.string()),
                            ("rater", pa.string()), ("replicate", pa.string()), ("side", pa.string()),
-                           ("source", pa.string()), ("assigned_at", pa.timestamp("us", tz="UTC"))]),
+                           ("source", pa.string()), ("assigned_at", pa.timestamp("us", tz="UTC")),
+                           ("analysis_key", pa.int64())]),
+    "key_collisions": pa.schema([("analysis_key", pa.int64()), ("analysis_id", pa.string())]),  # tables.keys
     "measure_catalogs": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
 }
 SCHEMAS = {**TABLES, **BASE}
@@ -248,15 +251,23 @@ def attach(con: duckdb.DuckDBPyConnection, study: Path, create: bool = False) ->
 
 def evolve(con: duckdb.DuckDBPyConnection) -> None:
     """Add the columns this skintrack declares that an older study's tables lack (one version; their old
-    rows read as null, and `generations.backfill` then fills what can be recovered). A session index that
-    lacks columns is rebuilt whole in the same version (its rows are derived, so every one is filled)."""
+    rows read as null, and `generations.backfill` then fills what can be recovered; the analyses' integer
+    keys are computed: `keys`). A session index that lacks columns is rebuilt whole in the same version (its
+    rows are derived, so every one is filled)."""
     have = columns_at(con, None)
-    missing = [(t, name, kind) for t, schema in {**TABLES, "session_index": BASE["session_index"]}.items()
+    declared = {**TABLES, "session_index": BASE["session_index"], "measures": BASE["measures"]}
+    missing = [(t, name, kind) for t, schema in declared.items()
                for name, kind in zip(schema.names, schema.types) if t in have and name not in have[t]]
     if missing:
         with transaction(con, "upgrade", {"columns added": ", ".join(f"{t}.{n}" for t, n, _ in missing)}):
             for table, name, kind in missing:
                 con.execute(f"ALTER TABLE {LAKE}.main.{table} ADD COLUMN {sql_identifier(name)} {_SQL_TYPES[kind]}")
+            keyed = [t for t, name, _ in missing if name == keys.KEY]
+            for table in keyed:  # the keys of the rows an older skintrack wrote; the index gets its own below
+                if table != "session_index":
+                    con.execute(f"UPDATE {LAKE}.main.{table} SET {keys.KEY} = {keys.KEY_SQL.format(id='analysis_id')}")
+            if keyed:
+                keys.check(con, LAKE, everything=True)
             if any(t == "session_index" for t, _, _ in missing):
                 from . import session_index  # it reads this module's tables
 
@@ -308,8 +319,11 @@ def create_tables(con: duckdb.DuckDBPyConnection, have: set = frozenset(), datab
     for name, schema in SCHEMAS.items():
         if name not in have:
             con.register("_empty", schema.empty_table())
-            con.execute(f"CREATE TABLE {database}.main.{name} AS SELECT * FROM _empty")
+            kinds = con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM _empty)").fetchall()
             con.unregister("_empty")
+            required = {keys.KEY} if name in keys.KEYED and database == LAKE else set()  # (tables.keys)
+            columns = ", ".join(f"{sql_identifier(c)} {t}{' NOT NULL' * (c in required)}" for c, t in kinds)
+            con.execute(f"CREATE TABLE {database}.main.{name} ({columns})")
 
 
 def tables_at(con: duckdb.DuckDBPyConnection, version: int | None) -> set:
@@ -347,6 +361,7 @@ def transaction(con: duckdb.DuckDBPyConnection, command: str, info: dict | None 
 
 def commit(con: duckdb.DuckDBPyConnection, command: str, info: dict) -> None:
     """Commit the open transaction as a version made by `command` that changed `info`."""
+    keys.check(con, LAKE)
     con.execute(f"CALL {LAKE}.set_commit_message(?, ?, extra_info => ?)",
                 [f"{getpass.getuser()}@{socket.gethostname()}", command, json.dumps(info, default=str)])
     con.execute("COMMIT")
@@ -363,6 +378,10 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
     they do not have yet (a manifest's or subjects CSV's own columns)."""
     if not rows.num_rows:
         return
+    if table in keys.KEYED:
+        rows = keys.with_keys(rows)
+        if table in keys.ORIGINS:
+            keys.note(con, rows)
     con.register("_rows", rows)
     try:
         if table not in TABLES:
@@ -620,6 +639,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, version: int | None, columns: 
     con.execute(f"CREATE OR REPLACE VIEW subjects AS SELECT * EXCLUDE (assigned_at) FROM ({source('subjects')})")
     con.execute(f"CREATE OR REPLACE VIEW session_index AS {_index_source(source, columns)}")
     con.execute(f"CREATE OR REPLACE VIEW instrument AS {source('instrument')}")
+    con.execute(f"CREATE OR REPLACE VIEW key_collisions AS {source('key_collisions')}")
     con.execute(f"CREATE OR REPLACE VIEW measures AS SELECT * EXCLUDE (assigned_at) FROM ({source('measures')})")
     con.execute(
         "CREATE OR REPLACE VIEW analyses AS SELECT a.analysis_id, s.subject_id, s.visit, s.taken_at, "
