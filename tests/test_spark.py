@@ -76,6 +76,7 @@ def both(big_corpus, spark, tmp_path_factory):
     a = skintrack.ingest([big_corpus / "responses"], local, **args)
     b = spark_ingest(spark, [big_corpus / "responses"], distributed, partitioned=True, **args)
     assert (a.added, b.added, a.sessions, b.sessions) == (4000, 4000, 4000, 4000) and a.ok and b.ok
+    assert skintrack.open(local).keyed and skintrack.open(distributed).keyed  # the executors wrote the keys
     return local, distributed
 
 
