@@ -47,6 +47,20 @@ def _keys_are_their_ids(s) -> int:
     return rows
 
 
+def _assert_same_records(s, want) -> None:
+    for got, expected in zip(_records(s), want, strict=True):
+        pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def _write(study, what: str, *statements: str) -> None:
+    """Run `statements` on the lake as one version, as another writer would."""
+    con = store.connect(study, write=True)
+    with store.transaction(con, f"test: {what}"):
+        for sql in statements:
+            con.execute(sql)
+    con.close()
+
+
 def test_the_sql_key_is_the_python_key():
     ids = ["0123456789abcdef0123456789abcdef", "m-" + "f" * 30, "ünïcødé", "", "x" * 300]
     con = duckdb.connect()
@@ -62,39 +76,30 @@ def test_every_keyed_row_has_its_analysis_key_and_a_row_without_one_is_refused(s
     with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):  # what an older skintrack would write
         con.execute(f"INSERT INTO {store.LAKE}.main.scores (analysis_id, metric, value) VALUES ('a', 'water', 1)")
     con.close()
-    for keyed, ids in zip(_records(s), _records(s, keyed=False)):
-        pd.testing.assert_frame_equal(keyed, ids, check_exact=True)
+    _assert_same_records(s, _records(s, keyed=False))
 
 
 def test_an_older_study_gains_its_keys_in_an_upgrade_and_reads_the_same_records(study):
     before = _records(skintrack.open(study))
-    con = store.connect(study, write=True)  # what a study written before the keys looks like
-    with store.transaction(con, "test: a study without keys"):
-        for table in keys.KEYED:
-            con.execute(f"ALTER TABLE {store.LAKE}.main.{table} DROP COLUMN {keys.KEY}")
-        con.execute(f"DROP TABLE {store.LAKE}.main.key_collisions")
-    con.close()
+    _write(study, "a study without keys", f"DROP TABLE {store.LAKE}.main.key_collisions",
+           *[f"ALTER TABLE {store.LAKE}.main.{table} DROP COLUMN {keys.KEY}" for table in keys.KEYED])
     old = skintrack.open(study)
     assert not old.keyed
-    for got, want in zip(_records(old), before):
-        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    _assert_same_records(old, before)
     store.connect(study, write=True).close()  # a writer makes the table of shared keys, adds the keys, computes them
     new = skintrack.open(study)
     assert new.history()["command"].tolist()[-2:] == ["create", "upgrade"] and new.version == old.version + 2
     assert new.keyed and _keys_are_their_ids(new) > 200
-    for got, want in zip(_records(new), before):
-        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    _assert_same_records(new, before)
     assert not skintrack.open(study, version=old.version).keyed  # the older version reads as it did
     store.connect(study, write=True).close()
     assert skintrack.open(study).version == new.version  # once
-    con = store.connect(study, write=True)  # an older skintrack's write: the upgraded column takes a row without
-    with store.transaction(con, "test: an older writer"):  # its key, and the study joins on ids again
-        con.execute(f"INSERT INTO {store.LAKE}.main.scores (analysis_id, metric, value) VALUES ('a', 'water', 1)")
-    con.close()
+    # an older skintrack's write: the upgraded column takes a row without its key, and the study joins on ids again
+    _write(study, "an older writer", f"INSERT INTO {store.LAKE}.main.scores (analysis_id, metric, value) "
+                                     "VALUES ('a', 'water', 1)")
     later = skintrack.open(study)
     assert not later.keyed
-    for got, want in zip(_records(later), before):
-        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    _assert_same_records(later, before)
 
 
 def test_two_analyses_sharing_a_key_are_recorded_and_the_records_join_on_ids(tmp_path, sample, monkeypatch):

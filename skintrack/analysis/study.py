@@ -105,9 +105,7 @@ class Study:
         self._reader.hold(version)
         self._stored_plan = None  # the plan kept in the lake at this version, read once
         self._plan = None
-        self._days = None
-        self._several = None
-        self._keyed = None
+        self._facts = {}  # what `_at_version` read once at this version
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
         self._held, self._sizes = set(), None  # the small tables copied into memory at this version
@@ -229,12 +227,16 @@ class Study:
         """Visit labels in the order they happen (median days since each subject's first session)."""
         return list(self._visit_days())
 
-    def _visit_days(self) -> dict:
-        """{visit: median days since each subject's first session}, in visit order (read once per version)."""
+    def _at_version(self, fact: str, read):
+        """`read()`, once per version of the study."""
         self._sync()
-        if self._days is None:
-            self._days = trends.visit_days(self)
-        return self._days
+        if fact not in self._facts:
+            self._facts[fact] = read()
+        return self._facts[fact]
+
+    def _visit_days(self) -> dict:
+        """{visit: median days since each subject's first session}, in visit order."""
+        return self._at_version("visit days", lambda: trends.visit_days(self))
 
     @property
     def several_captures(self) -> bool:
@@ -247,11 +249,8 @@ class Study:
         >>> demo_study().several_captures
         False
         """
-        self._sync()
-        if self._several is None:
-            dups = self.sql("SELECT count(CASE WHEN dup THEN 1 END) AS n FROM session_index")
-            self._several = bool(dups["n"].iloc[0])
-        return self._several
+        return self._at_version("several captures", lambda: bool(self.sql(
+            "SELECT count(CASE WHEN dup THEN 1 END) AS n FROM session_index")["n"].iloc[0]))
 
     @property
     def keyed(self) -> bool:
@@ -265,11 +264,8 @@ class Study:
         >>> demo_study().keyed
         True
         """
-        self._sync()
-        if self._keyed is None:
-            self._keyed = bool(self._on_disk and self.version is not None and
-                               store.retry_busy(keys.usable, self.con, store.META, self.version))
-        return self._keyed
+        return self._at_version("keyed", lambda: bool(self._on_disk and self.version is not None and store.retry_busy(
+            keys.usable, self.con, store.META, self.version)))
 
     def check_visit(self, label, what: str = "visit") -> str:
         """`label` if it is one of the study's visits, else a `UsageError` naming the valid ones."""
