@@ -264,8 +264,8 @@ class Study:
         >>> demo_study().keyed
         True
         """
-        return self._at_version("keyed", lambda: bool(self._on_disk and self.version is not None and store.retry_busy(
-            keys.usable, self.con, store.META, self.version)))
+        return self._at_version("keyed", lambda: bool(self._on_disk and self.version is not None and keys.usable(
+            self.con, store.retry_busy(store.column_rows, self.con, self.version))))
 
     def check_visit(self, label, what: str = "visit") -> str:
         """`label` if it is one of the study's visits, else a `UsageError` naming the valid ones."""

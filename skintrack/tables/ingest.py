@@ -279,17 +279,16 @@ def _read_chunk(study: Path, paths: list[str]) -> dict:
         flat["maps"] = maps
         flat["analyses"][0].update(source=path, photo=photo, photo_sha256=meta.get("photo_sha256"), ingested_at=now,
                                    **instrument(doc, meta))
-        key = keys.key_of(aid)
         for table, trows in flat.items():
             for r in trows:
-                r["analysis_id"], r[keys.KEY] = aid, key  # (a table without the key column leaves it)
+                r["analysis_id"] = aid
             rows[table].extend(trows)
         rows["sources"].append(source)
         out["accepted"].append((path, aid, photo))
     for w in writes:  # every map is on disk before the commit that lists it
         w.result()
-    out["tables"] = _to_arrow(rows, out, reject)
-    return out
+    out["tables"] = {t: keys.with_keys(r) if t in keys.KEYED else r for t, r in _to_arrow(rows, out, reject).items()}
+    return out  # (with their keys: a Spark executor writes these tables to files as they are)
 
 
 def instrument(doc: dict, meta: dict) -> dict:

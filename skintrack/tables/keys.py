@@ -35,6 +35,11 @@ KEY_SQL = "CAST(CAST(('0x' || sha256({id})[1:16]) AS UBIGINT) >> 1 AS BIGINT)"  
 NEW_KEYS = "new_analysis_keys"  # a writer's temporary table of the keys its open transaction added
 
 
+def keyed(schema: pa.Schema) -> pa.Schema:
+    """A table's schema with the key column (`KEYED` tables: `schema.TABLES`, `store.BASE`)."""
+    return schema.append(pa.field(KEY, pa.int64()))
+
+
 def key_of(analysis_id: str) -> int:
     """The key of one analysis id: the first 63 bits of its SHA-256 (a non-negative BIGINT)."""
     return int(hashlib.sha256(analysis_id.encode()).hexdigest()[:16], 16) >> 1
@@ -63,13 +68,13 @@ def note(con, rows: pa.Table) -> None:
         con.unregister("_noted")
 
 
-def check(con, lake: str, everything: bool = False) -> int:
+def check(con, lake: str, everything: bool = False) -> None:
     """Record in `key_collisions` every key that two analysis ids share among the keys noted in the open
-    transaction (all keys when `everything`: an older study's backfill). Returns how many keys."""
+    transaction (all keys when `everything`: an older study's backfill)."""
     noted = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?",
                         [NEW_KEYS]).fetchall()[0][0]
     if not noted and not everything:
-        return 0
+        return
     among = "" if everything else f"WHERE {KEY} IN (SELECT {KEY} FROM {NEW_KEYS})"
     shared = con.execute(f"""
         SELECT {KEY}, analysis_id FROM (
@@ -86,18 +91,13 @@ def check(con, lake: str, everything: bool = False) -> int:
             con.execute(f"INSERT INTO {lake}.main.key_collisions BY NAME SELECT * FROM _shared")
         finally:
             con.unregister("_shared")
-    return len(set(shared[KEY].to_pylist()))
 
 
-def usable(con, meta: str, version: int) -> bool:
-    """Whether the joins may use the keys at `version` of the lake whose DuckLake metadata is `meta` (on a
-    connection with the study's views at that version): the session index has them, no two analyses share
+def usable(con, columns: list) -> bool:
+    """Whether the joins may use the keys at the version whose columns are `columns` (`store.column_rows`), on a
+    connection with the study's views at that version: the session index has them, no two analyses share
     one, and no row lacks one."""
-    live = " AND ".join(f"{x}.begin_snapshot <= {int(version)} AND ({x}.end_snapshot IS NULL OR {x}.end_snapshot > "
-                        f"{int(version)})" for x in ("c", "t"))
-    nullable = dict(con.execute(f"SELECT t.table_name, c.nulls_allowed FROM {meta}.ducklake_column c JOIN "
-                                f"{meta}.ducklake_table t USING (table_id) WHERE c.column_name = ? AND "
-                                f"c.parent_column IS NULL AND {live}", [KEY]).fetchall())
+    nullable = {table: nulls for table, column, nulls in columns if column == KEY}
     if "session_index" not in nullable or con.execute("SELECT count(*) FROM key_collisions").fetchall()[0][0]:
         return False
     views = {"analyses": "analyses_raw"}

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from . import keys
+
 # --------------------------------------------------------------------------------------------
 # Vocabulary
 # --------------------------------------------------------------------------------------------
@@ -426,8 +428,7 @@ TABLES: dict[str, pa.Schema] = {
     "rejects": pa.schema([("source", S), ("reason", S), ("at", T)]),
     "sources": pa.schema([("source", S), ("size", I), ("mtime_ns", I), ("analysis_id", S)]),
 }
-for _table in ("analyses", "scores", "counts", "areas", "severities", "tones", "wrinkles"):  # `keys.KEYED`
-    TABLES[_table] = TABLES[_table].append(pa.field("analysis_key", I))  # the joins' integer key (tables.keys)
+TABLES.update({t: keys.keyed(TABLES[t]) for t in keys.KEYED if t in TABLES})  # the joins' integer key
 # Session metadata (subject, visit, time, free manifest columns) and subjects are stored apart from the
 # response tables (the `sessions` and `subjects` tables of the store), so a later manifest re-assigns
 # sessions without re-ingesting anything; the latest assignment wins, the earlier stays in the history.

@@ -67,8 +67,7 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
     "session_index": pa.schema([("analysis_id", pa.string()), ("subject_id", pa.string()), ("visit", pa.string()),
                                 ("taken_at", pa.timestamp("us")), ("days", pa.float64()), ("dup", pa.bool_()),
                                 ("seq", pa.int64()), ("kind", pa.string())] +
-                               [TABLES[table].field(column) for column, table in CAPTURE.items()] +
-                               [("analysis_key", pa.int64())]),
+                               [TABLES[table].field(column) for column, table in CAPTURE.items()]),
     "plans": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
     "instrument": pa.schema([("at", pa.timestamp("us", tz="UTC")), ("batch", pa.string()), ("event", pa.string()),
                              ("detail", pa.string())]),  # what the sentinel found, and drift a user accepted
@@ -76,11 +75,11 @@ BASE = {  # tables whose columns grow with the CSVs given (manifest columns, sub
                            ("visit", pa.string()), ("taken_at", pa.timestamp("us")), ("measure", pa.string()),
                            ("value", pa.float64()), ("unit", pa.string()), ("device", pa.string()),
                            ("rater", pa.string()), ("replicate", pa.string()), ("side", pa.string()),
-                           ("source", pa.string()), ("assigned_at", pa.timestamp("us", tz="UTC")),
-                           ("analysis_key", pa.int64())]),
-    "key_collisions": pa.schema([("analysis_key", pa.int64()), ("analysis_id", pa.string())]),  # tables.keys
+                           ("source", pa.string()), ("assigned_at", pa.timestamp("us", tz="UTC"))]),
+    "key_collisions": pa.schema([(keys.KEY, pa.int64()), ("analysis_id", pa.string())]),  # tables.keys
     "measure_catalogs": pa.schema([("text", pa.string()), ("saved_at", pa.timestamp("us", tz="UTC"))]),
 }
+BASE.update({t: keys.keyed(BASE[t]) for t in keys.KEYED if t in BASE})
 SCHEMAS = {**TABLES, **BASE}
 KEYS = {"sessions": "analysis_id", "subjects": "subject_id", "measures": "reading_id"}  # tables whose rows are replaced per key
 
@@ -278,18 +277,23 @@ _SQL_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGIN
               pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ", pa.timestamp("us"): "TIMESTAMP"}
 
 
-def columns_at(con: duckdb.DuckDBPyConnection, version: int | None) -> dict[str, list]:
-    """{table: [column, ...]} of the lake at `version` (None: the newest)."""
+def column_rows(con: duckdb.DuckDBPyConnection, version: int | None) -> list[tuple[str, str, bool]]:
+    """(table, column, whether it allows nulls) of the lake at `version` (None: the newest), in column order."""
     at = f"(SELECT max(snapshot_id) FROM {META}.ducklake_snapshot)" if version is None else str(int(version))
 
     def live(x):
         return f"{x}.begin_snapshot <= {at} AND ({x}.end_snapshot IS NULL OR {x}.end_snapshot > {at})"
 
-    rows = con.execute(f"SELECT t.table_name, c.column_name FROM {META}.ducklake_column c JOIN {META}.ducklake_table t "
-                       f"USING (table_id) WHERE c.parent_column IS NULL AND {live('c')} AND {live('t')} "
-                       "ORDER BY c.column_order").fetchall()
+    return [(t, c, bool(nulls)) for t, c, nulls in con.execute(
+        f"SELECT t.table_name, c.column_name, c.nulls_allowed FROM {META}.ducklake_column c JOIN "
+        f"{META}.ducklake_table t USING (table_id) WHERE c.parent_column IS NULL AND {live('c')} AND {live('t')} "
+        "ORDER BY c.column_order").fetchall()]
+
+
+def columns_at(con: duckdb.DuckDBPyConnection, version: int | None) -> dict[str, list]:
+    """{table: [column, ...]} of the lake at `version` (None: the newest)."""
     out: dict[str, list] = {}
-    for table, column in rows:
+    for table, column, _ in column_rows(con, version):
         out.setdefault(table, []).append(column)
     return out
 
