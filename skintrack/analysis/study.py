@@ -109,7 +109,7 @@ class Study:
         self._fits = {}
         self._results = {}  # query results at this version: a version never changes, so neither do they
         self._held, self._sizes = set(), None  # the small tables copied into memory at this version
-        for table in self._records.values():  # an earlier version's records
+        for table in filter(None, self._records.values()):  # an earlier version's records
             _drop(self.con, table)
         self._records = {}
         self._measure_rows = None
@@ -351,20 +351,30 @@ class Study:
         block = query[start + len(RECORDS_START):end]
         used = _named(params, block)
         key = _frozen((block, used))
-        if key not in self._records:
-            if len(self._records) >= KEPT_RECORDS:
-                _drop(self.con, self._records.pop(next(iter(self._records))))
+        if self._records.get(key) is None:
+            if key not in self._records and len(self._records) >= KEPT_RECORDS:
+                oldest = self._records.pop(next(iter(self._records)))
+                if oldest is not None:
+                    _drop(self.con, oldest)
             table = f"kept_records_{next(_RECORD_TABLES)}"
-            self._make_records(table, block, used)
+            if not self._make_records(table, block, used, again=key in self._records):
+                self._records[key] = None  # read in this query, and made into a table if asked for again
+                return query, params
             self._records[key] = table
         query = f"{query[:start]}recs AS (SELECT * FROM {self._records[key]}){query[end + len(RECORDS_END):]}"
         return query, _named(params, query)
 
-    def _make_records(self, table: str, block: str, used: dict) -> None:
-        """Make the temporary table of records. In a large study (a lake above `KEEP_RECORDS_LAKE_BYTES`) they
-        are kept in the user's cache (`skintrack.kept`, keyed by the study version, the records' SQL and
-        parameters, and the code): another process at the same version, a notebook's next kernel, reads them
-        back instead of computing them again."""
+    def _make_records(self, table: str, block: str, used: dict, again: bool) -> bool:
+        """Make the temporary table of records, or say (False) that the query should compute them itself.
+
+        In a large study (a lake above `KEEP_RECORDS_LAKE_BYTES`) the records are kept in the user's cache
+        (`skintrack.kept`, keyed by the study version, the records' SQL and parameters, and the code): another
+        process at the same version, a notebook's next kernel, reads them back instead of computing them
+        again. Where they will not be kept (the cache off, a shared catalog), a large study's records become
+        a table only when asked for `again`: the table costs a third more than the records themselves
+        (0.3-0.45 s of CPU at 1M), so a helper called once reads them in its own query (benchmarks/study.py).
+        A small study's records are a table from the first ask: there planning the query, not its rows, is
+        the cost."""
         large = self._on_disk and sum((self._sizes or {}).values()) > KEEP_RECORDS_LAKE_BYTES
         k = kept.key("records", {"sql": block, "params": used}, self.path, self.version) if large else None
         files = kept.kept_files(k)
@@ -372,9 +382,11 @@ class Study:
             try:  # an Arrow file, read into memory: 0.1 s for 1M records (0.4 s to decode them from Parquet)
                 with pa.OSFile(str(files / RECORDS_FILE), "rb") as source:
                     self.con.register(table, pa.ipc.open_file(source).read_all())
-                return
+                return True
             except (pa.ArrowException, OSError):
                 pass  # unreadable: computed again
+        if large and k is None and not again:
+            return False
         self.con.execute(f"CREATE TEMP TABLE {table} AS WITH {block} SELECT * FROM recs", used)
         if k is not None:
             with contextlib.suppress(pa.ArrowException, OSError), tempfile.TemporaryDirectory() as folder:
@@ -383,6 +395,15 @@ class Study:
                         pa.ipc.new_file(sink, rows.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as out:
                     out.write_table(rows)
                 kept.keep(k, "", folder)
+        return True
+
+    def reading_twice(self, query: str, params: dict) -> None:
+        """Say that the records `query` computes will be read again: a large study that does not keep them
+        makes them into a table at the first ask (`_make_records`), not the second."""
+        start, end = query.find(RECORDS_START), query.find(RECORDS_END)
+        if self._engine is None and start >= 0 and end >= 0:
+            block = query[start + len(RECORDS_START):end]
+            self._records.setdefault(_frozen((block, _named(params, block))), None)
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def rules(self, exclude_flagged: bool | None = None, baseline: str | None = None) -> selection.Rules:

@@ -93,6 +93,7 @@ def change_from_baseline(study, key: str, r: Rules) -> pd.DataFrame:
     it is 0); `improved` follows the catalog's better-direction (NULL when the metric has none).
     """
     sql, params = _change_sql(key, r)
+    study.reading_twice(sql, params)  # here, and by baseline_exclusions
     df = _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, value, baseline_value, delta, "
                       "pct_change, improved, is_baseline, days, seq FROM change", params).drop(columns="seq")
     df.attrs["excluded"] = baseline_exclusions(study, key, r).to_dict("records")
