@@ -213,8 +213,8 @@ def test_a_large_studys_records_are_read_back_by_the_next_process(study, tmp_pat
 def test_a_large_study_that_keeps_nothing_makes_a_table_of_the_records_asked_for_again(study, monkeypatch):
     """With the cache off (or a shared catalog), a large study's helper called once reads its metric's records
     in its own query; asked for again, the records become a table that every later query reads.
-    `change_from_baseline`, which reads them twice itself, makes the table at once. The frames are the same
-    either way."""
+    `change_from_baseline` reads them once, and then only the records of the subjects it leaves out, to say
+    why. The frames are the same either way."""
     import pandas as pd
 
     from skintrack.analysis import study as study_module
@@ -227,16 +227,22 @@ def test_a_large_study_that_keeps_nothing_makes_a_table_of_the_records_asked_for
     def tables_made():
         return sum(q.startswith("CREATE TEMP TABLE kept_records") for q in spy.ran)
 
+    def computed_in_query():
+        return sum("/* records */" in q for q in spy.ran)
+
     once = s.slopes("score.water")
-    assert tables_made() == 0
+    assert tables_made() == 0 and computed_in_query() == 1
     s._results.clear()
     pd.testing.assert_frame_equal(s.slopes("score.water"), once, check_exact=True)
-    assert tables_made() == 1
+    assert tables_made() == 1 and computed_in_query() == 1  # a table's statement has the CTEs, not the comment
     s._results.clear()
     s.cohort("score.water")
-    assert tables_made() == 1  # read from the table
-    change = s.change_from_baseline("score.rough")
-    assert tables_made() == 2 and change.attrs["excluded"] is not None
-    # computed three times in all: score.water's in slopes' first query and again into its table, score.rough's
-    # into its table only (a table's statement holds the records' CTEs without their opening comment)
-    assert sum("/* records */" in q for q in spy.ran) == 1
+    change = s.change_from_baseline("score.water", baseline="W4")
+    assert tables_made() == 1 and computed_in_query() == 1  # read from the table
+    assert change.attrs["excluded"]  # a subject left out (W4 flagged by QC): its records read from the table too
+    change = s.change_from_baseline("score.rough", baseline="W4")
+    assert tables_made() == 1 and computed_in_query() == 3  # the changes, then the subjects left out
+    fresh = skintrack_open(study)
+    monkeypatch.setattr(study_module, "KEEP_RECORDS_LAKE_BYTES", 1 << 60)  # small: a table at the first ask
+    pd.testing.assert_frame_equal(fresh.change_from_baseline("score.rough", baseline="W4"), change, check_exact=True)
+    assert fresh.change_from_baseline("score.rough", baseline="W4").attrs == change.attrs

@@ -126,7 +126,7 @@ def test_records_kept_per_version_are_the_records_the_sql_computes(study, window
     helper reads from them exactly what the records' own SQL gives, and a new version computes them again."""
     s = _plan(study, windows=windows, rescue="hypothetical", discontinuation="hypothetical")
     computed = skintrack.open(study)
-    computed._from_kept_records = lambda query, params: (query, params)
+    computed._from_kept_records = lambda query, params, make=True: (query, params)
 
     def helpers(x):
         ch = x.change_from_baseline("score.water")

@@ -297,8 +297,10 @@ class Study:
         if self._follow and (self._stamp is None or self._catalog_stamp() != self._stamp):
             self.refresh()
 
-    def sql(self, query: str, params=None) -> pd.DataFrame:
-        """Run a query against the study's views; `params` are bound, never pasted into the SQL.
+    def sql(self, query: str, params=None, make_records: bool = True) -> pd.DataFrame:
+        """Run a query against the study's views; `params` are bound, never pasted into the SQL. A query that
+        reads a few of a metric's records (`selection.records_sql`) says `make_records=False`: it computes them
+        itself unless the study holds them as a table already (`_from_kept_records`).
 
         Example
         -------
@@ -326,7 +328,7 @@ class Study:
                     self._sizes = store.lake_sizes(self.con)
                 store.hold_in_memory(self.con, query, self._held, self._sizes)
             # execute, not sql(): a relation with parameters ran 10x slower at 1M rows (benchmarks/study.py)
-            cur = self.con.execute(*self._from_kept_records(query, params))
+            cur = self.con.execute(*self._from_kept_records(query, params, make_records))
             return cur.to_arrow_table().to_pandas() if cur.description is not None else pd.DataFrame()
 
         try:
@@ -341,7 +343,7 @@ class Study:
             self._results[key] = result.copy()
         return result
 
-    def _from_kept_records(self, query: str, params):
+    def _from_kept_records(self, query: str, params, make: bool = True):
         """`query` and its parameters reading the records it computes (`selection.records_sql`) from a
         temporary table made once per metric and rules at this version: the helpers, models and report
         read the same records many times. The table's rows are the CTE's own (tests/test_selection.py)."""
@@ -352,6 +354,8 @@ class Study:
         used = _named(params, block)
         key = _frozen((block, used))
         if self._records.get(key) is None:
+            if not make:
+                return query, params
             if key not in self._records and len(self._records) >= KEPT_RECORDS:
                 oldest = self._records.pop(next(iter(self._records)))
                 if oldest is not None:
@@ -396,14 +400,6 @@ class Study:
                     out.write_table(rows)
                 kept.keep(k, "", folder)
         return True
-
-    def reading_twice(self, query: str, params: dict) -> None:
-        """Say that the records `query` computes will be read again: a large study that does not keep them
-        makes them into a table at the first ask (`_make_records`), not the second."""
-        start, end = query.find(RECORDS_START), query.find(RECORDS_END)
-        if self._engine is None and start >= 0 and end >= 0:
-            block = query[start + len(RECORDS_START):end]
-            self._records.setdefault(_frozen((block, _named(params, block))), None)
 
     # ---- longitudinal helpers (see trends, trial and qc in skintrack.analysis) ------------------
     def rules(self, exclude_flagged: bool | None = None, baseline: str | None = None) -> selection.Rules:

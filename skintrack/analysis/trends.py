@@ -27,10 +27,14 @@ from .stats import t_interval, wilson
 def _change_sql(key: str, r: Rules) -> tuple[str, dict]:
     """CTEs ending in `change`: every observation of a subject with a value at the baseline visit,
     relative to it. Subjects without one are left out (see `baseline_exclusions`), never re-baselined.
-    `everyone` is every observation, with its subject's baseline and change where there is one."""
+    `everyone` is every observation, with its subject's baseline and change where there is one; `changes`
+    is `change` with those subjects' observations too (`based` false)."""
     sql, params = observations_sql(key, r)
     better = metric_info(key)["better"]
     improved = {"higher": "value > baseline_value", "lower": "value < baseline_value"}.get(better, "NULL")
+    unbased = "NULL" if improved == "NULL" else "false"  # a column's type stays what `change` gives it
+    columns = ("subject_id, visit, taken_at, days, value, baseline_value, delta, pct_change, improved, is_baseline, "
+               "analysis_id, seq")
     sql += f""",
     base AS (SELECT subject_id, value AS baseline_value, analysis_id AS baseline_id FROM tl WHERE visit = $baseline),
     everyone AS (
@@ -38,29 +42,31 @@ def _change_sql(key: str, r: Rules) -> tuple[str, dict]:
                tl.value - b.baseline_value AS delta, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id,
                tl.seq
         FROM tl LEFT JOIN base b USING (subject_id)),
-    change AS (
+    changes AS (
         SELECT subject_id, visit, taken_at, days, value, baseline_value, delta,
                CASE WHEN baseline_value <> 0 THEN 100 * delta / abs(baseline_value) END AS pct_change,
-               {improved} AS improved, is_baseline, analysis_id, seq
-        FROM everyone WHERE baseline_id IS NOT NULL)"""
+               CASE WHEN baseline_id IS NULL THEN {unbased} ELSE {improved} END AS improved,
+               coalesce(is_baseline, false) AS is_baseline, analysis_id, seq, baseline_id IS NOT NULL AS based
+        FROM everyone),
+    change AS (SELECT {columns} FROM changes WHERE based)"""
     return sql, params
 
 
-def baseline_exclusions(study, key: str, r: Rules) -> pd.DataFrame:
-    """The subjects with observations of `key` but no usable value at the baseline visit, and why:
-    subject_id, reason. They are left out of every change analysis."""
+def baseline_exclusions(study, key: str, r: Rules, among: list) -> pd.DataFrame:
+    """Why the subjects `among`, who have observations of `key` but no usable value at the baseline visit, have
+    none: subject_id, reason. They are left out of every change analysis."""
     sql, params = records_sql(key, r)
+    # a few subjects' records: computed in the query unless the study holds them as a table already
     return study.sql(f"""WITH {sql},
-        per AS (  -- one grouped pass over the records
-            SELECT subject_id, coalesce(bool_or(reason IS NULL AND avisit = $baseline), false) AS based,
-                   count(*) FILTER (WHERE visit = $baseline) AS at_base, min(reason) FILTER (WHERE visit = $baseline) AS why
-            FROM recs GROUP BY subject_id HAVING bool_or(reason IS NULL))
+        per AS (SELECT subject_id, count(*) FILTER (WHERE visit = $baseline) AS at_base,
+                       min(reason) FILTER (WHERE visit = $baseline) AS why
+                FROM recs WHERE list_contains($among, subject_id) GROUP BY subject_id)
         SELECT subject_id,
                CASE WHEN subject_id NOT IN (SELECT subject_id FROM session_index WHERE visit = $baseline)
                         THEN 'no ' || $baseline || ' session'
                     WHEN at_base = 0 THEN 'no value of the metric at ' || $baseline
                     ELSE $baseline || ' ' || why END AS reason
-        FROM per WHERE NOT based ORDER BY subject_id""", params)
+        FROM per ORDER BY subject_id""", {**params, "among": list(among)}, make_records=False)
 
 
 def visit_days(study) -> dict:
@@ -93,10 +99,15 @@ def change_from_baseline(study, key: str, r: Rules) -> pd.DataFrame:
     it is 0); `improved` follows the catalog's better-direction (NULL when the metric has none).
     """
     sql, params = _change_sql(key, r)
-    study.reading_twice(sql, params)  # here, and by baseline_exclusions
+    # one pass over the records: the subjects without a baseline value come last, to be listed with why
     df = _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, value, baseline_value, delta, "
-                      "pct_change, improved, is_baseline, days, seq FROM change", params).drop(columns="seq")
-    df.attrs["excluded"] = baseline_exclusions(study, key, r).to_dict("records")
+                      "pct_change, improved, is_baseline, days, seq, based FROM changes", params,
+                      "based DESC, subject_id, seq").drop(columns="seq")
+    based = df.pop("based")
+    among = sorted(set(df["subject_id"][~based]))
+    if among:
+        df = df[based.to_numpy()].reset_index(drop=True)
+    df.attrs["excluded"] = baseline_exclusions(study, key, r, among).to_dict("records") if among else []
     df.attrs["baseline"] = r.baseline
     return df
 
