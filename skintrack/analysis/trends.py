@@ -36,17 +36,16 @@ def _change_sql(key: str, r: Rules) -> tuple[str, dict]:
     columns = ("subject_id, visit, taken_at, days, value, baseline_value, delta, pct_change, improved, is_baseline, "
                "analysis_id, seq")
     sql += f""",
-    base AS (SELECT subject_id, value AS baseline_value, analysis_id AS baseline_id FROM tl WHERE visit = $baseline),
-    everyone AS (
-        SELECT tl.subject_id, tl.visit, tl.taken_at, tl.days, tl.value, b.baseline_value, b.baseline_id,
-               tl.value - b.baseline_value AS delta, tl.analysis_id = b.baseline_id AS is_baseline, tl.analysis_id,
-               tl.seq
+    base AS (SELECT subject_id, value AS baseline_value, seq AS baseline_seq FROM tl WHERE visit = $baseline),
+    everyone AS (  -- a subject's capture is its `seq`: the 32-character id stays out of the joins
+        SELECT tl.subject_id, tl.visit, tl.taken_at, tl.days, tl.value, b.baseline_value, b.baseline_seq,
+               tl.value - b.baseline_value AS delta, tl.seq = b.baseline_seq AS is_baseline, tl.analysis_id, tl.seq
         FROM tl LEFT JOIN base b USING (subject_id)),
     changes AS (
         SELECT subject_id, visit, taken_at, days, value, baseline_value, delta,
                CASE WHEN baseline_value <> 0 THEN 100 * delta / abs(baseline_value) END AS pct_change,
-               CASE WHEN baseline_id IS NULL THEN {unbased} ELSE {improved} END AS improved,
-               coalesce(is_baseline, false) AS is_baseline, analysis_id, seq, baseline_id IS NOT NULL AS based
+               CASE WHEN baseline_seq IS NULL THEN {unbased} ELSE {improved} END AS improved,
+               coalesce(is_baseline, false) AS is_baseline, analysis_id, seq, baseline_seq IS NOT NULL AS based
         FROM everyone),
     change AS (SELECT {columns} FROM changes WHERE based)"""
     return sql, params
