@@ -346,7 +346,9 @@ class Study:
     def _from_kept_records(self, query: str, params, make: bool = True):
         """`query` and its parameters reading the records it computes (`selection.records_sql`) from a
         temporary table made once per metric and rules at this version: the helpers, models and report
-        read the same records many times. The table's rows are the CTE's own (tests/test_selection.py)."""
+        read the same records many times. The table's rows are the CTE's own (tests/test_selection.py).
+        `_records` maps the records to their table, or to None while they have been asked for once and are
+        not worth a table yet (`_make_records`); a query that does not `make` one reads the table if any."""
         start, end = query.find(RECORDS_START), query.find(RECORDS_END)
         if start < 0 or end < 0 or not isinstance(params, dict):
             return query, params
