@@ -296,6 +296,21 @@ def test_edge_no_baseline_visit_is_left_out_and_listed(edge):
                                                                        "no value of the metric at W4"}]
 
 
+def test_the_subjects_left_out_are_the_same_picked_in_the_query_or_from_all(edge, monkeypatch):
+    """A few subjects left out are picked in the query; many are picked from every subject's records (a list
+    filter is linear in the list): the same frames and reasons either way."""
+    from skintrack.analysis import trends
+
+    cases = [("score.water", {}), ("severity.sensitivity", {"baseline": "W4", "exclude_flagged": False})]
+    picked = [edge.change_from_baseline(key, **kw) for key, kw in cases]
+    monkeypatch.setattr(trends, "FEW_LEFT_OUT", 0)
+    edge._results.clear()
+    for (key, kw), want in zip(cases, picked):
+        got = edge.change_from_baseline(key, **kw)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert got.attrs == want.attrs and got.attrs["excluded"]
+
+
 def test_edge_single_visit_and_constant_values(edge):
     sl = edge.slopes("score.water").set_index("subject_id")
     assert sl.loc["E2", "n"] == 1 and pd.isna(sl.loc["E2", "slope_per_30d"])
