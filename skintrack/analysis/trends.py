@@ -31,8 +31,7 @@ FEW_LEFT_OUT = 200
 def _change_sql(key: str, r: Rules) -> tuple[str, dict]:
     """CTEs ending in `change`: every observation of a subject with a value at the baseline visit,
     relative to it. Subjects without one are left out (see `baseline_exclusions`), never re-baselined.
-    `everyone` is every observation, with its subject's baseline and change where there is one; `changes`
-    is `change` with those subjects' observations too (`based` false)."""
+    `changes` is every observation, with its subject's baseline and change where there is one (`based`)."""
     sql, params = observations_sql(key, r)
     better = metric_info(key)["better"]
     improved = {"higher": "value > baseline_value", "lower": "value < baseline_value"}.get(better, "NULL")
@@ -71,7 +70,7 @@ def baseline_exclusions(study, key: str, r: Rules, among: list) -> pd.DataFrame:
                     WHEN at_base = 0 THEN 'no value of the metric at ' || $baseline
                     ELSE $baseline || ' ' || why END AS reason
         FROM per ORDER BY subject_id""", {**params, "among": list(among)}, make_records=not few)
-    return df if few else df[df["subject_id"].isin(among)].reset_index(drop=True)
+    return df[df["subject_id"].isin(among)].reset_index(drop=True)  # (the query picked them when few)
 
 
 def visit_days(study) -> dict:
@@ -178,7 +177,7 @@ def cohort(study, key: str, by, r: Rules) -> pd.DataFrame:
             SELECT {cols}, count(value) AS n, avg(value) AS mean, stddev_samp(value) AS sd,
                    quantile_cont(value, [0.25, 0.5, 0.75]) AS quartiles, count(delta) {after} AS change_n,
                    avg(delta) {after} AS change_mean, stddev_samp(delta) {after} AS change_sd
-            FROM everyone AS change{_with_subjects(study, by)} GROUP BY ALL)""", params, order)
+            FROM changes AS change{_with_subjects(study, by)} GROUP BY ALL)""", params, order)
     df["sem"] = df["sd"] / np.sqrt(df["n"])
     df["ci_low"], df["ci_high"] = t_interval(df["mean"], df["sd"], df["n"])
     df["change_ci_low"], df["change_ci_high"] = t_interval(df["change_mean"], df["change_sd"], df["change_n"])
