@@ -6,6 +6,7 @@
   and the paper's formulas written in R (tests/r/structures.R) on every structure;
 * the empirical covariance of the fallbacks: clubSandwich's CR2 with its Satterthwaite df.
 """
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -248,3 +249,20 @@ def test_the_small_trial_guard_keeps_a_small_trial_off_the_liberal_paths():
     assert fit_mmrm(large, ["W4", "W8", "W12"], "placebo", df="satterthwaite").df_method == "satterthwaite"
     assert fit_mmrm(large, ["W4", "W8", "W12"], "placebo", structures=["toeplitz_h"]).covariance == "toeplitz_h"
     assert not fit_mmrm(large, ["W4", "W8", "W12"], "placebo").guarded
+
+
+def test_a_fit_starts_lean_in_a_command():
+    """A fit loads no scipy.linalg (0.3 s of CPU to import; numpy's LAPACK does the same factorisations), and the
+    command sets OpenBLAS to one thread before numpy loads, a user's own setting kept."""
+    import sys
+
+    fit = ("import sys, os, skintrack.cli; loaded = 'numpy' in sys.modules; "
+           "from test_mmrm import simulate; from skintrack.analysis.mmrm import fit_mmrm; "
+           "fit_mmrm(simulate(1), ['W4', 'W8', 'W12'], 'placebo'); "
+           "print(loaded, 'scipy.linalg' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])")
+    for given, threads in ((None, "1"), ("2", "2")):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+        env.update({"OPENBLAS_NUM_THREADS": given} if given else {})
+        done = subprocess.run([sys.executable, "-c", fit], capture_output=True, text=True, env=env, check=True,
+                              cwd=Path(__file__).parent)
+        assert done.stdout.split() == ["False", "False", threads]
