@@ -65,10 +65,19 @@ def _repeat_header(row) -> None:
     row._tr.get_or_add_trPr().append(el)
 
 
+def _paragraph(word, text: str = "", style: str | None = None):
+    """A new paragraph of `text` in the style whose id is `style` ("Caption", "Heading1", ...). The id is set
+    as such: python-docx looks a style's name up by searching every style, at each paragraph."""
+    p = word.add_paragraph(text)
+    if style:
+        p._p.style = style
+    return p
+
+
 def _grid(word, rows: list, header: list | None, numeric: list | None = None):
     """A table of strings in the 'Table Grid' style, its header row bold, shaded and repeated on each page."""
     table = word.add_table(rows=len(rows) + (1 if header else 0), cols=len(header or rows[0]))
-    table.style = word.styles["Table Grid"]
+    table._tbl.tblStyle_val = "TableGrid"  # by id, as `_paragraph` sets a style
     table.alignment = WD_TABLE_ALIGNMENT.LEFT
     at = 0
     if header:
@@ -107,7 +116,7 @@ def _fill(cell, text: str, right: bool) -> None:
 
 
 def _caption(word, kind: str, number: int, text: str) -> None:
-    p = word.add_paragraph(style="Caption")
+    p = _paragraph(word, style="Caption")
     p.add_run(f"{kind} ")
     _field(p, f"SEQ {kind} \\* ARABIC", str(number))
     p.add_run(xml_text(f". {text}"))
@@ -139,30 +148,30 @@ def write_docx(doc: Document, path, paper: str = "A4") -> Path:
     for run in footer.runs:
         run.font.size = Pt(7.5)
 
-    word.add_paragraph(xml_text(doc.title), style="Title")
+    _paragraph(word, xml_text(doc.title), "Title")
     if doc.notice:
         word.add_paragraph().add_run(f"SIMULATED DATA. {xml_text(doc.notice)}").bold = True
     if doc.facts:
         _grid(word, [list(f) for f in doc.facts], None)
-    word.add_heading("Approval", level=2)
+    _paragraph(word, "Approval", "Heading2")
     _grid(word, [[role, "", "", ""] for role in doc.approvals], ["role", "name", "signature", "date"])
     word.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
 
-    word.add_heading("Contents", level=1)
+    _paragraph(word, "Contents", "Heading1")
     _field(word.add_paragraph(), 'TOC \\o "1-1" \\h \\z \\u',
            "; ".join(f"{s.number}. {s.title}" for s in doc.sections))  # _field makes it XML-safe
     for kind, parts in (("Table", doc.tables), ("Figure", doc.figures)):
-        word.add_heading(f"List of {kind.lower()}s", level=2)
+        _paragraph(word, f"List of {kind.lower()}s", "Heading2")
         listing = word.add_paragraph()
         _field(listing, f'TOC \\h \\z \\c "{kind}"', "")
         for part in parts:
-            word.add_paragraph(xml_text(f"{kind} {part.number}. {part.caption}"), style="List Bullet")
+            _paragraph(word, xml_text(f"{kind} {part.number}. {part.caption}"), "ListBullet")
     word.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
 
     for s in doc.sections:
         if s.kind == "subject":
             word.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
-        word.add_heading(xml_text(f"{s.number}. {s.title}"), level=1)
+        _paragraph(word, xml_text(f"{s.number}. {s.title}"), "Heading1")
         for part in s.parts:
             if part.kind == "table":
                 _caption(word, "Table", part.number, part.caption)
