@@ -55,11 +55,23 @@ class Chart(Figure):
         return png_bytes(self)
 
 
-def _figure(width=6.4, height=3.8) -> Figure:
+def _figure(width=6.4, height=3.8, layout: str | None = "constrained") -> Figure:
     with matplotlib.rc_context(STYLE):
-        fig = Chart(figsize=(width, height), layout="constrained")
+        fig = Chart(figsize=(width, height), layout=layout)
     fig.set_facecolor("white")
     return fig
+
+
+def _image_panels(width: float, height: float, n: int) -> tuple[Figure, list]:
+    """A figure of `n` image panels side by side, without axes, a title's room above each. Fixed margins:
+    no tick or label to fit, so the constrained layout (a third of such a figure's drawing) has no work."""
+    fig = _figure(width, height, layout=None)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.9, wspace=0.03)
+    axes = [_axes(fig, 1, n, i + 1) for i in range(n)]
+    for ax in axes:
+        ax.axis("off")
+        ax.grid(False)
+    return fig, axes
 
 
 def _axes(fig, *args):
@@ -360,16 +372,13 @@ def _overlay(base, layer):
 def map_panels(before: Path, after: Path, name: str, photo_before: Path | None = None,
                photo_after: Path | None = None, titles=("Baseline", "Latest")) -> Figure:
     """Before/after panels of one API face map, laid over the photo when the photo is at hand."""
-    fig = _figure(7.2, 4.0)
-    for i, (layer, photo, title) in enumerate(zip((before, after), (photo_before, photo_after), titles)):
-        ax = _axes(fig, 1, 2, i + 1)
+    fig, axes = _image_panels(7.2, 4.0, 2)
+    for ax, layer, photo, title in zip(axes, (before, after), (photo_before, photo_after), titles):
         img = _rgba(layer)
         if isinstance(photo, (str, Path)) and Path(photo).exists():  # a study may not know its photos
             img = _overlay(_rgba(photo).resize(img.size), img)
         ax.imshow(img)
         ax.set_title(f"{title}: {name.replace('_', ' ')}")
-        ax.axis("off")
-        ax.grid(False)
     return fig
 
 
@@ -434,9 +443,8 @@ def photo_pair(photos: list, boxes: list, titles: list, layers: list | None = No
     """Photographs side by side, each cropped to its face box (left, top, width, height, from the API) with a
     margin and drawn at the same size; an API face map (`layers`, the photo's own) laid over its photo, or
     shown alone when the photo is not at hand."""
-    fig = _figure(2.6 * len(titles) + 0.4, 3.2)
-    for i, title in enumerate(titles):
-        ax = _axes(fig, 1, len(titles), i + 1)
+    fig, axes = _image_panels(2.6 * len(titles) + 0.4, 3.2, len(titles))
+    for i, (ax, title) in enumerate(zip(axes, titles)):
         photo = photos[i] if i < len(photos) else None
         layer = layers[i] if layers else None
         base = _rgba(photo) if photo else None
@@ -450,8 +458,6 @@ def photo_pair(photos: list, boxes: list, titles: list, layers: list | None = No
         crop = base.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
         ax.imshow(crop.resize((480, 480)))
         ax.set_title(title + (f" ({map_name.replace('_', ' ')})" if layer is not None and map_name else ""))
-        ax.axis("off")
-        ax.grid(False)
     return fig
 
 
