@@ -29,7 +29,19 @@ def test_trend_lines(s):
     assert isinstance(fig, Figure) and ylabel == "Skin moisture score (points)" and xlabel == "Visit"
     assert legend == ["active (mean, 95% CI)", "placebo (mean, 95% CI)"]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["D0", "W4", "W8", "W12"]
-    assert len(fig.axes[0].lines) >= 24  # one line per subject, plus the means
+    timeline = s.timeline("score.water")
+    lines = fig.axes[0].collections[0].get_segments()  # one line per subject, in one collection
+    assert len(lines) == timeline["subject_id"].nunique() == 24
+    assert sorted(len(line) for line in lines) == sorted(timeline.groupby("subject_id").size())
+
+
+def test_a_subjects_line_breaks_where_a_value_is_missing():
+    timeline = pd.DataFrame({"subject_id": ["b", "a", "a", "b", "a", "c"], "visit": ["D0", "D0", "W4", "W4", "W8", "W4"],
+                             "value": [5.0, 1.0, float("nan"), 6.0, 3.0, 7.0], "arm": ["x", "y", "y", "x", "y", "x"]})
+    arms, lines = charts._subject_lines(timeline, {"D0": 0, "W4": 1, "W8": 2})
+    assert arms == ["y", "y", "x", "x"]
+    assert [line.tolist() for line in lines] == [[[0, 1.0]], [[2, 3.0]], [[0, 5.0], [1, 6.0]], [[1, 7.0]]]
+    assert charts._subject_lines(timeline.iloc[:0], {"D0": 0}) == ([], [])
 
 
 def test_change_bars_mark_significance(s):

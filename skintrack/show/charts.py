@@ -18,6 +18,7 @@ import io
 from pathlib import Path
 
 import matplotlib
+import matplotlib.collections
 import matplotlib.patches
 import numpy as np
 import pandas as pd
@@ -119,10 +120,9 @@ def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subje
     colors = arm_colors(cohort["arm"].unique())
     tl = _with_arm(timeline.merge(subjects[["subject_id", "arm"]], on="subject_id", how="left")
                    if subjects is not None and "arm" in subjects else timeline)
-    for _, g in tl.groupby("subject_id"):
-        arm = g["arm"].iloc[0]
-        ax.plot([pos[v] for v in g["visit"] if v in pos], g["value"][g["visit"].isin(pos)],
-                color=colors.get(arm, "#999999"), alpha=0.18, lw=0.8)
+    arm_of, lines = _subject_lines(tl, pos)
+    ax.add_collection(matplotlib.collections.LineCollection(lines, colors=[colors.get(a, "#999999") for a in arm_of],
+                                                            alpha=0.18, linewidths=0.8))
     width = 0.08 * (len(colors) > 1)
     order = _in_order(cohort["arm"].unique(), arms)
     for i, (arm, g) in enumerate((a, cohort[cohort["arm"] == a]) for a in order):
@@ -136,6 +136,21 @@ def trend_lines(timeline: pd.DataFrame, cohort: pd.DataFrame, metric: str, subje
     ax.set_title(f"{metric_info(metric)['description'].rstrip('.')}: every subject, and the mean by arm")
     _legend_below(ax, len(order))
     return fig
+
+
+def _subject_lines(timeline: pd.DataFrame, pos: dict) -> tuple[list, list]:
+    """(each line's arm, each line's (x, value) points): one line per subject through its visits in `pos`, in
+    the timeline's order, subjects sorted, broken where a value is missing (as a plotted line breaks). One
+    collection draws them all: a line per subject as its own artist cost 3 ms each to make and draw."""
+    tl = timeline[timeline["visit"].isin(pos)].sort_values("subject_id", kind="stable")
+    ids, values = tl["subject_id"].to_numpy(), tl["value"].to_numpy(float)
+    missing = np.isnan(values)
+    starts = np.ones(len(ids), bool)
+    starts[1:] = (ids[1:] != ids[:-1]) | missing[:-1]
+    piece = np.cumsum(starts)[~missing]
+    xy = np.column_stack([tl["visit"].map(pos).to_numpy(float), values])[~missing]
+    cut = np.flatnonzero(np.diff(piece, prepend=-1))
+    return list(tl["arm"].to_numpy()[~missing][cut]), np.split(xy, cut[1:]) if len(cut) else []
 
 
 def _grouped_bars(ax, data: pd.DataFrame, visits: list, value: str, low: str, high: str, scale: float = 1,
