@@ -166,16 +166,17 @@ def drift(study, metrics=None, batch: str | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=DRIFT_COLUMNS)
     runs, refs = _references(study, values)
     by_run = {k: g for k, g in values.groupby(["batch", "position"], dropna=False)}
-    rows, repeats, floors = [], study_noise(study, values["metric"].unique()), {}
+    tables, repeats, floors = [], study_noise(study, values["metric"].unique()), {}
     for i, (run, ref) in enumerate(zip(runs.to_dict("records"), refs)):
         if _key(run) == _key(ref) or (batch is not None and run["batch"] != batch):
             continue
         before = _reference_runs(runs, ref, i)
         if before not in floors:  # the runs after a whole reference batch share its floor
             floors[before] = _floor(repeats, values, before)
-        rows += _compare(by_run[(run["batch"], run["position"])], by_run[(ref["batch"], ref["position"])], run, ref,
-                         floors[before])
-    return pd.DataFrame(rows, columns=DRIFT_COLUMNS)
+        tables.append(_compare(by_run[(run["batch"], run["position"])], by_run[(ref["batch"], ref["position"])], run,
+                               ref, floors[before]))
+    tables = [t for t in tables if len(t)]  # runs with no photo in common say nothing
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DRIFT_COLUMNS)
 
 
 def _key(run: dict) -> tuple:
@@ -195,26 +196,28 @@ def _floor(repeats: dict, values: pd.DataFrame, keys: frozenset) -> pd.DataFrame
     return noise(repeats, mine).set_index("metric")
 
 
-def _compare(now: pd.DataFrame, then: pd.DataFrame, run: dict, ref: dict, floor) -> list:
-    """Rows of DRIFT_COLUMNS: the run `now` against the run `then`, per metric, over their common photos."""
-    now_m = now.groupby(["metric", "photo"])["value"].mean()
-    then_m = then.groupby(["metric", "photo"])["value"].mean()
-    both = pd.concat([now_m.rename("value"), then_m.rename("reference_value")], axis=1, join="inner").reset_index()
-    z = dist.norm_ppf(1 - 0.025 / max(both["metric"].nunique(), 1))
-    both["d"] = both["value"] - both["reference_value"]
-    both["moved"] = both["d"].abs() > 1e-9
-    per = both.groupby("metric", sort=True).agg(photos=("d", "size"), shift=("d", "mean"), value=("value", "mean"),
-                                                 reference_value=("reference_value", "mean"), moved=("moved", "any"))
+def _compare(now: pd.DataFrame, then: pd.DataFrame, run: dict, ref: dict, floor) -> pd.DataFrame:
+    """DRIFT_COLUMNS: the run `now` against the run `then`, per metric, over their common photos. Built as columns
+    (a frame of records per run cost 90 ms)."""
+    means = [frame.groupby(["metric", "photo"])["value"].mean() for frame in (now, then)]
+    both = pd.concat([means[0].rename("value"), means[1].rename("reference_value")], axis=1, join="inner")
+    d = both["value"] - both["reference_value"]
+    by = both.assign(d=d, moved=d.abs() > 1e-9).groupby(level="metric", sort=True)
+    per = pd.DataFrame({"photos": by.size(), "shift": by["d"].mean(), "value": by["value"].mean(),
+                        "reference_value": by["reference_value"].mean(), "moved": by["moved"].any()})
+    z = dist.norm_ppf(1 - 0.025 / max(len(per), 1))
     measured = per.index.isin(floor.index)
-    per["sem"] = np.where(measured, floor["sem"].reindex(per.index).astype(float), 0.0)
-    per["noise"] = np.where(measured, floor["noise"].reindex(per.index), "none measured: any change counts")
-    per["mdc"] = z * np.sqrt(2 / per["photos"]) * per["sem"]
-    per = per.assign(ci_low=per["shift"] - per["mdc"], ci_high=per["shift"] + per["mdc"],
-                     exceeds_mdc=per["moved"] & (per["shift"].abs() > per["mdc"] + 1e-9),
-                     batch=run["batch"], position=run["position"], called_at=run["called_at"],
-                     reference=f"{ref['batch']} {ref['position']}", generation=run["generation"],
-                     reference_generation=ref["generation"])
-    return per.reset_index()[DRIFT_COLUMNS].to_dict("records")
+    sem = np.where(measured, floor["sem"].reindex(per.index).astype(float), 0.0)
+    mdc = z * np.sqrt(2 / per["photos"].to_numpy()) * sem
+    shift, moved = per["shift"].to_numpy(), per["moved"].to_numpy()
+    out = {"batch": run["batch"], "position": run["position"], "called_at": run["called_at"], "metric": per.index,
+           "reference": f"{ref['batch']} {ref['position']}", "photos": per["photos"].to_numpy(),
+           "reference_value": per["reference_value"].to_numpy(), "value": per["value"].to_numpy(), "shift": shift,
+           "ci_low": shift - mdc, "ci_high": shift + mdc, "sem": sem,
+           "noise": np.where(measured, floor["noise"].reindex(per.index), "none measured: any change counts"),
+           "mdc": mdc, "moved": moved, "exceeds_mdc": moved & (np.abs(shift) > mdc + 1e-9),
+           "generation": run["generation"], "reference_generation": ref["generation"]}
+    return pd.DataFrame(out, index=range(len(per)))
 
 
 def within_batch(study, batch: str, metrics=None) -> str | None:
@@ -229,8 +232,7 @@ def within_batch(study, batch: str, metrics=None) -> str | None:
     (_, start, ref), (i, end, _) = info["start"], info["end"]
     floor = _floor(study_noise(study, values["metric"].unique()), values, _reference_runs(runs, ref, i))
     mine = values[values["batch"] == batch]
-    return verdict(pd.DataFrame(_compare(mine[mine["position"] == "end"], mine[mine["position"] == "start"], end,
-                                         start, floor), columns=DRIFT_COLUMNS))
+    return verdict(_compare(mine[mine["position"] == "end"], mine[mine["position"] == "start"], end, start, floor))
 
 
 def verdict(table: pd.DataFrame) -> str | None:
