@@ -148,3 +148,15 @@ def test_mmrm_cli_prints_the_fit_and_its_differences(planned, run_cli):
     rows = json.loads(run_cli("mmrm", planned, "score.water", "--json", check=0).stdout)
     fit = skintrack.open(planned).mmrm("score.water")
     assert [r["estimate"] for r in rows] == fit.diffs["estimate"].tolist()  # every digit
+
+
+def test_the_plans_defaults_spelt_out_share_one_fit(planned):
+    """The report, endpoints and sensitivity ask for the primary MMRM in different words (the plan's arms named
+    or not, its QC rule given or not): one fit answers them all; another QC rule is another fit."""
+    s = skintrack.open(planned)
+    plan = s.plan
+    fit = s.mmrm("score.water")
+    assert s.mmrm("score.water", treatments=plan.treatments, control=plan.control,
+                  exclude_flagged=plan.qc == "exclude") is fit
+    other = s.mmrm("score.water", exclude_flagged=plan.qc != "exclude")
+    assert other is not fit and other.qc != fit.qc
