@@ -534,10 +534,10 @@ class Study:
         ('unstructured', 'kenward-roger', ['W4', 'W8', 'W12'])
         """
         plan = self.plan  # brought up to date: a fit is reused until the data or the plan change
-        # the plan's defaults spelt out, so that the report, endpoints and sensitivity share one fit
-        flagged = plan.qc == "exclude" if exclude_flagged is None else bool(exclude_flagged)
-        key = (metric, tuple(treatments or plan.treatments), control or plan.control, base_by_visit, flagged,
-               self.version, self._plan[0])
+        # keyed by the arms and the rules the fit uses (the plan's defaults spelt out), so that the report,
+        # endpoints and sensitivity, asking in different words, share one fit
+        key = (metric, tuple(treatments or plan.treatments), control or plan.control, base_by_visit,
+               self.rules(exclude_flagged), self.version, self._plan[0])
         if key not in self._fits:
             self._fits[key] = trial.mmrm(self, metric, treatments, control, base_by_visit, exclude_flagged)
         return self._fits[key]
