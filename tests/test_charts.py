@@ -146,3 +146,29 @@ def test_plot_cli_writes_each_chart(s, run_cli, tmp_path):
         assert proc.stdout.strip().endswith(f"{chart}.svg") and (tmp_path / f"{chart}.svg").read_text().startswith("<?xml")
     bad = run_cli("plot", s.path, "trend", "score.water", "--out", tmp_path / "x.jpg")
     assert bad.returncode == 2 and "name a .png, .svg or .pdf file" in bad.stderr
+
+
+def test_a_png_is_laid_out_once_to_the_same_pixels(s, monkeypatch):
+    """Issue 23: `png_bytes` draws a figure once (savefig alone draws it twice when it has a layout engine); the
+    PNG is byte for byte what savefig writes, and the figure keeps its layout engine and dpi."""
+    import io
+
+    drawn = []
+    monkeypatch.setattr(Figure, "draw", lambda fig, renderer, draw=Figure.draw: drawn.append(fig) or draw(fig, renderer))
+    prof = pd.DataFrame({"metric": ["score.water", "score.acne"], "baseline": [60, 90], "latest": [75, 92]})
+    makers = {"trend": lambda: s.plot.trend("score.water"), "change": lambda: s.plot.change("score.water"),
+              "waterfall": lambda: s.plot.waterfall("score.water"),
+              "responders": lambda: s.plot.responders("score.water"),
+              "lsmeans": lambda: s.plot.lsmeans(s.mmrm("score.water")),
+              "regions": lambda: s.plot.regions("severity.pores", "W12"), "qc": lambda: charts.qc_overview(s.qc()),
+              "profile": lambda: charts.score_profile(prof, "S05")}
+    for name, make in makers.items():
+        for dpi in (120, 150):
+            fig = make()
+            engine = fig.get_layout_engine()
+            drawn.clear()
+            ours = charts.png_bytes(fig, dpi=dpi)
+            assert len(drawn) == 1 and fig.get_layout_engine() is engine and fig.dpi == 110, name
+            alone = io.BytesIO()
+            make().savefig(alone, format="png", dpi=dpi, pil_kwargs=charts.PNG_COMPRESSION)
+            assert ours == alone.getvalue(), (name, dpi)

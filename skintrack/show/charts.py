@@ -13,6 +13,7 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 from pathlib import Path
@@ -502,7 +503,8 @@ def save(fig: Figure, stem, formats=("png", "svg", "pdf")) -> list[Path]:
     for fmt in formats:
         path = stem.parent / f"{stem.name}.{fmt}"  # not with_suffix: metric keys hold dots
         if fmt == "png":
-            fig.savefig(path, dpi=150, pil_kwargs=PNG_COMPRESSION)
+            with _laid_out(fig, dpi=150):
+                fig.savefig(path, dpi=150, pil_kwargs=PNG_COMPRESSION)
         else:
             fig.savefig(path, metadata={"Creator": "skintrack"})
         out.append(path)
@@ -512,8 +514,29 @@ def save(fig: Figure, stem, formats=("png", "svg", "pdf")) -> list[Path]:
 def png_bytes(fig: Figure, dpi: int = 150) -> bytes:
     """The figure as PNG bytes (for embedding)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, pil_kwargs=PNG_COMPRESSION)
+    with _laid_out(fig, dpi):
+        fig.savefig(buf, format="png", dpi=dpi, pil_kwargs=PNG_COMPRESSION)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _laid_out(fig: Figure, dpi: float):
+    """The figure laid out by its engine at `dpi`, then held in place while it is saved as a PNG. Given an
+    engine, savefig draws the whole figure without rendering just to run it, then draws it again: running the
+    engine alone is the same layout (the same bytes, checked by the tests) for 5-14% less of a chart's PNG.
+    A vector format measures text with its own renderer, so it is left to savefig."""
+    engine, dpi_was = fig.get_layout_engine(), fig.dpi
+    if engine is None or not fig.axes:
+        yield
+        return
+    fig.dpi = dpi
+    try:
+        engine.execute(fig)
+        fig.set_layout_engine(None)  # none at all: with even a placeholder engine, savefig draws twice
+        yield
+    finally:
+        fig.set_layout_engine(engine)
+        fig.dpi = dpi_was
 
 
 __all__ = ["trend_lines", "change_bars", "waterfall", "responder_bars", "score_profile", "face_regions", "map_panels",
