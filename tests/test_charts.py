@@ -1,4 +1,7 @@
 """Charts take the helpers' DataFrames and return Figures, labelled from the catalog, saved three ways."""
+import io
+
+import matplotlib
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
@@ -150,9 +153,8 @@ def test_plot_cli_writes_each_chart(s, run_cli, tmp_path):
 
 def test_a_png_is_laid_out_once_to_the_same_pixels(s, monkeypatch):
     """Issue 23: `png_bytes` draws a figure once (savefig alone draws it twice when it has a layout engine); the
-    PNG is byte for byte what savefig writes, and the figure keeps its layout engine and dpi."""
-    import io
-
+    PNG is byte for byte what savefig writes (a user's own default layout too), and the figure keeps its layout
+    engine and dpi."""
     drawn = []
     monkeypatch.setattr(Figure, "draw", lambda fig, renderer, draw=Figure.draw: drawn.append(fig) or draw(fig, renderer))
     prof = pd.DataFrame({"metric": ["score.water", "score.acne"], "baseline": [60, 90], "latest": [75, 92]})
@@ -172,3 +174,7 @@ def test_a_png_is_laid_out_once_to_the_same_pixels(s, monkeypatch):
             alone = io.BytesIO()
             make().savefig(alone, format="png", dpi=dpi, pil_kwargs=charts.PNG_COMPRESSION)
             assert ours == alone.getvalue(), (name, dpi)
+    monkeypatch.setitem(matplotlib.rcParams, "figure.autolayout", True)  # a user's own default layout
+    alone = io.BytesIO()
+    makers["trend"]().savefig(alone, format="png", dpi=120, pil_kwargs=charts.PNG_COMPRESSION)
+    assert charts.png_bytes(makers["trend"](), dpi=120) == alone.getvalue()

@@ -39,6 +39,9 @@ STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold", "axes
          "text.parse_math": False}  # labels are data: an arm named "$x$" is drawn as written, never as math
 
 
+NO_LAYOUT = {"figure.autolayout": False, "figure.constrained_layout.use": False}  # what a None engine means
+
+
 def styled(chart):
     """Draw a chart function's figure in the one style (every text it makes included)."""
 
@@ -531,8 +534,10 @@ def _laid_out(fig: Figure, dpi: float):
         return
     fig.dpi = dpi
     try:
-        engine.execute(fig)
-        fig.set_layout_engine(None)  # none at all: with even a placeholder engine, savefig draws twice
+        with contextlib.suppress(ValueError):  # as Figure.draw does: a layout that cannot be made is skipped
+            engine.execute(fig)
+        with matplotlib.rc_context(NO_LAYOUT):  # none at all: with even a placeholder engine, savefig draws twice
+            fig.set_layout_engine(None)
         yield
     finally:
         fig.set_layout_engine(engine)
