@@ -161,3 +161,28 @@ def test_the_study_runs_every_planned_sensitivity_analysis(run_cli):
     assert table.loc[0, "estimate"] == s.endpoints()["estimate"].iloc[0]
     proc = run_cli("sensitivity", s.path, "--methods", "mi", "--imputations", "10", "--csv", check=0)
     assert proc.stdout.splitlines()[2].startswith('"multiple imputation, missing at random",active,placebo,W12,')
+
+
+def test_one_set_of_draw_shapes_serves_every_methods_draw():
+    """Issue 23: each imputation finds the conditional distributions' shapes once for its covariance and draws
+    every method with them; that is exactly the draw each method makes on its own (the one checked against R
+    above), for subjects missing some visits, every visit or none."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4, 4))
+    sigma = a @ a.T + 4 * np.eye(4)
+    wide = rng.standard_normal((12, 4))
+    wide[[1, 5], 2:] = np.nan  # dropped out
+    wide[[2, 7, 9], 1] = np.nan  # a visit missed between observed ones
+    wide[4] = np.nan  # nothing observed after baseline
+    observed = ~np.isnan(wide)
+    shapes = imputation.draw_shapes(sigma, imputation.missing_patterns(observed))
+    assert len(shapes) == 3 and sum(len(rows) for rows, *_ in shapes) == 6
+    normals = rng.standard_normal(wide.shape)
+    own, ref = rng.standard_normal(wide.shape), rng.standard_normal(wide.shape)
+    treated, last = np.arange(12) % 2 == 1, np.array([np.flatnonzero(o).max() if o.any() else -1 for o in observed])
+    for method in ("mar", "j2r", "cr"):
+        mean = imputation.marginal_means(method, own, ref, treated, last)
+        shared = imputation.conditional_draw(wide, observed, mean, sigma, normals, shapes)
+        np.testing.assert_array_equal(shared, imputation.conditional_draw(wide, observed, mean, sigma, normals))
+        np.testing.assert_array_equal(shared[observed], wide[observed])
+        assert not np.isnan(shared).any()

@@ -76,6 +76,10 @@ class Imputations:
 
     def ancova(self, method: str, delta: float = 0.0) -> pd.DataFrame:
         """Each treatment against the control by ANCOVA on every completed data set, pooled (Rubin)."""
+        return pd.DataFrame(self.pooled(method, delta))
+
+    def pooled(self, method: str, delta: float = 0.0) -> list[dict]:
+        """`ancova`'s rows, as dicts (what the tipping point's search reads, many times)."""
         X = np.column_stack([np.ones(len(self.base))] + [(self.arms == t).astype(float) for t in self.treatments]
                             + [self.base])
         xtx_inv = np.linalg.inv(X.T @ X)
@@ -85,9 +89,8 @@ class Imputations:
         sigma2 = np.sum((y - beta @ X.T) ** 2, axis=1) / df_complete
         arm_terms = slice(1, 1 + len(self.treatments))
         est, var = beta[:, arm_terms], np.diag(xtx_inv)[arm_terms] * sigma2[:, None]
-        rows = [{"treatment": t, "control": self.control, **rubin(est[:, k], var[:, k], df_complete)}
+        return [{"treatment": t, "control": self.control, **rubin(est[:, k], var[:, k], df_complete)}
                 for k, t in enumerate(self.treatments)]
-        return pd.DataFrame(rows)
 
     def completed(self, method: str, k: int) -> pd.DataFrame:
         """The k-th completed data set at the visit (subject, arm, base, chg): what R's pooling test reads."""
@@ -123,6 +126,7 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
     rng = np.random.default_rng(seed)
     strata = {a: np.flatnonzero(arms == a) for a in [control, *treatments]}
     values = {meth: np.empty((m, len(subjects))) for meth in methods}
+    patterns = missing_patterns(observed)
     k, failures = 0, 0
     while k < m:
         boot = np.concatenate([rng.choice(ix, size=len(ix), replace=True) for ix in strata.values()])
@@ -136,9 +140,10 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
             continue
         own, ref = fits.means(beta)
         normals = rng.standard_normal((len(base), t))  # one set of draws per imputation, shared by the methods
+        shapes = draw_shapes(sigma, patterns)  # and so is the conditional distributions' shape
         for meth in methods:
             mean = marginal_means(meth, own, ref, treated, last)
-            values[meth][k] = conditional_draw(wide, observed, mean, sigma, normals)[:, j]
+            values[meth][k] = conditional_draw(wide, observed, mean, sigma, normals, shapes)[:, j]
         k += 1
     return Imputations(subjects["subject"].tolist(), arms, base, values, (dropped & ~observed[:, j]).astype(float),
                        control, list(treatments), m, seed)
@@ -156,25 +161,40 @@ def marginal_means(method: str, own: np.ndarray, ref: np.ndarray, treated: np.nd
     return own.copy()
 
 
-def conditional_draw(wide, observed, mean, sigma, normals) -> np.ndarray:
-    """Every row completed: observed values kept, missing ones drawn from the normal given the observed ones
-    (zero `normals` give the conditional means)."""
-    out = wide.copy()
+def missing_patterns(observed) -> list:
+    """(rows, observed visits, missing visits) for each pattern of missing visits: the subjects missing the
+    same visits share their conditional distribution's shape. Rows missing nothing are left out."""
     patterns, which = np.unique(observed, axis=0, return_inverse=True)
-    for pattern, o in enumerate(patterns):  # the subjects missing the same visits share their distribution's shape
-        mis = ~o
-        if not mis.any():
-            continue
-        rows = np.flatnonzero(which.ravel() == pattern)
+    return [(np.flatnonzero(which.ravel() == k), o, ~o) for k, o in enumerate(patterns) if (~o).any()]
+
+
+def draw_shapes(sigma, patterns) -> list:
+    """Per pattern, under the covariance `sigma`: the gain that carries a row's observed residuals to its
+    missing visits (None when it has none) and the scale that turns standard normals into the conditional
+    spread. They do not depend on the means, so one set serves every method's draw."""
+    shapes = []
+    for rows, o, mis in patterns:
         s_mm = sigma[np.ix_(mis, mis)]
         if o.any():
             gain = np.linalg.solve(sigma[np.ix_(o, o)], sigma[np.ix_(o, mis)]).T
-            mu = mean[np.ix_(rows, mis)] + (wide[np.ix_(rows, o)] - mean[np.ix_(rows, o)]) @ gain.T
             cov = s_mm - gain @ sigma[np.ix_(o, mis)]
         else:
-            mu, cov = mean[np.ix_(rows, mis)], s_mm
+            gain, cov = None, s_mm
         w, vec = np.linalg.eigh((cov + cov.T) / 2)
-        out[np.ix_(rows, mis)] = mu + normals[rows, :mis.sum()] @ (vec * np.sqrt(np.clip(w, 0, None))).T
+        shapes.append((rows, o, mis, gain, vec * np.sqrt(np.clip(w, 0, None))))
+    return shapes
+
+
+def conditional_draw(wide, observed, mean, sigma, normals, shapes=None) -> np.ndarray:
+    """Every row completed: observed values kept, missing ones drawn from the normal given the observed ones
+    (zero `normals` give the conditional means). `shapes`: `draw_shapes` of this `observed` and `sigma`,
+    when already at hand."""
+    out = wide.copy()
+    for rows, o, mis, gain, scale in shapes if shapes is not None else draw_shapes(sigma, missing_patterns(observed)):
+        mu = mean[np.ix_(rows, mis)]
+        if gain is not None:
+            mu = mu + (wide[np.ix_(rows, o)] - mean[np.ix_(rows, o)]) @ gain.T
+        out[np.ix_(rows, mis)] = mu + normals[rows, :mis.sum()] @ scale.T
     return out
 
 
@@ -185,7 +205,7 @@ def tipping_point(imp: Imputations, treatment: str, alpha: float, direction: flo
     k = imp.treatments.index(treatment)
 
     def p_at(delta):
-        return float(imp.ancova("mar", direction * delta)["p"].iloc[k])
+        return imp.pooled("mar", direction * delta)[k]["p"]
 
     start = p_at(0.0)
     if not imp.imputed[imp.arms == treatment].any():
