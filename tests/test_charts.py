@@ -178,3 +178,20 @@ def test_a_png_is_laid_out_once_to_the_same_pixels(s, monkeypatch):
     alone = io.BytesIO()
     makers["trend"]().savefig(alone, format="png", dpi=120, pil_kwargs=charts.PNG_COMPRESSION)
     assert charts.png_bytes(makers["trend"](), dpi=120) == alone.getvalue()
+
+
+def test_photo_panels_make_no_tick_and_draw_the_same_pixels():
+    """Issue 23: a panel of photographs has no axis to draw, yet placing its title measured the hidden y axis,
+    making its ticks (a third of the PNG); with no tick made the pixels are the same as with them."""
+    from matplotlib.ticker import AutoLocator
+
+    case = FIXTURES / "real" / "ailabtools-docs-case1"
+    fig = charts.photo_pair([case / "image.jpeg"] * 2, [(100, 100, 500, 500)] * 2, ["D0", "W12"])
+    ours = charts.png_bytes(fig, dpi=120)
+    assert all(len(axis.get_majorticklocs()) == 0 and len(axis.majorTicks) <= 1  # the one unused prototype
+               for ax in fig.axes for axis in (ax.xaxis, ax.yaxis))
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(AutoLocator())
+    assert charts.png_bytes(fig, dpi=120) == ours
+    assert max(len(ax.yaxis.majorTicks) for ax in fig.axes) > 1  # the ticks were made this time
