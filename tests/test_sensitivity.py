@@ -182,7 +182,7 @@ def test_one_set_of_draw_shapes_serves_every_methods_draw():
     treated, last = np.arange(12) % 2 == 1, np.array([np.flatnonzero(o).max() if o.any() else -1 for o in observed])
     for method in ("mar", "j2r", "cr"):
         mean = imputation.marginal_means(method, own, ref, treated, last)
-        shared = imputation.conditional_draw(wide, observed, mean, sigma, normals, shapes)
+        shared = imputation.draw_with(wide, mean, normals, shapes)
         np.testing.assert_array_equal(shared, imputation.conditional_draw(wide, observed, mean, sigma, normals))
         np.testing.assert_array_equal(shared[observed], wide[observed])
         assert not np.isnan(shared).any()

@@ -143,7 +143,7 @@ def impute(data: pd.DataFrame, subjects: pd.DataFrame, visits: list, visit: str,
         shapes = draw_shapes(sigma, patterns)  # and so is the conditional distributions' shape
         for meth in methods:
             mean = marginal_means(meth, own, ref, treated, last)
-            values[meth][k] = conditional_draw(wide, observed, mean, sigma, normals, shapes)[:, j]
+            values[meth][k] = draw_with(wide, mean, normals, shapes)[:, j]
         k += 1
     return Imputations(subjects["subject"].tolist(), arms, base, values, (dropped & ~observed[:, j]).astype(float),
                        control, list(treatments), m, seed)
@@ -185,12 +185,16 @@ def draw_shapes(sigma, patterns) -> list:
     return shapes
 
 
-def conditional_draw(wide, observed, mean, sigma, normals, shapes=None) -> np.ndarray:
+def conditional_draw(wide, observed, mean, sigma, normals) -> np.ndarray:
     """Every row completed: observed values kept, missing ones drawn from the normal given the observed ones
-    (zero `normals` give the conditional means). `shapes`: `draw_shapes` of this `observed` and `sigma`,
-    when already at hand."""
+    (zero `normals` give the conditional means)."""
+    return draw_with(wide, mean, normals, draw_shapes(sigma, missing_patterns(observed)))
+
+
+def draw_with(wide, mean, normals, shapes) -> np.ndarray:
+    """`conditional_draw` given the `draw_shapes` of the rows' missing patterns under the covariance."""
     out = wide.copy()
-    for rows, o, mis, gain, scale in shapes if shapes is not None else draw_shapes(sigma, missing_patterns(observed)):
+    for rows, o, mis, gain, scale in shapes:
         mu = mean[np.ix_(rows, mis)]
         if gain is not None:
             mu = mu + (wide[np.ix_(rows, o)] - mean[np.ix_(rows, o)]) @ gain.T
