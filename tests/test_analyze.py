@@ -132,13 +132,25 @@ def test_sigkill_mid_batch_loses_no_photo_and_bills_none_twice(photos, tmp_path,
     proc.wait()
     before = {p.name.split(".")[-3] for p in bodies(study)}
     assert 8 <= len(before) < 24
-    assert subprocess.run(cmd, env=env).returncode == 0
+    in_flight = {p.name.split(".")[-3] for p in (study / "raw" / ".inflight").glob("*/*.json")} - before
+    assert 1 <= len(in_flight) <= 4  # the calls the killed run had sent (or was sending) when it died
+
+    again = subprocess.run(cmd[:-1], env=env, capture_output=True, text=True)
+    assert again.returncode == 1  # not all done: the calls in flight are held back, not paid for again unasked
+    held = [line for line in again.stdout.splitlines() if line.startswith("held back:")]
+    assert len(held) == len(in_flight) and all("an earlier run ended with this call in flight" in h and
+                                               "--resend-uncertain" in h for h in held), again.stdout
+    billed = {sha[:12]: n for sha, n in emu.stats()["billed_by_photo"].items()}
+    assert max(billed.values()) == 1  # no photo paid for twice
+    assert {p.name.split(".")[-3] for p in bodies(study)} == set(billed) - in_flight
+    assert len(bodies(study)) + len(in_flight) == 24
+
+    assert subprocess.run([*cmd, "--resend-uncertain"], env=env).returncode == 0  # asked: those are sent again
     archived = [p.name.split(".")[-3] for p in bodies(study)]
     assert len(set(archived)) == len(archived) == 24  # every photo archived, each once
     billed = {sha[:12]: n for sha, n in emu.stats()["billed_by_photo"].items()}
-    assert all(billed[s] == 1 for s in before)  # archived before the kill: never billed again
-    twice = [s for s, n in billed.items() if n > 1]
-    assert len(twice) <= 4  # at most the calls in flight when it was killed, whose answers never arrived
+    assert {s for s, n in billed.items() if n > 1} <= in_flight  # paid twice only where the user said so
+    assert not list((study / "raw" / ".inflight").glob("*/*"))  # every record settled
     assert skintrack.open(study).sql("select count(*) n from analyses where ok")["n"].tolist() == [24]
 
 
@@ -337,3 +349,33 @@ def test_dry_run_lists_the_refused_photos_and_refused_rows_are_not_missing(photo
     c = Client(api_key="test-key", url=emulator().url, retry=FAST)
     report = analyze([tmp_path / "photos"], tmp_path / "s", manifest=tmp_path / "m.csv", client=c, qps=None)
     assert report.succeeded == 2 and report.ingested.rejected == []
+
+
+def test_a_dead_runs_calls_are_held_back_until_an_answer_settles_them(tmp_path):
+    from skintrack.api.archive import Archive, envelope
+    from skintrack.api.request import prepare_photo
+    from skintrack.sample import sample_photo
+
+    study, params = tmp_path / "s", Params()
+    a, b = (prepare_photo(sample_photo(tmp_path / "photos", f"{n}.jpg", seed=i)) for i, n in enumerate("ab"))
+    dead = Archive(study)  # a run that recorded two calls, archived the answer of one, then died
+    for photo in (a, b):
+        dead.in_flight(photo, params.key(), envelope(photo, params))
+    dead.write(a, params.key(), b"{}", envelope(a, params), ok=True)
+    half = dead._run / ".c.0123456789ab.abcd1234.json.1.2.tmp"  # killed while writing a third record
+    half.write_bytes(b"{")
+    records = sorted((study / "raw" / ".inflight").rglob("*"))
+
+    Archive(study)  # without the analyze claim (a dry run): another run may be live, nothing is touched
+    assert sorted((study / "raw" / ".inflight").rglob("*")) == records
+    later = Archive(study, claimed=True)
+    assert later.done(a.sha256, params.key()) and later.uncertain(a.sha256, params.key()) is None
+    assert later.uncertain(b.sha256, params.key())["lost"] == "in flight"
+    assert [p.name.split(".")[-3] for p in (study / "raw" / ".inflight").glob("*/*.json")] == [b.sha256[:12]]
+    dry = analyze([tmp_path / "photos"], study, dry_run=True)
+    assert (dry.planned, dry.skipped, [Path(p) for p, _ in dry.held]) == (0, 1, [Path(b.path)])
+    assert "an earlier run ended with this call in flight" in dry.held[0][1]
+    assert analyze([tmp_path / "photos"], study, dry_run=True, resend_uncertain=True).planned == 1
+
+    later.write(b, params.key(), b"{}", envelope(b, params), ok=True)  # its answer came: the record is settled
+    assert not (study / "raw" / ".inflight").exists() or not list((study / "raw" / ".inflight").iterdir())

@@ -2,8 +2,9 @@
 
 Every photo is checked before anything is paid for; photos already analysed with the same parameters
 are skipped without network; calls run on a bounded thread pool under a QPS limit; each response is
-archived the moment it arrives; then the archive is ingested. Interrupting (or killing) a batch loses
-at most the calls in flight; a re-run finishes the job.
+archived the moment it arrives; then the archive is ingested. Interrupting a batch (Ctrl-C) lets the calls
+in flight finish; a re-run finishes the job. A batch killed outright (SIGKILL, a power cut) leaves a record
+of each call it had in flight: those may have been billed, so a re-run holds them back as uncertain.
 
 With a sentinel panel (`sentinel`: a folder of 3-5 reference photos), each batch sends the panel before
 any study photo and again at its end, archives and ingests those results as sentinel analyses, and
@@ -60,7 +61,7 @@ class AnalyzeReport:
     succeeded: int = 0
     failed: list = field(default_factory=list)
     uncertain: list = field(default_factory=list)  # (photo, what happened): sent whole, answer lost
-    held: list = field(default_factory=list)  # (photo, when): not sent, an earlier call of it is uncertain
+    held: list = field(default_factory=list)  # (photo, why): not sent, an earlier call of it is uncertain
     stopped: str | None = None
     not_started: int = 0
     batch: str | None = None
@@ -141,7 +142,7 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
     report = AnalyzeReport()
     man = Manifest.read(manifest) if manifest else None
     with contextlib.nullcontext() if dry_run else Archive.claim(study):
-        archive = Archive(study)
+        archive = Archive(study, claimed=not dry_run)
         jobs = _plan(find_photos(photos), man, params, fix, archive, retry_failed, resend_uncertain, report)
         panel = _panel(sentinel, fix) if sentinel else []
         report.planned = len(jobs)
@@ -182,7 +183,11 @@ def _plan(paths, man, params, fix, archive, retry_failed, resend_uncertain, repo
         elif archive.done(photo.sha256, params.key(), retry_failed):
             report.skipped += 1
         elif (earlier := archive.uncertain(photo.sha256, params.key())) and not resend_uncertain:
-            report.held.append((path, earlier.get("recorded_at", "earlier")))
+            when = earlier.get("recorded_at", "at an unknown time")
+            report.held.append((path, f"an earlier call (recorded {when}) was sent but its answer was lost" if
+                                earlier["lost"] == "answer lost" else
+                                f"an earlier run ended with this call in flight (recorded {when}), its answer "
+                                "never recorded"))
         else:
             calls[call] = path
             jobs.append((photo, left, right))
@@ -281,11 +286,13 @@ def _run(jobs, client, params, archive, concurrency, limiter, progress, report) 
         limiter.wait()
         if stop.is_set():
             return photo, None, False
+        # removed only once the outcome is recorded: a run killed before that leaves it, and the photo is held back
+        flight = archive.in_flight(photo, params.key(), envelope(photo, params, left=left, right=right) | batch)
         try:
             reply = client.call(photo, params, left, right)
         except AnswerLost as e:  # maybe billed: recorded, never sent again by itself
             archive.mark_uncertain(photo, params.key(), envelope(photo, params, error=e, left=left, right=right) | batch)
-            return photo, e, True
+            err = e
         except ApiError as e:
             body = getattr(e, "body", None)
             if e.about_photo and body is not None:  # the photo's own final outcome: archive it
@@ -293,10 +300,13 @@ def _run(jobs, client, params, archive, concurrency, limiter, progress, report) 
                               batch, ok=False)
             else:
                 stop.set()
-            return photo, e, True
-        archive.write(photo, params.key(), reply.body, envelope(photo, params, reply, left=left, right=right) | batch,
-                      ok=True)
-        return photo, None, True
+            err = e
+        else:
+            archive.write(photo, params.key(), reply.body, envelope(photo, params, reply, left=left, right=right) |
+                          batch, ok=True)
+            err = None
+        flight.unlink(missing_ok=True)
+        return photo, err, True
 
     bar = tqdm(total=len(jobs), unit="photo", desc="analyze", disable=not progress)
     pool = concurrent.futures.ThreadPoolExecutor(max(1, concurrency))
@@ -331,6 +341,7 @@ def _run(jobs, client, params, archive, concurrency, limiter, progress, report) 
                 count(fut)
     finally:
         pool.shutdown(wait=True)
+        archive.end_run()
         bar.close()
 
 
@@ -338,8 +349,8 @@ def summary(report: AnalyzeReport, dry_run: bool = False) -> str:
     """A few lines for people: what was called, skipped, refused and why; why a batch stopped."""
     refused = [f"refused: {r}" if r.startswith(p) else f"refused: {p}: {r}" for p, r in report.invalid]
     same = [f"same photo: {p} has the bytes of {q}: one call for both" for p, q in report.same]
-    held = [f"held back: {p}: an earlier call (recorded {when}) was sent but its answer was lost, so it may have "
-            "been billed; --resend-uncertain sends it again and MAY PAY TWICE" for p, when in report.held]
+    held = [f"held back: {p}: {why}, so it may have been billed; --resend-uncertain sends it again and MAY PAY "
+            "TWICE" for p, why in report.held]
     uncertain = [f"uncertain: {p}: {why}; not sent again (--resend-uncertain would, and may pay twice)"
                  for p, why in report.uncertain]
     watch = [f"sentinel: {report.sentinel_calls} calls (a panel of {report.sentinel_photos} photos, sent at the "

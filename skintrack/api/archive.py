@@ -12,6 +12,10 @@ envelope names the batch and the position); they are ingested as sentinel analys
 service may have billed it, so it is not sent again unless asked (`--resend-uncertain`); its answer, if
 one comes later, replaces the record.
 
+``raw/.inflight/<run>/<same name>.json`` is written before a call is sent and removed once its outcome is
+recorded. A run killed with calls in flight (SIGKILL, a power cut) leaves these records; the calls may have
+been billed, so later runs count them as uncertain until an answer for the photo is archived.
+
 Example
 -------
 >>> import tempfile
@@ -35,29 +39,46 @@ from ..tables.store import exclusive, write_atomic
 
 _NAME = re.compile(r"^.+\.(?P<sha12>[0-9a-f]{12})\.(?P<key>[0-9a-f]{8})(?P<failed>\.failed(\.[0-9T]+)?)?\.json$")
 UNCERTAIN = ".uncertain"  # under raw/: calls sent whose answer was lost (a folder ingest does not walk)
+IN_FLIGHT = ".inflight"  # under raw/: one folder per run, a record per call sent and not yet settled
 SENTINEL = "sentinel"  # under raw/: the sentinel panel's results, one folder per batch
 
 
 class Archive:
     """Index and writer of a study's raw/ folder."""
 
-    def __init__(self, study):
+    def __init__(self, study, claimed: bool = False):
+        """Index the archive. `claimed`: this process holds the study's analyze claim (`Archive.claim`), so
+        what dead runs left is tidied: half-written files, and in-flight records of calls whose answer is
+        archived (killed in between). Without the claim nothing is touched: another run may be live."""
         self.dir = Path(study) / "raw"
         self._outcomes: dict[tuple[str, str], set[str]] = {}
         self._uncertain: dict[tuple[str, str], Path] = {}
-        for p in (self.dir / UNCERTAIN).glob("*.json"):
-            m = _NAME.match(p.name)
-            if m:
-                self._uncertain[(m["sha12"], m["key"])] = p
+        self._left_in_flight: dict[tuple[str, str], list[Path]] = {}  # by runs that died before settling them
+        self._run = self.dir / IN_FLIGHT / f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}-{os.getpid()}"
         if not self.dir.exists():
             return
+        if claimed:  # what a crash or a full disk left half-written (a record's call was never sent)
+            for p in [*self.dir.glob("*.tmp"), *self.dir.glob(f"{UNCERTAIN}/*.tmp"),
+                      *self.dir.glob(f"{IN_FLIGHT}/*/*.tmp")]:
+                p.unlink(missing_ok=True)
+        for p in self.dir.glob(f"{IN_FLIGHT}/*/*.json"):
+            if m := _NAME.match(p.name):
+                self._left_in_flight.setdefault((m["sha12"], m["key"]), []).append(p)
+                self._uncertain[(m["sha12"], m["key"])] = p
+        for p in self.dir.glob(f"{UNCERTAIN}/*.json"):
+            if m := _NAME.match(p.name):
+                self._uncertain[(m["sha12"], m["key"])] = p
         for p in self.dir.iterdir():
             m = _NAME.match(p.name)
-            if p.name.endswith(".tmp"):  # what a crash or a full disk left behind (we hold the claim)
-                p.unlink(missing_ok=True)
-            elif m and (not m["failed"] or _about_photo(p)):
+            if m and (not m["failed"] or _about_photo(p)):
                 outcome = "failed" if m["failed"] else "ok"
                 self._outcomes.setdefault((m["sha12"], m["key"]), set()).add(outcome)
+        if claimed:
+            for call in [c for c in self._left_in_flight if "ok" in self._outcomes.get(c, ())]:
+                self._settle(call)  # a run killed between archiving the answer and removing the record
+            for folder in self.dir.glob(f"{IN_FLIGHT}/*"):
+                with contextlib.suppress(OSError):  # a dead run's, once empty
+                    folder.rmdir()
 
     @staticmethod
     @contextlib.contextmanager
@@ -74,14 +95,29 @@ class Archive:
         return "ok" in outcomes or (bool(outcomes) and not retry_failed)
 
     def uncertain(self, photo_sha256: str, params_key: str) -> dict | None:
-        """The record of an earlier call of this photo whose answer was lost (None when there is none)."""
+        """The record of an earlier call of this photo whose answer was lost or never recorded, with `lost`
+        saying which (None when there is none)."""
         path = self._uncertain.get((photo_sha256[:12], params_key))
         if path is None:
             return None
         try:
-            return orjson.loads(path.read_bytes())
+            record = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError):
-            return {"photo": str(path)}
+            record = {"photo": str(path)}
+        return dict(record, lost="in flight" if path.parent.parent.name == IN_FLIGHT else "answer lost")
+
+    def in_flight(self, photo, params_key: str, envelope: dict) -> Path:
+        """Record a call before it is sent; the caller removes the record once the call's outcome is recorded
+        (`Path.unlink`). A record a dead run left makes later runs hold the photo back as uncertain."""
+        path = self._run / f"{_stem(photo)}.{photo.sha256[:12]}.{params_key}.json"
+        write_atomic(path, orjson.dumps(dict(envelope, recorded_at=dt.datetime.now(dt.timezone.utc).isoformat()),
+                                        option=orjson.OPT_INDENT_2))
+        return path
+
+    def end_run(self) -> None:
+        """Remove this run's in-flight folder once every record in it is settled."""
+        with contextlib.suppress(OSError):
+            self._run.rmdir()
 
     def mark_uncertain(self, photo, params_key: str, envelope: dict) -> Path:
         """Record a call sent whole whose answer was lost (it may have been billed)."""
@@ -101,10 +137,19 @@ class Archive:
         write_atomic(self.dir / f"{name}.meta.json", orjson.dumps(envelope, option=orjson.OPT_INDENT_2))
         write_atomic(self.dir / f"{name}.json", body)
         self._outcomes.setdefault((photo.sha256[:12], params_key), set()).add("ok" if ok else "failed")
-        settled = self._uncertain.pop((photo.sha256[:12], params_key), None)
-        if settled is not None:
-            settled.unlink(missing_ok=True)
+        self._settle((photo.sha256[:12], params_key))
         return self.dir / f"{name}.json"
+
+    def _settle(self, call: tuple[str, str]) -> None:
+        """Remove the uncertain and dead runs' in-flight records of a call whose answer is archived."""
+        records = self._left_in_flight.pop(call, [])
+        if (uncertain := self._uncertain.pop(call, None)) is not None:
+            records.append(uncertain)
+        for record in records:
+            record.unlink(missing_ok=True)
+            if record.parent.parent.name == IN_FLIGHT:
+                with contextlib.suppress(OSError):  # a dead run's folder, once its last record is settled
+                    record.parent.rmdir()
 
 
     def write_sentinel(self, photo, params_key: str, body: bytes, envelope: dict, batch: str, position: str) -> Path:
