@@ -26,6 +26,9 @@ import skintrack
 from skintrack.sample import sample_photo
 
 
+KEY = "bench-key"  # what the local emulator accepts (no vendor key is involved)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,7 +46,9 @@ def main():
     port = free_port()
     exe = Path(sys.executable).with_name("skintrack")
     server = subprocess.Popen([str(exe), "emulate", "--port", str(port), "--latency", str(args.latency),
-                               "--api-key", "bench", "--latency-spread", str(args.latency_spread)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--latency-spread", str(args.latency_spread)],  # the key in its variable, never argv
+                              env={**os.environ, "AILABAPI_API_KEY": KEY}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/api/portrait/analysis/skin-analysis-pro"
     work = Path(tempfile.mkdtemp(prefix="skb-analyze-"))
     try:
@@ -62,7 +67,7 @@ def main():
             folder = work / f"c{concurrency}"
             for i in range(n):
                 sample_photo(folder, f"p{i:04d}.jpg", size=(1000, 1000), seed=concurrency * 10_000 + i)
-            client = skintrack.Client(api_key="bench", url=url)
+            client = skintrack.Client(api_key=KEY, url=url)
             drawn0 = stats()["latency_total"]
             cpu0, t0 = time.process_time(), time.perf_counter()
             report = skintrack.analyze([folder], work / f"study{concurrency}", client=client,
