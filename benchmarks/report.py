@@ -74,6 +74,28 @@ def pdf_step(html: Path) -> tuple[float, float]:
     return tuple(map(float, done.stdout.split()))
 
 
+IMPORTED = """
+import runpy, sys
+sys.argv = ["skintrack", *sys.argv[1:]]
+try:
+    runpy.run_module("skintrack.cli", run_name="__main__")
+except SystemExit:
+    pass
+print(" ".join(m for m in sys.modules if m.partition(".")[0] not in {"skintrack", "__main__", "runpy"}))
+"""
+
+
+def imports_of(cmd: list[str]) -> list[str]:
+    """Every module a skintrack command imports (its own excepted), in the order it imported them."""
+    done = subprocess.run([PY, "-c", IMPORTED, *cmd[1:]], check=True, capture_output=True, text=True)
+    return done.stdout.splitlines()[-1].split()
+
+
+def importing(modules: list[str]) -> list[str]:
+    """A command that imports `modules` in this order and does nothing else."""
+    return [PY, "-c", f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)"]
+
+
 def main() -> None:
     # skintrack's bytecode compiled first, as pip compiles an installed package's (the peers' is): an editable
     # install under PYTHONDONTWRITEBYTECODE would otherwise compile every module at every start
@@ -93,6 +115,12 @@ def main() -> None:
                     ("`skintrack endpoints`, answered again", [EXE, "endpoints", study], 1.0),
                     ("open + first helper", [PY, "-c", f"import skintrack; skintrack.open({study!r})"
                                                        ".timeline('score.water')"], 1.5)]
+        # what no rewrite of the work can save: each computing command's imports alone, and the least a pandas-free
+        # endpoints would import (the distributions must equal scipy's, tests/test_dist.py)
+        commands += [(f"{name.split(',')[0]}: its imports alone, no work", importing(imports_of(cmd)), None)
+                     for name, cmd, _ in commands if name.endswith("computed")]
+        commands.append(("`import numpy, duckdb, scipy.special` (endpoints without pandas or pyarrow)",
+                         [PY, "-c", "import numpy, duckdb, scipy.special"], None))
         rows = [(name, *against(functools.partial(timed, cmd), imports), target) for name, cmd, target in commands]
         html = Path(f"{tmp}/r/report.html").resolve()
         bare = functools.partial(timed, [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp}/profile",
