@@ -380,12 +380,3 @@ def test_a_dead_runs_calls_are_held_back_until_an_answer_settles_them(tmp_path):
     later.write(b, params.key(), b"{}", envelope(b, params), ok=True)  # its answer came: the record is settled
     assert not (study / "raw" / ".inflight").exists() or not list((study / "raw" / ".inflight").iterdir())
 
-
-def test_the_batch_benchmark_runs():
-    """benchmarks/analyze.py at a tiny size (its full run is the benchmark): it once stopped running unseen."""
-    bench = Path(__file__).parents[1] / "benchmarks" / "analyze.py"
-    out = subprocess.run([sys.executable, str(bench), "--latency", "0.05", "--latency-spread", "0", "--rounds", "1",
-                          "--concurrency", "1", "2"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] in (["1"], ["2"])]
-    assert [row[:2] for row in rows] == [["1", "8"], ["2", "8"]]  # every call answered (the benchmark checks)
