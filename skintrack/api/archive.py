@@ -52,8 +52,8 @@ class Archive:
         archived (killed in between). Without the claim nothing is touched: another run may be live."""
         self.dir = Path(study) / "raw"
         self._outcomes: dict[tuple[str, str], set[str]] = {}
-        self._uncertain: dict[tuple[str, str], Path] = {}
-        self._left_in_flight: dict[tuple[str, str], list[Path]] = {}  # by runs that died before settling them
+        # per call, the records that leave it uncertain: answers lost, and dead runs' calls in flight
+        self._uncertain: dict[tuple[str, str], list[Path]] = {}
         self._run = self.dir / IN_FLIGHT / f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}-{os.getpid()}"
         if not self.dir.exists():
             return
@@ -61,20 +61,16 @@ class Archive:
             for p in [*self.dir.glob("*.tmp"), *self.dir.glob(f"{UNCERTAIN}/*.tmp"),
                       *self.dir.glob(f"{IN_FLIGHT}/*/*.tmp")]:
                 p.unlink(missing_ok=True)
-        for p in self.dir.glob(f"{IN_FLIGHT}/*/*.json"):
+        for p in [*self.dir.glob(f"{UNCERTAIN}/*.json"), *self.dir.glob(f"{IN_FLIGHT}/*/*.json")]:
             if m := _NAME.match(p.name):
-                self._left_in_flight.setdefault((m["sha12"], m["key"]), []).append(p)
-                self._uncertain[(m["sha12"], m["key"])] = p
-        for p in self.dir.glob(f"{UNCERTAIN}/*.json"):
-            if m := _NAME.match(p.name):
-                self._uncertain[(m["sha12"], m["key"])] = p
+                self._uncertain.setdefault((m["sha12"], m["key"]), []).append(p)
         for p in self.dir.iterdir():
             m = _NAME.match(p.name)
             if m and (not m["failed"] or _about_photo(p)):
                 outcome = "failed" if m["failed"] else "ok"
                 self._outcomes.setdefault((m["sha12"], m["key"]), set()).add(outcome)
         if claimed:
-            for call in [c for c in self._left_in_flight if "ok" in self._outcomes.get(c, ())]:
+            for call in [c for c in self._uncertain if "ok" in self._outcomes.get(c, ())]:
                 self._settle(call)  # a run killed between archiving the answer and removing the record
             for folder in self.dir.glob(f"{IN_FLIGHT}/*"):
                 with contextlib.suppress(OSError):  # a dead run's, once empty
@@ -97,22 +93,20 @@ class Archive:
     def uncertain(self, photo_sha256: str, params_key: str) -> dict | None:
         """The record of an earlier call of this photo whose answer was lost or never recorded, with `lost`
         saying which (None when there is none)."""
-        path = self._uncertain.get((photo_sha256[:12], params_key))
-        if path is None:
+        records = self._uncertain.get((photo_sha256[:12], params_key))
+        if not records:
             return None
+        path = min(records, key=lambda r: r.parent.name != UNCERTAIN)  # a lost answer says more than a dead run
         try:
             record = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             record = {"photo": str(path)}
-        return dict(record, lost="in flight" if path.parent.parent.name == IN_FLIGHT else "answer lost")
+        return dict(record, lost="answer lost" if path.parent.name == UNCERTAIN else "in flight")
 
     def in_flight(self, photo, params_key: str, envelope: dict) -> Path:
         """Record a call before it is sent; the caller removes the record once the call's outcome is recorded
         (`Path.unlink`). A record a dead run left makes later runs hold the photo back as uncertain."""
-        path = self._run / f"{_stem(photo)}.{photo.sha256[:12]}.{params_key}.json"
-        write_atomic(path, orjson.dumps(dict(envelope, recorded_at=dt.datetime.now(dt.timezone.utc).isoformat()),
-                                        option=orjson.OPT_INDENT_2))
-        return path
+        return _record(self._run, photo, params_key, envelope)
 
     def end_run(self) -> None:
         """Remove this run's in-flight folder once every record in it is settled."""
@@ -121,10 +115,10 @@ class Archive:
 
     def mark_uncertain(self, photo, params_key: str, envelope: dict) -> Path:
         """Record a call sent whole whose answer was lost (it may have been billed)."""
-        path = self.dir / UNCERTAIN / f"{_stem(photo)}.{photo.sha256[:12]}.{params_key}.json"
-        write_atomic(path, orjson.dumps(dict(envelope, recorded_at=dt.datetime.now(dt.timezone.utc).isoformat()),
-                                        option=orjson.OPT_INDENT_2))
-        self._uncertain[(photo.sha256[:12], params_key)] = path
+        path = _record(self.dir / UNCERTAIN, photo, params_key, envelope)
+        records = self._uncertain.setdefault((photo.sha256[:12], params_key), [])
+        if path not in records:
+            records.append(path)
         return path
 
     def write(self, photo, params_key: str, body: bytes, envelope: dict, ok: bool) -> Path:
@@ -141,16 +135,12 @@ class Archive:
         return self.dir / f"{name}.json"
 
     def _settle(self, call: tuple[str, str]) -> None:
-        """Remove the uncertain and dead runs' in-flight records of a call whose answer is archived."""
-        records = self._left_in_flight.pop(call, [])
-        if (uncertain := self._uncertain.pop(call, None)) is not None:
-            records.append(uncertain)
-        for record in records:
+        """Remove the records that left a call uncertain, now that its answer is archived."""
+        for record in self._uncertain.pop(call, []):
             record.unlink(missing_ok=True)
             if record.parent.parent.name == IN_FLIGHT:
                 with contextlib.suppress(OSError):  # a dead run's folder, once its last record is settled
                     record.parent.rmdir()
-
 
     def write_sentinel(self, photo, params_key: str, body: bytes, envelope: dict, batch: str, position: str) -> Path:
         """Archive one sentinel result under ``raw/sentinel/<batch>/`` (a sentinel is re-sent every batch, so
@@ -162,6 +152,14 @@ class Archive:
         write_atomic(folder / f"{name}.meta.json", orjson.dumps(envelope, option=orjson.OPT_INDENT_2))
         write_atomic(folder / f"{name}.json", body)
         return folder / f"{name}.json"
+
+
+def _record(folder: Path, photo, params_key: str, envelope: dict) -> Path:
+    """Write a call's record (its envelope and when) into `folder`, under the archive's name for the call."""
+    path = folder / f"{_stem(photo)}.{photo.sha256[:12]}.{params_key}.json"
+    write_atomic(path, orjson.dumps(dict(envelope, recorded_at=dt.datetime.now(dt.timezone.utc).isoformat()),
+                                    option=orjson.OPT_INDENT_2))
+    return path
 
 
 def _stem(photo) -> str:
