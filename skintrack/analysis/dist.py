@@ -4,14 +4,17 @@
 `scipy.stats` computes each of these with the same `scipy.special` call, behind argument checks, but
 importing it costs a second of CPU (it parses every distribution's docstring): more than a trial's whole
 MMRM. These give the same floats (`tests/test_dist.py` checks them equal to `scipy.stats`'s), and load
-`scipy.special` on first use, so that opening a study loads no scipy.
+scipy's compiled ufuncs on first use (`_special`), so that opening a study loads no scipy.
 
 >>> round(float(t_ppf(0.975, 10)), 4), round(float(norm_ppf(0.975)), 4)
 (2.2281, 1.96)
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
+import sys
 
 import numpy as np
 
@@ -65,5 +68,34 @@ def average_ranks(x) -> np.ndarray:
     return 0.5 * (count[dense] + count[dense - 1] + 1)
 
 
+@functools.cache
 def _special():
-    return importlib.import_module("scipy.special")  # loaded on the first call, then looked up
+    """`scipy.special`'s compiled ufuncs: the very objects it exports, so the very floats.
+
+    They are loaded without running `scipy/special/__init__.py`, whose array-API layer clones numpy's whole
+    namespace and so imports numpy.f2py, numpy.testing, numpy.ma...: 0.4 s of CPU, a fifth of an endpoints
+    table. A later `import scipy.special` runs in full and finds these same ufuncs. Should scipy ever lay them
+    out otherwise, the package import stands in.
+    """
+    if "scipy.special" not in sys.modules:
+        try:
+            return _ufuncs_alone()
+        except Exception:  # noqa: BLE001 - any failure here leaves the documented import, same floats
+            pass
+    return importlib.import_module("scipy.special")
+
+
+def _ufuncs_alone():
+    """Import `scipy.special._ufuncs` under a stand-in of its package that holds the package's import lock
+    (another thread importing scipy.special waits, then imports it in full) and is gone afterwards."""
+    package = importlib.util.find_spec("scipy.special")
+    with importlib._bootstrap._ModuleLockManager(package.name):
+        if package.name in sys.modules:
+            return sys.modules[package.name]
+        stand_in = importlib.util.module_from_spec(package)  # the package without its __init__ run
+        package._initializing = True  # an import by another thread waits on the lock held here
+        sys.modules[package.name] = stand_in
+        try:
+            return importlib.import_module("scipy.special._ufuncs")
+        finally:
+            del sys.modules[package.name]
