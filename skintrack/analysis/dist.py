@@ -4,7 +4,7 @@
 `scipy.stats` computes each of these with the same `scipy.special` call, behind argument checks, but
 importing it costs a second of CPU (it parses every distribution's docstring): more than a trial's whole
 MMRM. These give the same floats (`tests/test_dist.py` checks them equal to `scipy.stats`'s), and load
-scipy's compiled ufuncs on first use (`_special`), so that opening a study loads no scipy.
+scipy's compiled ufuncs on first use (`_special`), so that opening a study loads no scipy submodule.
 
 >>> round(float(t_ppf(0.975, 10)), 4), round(float(norm_ppf(0.975)), 4)
 (2.2281, 1.96)
