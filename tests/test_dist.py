@@ -1,5 +1,9 @@
 """skintrack.analysis.dist gives exactly scipy.stats's floats (it calls the scipy.special functions scipy.stats
 calls, without importing scipy.stats): checked on grids that reach the tails and small, fractional and huge df."""
+import inspect
+import re
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -86,14 +90,10 @@ def test_a_fresh_process_loads_scipys_ufuncs_alone_and_scipy_special_still_impor
     """The first call loads only scipy.special's compiled ufuncs (not its package, whose array-API layer imports
     numpy.f2py); a later `import scipy.special` imports in full around those same ufuncs. Where that fails, the
     package import stands in: the same floats either way."""
-    import subprocess
-    import sys
     out = subprocess.run([sys.executable, "-c", FRESH, how], check=True, capture_output=True, text=True).stdout
     alone = how == "ufuncs-alone"
     assert out.split("\n")[:2] == [f"{alone} {not alone}", "True True 0.5"]
 
 
 def test_every_ufunc_dist_calls_is_one_its_load_checks():
-    import inspect
-    import re
     assert set(re.findall(r"_special\(\)\.(\w+)", inspect.getsource(dist))) == set(dist.UFUNCS)

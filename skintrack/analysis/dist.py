@@ -79,17 +79,16 @@ def _special():
     that has imported pandas (a tenth of an endpoints table). A later `import scipy.special` runs in full and
     finds these same ufuncs. Should scipy ever lay them out otherwise, the package import stands in.
     """
-    if "scipy.special" not in sys.modules:
-        try:
-            return _ufuncs_alone()
-        except Exception:  # noqa: BLE001 - any failure here leaves the documented import, same floats
-            pass
-    return importlib.import_module("scipy.special")
+    try:
+        return _ufuncs_alone()
+    except Exception:  # noqa: BLE001 - any failure here leaves the documented import, same floats
+        return importlib.import_module("scipy.special")
 
 
 def _ufuncs_alone():
     """Import `scipy.special._ufuncs` under a stand-in of its package that holds the package's import lock
-    (another thread importing scipy.special waits, then imports it in full) and is gone afterwards."""
+    (another thread importing scipy.special waits, then imports it in full) and is gone afterwards; the package
+    itself when it is imported already."""
     package = importlib.util.find_spec("scipy.special")
     with importlib._bootstrap._ModuleLockManager(package.name):
         if package.name in sys.modules:

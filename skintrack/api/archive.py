@@ -73,8 +73,7 @@ class Archive:
             for call in [c for c in self._uncertain if "ok" in self._outcomes.get(c, ())]:
                 self._settle(call)  # a run killed between archiving the answer and removing the record
             for folder in self.dir.glob(f"{IN_FLIGHT}/*"):
-                with contextlib.suppress(OSError):  # a dead run's, once empty
-                    folder.rmdir()
+                _remove_if_empty(folder)  # a dead run's
 
     @staticmethod
     @contextlib.contextmanager
@@ -110,8 +109,7 @@ class Archive:
 
     def end_run(self) -> None:
         """Remove this run's in-flight folder once every record in it is settled."""
-        with contextlib.suppress(OSError):
-            self._run.rmdir()
+        _remove_if_empty(self._run)
 
     def mark_uncertain(self, photo, params_key: str, envelope: dict) -> Path:
         """Record a call sent whole whose answer was lost (it may have been billed)."""
@@ -139,8 +137,7 @@ class Archive:
         for record in self._uncertain.pop(call, []):
             record.unlink(missing_ok=True)
             if record.parent.parent.name == IN_FLIGHT:
-                with contextlib.suppress(OSError):  # a dead run's folder, once its last record is settled
-                    record.parent.rmdir()
+                _remove_if_empty(record.parent)  # a dead run's folder, once its last record is settled
 
     def write_sentinel(self, photo, params_key: str, body: bytes, envelope: dict, batch: str, position: str) -> Path:
         """Archive one sentinel result under ``raw/sentinel/<batch>/`` (a sentinel is re-sent every batch, so
@@ -160,6 +157,11 @@ def _record(folder: Path, photo, params_key: str, envelope: dict) -> Path:
     write_atomic(path, orjson.dumps(dict(envelope, recorded_at=dt.datetime.now(dt.timezone.utc).isoformat()),
                                     option=orjson.OPT_INDENT_2))
     return path
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty, or gone already
+        folder.rmdir()
 
 
 def _stem(photo) -> str:
