@@ -103,7 +103,7 @@ class Study:
     def _pin(self, version) -> None:
         self.version = version
         self._reader.hold(version)
-        self._stored_plan = None  # the plan kept in the lake at this version, read once
+        self._stored_plan = None  # (the plan kept in the lake at this version,), read once
         self._plan = None
         self._facts = {}  # what `_at_version` read once at this version
         self._fits = {}
@@ -114,14 +114,15 @@ class Study:
         self._records = {}
         self._measure_rows = None
         if self._on_disk:
-            self._declare_measures()
+            try:
+                self._sizes, self._stored_plan, catalog = store.retry_busy(store.read_version, self.con, version,
+                                                                       self._held)
+            except duckdb.Error as e:
+                raise store.damaged(self.path, e) from None
+            self._declare_measures(catalog)
 
-    def _declare_measures(self) -> None:
-        """The study's measures become metric keys measure.<name> (`skintrack.tables.measures`)."""
-        try:
-            text = store.retry_busy(store.plan_text, self.con, self.version, "measure_catalogs")
-        except duckdb.Error as e:
-            raise store.damaged(self.path, e) from None
+    def _declare_measures(self, text: str | None) -> None:
+        """The study's measures (catalog `text`) become metric keys measure.<name> (`skintrack.tables.measures`)."""
         self._measure_rows = {}
         names = self.sql("SELECT DISTINCT measure FROM measures")["measure"]
         self._measure_rows = measures.catalog_rows(measures.parse_catalog(text, "the study's measures catalog"), names)
@@ -201,7 +202,7 @@ class Study:
         """The plan at this version. Following the newest version, `plan.toml` is the plan, and an edit not
         yet kept is kept now, as a version of its own (unless another process is writing, or the folder is
         read-only: then it is used as it is)."""
-        if self._stored_plan is None:
+        if self._stored_plan is None:  # not read with the version (read_version)
             self._stored_plan = (store.plan_text(self.con, self.version) if self._on_disk else None,)
         stored = self._stored_plan[0]
         path = self.path / PLAN_FILE
@@ -324,8 +325,6 @@ class Study:
 
         def run():
             if self._on_disk:
-                if self._sizes is None:
-                    self._sizes = store.lake_sizes(self.con)
                 store.hold_in_memory(self.con, query, self._held, self._sizes)
             # execute, not sql(): a relation with parameters ran 10x slower at 1M rows (benchmarks/study.py)
             cur = self.con.execute(*self._from_kept_records(query, params, make_records))

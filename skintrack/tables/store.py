@@ -541,7 +541,8 @@ DERIVED = {"analyses": ("analyses_raw", "sessions"),
            "metrics": ("scores", "counts", "areas", "severities", "tones", "wrinkles", "analyses_raw", "measures")}
 DERIVED["metrics_wide"] = DERIVED["analyses"] + DERIVED["metrics"]
 LEAVES = ("analyses_raw", *[t for t in TABLES if t != "analyses"], "sessions", "subjects", "session_index",
-          "instrument", "measures")  # the views that each read one table of the lake
+          "instrument", "measures", "key_collisions")  # the views that each read one table of the lake
+OPENED = ("measures", "session_index", "subjects", "sessions", "key_collisions")  # what opening a version reads
 _NAMED = re.compile(r"\b(" + "|".join(sorted({*LEAVES, *DERIVED}, key=len, reverse=True)) + r")\b")
 
 
@@ -555,15 +556,40 @@ def hold_in_memory(con: duckdb.DuckDBPyConnection, query: str, held: set, sizes:
     ['metrics', 'subjects']
     """
     wanted = {leaf for name in _NAMED.findall(query) for leaf in DERIVED.get(name, (name,))} - held
-    small = [v for v in sorted(wanted) if sizes.get("analyses" if v == "analyses_raw" else v, 0) <= HELD_BYTES]
-    if not small:
-        return
-    with _one_transaction(con):
+    if wanted:
+        with _one_transaction(con):
+            copied = _hold(con, wanted, sizes)
+        held.update(copied)
+
+
+def _hold(con: duckdb.DuckDBPyConnection, views, sizes: dict) -> list:
+    """Copy the small ones of `views` into memory (in the caller's transaction); returns those copied."""
+    small = [v for v in sorted(views) if sizes.get("analyses" if v == "analyses_raw" else v, 0) <= HELD_BYTES]
+    if small:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {HELD}")
-        for view in small:
-            con.execute(f"CREATE OR REPLACE TABLE {HELD}.{view} AS SELECT * FROM main.{view}")
-            con.execute(f"CREATE OR REPLACE VIEW main.{view} AS SELECT * FROM {HELD}.{view}")
-    held.update(small)
+    for view in small:
+        con.execute(f"CREATE OR REPLACE TABLE {HELD}.{view} AS SELECT * FROM main.{view}")
+        con.execute(f"CREATE OR REPLACE VIEW main.{view} AS SELECT * FROM {HELD}.{view}")
+    return small
+
+
+def read_version(con: duckdb.DuckDBPyConnection, version: int, held: set) -> tuple[dict, tuple | None, str | None]:
+    """What a reader reads first at every version, in one transaction (DuckLake then reads its catalog once,
+    not once per statement: ~50 ms less per open): (`lake_sizes`, (the plan,), the measures catalog) kept at
+    `version`, with the small tables behind the plan and the measures (`OPENED`) held in memory. A damaged
+    file among them fails none of it: those tables stay in the lake and the plan unread (None), so that the
+    query that needs one names the file, and `skintrack check` still opens the study to list it."""
+    try:
+        with _one_transaction(con):
+            sizes = lake_sizes(con)
+            plan, catalog = (plan_text(con, version, table) for table in ("plans", "measure_catalogs"))
+            copied = _hold(con, set(OPENED) - held, sizes)
+    except duckdb.Error as e:
+        if is_busy(e):
+            raise
+        return lake_sizes(con), None, plan_text(con, version, "measure_catalogs")
+    held.update(copied)
+    return sizes, (plan,), catalog
 
 
 def lake_sizes(con: duckdb.DuckDBPyConnection) -> dict:
