@@ -1,6 +1,6 @@
 """How fast the commands answer on the SIMULATED demo study, as ratios to peers measured in the same run.
 
-Each command runs whole in its own process, as a user runs it (best of 3, each run in turn with a run of
+Each command runs whole in its own process, as a user runs it (best of 5, each run in turn with a run of
 its peer; CPU = user + system time of the process and its children, wall = elapsed). The peers: `python -c
 "import pandas, duckdb, pyarrow"` (what any tool on these tables pays to start) and a bare headless-Chromium
 print of the same report HTML. The
@@ -12,7 +12,7 @@ The computing commands keep their output per study version (`skintrack.kept`), s
 computed (`--fresh`: what the first run after any change costs) and answered again (the same command on the
 same study version, plan and skintrack, what a user re-running it pays). A process opening a study loads
 DuckDB's extension files without their signature check once DuckDB has verified those very files
-(`skintrack.tables.extensions`); the first run after an install pays the check, the best of 3 does not.
+(`skintrack.tables.extensions`); the first run after an install pays the check, the best of 5 does not.
 
     .venv/bin/python benchmarks/report.py
 """
@@ -45,7 +45,7 @@ def timed(cmd) -> tuple[float, float]:
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall
 
 
-def against(ours, peer, runs=3) -> tuple:
+def against(ours, peer, runs=5) -> tuple:
     """(best (CPU, wall) of `ours`, best of `peer`), each called `runs` times in turn with the other: a shared
     host that speeds up or slows down during the run moves both."""
     got = [(ours(), peer()) for _ in range(runs)]
