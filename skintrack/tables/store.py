@@ -555,22 +555,24 @@ def hold_in_memory(con: duckdb.DuckDBPyConnection, query: str, held: set, sizes:
     >>> sorted(n for n in _NAMED.findall("SELECT * FROM metrics JOIN subjects USING (subject_id)"))
     ['metrics', 'subjects']
     """
-    wanted = {leaf for name in _NAMED.findall(query) for leaf in DERIVED.get(name, (name,))} - held
-    if wanted:
-        with _one_transaction(con):
-            copied = _hold(con, wanted, sizes)
-        held.update(copied)
-
-
-def _hold(con: duckdb.DuckDBPyConnection, views, sizes: dict) -> list:
-    """Copy the small ones of `views` into memory (in the caller's transaction); returns those copied."""
-    small = [v for v in sorted(views) if sizes.get("analyses" if v == "analyses_raw" else v, 0) <= HELD_BYTES]
+    small = _small({leaf for name in _NAMED.findall(query) for leaf in DERIVED.get(name, (name,))} - held, sizes)
     if small:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {HELD}")
-    for view in small:
+        with _one_transaction(con):
+            _hold(con, small)
+        held.update(small)
+
+
+def _small(views, sizes: dict) -> list:
+    """Those of `views` whose lake table is at most `HELD_BYTES` (`sizes`: `lake_sizes`)."""
+    return [v for v in sorted(views) if sizes.get("analyses" if v == "analyses_raw" else v, 0) <= HELD_BYTES]
+
+
+def _hold(con: duckdb.DuckDBPyConnection, views: list) -> None:
+    """Copy `views` into memory and point them at the copies (in the caller's transaction)."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {HELD}")
+    for view in views:
         con.execute(f"CREATE OR REPLACE TABLE {HELD}.{view} AS SELECT * FROM main.{view}")
         con.execute(f"CREATE OR REPLACE VIEW main.{view} AS SELECT * FROM {HELD}.{view}")
-    return small
 
 
 def read_version(con: duckdb.DuckDBPyConnection, version: int, held: set) -> tuple[dict, tuple | None, str | None]:
@@ -583,12 +585,13 @@ def read_version(con: duckdb.DuckDBPyConnection, version: int, held: set) -> tup
         with _one_transaction(con):
             sizes = lake_sizes(con)
             plan, catalog = (plan_text(con, version, table) for table in ("plans", "measure_catalogs"))
-            copied = _hold(con, set(OPENED) - held, sizes)
+            small = _small(set(OPENED) - held, sizes)
+            _hold(con, small)
     except duckdb.Error as e:
         if is_busy(e):
             raise
         return lake_sizes(con), None, plan_text(con, version, "measure_catalogs")
-    held.update(copied)
+    held.update(small)
     return sizes, (plan,), catalog
 
 
