@@ -110,6 +110,39 @@ def test_a_fixed_sequence_stops_at_the_first_endpoint_that_fails(planned, tmp_pa
     assert holm["decision"].tolist() == ["not significant", "significant", "significant"]
 
 
+def test_holm_and_benjamini_hochberg_are_statsmodels_own_floats(monkeypatch):
+    """Both adjustments by hand give multipletests' floats bit for bit, on p-values with ties, zeros, ones,
+    tiny values and NaN (left out and kept NaN)."""
+    import gc
+
+    from skintrack.analysis.multiplicity import benjamini_hochberg, holm
+
+    monkeypatch.setattr(gc, "collect", lambda: 0)  # multipletests' holm collects garbage at each call (~0.1 s)
+    rng = np.random.default_rng(7)
+    for case in range(150):
+        k = int(rng.integers(1, 12))
+        p = [rng.random(k), rng.random(k) ** 8, np.round(rng.random(k), 1),
+             rng.choice([0.0, 1.0, 0.05, 0.05, 1e-300, 0.5], k), np.where(rng.random(k) < 0.3, np.nan, rng.random(k))
+             ][case % 5]
+        ok = np.isfinite(p)
+        for ours, method in ((holm, "holm"), (benjamini_hochberg, "fdr_bh")):
+            expected = np.full(k, np.nan)
+            if ok.any():
+                expected[ok] = multipletests(p[ok], method=method)[1]
+            np.testing.assert_array_equal(ours(p), expected, err_msg=f"{method} {p}")
+
+
+def test_compare_loads_neither_statsmodels_nor_scipy_stats(planned):
+    """`compare`'s adjusted p-values cost no import of scipy.stats (a second of CPU, more than the command)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, skintrack; skintrack.open({str(planned)!r}).compare(['score.water', 'score.rough'], 'D0', "
+            "'W12'); print(sorted(m for m in ('scipy.stats', 'statsmodels') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def test_a_baseline_excluded_by_qc_leaves_the_subject_out_and_says_why(tmp_path):
     src = sample_study_dir()
     shutil.copytree(src / "responses", tmp_path / "in")

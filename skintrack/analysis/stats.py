@@ -20,6 +20,7 @@ import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from . import dist
+from .multiplicity import benjamini_hochberg, holm
 
 LEVEL = 0.95
 Z = 1.959963984540054  # dist.norm_ppf(0.975), written out: the z of every 95% interval
@@ -140,11 +141,4 @@ def two_sample(a: np.ndarray, b: np.ndarray, test: str = "welch") -> dict:
 
 def adjust(p: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Holm and Benjamini-Hochberg adjusted p-values (NaN stays NaN)."""
-    from statsmodels.stats.multitest import multipletests
-
-    holm, bh = p.copy(), p.copy()
-    ok = p.notna()
-    if ok.any():
-        holm[ok] = multipletests(p[ok], method="holm")[1]
-        bh[ok] = multipletests(p[ok], method="fdr_bh")[1]
-    return holm, bh
+    return pd.Series(holm(p), index=p.index), pd.Series(benjamini_hochberg(p), index=p.index)
