@@ -39,6 +39,25 @@ def test_every_statistic_equals_r(rscript, tmp_path, n, shift, noise):  # noqa: 
     assert got.at["pearson", "ci_high"] == pytest.approx(high, rel=1e-12)
 
 
+def test_correlations_equal_scipys_and_load_no_scipy_stats():
+    """Pearson's r and Spearman's rho without scipy.stats (a second of CPU to import) equal pearsonr and
+    spearmanr to rounding, on pairs with ties; the agreement table of a study loads no scipy.stats."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(3)
+    for n, digits in ((5, 0), (12, 0), (40, 1), (200, 2)):
+        x = rng.normal(60, 12, n).round(digits)
+        y = (0.8 * x + rng.normal(0, 5, n)).round(digits)
+        rows = pd.DataFrame(statistics(x, y, same_unit=False)).set_index("statistic")["estimate"]
+        assert rows["pearson"] == pytest.approx(st.pearsonr(x, y).statistic, rel=1e-13)
+        assert rows["spearman"] == pytest.approx(st.spearmanr(x, y).statistic, rel=1e-13)
+    code = ("import sys; from skintrack.demo import demo_study; "
+            "demo_study().agreement('score.water', 'score.rough'); print('scipy.stats' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == "False", done.stdout + done.stderr
+
+
 def test_different_units_give_correlations_only_and_too_few_pairs_are_nan():
     x, y = np.arange(10.0), np.arange(10.0) ** 1.5
     rows = pd.DataFrame(statistics(x, y, same_unit=False))
