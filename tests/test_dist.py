@@ -69,6 +69,24 @@ def test_one_sample_t_equals_scipy_stats():
         assert np.array_equal(t, theirs.statistic, equal_nan=True), x
 
 
+def test_welch_t_equals_scipy_stats():
+    """Welch's t test by hand gives ttest_ind(equal_var=False)'s floats, on samples with ties, unequal sizes,
+    a large mean with a tiny spread, one sample or both without spread, and a missing value."""
+    rng = np.random.default_rng(4)
+    pairs = [(rng.normal(0, 1, n1), rng.normal(0.4, 2, n2)) for n1, n2 in ((2, 2), (3, 9), (12, 11), (40, 7))] + [
+        (rng.integers(-3, 4, 25).astype(float), rng.integers(-3, 4, 18).astype(float)),
+        (1e6 + rng.normal(0, 1e-3, 10), 1e6 + rng.normal(0, 1e-3, 8)),
+        (np.array([2.0, 2.0, 2.0]), rng.normal(0, 1, 6)), (np.array([2.0, 2.0]), np.array([3.0, 3.0])),
+        (np.array([1.0, np.nan, 2.0]), np.array([1.0, 2.0]))]
+    for a, b in pairs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            theirs = scipy.stats.ttest_ind(a, b, equal_var=False)
+            t, p = stats.welch_t(a, b)
+        assert np.array_equal(p, theirs.pvalue, equal_nan=True), (a, b)
+        assert np.array_equal(t, theirs.statistic, equal_nan=True), (a, b)
+
+
 FRESH = """
 import importlib.util, sys
 if sys.argv[1] == "no-stand-in":  # the package's stand-in cannot be made, as under a scipy laid out otherwise

@@ -133,12 +133,14 @@ def test_holm_and_benjamini_hochberg_are_statsmodels_own_floats(monkeypatch):
 
 
 def test_compare_loads_neither_statsmodels_nor_scipy_stats(planned):
-    """`compare`'s adjusted p-values cost no import of scipy.stats (a second of CPU, more than the command)."""
+    """`compare`'s adjusted p-values and its Welch test between arms cost no import of scipy.stats (a second of
+    CPU, more than the command)."""
     import subprocess
     import sys
 
-    code = (f"import sys, skintrack; skintrack.open({str(planned)!r}).compare(['score.water', 'score.rough'], 'D0', "
-            "'W12'); print(sorted(m for m in ('scipy.stats', 'statsmodels') if m in sys.modules))")
+    code = (f"import sys, skintrack; s = skintrack.open({str(planned)!r}); "
+            "s.compare(['score.water', 'score.rough'], 'D0', 'W12'); s.compare_arms('score.water', 'W12'); "
+            "print(sorted(m for m in ('scipy.stats', 'statsmodels') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
