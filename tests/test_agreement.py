@@ -1,6 +1,7 @@
 """Agreement between two metrics on the same captures, against R (cor.test, epiR::epi.ccc, t.test and the
 Bland-Altman and Bonett-Wright formulas written in R) and scipy."""
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,6 @@ def test_every_statistic_equals_r(rscript, tmp_path, n, shift, noise):  # noqa: 
 def test_correlations_equal_scipys_and_load_no_scipy_stats():
     """Pearson's r and Spearman's rho without scipy.stats (a second of CPU to import) equal pearsonr and
     spearmanr to rounding, on pairs with ties; the agreement table of a study loads no scipy.stats."""
-    import subprocess
-    import sys
-
     rng = np.random.default_rng(3)
     for n, digits in ((5, 0), (12, 0), (40, 1), (200, 2)):
         x = rng.normal(60, 12, n).round(digits)

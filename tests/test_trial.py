@@ -1,8 +1,11 @@
 """The study plan and what follows from it: one baseline, any number of arms, endpoints tested in order with
 the multiplicity strategy, QC as the plan says, and every output saying what was assumed."""
 import csv
+import gc
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import orjson
@@ -11,6 +14,7 @@ from statsmodels.stats.multitest import multipletests
 
 import skintrack
 from skintrack import UsageError
+from skintrack.analysis import multiplicity
 from skintrack.demo import ingest_sample
 from skintrack.sample import sample_study_dir
 from skintrack.show.report import build_report
@@ -113,10 +117,6 @@ def test_a_fixed_sequence_stops_at_the_first_endpoint_that_fails(planned, tmp_pa
 def test_holm_and_benjamini_hochberg_are_statsmodels_own_floats(monkeypatch):
     """Both adjustments by hand give multipletests' floats bit for bit, on p-values with ties, zeros, ones,
     tiny values and NaN (left out and kept NaN)."""
-    import gc
-
-    from skintrack.analysis.multiplicity import benjamini_hochberg, holm
-
     monkeypatch.setattr(gc, "collect", lambda: 0)  # multipletests' holm collects garbage at each call (~0.1 s)
     rng = np.random.default_rng(7)
     for case in range(150):
@@ -125,7 +125,7 @@ def test_holm_and_benjamini_hochberg_are_statsmodels_own_floats(monkeypatch):
              rng.choice([0.0, 1.0, 0.05, 0.05, 1e-300, 0.5], k), np.where(rng.random(k) < 0.3, np.nan, rng.random(k))
              ][case % 5]
         ok = np.isfinite(p)
-        for ours, method in ((holm, "holm"), (benjamini_hochberg, "fdr_bh")):
+        for ours, method in ((multiplicity.holm, "holm"), (multiplicity.benjamini_hochberg, "fdr_bh")):
             expected = np.full(k, np.nan)
             if ok.any():
                 expected[ok] = multipletests(p[ok], method=method)[1]
@@ -135,9 +135,6 @@ def test_holm_and_benjamini_hochberg_are_statsmodels_own_floats(monkeypatch):
 def test_compare_loads_neither_statsmodels_nor_scipy_stats(planned):
     """`compare`'s adjusted p-values and its Welch test between arms cost no import of scipy.stats (a second of
     CPU, more than the command)."""
-    import subprocess
-    import sys
-
     code = (f"import sys, skintrack; s = skintrack.open({str(planned)!r}); "
             "s.compare(['score.water', 'score.rough'], 'D0', 'W12'); s.compare_arms('score.water', 'W12'); "
             "print(sorted(m for m in ('scipy.stats', 'statsmodels') if m in sys.modules))")

@@ -167,13 +167,12 @@ def drift(study, metrics=None, batch: str | None = None) -> pd.DataFrame:
     runs, refs = _references(study, values)
     by_run = {k: _means(g) for k, g in values.groupby(["batch", "position"], dropna=False)}  # a reference serves many
     tables, repeats, floors = [], study_noise(study, values["metric"].unique()), {}
-    row_runs = list(zip(values["batch"], values["position"]))
     for i, (run, ref) in enumerate(zip(runs.to_dict("records"), refs)):
         if _key(run) == _key(ref) or (batch is not None and run["batch"] != batch):
             continue
         before = _reference_runs(runs, ref, i)
         if before not in floors:  # the runs after a whole reference batch share its floor
-            floors[before] = _floor(repeats, values, row_runs, before)
+            floors[before] = _floor(repeats, values, before)
         tables.append(_compare(by_run[_key(run)], by_run[_key(ref)], run, ref, floors[before]))
     tables = [t for t in tables if len(t)]  # runs with no photo in common say nothing
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DRIFT_COLUMNS)
@@ -190,10 +189,9 @@ def _reference_runs(runs: pd.DataFrame, ref: dict, i: int) -> frozenset:
     return frozenset(zip(before.loc[mine, "batch"], before.loc[mine, "position"]))
 
 
-def _floor(repeats: dict, values: pd.DataFrame, row_runs: list, keys: frozenset) -> pd.DataFrame:
-    """The noise floor: the study's repeats, else the sentinel's repeats in the runs `keys` (`row_runs`: each
-    row's run, (batch, position))."""
-    mine = values[[k in keys for k in row_runs]]
+def _floor(repeats: dict, values: pd.DataFrame, keys: frozenset) -> pd.DataFrame:
+    """The noise floor: the study's repeats, else the sentinel's repeats in the runs `keys`."""
+    mine = values[[k in keys for k in zip(values["batch"], values["position"])]]
     return noise(repeats, mine).set_index("metric")
 
 
@@ -235,8 +233,7 @@ def within_batch(study, batch: str, metrics=None) -> str | None:
     if not {"start", "end"} <= set(info):
         return None
     (_, start, ref), (i, end, _) = info["start"], info["end"]
-    floor = _floor(study_noise(study, values["metric"].unique()), values,
-                   list(zip(values["batch"], values["position"])), _reference_runs(runs, ref, i))
+    floor = _floor(study_noise(study, values["metric"].unique()), values, _reference_runs(runs, ref, i))
     mine = values[values["batch"] == batch]
     return verdict(_compare(_means(mine[mine["position"] == "end"]), _means(mine[mine["position"] == "start"]), end,
                             start, floor))
