@@ -50,7 +50,7 @@ from .tables.layout import CATALOG, CONFIG, DATA, PLAN, cache_dir
 
 LIMIT_BYTES = 1 << 30
 LIBRARIES = ("numpy", "scipy", "pandas", "duckdb", "pyarrow", "matplotlib", "statsmodels", "jinja2", "docx", "PIL",
-             "markupsafe", "pyreadstat", "openpyxl", "lxml")
+             "markupsafe", "pyreadstat", "xlsxwriter", "lxml")
 STDOUT = "stdout"
 FILES = "files"
 

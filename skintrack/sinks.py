@@ -9,7 +9,7 @@ names, SQL and chart labels. Each sink has one function; no writer escapes by ha
     HTML text and attribute values    html()              & < > " ' escaped; control and bidi characters shown as <U+202E>
     a CSS string ("..." in @page)     css_string()        every character but letters, digits and space as a \\HHHHHH escape
     a spreadsheet cell (CSV)          spreadsheet_cell()  a text starting = + - @ tab or CR gets a leading ' (OWASP)
-    an xlsx cell                      (export: written with the string type, never as a formula)
+    an xlsx cell                      xlsx_workbook()     text stays text: never a formula, a link or a number
     a file name                       file_name()         a slug of [A-Za-z0-9._-] plus 8 hex of the text's SHA-256
     a SQL identifier                  sql_identifier()    double-quoted, inner quotes doubled, NUL refused
     a SQL string literal              sql_literal()       single-quoted, inner quotes doubled, NUL refused
@@ -97,13 +97,23 @@ def spreadsheet_frame(df):
     return out
 
 
-def xlsx_strings(sheet) -> None:
-    """Every text cell of an openpyxl sheet written as a string, never as a formula (openpyxl takes a text
-    starting with = for a formula)."""
-    for row in sheet.iter_rows():
-        for cell in row:
-            if isinstance(cell.value, str):
-                cell.data_type = "s"
+def xlsx_workbook(path, **options):
+    """An Excel workbook (xlsxwriter) that writes every text as text, never as a formula (a text starting with
+    =), a link or a number; `options` are xlsxwriter's. It is held in memory: the file is written at `close()`,
+    so a workbook abandoned half-way leaves nothing behind.
+
+    >>> import tempfile, zipfile
+    >>> path = tempfile.mkdtemp() + "/x.xlsx"
+    >>> with xlsx_workbook(path) as book:
+    ...     book.add_worksheet("s").write(0, 0, '=HYPERLINK("http://x")')
+    0
+    >>> b"<f>" in zipfile.ZipFile(path).read("xl/worksheets/sheet1.xml")
+    False
+    """
+    import xlsxwriter
+
+    return xlsxwriter.Workbook(str(path), {"in_memory": True, **options, "strings_to_formulas": False,
+                                           "strings_to_urls": False, "strings_to_numbers": False})
 
 
 def file_name(text, most: int = 40) -> str:

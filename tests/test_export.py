@@ -10,7 +10,8 @@ import pytest
 
 from skintrack.demo import demo_study
 from skintrack.show.adam import paramcd
-from skintrack.show.export import export
+from skintrack.errors import UsageError
+from skintrack.show.export import _xlsx, export
 from skintrack.tables.catalog import catalog
 
 
@@ -86,6 +87,17 @@ def test_parquet_csv_excel_and_dataset_json_hold_the_same_rows(exported):
     assert next(c for c in doc["columns"] if c["name"] == "ADT")["dataType"] == "date"
     define = pd.read_csv(exported / "define.csv")
     assert set(define["dataset"]) == {"ADSL", "ADSKIN"} and define["label"].notna().all()
+
+
+@pytest.mark.parametrize("value", ["x" * 40_000, np.inf])
+def test_a_value_no_spreadsheet_holds_is_refused_by_name(tmp_path, value):
+    frame = pd.DataFrame({"USUBJID": ["S1", "S2"], "AVAL": [1.0, 2.0]})
+    frame.loc[1, "USUBJID" if isinstance(value, str) else "AVAL"] = value
+    frame.attrs["labels"] = {}
+    with pytest.raises(UsageError, match=f"adsl.xlsx: column {'USUBJID' if isinstance(value, str) else 'AVAL'} "
+                                         "holds a value a spreadsheet cannot"):
+        _xlsx(tmp_path / "adsl.xlsx", {"ADSL": frame})
+    assert not (tmp_path / "adsl.xlsx").exists()  # no half-written workbook
 
 
 def test_export_cli(run_cli, tmp_path):

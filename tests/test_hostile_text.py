@@ -231,3 +231,17 @@ def test_each_sink_on_each_hostile_string(text):
         assert duckdb.sql(f"select 1 as {sinks.sql_identifier(text)}").columns == [text]
         assert duckdb.sql(f"select {sinks.sql_literal(text)} as v").fetchall() == [(text,)]
     assert "$" not in sinks.plot_text("$x$").replace("\\$", "")
+
+
+@pytest.mark.parametrize("text", [FORMULA, CMD, "+1+1", "@SUM(1,2)", "-2+3", "http://evil.example/x", "1e5", "007",
+                                  "a\x01b", "_x0041_"])
+def test_an_xlsx_cell_holds_the_text_as_text(tmp_path, text):
+    import openpyxl
+
+    with sinks.xlsx_workbook(tmp_path / "x.xlsx") as book:
+        book.add_worksheet("s").write_row(0, 0, [text, 1.5])
+    sheet = openpyxl.load_workbook(tmp_path / "x.xlsx")["s"]
+    cell = sheet["A1"]
+    assert cell.data_type == "s" and cell.hyperlink is None and sheet["B1"].value == 1.5
+    # Excel's own escape for a character XML cannot hold: _xHHHH_ (a literal _x0041_ escaped in turn)
+    assert cell.value == text.replace("\x01", "_x0001_")

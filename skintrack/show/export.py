@@ -20,7 +20,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import UsageError
-from ..sinks import spreadsheet_frame, xlsx_strings
+from ..sinks import spreadsheet_frame, xlsx_workbook
 from .adam import adam
 
 FORMATS = ("xpt", "parquet", "csv", "xlsx", "json")
@@ -61,12 +61,11 @@ def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
     for fmt in formats:
         for name, df in datasets.items():
             path = out / f"{name.lower()}.{fmt}"
-            WRITERS[fmt](df, path, name, study)
+            if fmt == "xlsx":  # a workbook of sheets: ADSL's holds the define listing too
+                _xlsx(path, {name: df} | ({"define": listing} if name == "ADSL" else {}))
+            else:
+                WRITERS[fmt](df, path, name, study)
             written.append(path)
-    if "xlsx" in formats:
-        with pd.ExcelWriter(out / "adsl.xlsx", mode="a", engine="openpyxl") as xl:
-            listing.to_excel(xl, sheet_name="define", index=False)
-            xlsx_strings(xl.sheets["define"])
     spreadsheet_frame(listing).to_csv(out / "define.csv", index=False)
     written.append(out / "define.csv")
     if "xpt" in formats:  # Define-XML 2.1 describes the XPT files it names
@@ -115,23 +114,30 @@ def _csv(df, path, name, study):
     spreadsheet_frame(_whole(df)).to_csv(path, index=False)
 
 
-def _xlsx(df, path, name, study):
-    """A deliverable sheet: variable names, their labels in the row below, both frozen, filters, widths."""
-    from openpyxl.utils import get_column_letter
-
-    labels = [df.attrs["labels"].get(c, "") for c in df.columns]
-    with pd.ExcelWriter(path, engine="openpyxl") as xl:
-        _whole(df).to_excel(xl, sheet_name=name, index=False, startrow=2, header=False)  # rows 1-2: names, labels
-        sheet = xl.sheets[name]
-        for i, (col, label) in enumerate(zip(df.columns, labels), 1):
-            sheet.cell(row=1, column=i, value=col)
-            sheet.cell(row=2, column=i, value=label)
-            values = df[col].dropna().astype(str).head(200)
-            width = max([len(col), min(len(label), 30), *(min(len(v), 40) for v in values)])
-            sheet.column_dimensions[get_column_letter(i)].width = width + 2
-        xlsx_strings(sheet)
-        sheet.freeze_panes = "A3"
-        sheet.auto_filter.ref = f"A2:{get_column_letter(len(df.columns))}{len(df) + 2}"
+def _xlsx(path, sheets: dict) -> None:
+    """A deliverable workbook, a sheet per frame: variable names, their labels (where the frame has them) in
+    the row below, both frozen, filters, widths; whole numbers as integers, dates as dates, text as text."""
+    book = xlsx_workbook(path, default_date_format="yyyy-mm-dd")  # written whole at close(), or not at all
+    for name, df in sheets.items():
+        sheet = book.add_worksheet(name)
+        labels = df.attrs.get("labels")
+        head = [list(df.columns)] + ([[labels.get(c, "") for c in df.columns]] if labels is not None else [])
+        for i, row in enumerate(head):
+            sheet.write_row(i, 0, row)
+        for j, (col, series) in enumerate(_whole(df).items()):
+            values = series.astype(object).where(series.notna(), None).tolist()
+            try:
+                refused = sheet.write_column(len(head), j, values)  # an error code, after the values it wrote
+            except TypeError:  # xlsxwriter's word for an infinite number or a type a cell has not
+                refused = True
+            if refused:
+                raise UsageError(f"{Path(path).name}: column {col} holds a value a spreadsheet cannot (a text "
+                                 "over 32,767 characters or a number that is not finite)")
+            shown = [min(len(str(v)), 40) for v in values if v is not None][:200]
+            sheet.set_column(j, j, max([len(col), *(min(len(h[j]), 30) for h in head[1:]), *shown]) + 2)
+        sheet.freeze_panes(len(head), 0)
+        sheet.autofilter(len(head) - 1, 0, len(df) + len(head) - 1, len(df.columns) - 1)
+    book.close()
 
 
 def _json(df, path, name, study):
@@ -159,4 +165,4 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-WRITERS = {"xpt": _xpt, "parquet": _parquet, "csv": _csv, "xlsx": _xlsx, "json": _json}
+WRITERS = {"xpt": _xpt, "parquet": _parquet, "csv": _csv, "json": _json}
