@@ -91,13 +91,18 @@ def imports_of(cmd: list[str]) -> list[str]:
     return done.stdout.splitlines()[-1].split()
 
 
+# as skintrack's CLI starts (skintrack/cli.py): one OpenBLAS thread, set before numpy loads
+CLI_START = "import os\nos.environ.setdefault('OPENBLAS_NUM_THREADS', '1')\n"
+
+
 def importing(modules: list[str]) -> list[str]:
-    """A command that imports `modules` in this order and does nothing else; scipy.special's ufuncs, where the
-    command loaded them without their package, are loaded as `skintrack.analysis.dist` does."""
+    """A command that starts as skintrack's CLI does, imports `modules` in this order and does nothing else;
+    scipy.special's ufuncs, where the command loaded them without their package, are loaded as
+    `skintrack.analysis.dist` does."""
     ufuncs_alone = "scipy.special._ufuncs" in modules and "scipy.special" not in modules
     listed = [m for m in modules if not (ufuncs_alone and m.startswith("scipy.special."))]
     then = "\nfrom skintrack.analysis import dist\ndist._special()" if ufuncs_alone else ""
-    return [PY, "-c", f"import importlib\nfor m in {listed!r}:\n    importlib.import_module(m){then}"]
+    return [PY, "-c", f"{CLI_START}import importlib\nfor m in {listed!r}:\n    importlib.import_module(m){then}"]
 
 
 def main() -> None:
@@ -123,8 +128,11 @@ def main() -> None:
         # endpoints would import (the distributions must equal scipy's, tests/test_dist.py)
         commands += [(f"{name.split(',')[0]}: its imports alone, no work", importing(imports_of(cmd)), None)
                      for name, cmd, _ in commands if name.endswith("computed")]
+        commands.append(("the peer started as the CLI starts (one OpenBLAS thread: numpy's pool of spinning threads "
+                         "is a quarter of the peer's CPU)", [PY, "-c", f"{CLI_START}import pandas, duckdb, pyarrow"], None))
         commands.append(("numpy, duckdb and scipy's ufuncs as `dist` loads them (endpoints without pandas or pyarrow)",
-                         [PY, "-c", "import duckdb\nfrom skintrack.analysis import dist\ndist._special()"], None))
+                         [PY, "-c", f"{CLI_START}import duckdb\nfrom skintrack.analysis import dist\ndist._special()"],
+                         None))
         rows = [(name, *against(functools.partial(timed, cmd), imports), target) for name, cmd, target in commands]
         html = Path(f"{tmp}/r/report.html").resolve()
         bare = functools.partial(timed, [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp}/profile",
