@@ -95,7 +95,7 @@ def test_a_value_no_spreadsheet_holds_is_refused_by_name(tmp_path, value):
     frame.loc[1, "USUBJID" if isinstance(value, str) else "AVAL"] = value
     frame.attrs["labels"] = {}
     with pytest.raises(UsageError, match=f"adsl.xlsx: column {'USUBJID' if isinstance(value, str) else 'AVAL'} "
-                                         "holds a value a spreadsheet cannot"):
+                                         "holds a value no spreadsheet cell can hold"):
         _xlsx(tmp_path / "adsl.xlsx", {"ADSL": frame})
     assert not (tmp_path / "adsl.xlsx").exists()  # no half-written workbook
 

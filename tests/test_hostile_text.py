@@ -12,6 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pytest
 
@@ -159,7 +160,6 @@ def test_no_csv_cell_is_a_formula(outputs, where):
 
 
 def test_excel_holds_strings_never_formulas_and_the_data_formats_keep_the_raw_text(outputs):
-    import openpyxl
     import pyreadstat
 
     out, _ = outputs
@@ -236,8 +236,6 @@ def test_each_sink_on_each_hostile_string(text):
 @pytest.mark.parametrize("text", [FORMULA, CMD, "+1+1", "@SUM(1,2)", "-2+3", "http://evil.example/x", "1e5", "007",
                                   "a\x01b", "_x0041_"])
 def test_an_xlsx_cell_holds_the_text_as_text(tmp_path, text):
-    import openpyxl
-
     with sinks.xlsx_workbook(tmp_path / "x.xlsx") as book:
         book.add_worksheet("s").write_row(0, 0, [text, 1.5])
     sheet = openpyxl.load_workbook(tmp_path / "x.xlsx")["s"]

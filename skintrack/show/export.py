@@ -127,12 +127,12 @@ def _xlsx(path, sheets: dict) -> None:
         for j, (col, series) in enumerate(_whole(df).items()):
             values = series.astype(object).where(series.notna(), None).tolist()
             try:
-                refused = sheet.write_column(len(head), j, values)  # an error code, after the values it wrote
-            except TypeError:  # xlsxwriter's word for an infinite number or a type a cell has not
+                refused = sheet.write_column(len(head), j, values)  # nonzero: a value it could not write
+            except TypeError:  # raised for an infinite number or a type no cell holds
                 refused = True
             if refused:
-                raise UsageError(f"{Path(path).name}: column {col} holds a value a spreadsheet cannot (a text "
-                                 "over 32,767 characters or a number that is not finite)")
+                raise UsageError(f"{Path(path).name}: column {col} holds a value no spreadsheet cell can hold (a "
+                                 "text over 32,767 characters or a number that is not finite)")
             shown = [min(len(str(v)), 40) for v in values if v is not None][:200]
             sheet.set_column(j, j, max([len(col), *(min(len(h[j]), 30) for h in head[1:]), *shown]) + 2)
         sheet.freeze_panes(len(head), 0)
