@@ -11,7 +11,9 @@ import functools
 import io
 import json
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -51,6 +53,9 @@ class _Group(click.Group):
             ctx.exit(2)
         except SkintrackError as e:
             click.echo(f"Error: {e}", err=True)
+            ctx.exit(1)
+        except BrokenPipeError:  # the reader left (`| head`): stop quietly, as command-line tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())  # nothing left to flush at exit
             ctx.exit(1)
         except OSError as e:  # the machine said no: a full disk, a folder we may not write, ...
             where = f" ({e.filename})" if e.filename else ""
@@ -127,9 +132,9 @@ def ingest(sources, study, manifest, subjects, measures, measures_catalog, worke
     _print_rejects(report.rejected)
     for where, what in report.warnings:
         click.echo(f"warning: {where}: {what}", err=True)
-    click.echo(f"ingested {report.added} new analyses, skipped {report.skipped} already held, "
-               f"rejected {len(report.rejected)}; sessions assigned {report.sessions}, subjects {report.subjects}"
-               + (f", measure readings {report.measures}" if measures else "") + f" ({report.seconds:.1f} s) into {study}")
+    _say(f"ingested {report.added} new analyses, skipped {report.skipped} already held, "
+         f"rejected {len(report.rejected)}; sessions assigned {report.sessions}, subjects {report.subjects}"
+         + (f", measure readings {report.measures}" if measures else "") + f" ({report.seconds:.1f} s) into {study}")
     sys.exit(0 if report.ok else 1)
 
 
@@ -156,8 +161,7 @@ def metrics(as_json, study):
     if as_json:
         click.echo(json.dumps(cat.to_dict("records"), indent=1, default=str))
     else:
-        with_cols = cat[["key", "unit", "range", "better", "description"]]
-        click.echo(with_cols.to_string(index=False, max_colwidth=70))
+        click.echo(_listing(cat[["key", "unit", "range", "better", "description"]], "description"))
 
 
 def _csv(value):
@@ -209,7 +213,7 @@ def analyze(photos, study, manifest, maps, marks, side_results, colors, concurre
     report = run(photos, study, manifest=manifest, params=params, client=client, concurrency=concurrency,
                  qps=qps or None, dry_run=dry_run, retry_failed=retry_failed, resend_uncertain=resend_uncertain,
                  fix=fix, run_ingest=not no_ingest, progress=not quiet, sentinel=sentinel, accept_drift=accept_drift)
-    click.echo(summary(report, dry_run))
+    _say(summary(report, dry_run))
     sys.exit(0 if report.ok else 1)
 
 
@@ -272,7 +276,7 @@ def emulate(port, api_key_file, latency, latency_spread, fail_429, fail_503, fai
     finally:
         emu.server.server_close()
         stats = emu.stats()
-        click.echo(f"calls {stats['calls']}, billed {stats['billed']}, by status {stats['statuses']}")
+        _say(f"calls {stats['calls']}, billed {stats['billed']}, by status {stats['statuses']}")
 
 
 def _output(fn):
@@ -305,7 +309,8 @@ def _kept(dated: bool = False):
             from . import kept
 
             study, out, version = options["study"], options.get("out"), options.get("version")
-            k = kept.key(fn.__name__, options, study, version, dated)
+            keyed = {**options, "columns": _columns()}  # the text is as wide as the terminal it was printed in
+            k = kept.key(fn.__name__, keyed, study, version, dated)
             text = None if fresh else kept.replay(k, out)
             if text is not None:
                 click.echo(text, nl=False)
@@ -315,11 +320,43 @@ def _kept(dated: bool = False):
             before = kept.listing(out)
             with contextlib.redirect_stdout(_Tee(sys.stdout)) as printed:
                 fn(**options)
-            if k is not None and k == kept.key(fn.__name__, options, study, version, dated):  # nothing committed
+            if k is not None and k == kept.key(fn.__name__, keyed, study, version, dated):  # nothing committed
                 kept.keep(k, printed.getvalue(), out, before)
         return click.option("--fresh", is_flag=True, help="Compute again instead of answering what this command "
                             "printed for the same study version, plan and options.")(run)
     return wrap
+
+
+def _columns() -> int | None:
+    """How wide the text output may be: $COLUMNS, else the terminal's width; None when the output goes to a
+    file or a pipe (whole lines, one record each, for grep and scripts)."""
+    given = os.environ.get("COLUMNS", "")
+    if given.isdigit() and int(given) > 0:
+        return max(int(given), 40)
+    return max(shutil.get_terminal_size().columns, 40) if sys.__stdout__ and sys.__stdout__.isatty() else None
+
+
+def _say(text: str) -> None:
+    """Print prose, each line longer than `_columns()` wrapped there (its continuation indented 2 more)."""
+    width = _columns()
+    if width is not None:
+        text = "\n".join(textwrap.fill(line, width, subsequent_indent=line[:len(line) - len(line.lstrip())] + "  ",
+                                       break_long_words=False, break_on_hyphens=False) if len(line) > width else line
+                         for line in text.split("\n"))
+    click.echo(text)
+
+
+def _listing(df, wrapped: str) -> str:
+    """`df` as left-aligned columns, its last one `wrapped` under its heading to fit `_columns()`."""
+    width, cells = _columns(), df.astype(object).where(df.notna(), "").astype(str)
+    fixed = [max([len(c), *cells[c].str.len()]) for c in df.columns[:-1]]
+    room = max((width or 0) - sum(w + 2 for w in fixed), 24) if width else None
+    lines = []
+    for row in [list(df.columns), *cells.itertuples(index=False)]:
+        head = "  ".join(v.ljust(w) for v, w in zip(row[:-1], fixed)) + "  "
+        parts = textwrap.wrap(row[-1], room, break_long_words=False, break_on_hyphens=False) if room else [row[-1]]
+        lines += [(head if i == 0 else " " * len(head)) + part for i, part in enumerate(parts or [""])]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _emit(df, fmt):
@@ -331,9 +368,12 @@ def _emit(df, fmt):
         records = df.astype(object).where(df.notna(), None).to_dict("records")
         click.echo(json.dumps(records, indent=1, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v)))
     elif df.empty:
-        click.echo("nothing to show: no rows (check the metric, the visits and the study's data with `skintrack check`)")
+        _say("nothing to show: no rows (check the metric, the visits and the study's data with `skintrack check`)")
     else:
-        click.echo(df.to_string(index=False, max_rows=200, float_format=lambda x: f"{x:.4g}"))
+        width = _columns()  # in a terminal the columns fold into blocks that fit it and long texts are cut
+        text = df.to_string(index=False, max_rows=200, float_format=lambda x: f"{x:.4g}", line_width=width,
+                            max_colwidth=width and width // 2)
+        click.echo("\n".join(line.rstrip() for line in text.split("\n")))
 
 
 def _open(study, version=None):
@@ -469,8 +509,8 @@ def plan(study, source, title, sponsor, product, protocol, baseline, visits, con
         from .tables.store import write_atomic
 
         write_atomic(Path(study) / FILE, starter(s.plan, study).encode())
-        click.echo(f"wrote {Path(study) / FILE}: a starter plan with every choice commented; edit it, then "
-                   f"`skintrack plan {study}` checks it")
+        _say(f"wrote {Path(study) / FILE}: a starter plan with every choice commented; edit it, then "
+             f"`skintrack plan {study}` checks it")
         return
     current = Plan.load(source) if source else (Plan.read(study) or Plan())
     changes = {k: v for k, v in dict(title=title, sponsor=sponsor, product=product, protocol=protocol,
@@ -496,7 +536,7 @@ def plan(study, source, title, sponsor, product, protocol, baseline, visits, con
     new = dataclasses.replace(current, **changes)
     if changes or source:
         new.write(study)
-    click.echo(s.plan.describe())
+    _say(s.plan.describe())
 
 
 @main.command(name="mmrm")
@@ -515,7 +555,10 @@ def mmrm_command(study, metric, exclude_flagged, fmt):
     if fmt:
         _emit(fit.diffs, fmt)
     else:
-        click.echo(fit.summary())
+        _say(fit.headline)
+        for title, table in (("LS-means", fit.lsmeans), ("Differences", fit.diffs)):
+            click.echo(f"\n{title}")
+            _emit(table, None)
 
 
 CHARTS = ("trend", "change", "waterfall", "responders", "lsmeans", "regions")
@@ -546,7 +589,7 @@ def plot(study, chart, metric, out, visit, threshold, exclude_flagged):
             "responders": lambda: plots.responders(metric, threshold, exclude_flagged=exclude_flagged),
             "lsmeans": lambda: plots.lsmeans(metric), "regions": lambda: plots.regions(metric, visit)}[chart]
     (path,) = save(draw(), Path(out).with_suffix(""), (suffix,))
-    click.echo(f"{chart} of {metric}: {path}")
+    _say(f"{chart} of {metric}: {path}")
 
 
 @main.command()
@@ -566,15 +609,15 @@ def endpoints(study, fmt):
         return
     _emit(df[["order", "role", "metric", "visit", "treatment", "control", "model", "estimate", "ci_low", "ci_high",
               "p", "p_adjusted", "decision"]], None)
-    click.echo(f"testing order: {df.attrs['testing_order']}")
-    click.echo("API generations: " + "; ".join(f"{r.metric} at {r.visit}: {r.generations or 'none'}" for r in
-                                               df.drop_duplicates(["metric", "visit"]).itertuples()))
+    _say(f"testing order: {df.attrs['testing_order']}")
+    _say("API generations: " + "; ".join(f"{r.metric} at {r.visit}: {r.generations or 'none'}" for r in
+                                         df.drop_duplicates(["metric", "visit"]).itertuples()))
     for method in dict.fromkeys(m for m in df["method"] if m):
-        click.echo(f"method: {method}")
+        _say(f"method: {method}")
     for r in df[df["decision"] == "not estimable"].itertuples():
-        click.echo(f"not estimable: {r.metric} at {r.visit}, {r.treatment}: {r.reason}")
+        _say(f"not estimable: {r.metric} at {r.visit}, {r.treatment}: {r.reason}")
     if s.plan.assumed:
-        click.echo("assumed (no plan says otherwise): " + "; ".join(s.plan.assumed))
+        _say("assumed (no plan says otherwise): " + "; ".join(s.plan.assumed))
 
 
 @main.command()
@@ -613,16 +656,16 @@ def drift(study, metrics, show_all, fmt):
     if fmt is not None:
         _emit(shown, fmt)
     elif table.empty:
-        click.echo(f"{study}: no sentinel results (analyze --sentinel PANEL_DIR sends a panel with each batch)")
+        _say(f"{study}: no sentinel results (analyze --sentinel PANEL_DIR sends a panel with each batch)")
     else:
         runs = table.groupby(["batch", "position"], sort=False)
-        click.echo(f"{runs.ngroups} sentinel runs against the reference {table['reference'].iloc[0]}, "
-                   f"{table['metric'].nunique()} metrics, {int(table['photos'].max())} photos")
+        _say(f"{runs.ngroups} sentinel runs against the reference {table['reference'].iloc[0]}, "
+             f"{table['metric'].nunique()} metrics, {int(table['photos'].max())} photos")
         if len(shown):
             _emit(shown[["batch", "position", "metric", "photos", "shift", "ci_low", "ci_high", "mdc", "noise",
                          "exceeds_mdc", "generation"]], None)
         for (batch, position), g in runs:
-            click.echo(f"{batch} {position}: " + (verdict(g) or "nothing moved beyond the MDC"))
+            _say(f"{batch} {position}: " + (verdict(g) or "nothing moved beyond the MDC"))
     sys.exit(1 if table["exceeds_mdc"].any() or (table["generation"] != table["reference_generation"]).any() else 0)
 
 
@@ -663,7 +706,7 @@ def agreement(study, a, b, chart, fmt):
         fig = charts.agreement_scatter(table)
         fig.savefig(chart, dpi=150)
         if fmt is None:
-            click.echo(f"chart: {chart}")
+            _say(f"chart: {chart}")
 
 
 @main.command()
@@ -679,7 +722,7 @@ def raters(study, metrics, fmt):
     """
     table = _open(study).raters(list(_csv(metrics)) or None)
     if table.empty and fmt is None:
-        click.echo("no measure of this study was graded by two or more raters")
+        _say("no measure of this study was graded by two or more raters")
         return
     _emit(table, fmt)
 
@@ -699,12 +742,12 @@ def bridge(study, metrics, show_all, fmt):
     table = _open(study).bridge(list(_csv(metrics)) or None)
     shown = table if show_all or fmt is not None else table[table["offset"].abs() > 0]
     if table.empty and fmt is None:
-        click.echo(f"{study}: no photo was analysed under two API generations; send some again (or a sentinel "
-                   "panel) after a change to bridge it")
+        _say(f"{study}: no photo was analysed under two API generations; send some again (or a sentinel "
+             "panel) after a change to bridge it")
         return
     _emit(shown, fmt)
     if fmt is None:
-        click.echo(f"{len(table) - len(shown)} of {len(table)} metric offsets are exactly 0 (--all lists them)")
+        _say(f"{len(table) - len(shown)} of {len(table)} metric offsets are exactly 0 (--all lists them)")
 
 
 @main.command()
@@ -725,7 +768,7 @@ def check(study, fmt):
     if fmt is not None:
         _emit(df, fmt)
     else:  # one line per problem: where it is, then what it is
-        click.echo("\n".join(f"{r.where}: {r.problem}" for r in df.itertuples()) or f"{study}: no problems found")
+        _say("\n".join(f"{r.where}: {r.problem}" for r in df.itertuples()) or f"{study}: no problems found")
     sys.exit(1 if len(df) else 0)
 
 
@@ -772,7 +815,7 @@ def report(study, out, metrics, subject, no_pdf, no_docx, paper, figures, title,
     click.echo(f"report: {result.html}" + (f"\npdf: {result.pdf} ({result.pdf_engine})" if result.pdf else "")
                + (f"\ndocx: {result.docx}" if result.docx else ""))
     for i, finding in enumerate(result.findings, 1):
-        click.echo(f"{i}. {finding}")
+        _say(f"{i}. {finding}")
 
 
 @main.command()
@@ -818,8 +861,8 @@ def compact(study, keep_days):
 
     _open(study)  # converts an old study, refuses a folder that is none
     done = versions.compact_study(study, keep_days)
-    click.echo(f"most data files of one table: {done['files_before']} -> {done['files_after']}; "
-               f"versions expired: {done['expired']}; files deleted: {done['deleted']}")
+    _say(f"most data files of one table: {done['files_before']} -> {done['files_after']}; "
+         f"versions expired: {done['expired']}; files deleted: {done['deleted']}")
 
 
 @main.command()
@@ -833,7 +876,7 @@ def upgrade(study):
     from .tables.upgrade import upgrade as run
 
     counts = run(study)
-    click.echo(f"converted {study}: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items())))
+    _say(f"converted {study}: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items())))
 
 
 @main.command()
@@ -851,7 +894,7 @@ def share(study, catalog, data_path):
     if store.is_study(study):
         raise UsageError(f"{study}: already a study; share a new study folder before the first ingest")
     store.share(study, catalog, data_path)
-    click.echo(f"{study}: catalog {catalog}")
+    _say(f"{study}: catalog {catalog}")
 
 
 @main.command()
@@ -864,7 +907,7 @@ def demo(study):
     """
     from .demo import run_demo
 
-    click.echo(run_demo(study))
+    _say(run_demo(study))
 
 
 if __name__ == "__main__":  # pragma: no cover

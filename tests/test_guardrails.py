@@ -15,6 +15,7 @@ import pytest
 
 import skintrack
 from skintrack import UsageError
+from skintrack.demo import demo_study
 
 from conftest import FIXTURES, load, responses
 
@@ -209,6 +210,30 @@ def test_json_keeps_every_digit_and_an_empty_table_is_one_sentence(tmp_path, sam
     assert ps == fit.diffs["p"].tolist() and min(ps) < 1e-6  # not rounded to 10 decimals
     none = run_cli("trends", study, "count.mole.left", "--view", "timeline", check=0)  # no side photos in the sample
     assert none.stdout.startswith("nothing to show: no rows") and "Empty DataFrame" not in none.stdout
+
+
+def test_text_fits_the_terminal_and_a_pipe_gets_whole_lines(tmp_path, run_cli):
+    study = demo_study().path
+    kept = {"SKINTRACK_CACHE": str(tmp_path / "kept")}  # as a user has it: a kept answer is as wide as asked
+    for args in [("metrics",), ("endpoints", study), ("mmrm", study, "score.water"), ("sensitivity", study,
+                 "--imputations", "5"), ("claims", study), ("qc", study), ("history", study), ("plan", study),
+                 ("trends", study, "score.water", "--view", "change"), ("compare", study, "score.water", "--arms", "W12")]:
+        narrow = run_cli(*args, env={"COLUMNS": "100", **kept}, check=0).stdout.splitlines()
+        assert max(map(len, narrow)) <= 100, (args, max(narrow, key=len))
+        whole = run_cli(*args, env=kept, check=0).stdout.splitlines()
+        assert whole == run_cli(*args, check=0).stdout.splitlines(), args  # not the narrow text kept before it
+        assert whole == narrow or len(whole) < len(narrow) and max(map(len, whole)) > 100, args  # a pipe: none folded
+    listed = run_cli("metrics", check=0).stdout.splitlines()
+    assert len(listed) == len(skintrack.catalog()) + 1  # one metric a line, for grep
+    assert any(line.startswith("count.wrinkle.right_crowsfeet ") and line.endswith("Number of deep wrinkles, right "
+                                                                                  "crow's feet.") for line in listed)
+    with subprocess.Popen([Path(sys.executable).with_name("skintrack"), "metrics"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as gone:
+        gone.stdout.close()  # the reader leaves before a line is printed, as `| head` may
+        said = gone.stderr.read()
+    assert gone.returncode == 1 and said == ""  # no "Error: Broken pipe", no traceback
+    method = run_cli("endpoints", study, env={"COLUMNS": "60"}, check=0).stdout
+    assert "method: MMRM of the change on baseline" in method and "\n  " in method  # prose wrapped, indented
 
 
 def test_the_sample_generator_takes_help_as_help(tmp_path):

@@ -476,11 +476,15 @@ class MMRMResult:
         return (f"MMRM of the change on baseline, arm, visit and arm by visit; {STRUCTURES[self.covariance].sas} "
                 f"covariance ({self.why}); REML; {inference}{caution}")
 
-    def summary(self) -> str:
-        head = (f"MMRM of {self.metric}: {self.method}; {self.n_subjects} subjects, {self.n_obs} post-baseline "
+    @property
+    def headline(self) -> str:
+        """The fit in a sentence: the metric, how it was fitted, on how many subjects and observations."""
+        return (f"MMRM of {self.metric}: {self.method}; {self.n_subjects} subjects, {self.n_obs} post-baseline "
                 "observations" + ("" if self.converged else " (DID NOT CONVERGE)"))
+
+    def summary(self) -> str:
         show = lambda df: df.to_string(index=False, float_format=lambda x: f"{x:.4g}")  # noqa: E731
-        return f"{head}\n\nLS-means\n{show(self.lsmeans)}\n\nDifferences\n{show(self.diffs)}"
+        return f"{self.headline}\n\nLS-means\n{show(self.lsmeans)}\n\nDifferences\n{show(self.diffs)}"
 
     __str__ = summary
 
