@@ -328,11 +328,8 @@ def _kept(dated: bool = False):
 
 
 def _columns() -> int | None:
-    """How wide the text output may be: $COLUMNS, else the terminal's width; None when the output goes to a
-    file or a pipe (whole lines, one record each, for grep and scripts)."""
-    given = os.environ.get("COLUMNS", "")
-    if given.isdigit() and int(given) > 0:
-        return max(int(given), 40)
+    """How wide the text output may be in a terminal: $COLUMNS, else the terminal's width. None when the output
+    goes to a file or a pipe, whatever $COLUMNS says: whole lines, one record each, for grep and scripts."""
     return max(shutil.get_terminal_size().columns, 40) if sys.__stdout__ and sys.__stdout__.isatty() else None
 
 

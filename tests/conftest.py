@@ -48,13 +48,12 @@ def sample():
 
 @pytest.fixture
 def run_cli():
-    """Run the installed console script as a user would (its output a pipe, no $COLUMNS unless `env` gives
-    it); returns the CompletedProcess."""
+    """Run the installed console script as a user would, its output a pipe; returns the CompletedProcess."""
 
     def run(*args, check=None, env=None, timeout=300):
         exe = Path(sys.executable).with_name("skintrack")
         proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                              env={**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, **(env or {})})
+                              env={**os.environ, **(env or {})})
         if check is not None:
             assert proc.returncode == check, proc.stdout + proc.stderr
         return proc

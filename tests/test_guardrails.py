@@ -2,12 +2,16 @@
 refused one at a time with a reason, never a traceback, a hang, a lost study or a glob of someone's path."""
 import contextlib
 import csv
+import fcntl
 import gzip
 import os
+import pty
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -212,15 +216,33 @@ def test_json_keeps_every_digit_and_an_empty_table_is_one_sentence(tmp_path, sam
     assert none.stdout.startswith("nothing to show: no rows") and "Empty DataFrame" not in none.stdout
 
 
+def on_a_terminal(*args, columns: int, env: dict | None = None) -> str:
+    """Run the console script with its output a real terminal (a pseudo-terminal `columns` wide, no $COLUMNS
+    unless `env` gives it); returns what the terminal showed."""
+    main, sub = pty.openpty()
+    fcntl.ioctl(sub, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    plain = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # pytest-xdist's workers export COLUMNS=80
+    with subprocess.Popen([Path(sys.executable).with_name("skintrack"), *map(str, args)], stdin=subprocess.DEVNULL,
+                          stdout=sub, stderr=subprocess.DEVNULL, env={**plain, **(env or {})}) as proc:
+        os.close(sub)
+        shown = []
+        with contextlib.suppress(OSError):  # EIO once the command has closed the terminal
+            while chunk := os.read(main, 1 << 16):
+                shown.append(chunk)
+    os.close(main)
+    assert proc.returncode == 0, (args, b"".join(shown))
+    return b"".join(shown).decode().replace("\r\n", "\n")
+
+
 def test_text_fits_the_terminal_and_a_pipe_gets_whole_lines(tmp_path, run_cli):
     study = demo_study().path
     kept = {"SKINTRACK_CACHE": str(tmp_path / "kept")}  # as a user has it: a kept answer is as wide as asked
     for args in [("metrics",), ("endpoints", study), ("mmrm", study, "score.water"), ("sensitivity", study,
                  "--imputations", "5"), ("claims", study), ("qc", study), ("history", study), ("plan", study),
                  ("trends", study, "score.water", "--view", "change"), ("compare", study, "score.water", "--arms", "W12")]:
-        narrow = run_cli(*args, env={"COLUMNS": "100", **kept}, check=0).stdout.splitlines()
-        assert max(map(len, narrow)) <= 100, (args, max(narrow, key=len))
-        whole = run_cli(*args, env=kept, check=0).stdout.splitlines()
+        narrow = on_a_terminal(*args, columns=100, env=kept).splitlines()
+        assert narrow and max(map(len, narrow)) <= 100, (args, max(narrow, key=len))
+        whole = run_cli(*args, env={"COLUMNS": "60", **kept}, check=0).stdout.splitlines()  # $COLUMNS: no terminal
         assert whole == run_cli(*args, check=0).stdout.splitlines(), args  # not the narrow text kept before it
         assert whole == narrow or len(whole) < len(narrow) and max(map(len, whole)) > 100, args  # a pipe: none folded
     listed = run_cli("metrics", check=0).stdout.splitlines()
@@ -232,8 +254,9 @@ def test_text_fits_the_terminal_and_a_pipe_gets_whole_lines(tmp_path, run_cli):
         gone.stdout.close()  # the reader leaves before a line is printed, as `| head` may
         said = gone.stderr.read()
     assert gone.returncode == 1 and said == ""  # no "Error: Broken pipe", no traceback
-    method = run_cli("endpoints", study, env={"COLUMNS": "60"}, check=0).stdout
+    method = on_a_terminal("endpoints", study, columns=200, env={"COLUMNS": "60"})  # $COLUMNS over the terminal's
     assert "method: MMRM of the change on baseline" in method and "\n  " in method  # prose wrapped, indented
+    assert max(map(len, method.splitlines())) <= 60
 
 
 def test_the_sample_generator_takes_help_as_help(tmp_path):
