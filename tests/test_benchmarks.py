@@ -15,6 +15,8 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
      [["1", "8"], ["2", "8"]]),  # concurrency, calls: every call answered (the benchmark checks each)
     ("store.py", ["--ingests", "6", "--window", "2", "--old", "", "--analyses", "0"], [["DuckLake", "(this"]]),
     ("mmrm.py", ["--subjects", "10", "--visits", "3", "--repeat", "1"], [["|", "R"], ["|", "skintrack"]]),
+    ("study.py", ["--subjects", "200", "--visits", "3", "--repeat", "1"],  # it checks both sides' row counts
+     [["|", "change_from_baseline,", "computed"], ["|", "slopes,", "kept"], ["|", "cohort,", "computed"]]),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_the_benchmark_runs_small(script, args, rows):
     out = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
