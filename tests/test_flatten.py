@@ -171,6 +171,49 @@ def test_points_that_do_not_fit_are_kept_whole_in_extras(bad):
     assert len(kept) == 1 and orjson.loads(kept[0]["value"])[-1] == bad
 
 
+def _point_lists(node, path=""):
+    """(JSON path, list) of every non-empty list of {x, y} points in a response."""
+    if isinstance(node, list) and node and all(isinstance(p, dict) and set(p) == {"x", "y"} for p in node):
+        yield path, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        yield from _point_lists(v, f"{path}.{k}" if path else str(k))
+
+
+ODD_POINTS = [{"X": 1, "Y": 2}, {"x": 1, "y": 2, "z": 3}, {"x": True, "y": 2}, {"x": None, "y": 2}, 7, ["x", "y"],
+              {"x": "1", "y": 2}, {"x": 1}, {}, None, {"y": 1, "z": 2}]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_an_odd_point_sends_its_own_list_to_extras_and_no_other(data):
+    """The point lists of a response are checked in one pass, and a response with an odd point is walked again
+    list by list: whichever lists (polygons, outlines, wrinkle lines) get an odd point, exactly those are kept
+    whole in extras, and every other row is the clean response's."""
+    doc = load("real/ailabtools-docs-case1/response-v1.7.json")  # 423 lists: polygons, outlines, wrinkle lines
+    clean = flatten(copy.deepcopy(doc))
+    lists = list(_point_lists(doc))
+    chosen = data.draw(st.lists(st.sampled_from(range(len(lists))), min_size=1, max_size=4, unique=True))
+    for i in chosen:
+        points = lists[i][1]
+        points.insert(data.draw(st.integers(0, len(points))), data.draw(st.sampled_from(ODD_POINTS)))
+    rows = flatten(doc)
+    odd = {lists[i][0]: lists[i][1] for i in chosen}
+    assert {e["path"]: orjson.loads(e["value"]) for e in rows["extras"] if e["path"] in odd} == odd
+    assert [e for e in rows["extras"] if e["path"] not in odd] == clean["extras"]
+    gone = 0
+    for table, column in (("detections", "polygon"), ("outlines", "points")):
+        assert len(rows[table]) == len(clean[table])
+        for new, old in zip(rows[table], clean[table]):
+            if new[column] is None and old[column] is not None:
+                gone += 1
+                new = {**new, column: old[column]}
+            assert new == old
+    assert gone == len(chosen)
+    assert {t: r for t, r in rows.items() if t not in ("detections", "outlines", "extras")} == \
+        {t: r for t, r in clean.items() if t not in ("detections", "outlines", "extras")}
+
+
 @pytest.mark.parametrize("doc", [[1, 2], "text", 3, None])
 def test_top_level_must_be_an_object(doc):
     with pytest.raises(InvalidResponse, match="top-level JSON value is"):

@@ -14,6 +14,9 @@ Example
 """
 from __future__ import annotations
 
+import itertools
+import operator
+
 import orjson
 
 from ..errors import InvalidResponse
@@ -37,9 +40,9 @@ def flatten(doc) -> dict[str, list[dict]]:
     if not failed and not isinstance(doc["result"], dict):
         kind = "null" if doc["result"] is None else f"{type(doc['result']).__name__}, expected an object"
         raise InvalidResponse(f"`result` is {kind}, and the response reports no error")
-    keyed: dict[tuple, dict] = {}
-    lists: dict[str, list] = {t: [] for t in _LIST_TABLES}
-    _walk(doc, _TREE, 0, keyed, lists)
+    keyed, lists = _walked(doc, checked=False)
+    if not _all_points(lists.pop(_UNCHECKED)):  # an odd point somewhere: walk again, each list checked by itself
+        keyed, lists = _walked(doc, checked=True)
     out = {t: [] for t in _KEY_TABLES}
     for (table, _), row in keyed.items():
         out[table].append(row)
@@ -50,6 +53,17 @@ def flatten(doc) -> dict[str, list[dict]]:
     for row in out["severities"]:
         row["label"] = _label(row)
     return out
+
+
+def _walked(doc: dict, checked: bool) -> tuple[dict, dict]:
+    """The response's keyed rows and list rows. Unless `checked`, the point lists are taken as they are and
+    listed under `_UNCHECKED`, to be checked in one pass over the whole response (`_all_points`)."""
+    keyed: dict[tuple, dict] = {}
+    lists: dict[str, list] = {t: [] for t in _LIST_TABLES}
+    if not checked:
+        lists[_UNCHECKED] = []
+    _walk(doc, _TREE, 0, keyed, lists)
+    return keyed, lists
 
 
 def _is_error(doc: dict) -> bool:
@@ -218,27 +232,40 @@ def _number(value, path):
     return _float(value, path)
 
 
-_XY = frozenset(("x", "y"))
+_UNCHECKED = "unchecked points"
+_XY_OF = operator.itemgetter("x", "y")
 _NUMBER = {int, float}
 
 
-def _points(node, path, extras):
-    """A list of {x, y} number points, or None with the whole list kept in `extras` when it is anything else.
+def _points(node, path, lists):
+    """A list of {x, y} number points, or None with the whole list kept in extras when it is anything else
+    (a point written {"X":..,"Y":..}, with an extra key or a boolean coordinate is never coerced or dropped).
 
-    The checks run at C speed (every point a dict of exactly x and y, every coordinate an int or a float,
-    never a bool), so the common case costs little; a point written {"X":..,"Y":..}, with an extra key or
-    a boolean coordinate is never coerced or dropped.
+    A first walk of a response only collects its point lists (`lists[_UNCHECKED]`): they are checked in
+    one pass (`_all_points`), and only a response with an odd one is walked again with each list checked
+    here. A response holds about 190 lists of 3,200 points; checking them list by list was 3/4 of `flatten`.
     """
-    try:
-        if type(node) is list and (not node or (set(map(frozenset, node)) == {_XY} and set(map(type, (
-                c for p in node for c in p.values()))) <= _NUMBER)):
-            return node
-    except (TypeError, AttributeError):  # a point that is not a dict: a number, a list, ...
-        pass
-    extras.append({"path": path, "value": orjson.dumps(node).decode()})
+    unchecked = lists.get(_UNCHECKED)
+    if unchecked is not None:
+        unchecked.append(node)
+        return node
+    if _all_points([node]):
+        return node
+    lists["extras"].append({"path": path, "value": orjson.dumps(node).decode()})
     return None
 
 
+def _all_points(point_lists: list) -> bool:
+    """Whether every one is a list of dicts of exactly x and y, each an int or a float (never a bool), in
+    passes that run at C speed."""
+    if not set(map(type, point_lists)) <= {list}:
+        return False
+    points = list(itertools.chain.from_iterable(point_lists))
+    try:
+        return not points or (set(map(type, points)) == {dict} and set(map(len, points)) == {2} and set(map(
+            type, itertools.chain.from_iterable(map(_XY_OF, points)))) <= _NUMBER)
+    except KeyError:  # a point of two keys that are not x and y
+        return False
 
 
 def _expect(node, typ, path):
@@ -256,7 +283,7 @@ def _detections(node, path, block, keyed, lists):
         _expect(rect, dict, f"{path}.rectangle.{i}")
         row = {"kind": block.kind, "side": block.side, "idx": i,
                "confidence": _number(conf[i], f"{path}.confidence.{i}") if i < len(conf) else None,
-               "polygon": _points(polys[i], f"{path}.polygon.{i}", lists["extras"]) if i < len(polys) else None}
+               "polygon": _points(polys[i], f"{path}.polygon.{i}", lists) if i < len(polys) else None}
         for side in ("left", "top", "width", "height"):
             row[side] = _number(rect[side], f"{path}.rectangle.{i}.{side}") if side in rect else None
         for k, v in rect.items():
@@ -274,14 +301,14 @@ def _detections(node, path, block, keyed, lists):
 
 def _point_list(node, path, block, keyed, lists):
     lists["outlines"].append({"kind": block.kind, "region": block.region, "side": block.side, "idx": 0,
-                              "points": _points(node, path, lists["extras"]), "depth": None, "length": None})
+                              "points": _points(node, path, lists), "depth": None, "length": None})
 
 
 def _polygons(node, path, block, keyed, lists):
     _expect(node, list, path)
     for i, poly in enumerate(node):
         lists["outlines"].append({"kind": block.kind, "region": block.region, "side": block.side, "idx": i,
-                                  "points": _points(poly, f"{path}.{i}", lists["extras"]), "depth": None, "length": None})
+                                  "points": _points(poly, f"{path}.{i}", lists), "depth": None, "length": None})
 
 
 def _wrinkle_lines(node, path, block, keyed, lists):
@@ -290,7 +317,7 @@ def _wrinkle_lines(node, path, block, keyed, lists):
         p = f"{path}.{i}"
         _expect(line, dict, p)
         row = {"kind": block.kind, "region": block.region, "side": block.side, "idx": i,
-               "points": _points(line.get("wrinkle_coord", []), f"{p}.wrinkle_coord", lists["extras"]),
+               "points": _points(line.get("wrinkle_coord", []), f"{p}.wrinkle_coord", lists),
                "depth": _number(line["wrinkle_depth"], f"{p}.wrinkle_depth") if "wrinkle_depth" in line else None,
                "length": _number(line["wrinkle_length"], f"{p}.wrinkle_length") if "wrinkle_length" in line else None}
         for k, v in line.items():
