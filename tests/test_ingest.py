@@ -271,6 +271,53 @@ def test_a_bad_response_rejects_only_its_file_and_odd_points_are_kept(tmp_path):
     assert s.sql("select count(*) n from detections where polygon is null")["n"].tolist() == [2]
 
 
+def _set(path: str, value):
+    """Set `value` at a dotted JSON path of a response (numbers index lists)."""
+    def mutate(doc):
+        *parents, last = path.split(".")
+        node = doc
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[int(last) if isinstance(node, list) else last] = value
+    return mutate
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_response_refused_after_reading_leaves_no_row_and_no_file(tmp_path, workers):
+    """A point's whole number beyond a double's exact range (2**53 + 1) passes the flattener's checks and the
+    Arrow column refuses it; a face map that is not base64 comes after nine good ones. Each such response is
+    rejected alone, naming the table or the map, with none of its face maps written; every other response of
+    the chunk is ingested whole, its polygons, outlines, wrinkle lines and maps as when ingested alone."""
+    (tmp_path / "in").mkdir()
+    case = "real/ailabtools-docs-case1/response-v1.7.json"
+    planted = {"polygon.json": ("detections: a value does not fit its column (ArrowInvalid: ",
+                                _set("result.acne.polygon.0.0.y", 2 ** 53 + 1)),
+               "outline.json": ("outlines: a value does not fit its column (ArrowInvalid: ",
+                                _set("result.wrinkle_mark.glabella_wrinkle_outline.3.y", 2 ** 53 + 1)),
+               "wrinkle.json": ("outlines: a value does not fit its column (ArrowInvalid: ", _set(
+                   "result.forehead_wrinkle_info.forehead_wrinkle_list.0.wrinkle_coord.1.x", 2 ** 53 + 1)),
+               "map.json": ("face map water_area: not valid base64", _set("result.face_maps.water_area", "%%%"))}
+    for name, (_, mutate) in planted.items():
+        doc = load(case)
+        mutate(doc)
+        (tmp_path / "in" / name).write_bytes(orjson.dumps(doc))
+    for name in ("community-2025-full.json", "community-2023-full.json"):
+        shutil.copy(FIXTURES / "real" / name, tmp_path / "in" / name)
+    shutil.copy(FIXTURES / case, tmp_path / "in" / "case1.json")
+    report = skintrack.ingest([tmp_path / "in"], tmp_path / "s", workers=workers, chunk_size=7)
+    assert report.added == 3 and sorted(Path(src).name for src, _ in report.rejected) == sorted(planted)
+    for src, reason in report.rejected:
+        assert reason.startswith(planted[Path(src).name][0]), reason
+    assert skintrack.ingest([FIXTURES / case], tmp_path / "alone").added == 1
+    s, one = skintrack.open(tmp_path / "s"), skintrack.open(tmp_path / "alone")
+    for table in ("detections", "outlines", "maps"):
+        q = f"SELECT * FROM {table} WHERE analysis_id = (SELECT analysis_id FROM sources " \
+            "WHERE source LIKE '%case1.json' OR source LIKE '%response-v1.7.json')"
+        assert s.sql(q).equals(one.sql(q)), table  # the same rows in the same order
+    assert sorted(p.relative_to(tmp_path / "s").as_posix() for p in (tmp_path / "s" / "maps").rglob("*.*")) == \
+        sorted(s.sql("SELECT path FROM maps")["path"])  # no file of a refused response
+
+
 def test_workers_write_maps_after_the_parent_has(tmp_path):
     src = (FIXTURES / "real" / "ailabtools-docs-case1" / "response-v1.7.json").read_bytes()
     (tmp_path / "in").mkdir()

@@ -180,7 +180,8 @@ def sidecar(path: str) -> tuple[dict, str | None]:
     return doc, None
 
 
-def _decode_map(study: Path, aid: str, name: str, data: str, writes: list) -> dict:
+def _decode_map(aid: str, name: str, data: str) -> tuple[dict, bytes]:
+    """A face map's row and its image bytes, checked (written only once the whole response is)."""
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:
@@ -190,9 +191,8 @@ def _decode_map(study: Path, aid: str, name: str, data: str, writes: list) -> di
         width, height = Image.open(io.BytesIO(raw)).size
     except Exception:  # noqa: BLE001 - any undecodable image is reported as such
         raise InvalidResponse(f"face map {name}: not a JPEG or PNG image") from None
-    rel = f"maps/{aid}/{name}.{ext}"
-    writes.append(_writer().submit(store.write_atomic, study / rel, raw, study / ".staging"))  # overlaps parsing
-    return {"name": name, "path": rel, "media_type": media, "width": width, "height": height, "bytes": len(raw)}
+    return {"name": name, "path": f"maps/{aid}/{name}.{ext}", "media_type": media, "width": width, "height": height,
+            "bytes": len(raw)}, raw
 
 
 _WRITERS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
@@ -239,7 +239,8 @@ def read_chunk(study: str, paths: list[str]) -> dict:
 
 
 def _read_chunk(study: Path, paths: list[str]) -> dict:
-    rows = {t: [] for t in TABLES}
+    rows = {t: [] for t in TABLES if t not in POINT_TABLES}
+    shapes = {t: {} for t in POINT_TABLES}  # table -> analysis id -> its Arrow rows
     out = {"accepted": [], "duplicates": [], "rejects": [], "tables": {}}
     now = dt.datetime.now(dt.timezone.utc)
     seen, writes = set(), []
@@ -266,7 +267,8 @@ def _read_chunk(study: Path, paths: list[str]) -> dict:
                 raise InvalidResponse(f"not valid JSON ({e})") from None
             flat = flatten(doc)
             _refuse_non_analysis(flat["analyses"][0])
-            maps = [_decode_map(study, aid, m["name"], m["data"], writes) for m in flat["maps"]]
+            converted = {t: _point_rows(t, flat.pop(t), aid) for t in POINT_TABLES}
+            maps = [_decode_map(aid, m["name"], m["data"]) for m in flat["maps"]]
         except (InvalidInput, OSError) as e:
             reject(path, str(e))
             continue
@@ -276,18 +278,23 @@ def _read_chunk(study: Path, paths: list[str]) -> dict:
         if meta_problem:
             reject(path[: -len(".json")] + META_SUFFIX, meta_problem)
         seen.add(aid)
-        flat["maps"] = maps
+        for row, raw in maps:  # a response refused above leaves no file; the writes overlap the parsing
+            writes.append(_writer().submit(store.write_atomic, study / row["path"], raw, study / ".staging"))
+        flat["maps"] = [row for row, _ in maps]
         flat["analyses"][0].update(source=path, photo=photo, photo_sha256=meta.get("photo_sha256"), ingested_at=now,
                                    **instrument(doc, meta))
         for table, trows in flat.items():
             for r in trows:
                 r["analysis_id"] = aid
             rows[table].extend(trows)
+        for table, converted_rows in converted.items():
+            shapes[table][aid] = converted_rows
         rows["sources"].append(source)
         out["accepted"].append((path, aid, photo))
     for w in writes:  # every map is on disk before the commit that lists it
         w.result()
-    out["tables"] = {t: keys.with_keys(r) if t in keys.KEYED else r for t, r in _to_arrow(rows, out, reject).items()}
+    tables = _to_arrow(rows, shapes, out, reject)
+    out["tables"] = {t: keys.with_keys(r) if t in keys.KEYED else r for t, r in tables.items()}
     return out  # (with their keys: a Spark executor writes these tables to files as they are)
 
 
@@ -344,32 +351,59 @@ def _refuse_non_analysis(row: dict) -> None:
                               "analyze again once that is fixed")
 
 
-def _to_arrow(rows: dict[str, list], out: dict, reject) -> dict[str, pa.Table]:
-    """Rows to Arrow tables. Arrow checks every value again; if a chunk fails, each analysis is converted
-    alone so that only the offending responses are rejected (with the table and column), the rest kept."""
+POINT_TABLES = ("detections", "outlines")  # the rows that hold a response's point lists, 3,200 points each
+
+
+def _point_rows(table: str, rows: list[dict], aid: str) -> pa.Table:
+    """A response's rows of a table of points, converted to Arrow as soon as it is flattened, while its parsed
+    document is in the processor's cache, which frees the document's point objects at once (converted a chunk
+    at a time, benchmarks/ingest.py's 2,000 responses took 8% more CPU and 670 MiB at peak instead of 480).
+    A value Arrow cannot hold (a whole number beyond a double's exact range) rejects the response."""
+    for r in rows:
+        r["analysis_id"] = aid
     try:
-        return {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
+        return pa.Table.from_pylist(rows, schema=TABLES[table])
+    except Exception as e:  # noqa: BLE001 - the response is rejected, the others go on
+        raise InvalidResponse(_misfit(table, e)) from None
+
+
+def _misfit(table: str, e: Exception) -> str:
+    return f"{table}: a value does not fit its column ({type(e).__name__}: {e})"
+
+
+def _to_arrow(rows: dict[str, list], shapes: dict[str, dict], out: dict, reject) -> dict[str, pa.Table]:
+    """Rows to Arrow tables, with the point tables (`shapes`: table -> analysis id -> Arrow rows) converted
+    already. Arrow checks every value again; if a chunk fails, each analysis is converted alone so that only
+    the offending responses are rejected (with the table and column), the rest kept."""
+    try:
+        tables = {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
     except Exception:  # noqa: BLE001 - found and named per analysis below
-        pass
-    bad = {}
-    for table, trows in rows.items():
-        if table in ("sources", "rejects"):
-            continue
-        for r in trows:
-            if r["analysis_id"] in bad:
+        bad = {}
+        for table, trows in rows.items():
+            if table in ("sources", "rejects"):
                 continue
-            try:
-                pa.Table.from_pylist([r], schema=TABLES[table])
-            except Exception as e:  # noqa: BLE001
-                bad[r["analysis_id"]] = f"{table}: a value does not fit its column ({type(e).__name__}: {e})"
-    by_id = {a: s for s, a, _ in out["accepted"]}
-    for aid, reason in bad.items():
-        reject(by_id[aid], reason)
-    out["accepted"] = [a for a in out["accepted"] if a[1] not in bad]
-    for t, r in rows.items():
-        if t != "rejects":
-            rows[t] = [x for x in r if x.get("analysis_id") not in bad]
-    return {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
+            for r in trows:
+                if r["analysis_id"] in bad:
+                    continue
+                try:
+                    pa.Table.from_pylist([r], schema=TABLES[table])
+                except Exception as e:  # noqa: BLE001
+                    bad[r["analysis_id"]] = _misfit(table, e)
+        by_id = {a: s for s, a, _ in out["accepted"]}
+        for aid, reason in bad.items():
+            reject(by_id[aid], reason)
+        out["accepted"] = [a for a in out["accepted"] if a[1] not in bad]
+        for t, r in rows.items():
+            if t != "rejects":
+                rows[t] = [x for x in r if x.get("analysis_id") not in bad]
+        for per in shapes.values():
+            for aid in bad:
+                per.pop(aid, None)
+        tables = {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
+    for t, per in shapes.items():
+        tables[t] = pa.concat_tables([TABLES[t].empty_table(), *per.values()]).combine_chunks()  # one batch: the
+        # lake keeps the rows in the order they came (DuckDB reads several batches of a table in parallel)
+    return {t: tables[t] for t in TABLES}
 
 
 def _session_rows(manifest: Manifest, inputs: list[tuple[str, str, str]]) -> list[dict]:
