@@ -372,38 +372,42 @@ def _misfit(table: str, e: Exception) -> str:
 
 
 def _to_arrow(rows: dict[str, list], shapes: dict[str, dict], out: dict, reject) -> dict[str, pa.Table]:
-    """Rows to Arrow tables, with the point tables (`shapes`: table -> analysis id -> Arrow rows) converted
-    already. Arrow checks every value again; if a chunk fails, each analysis is converted alone so that only
-    the offending responses are rejected (with the table and column), the rest kept."""
+    """Rows to Arrow tables, the point tables (`shapes`: table -> analysis id -> Arrow rows) converted already.
+    Arrow checks every value again; if a chunk fails, each analysis is converted alone so that only the
+    offending responses are rejected (with the table and column), the rest kept."""
     try:
         tables = {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
-    except Exception:  # noqa: BLE001 - found and named per analysis below
-        bad = {}
-        for table, trows in rows.items():
-            if table in ("sources", "rejects"):
-                continue
-            for r in trows:
-                if r["analysis_id"] in bad:
-                    continue
-                try:
-                    pa.Table.from_pylist([r], schema=TABLES[table])
-                except Exception as e:  # noqa: BLE001
-                    bad[r["analysis_id"]] = _misfit(table, e)
-        by_id = {a: s for s, a, _ in out["accepted"]}
-        for aid, reason in bad.items():
-            reject(by_id[aid], reason)
-        out["accepted"] = [a for a in out["accepted"] if a[1] not in bad]
-        for t, r in rows.items():
-            if t != "rejects":
-                rows[t] = [x for x in r if x.get("analysis_id") not in bad]
-        for per in shapes.values():
-            for aid in bad:
-                per.pop(aid, None)
+    except Exception:  # noqa: BLE001 - found and named per analysis
+        _reject_misfits(rows, shapes, out, reject)
         tables = {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
-    for t, per in shapes.items():
-        tables[t] = pa.concat_tables([TABLES[t].empty_table(), *per.values()]).combine_chunks()  # one batch: the
-        # lake keeps the rows in the order they came (DuckDB reads several batches of a table in parallel)
+    for t, per in shapes.items():  # one batch a table: DuckDB reads several in parallel, out of order
+        tables[t] = pa.concat_tables([TABLES[t].empty_table(), *per.values()]).combine_chunks()
     return {t: tables[t] for t in TABLES}
+
+
+def _reject_misfits(rows: dict[str, list], shapes: dict[str, dict], out: dict, reject) -> None:
+    """Reject the analyses with a value their table's column cannot hold, and drop all their rows."""
+    bad = {}
+    for table, trows in rows.items():
+        if table in ("sources", "rejects"):
+            continue
+        for r in trows:
+            if r["analysis_id"] in bad:
+                continue
+            try:
+                pa.Table.from_pylist([r], schema=TABLES[table])
+            except Exception as e:  # noqa: BLE001
+                bad[r["analysis_id"]] = _misfit(table, e)
+    by_id = {a: s for s, a, _ in out["accepted"]}
+    for aid, reason in bad.items():
+        reject(by_id[aid], reason)
+    out["accepted"] = [a for a in out["accepted"] if a[1] not in bad]
+    for t, r in rows.items():
+        if t != "rejects":
+            rows[t] = [x for x in r if x.get("analysis_id") not in bad]
+    for per in shapes.values():
+        for aid in bad:
+            per.pop(aid, None)
 
 
 def _session_rows(manifest: Manifest, inputs: list[tuple[str, str, str]]) -> list[dict]:
