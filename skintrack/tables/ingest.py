@@ -380,8 +380,8 @@ def _to_arrow(rows: dict[str, list], shapes: dict[str, dict], out: dict, reject)
     except Exception:  # noqa: BLE001 - found and named per analysis
         _reject_misfits(rows, shapes, out, reject)
         tables = {t: pa.Table.from_pylist(r, schema=TABLES[t]) for t, r in rows.items()}
-    for t, per in shapes.items():  # one batch a table: DuckDB reads several in parallel, out of order
-        tables[t] = pa.concat_tables([TABLES[t].empty_table(), *per.values()]).combine_chunks()
+    for t, per in shapes.items():
+        tables[t] = pa.concat_tables([TABLES[t].empty_table(), *per.values()])
     return {t: tables[t] for t in TABLES}
 
 

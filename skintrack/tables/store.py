@@ -378,15 +378,15 @@ def rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
-    """Append Arrow rows to a lake table, by column name; `sessions` and `subjects` first gain the columns
-    they do not have yet (a manifest's or subjects CSV's own columns)."""
+    """Append Arrow rows to a lake table, by column name and in their order; `sessions` and `subjects` first
+    gain the columns they do not have yet (a manifest's or subjects CSV's own columns)."""
     if not rows.num_rows:
         return
     if table in keys.KEYED:
         rows = keys.with_keys(rows)
         if table in keys.ORIGINS:
             keys.note(con, rows)
-    con.register("_rows", rows)
+    con.register("_rows", rows.combine_chunks())  # one batch: DuckDB reads several in parallel, out of order
     try:
         if table not in TABLES:
             have = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND "
