@@ -173,6 +173,41 @@ def test_the_study_picks_the_model_by_type_and_the_plan(tmp_path):
     assert resp["threshold"] == 5.0 and resp["n_treatment"] + resp["n_control"] == 23  # S11's W12 is QC-flagged
 
 
+def test_a_comparison_at_the_baseline_visit_is_refused_by_name(tmp_path):
+    """Every helper that compares changes between arms at a visit refuses the baseline visit (where every
+    change is 0 and none is left to compare), instead of a row of NaN or an error about something else."""
+    ingest_sample(tmp_path / "s")
+    s = skintrack.open(tmp_path / "s")
+    said = "D0 is the baseline visit: a change from baseline is compared at a later visit (W4, W8, W12)"
+    for name, ask in [("compare_arms welch", lambda: s.compare_arms("score.water", "D0")),
+                      ("compare_arms ancova", lambda: s.compare_arms("score.water", "D0", "ancova")),
+                      ("endpoint by the MMRM", lambda: s.endpoint("score.water", "D0")),
+                      ("endpoint of a count", lambda: s.endpoint("count.blackhead.nose", "D0")),
+                      ("responders_between", lambda: s.responders_between("score.water", "D0")),
+                      ("shift_table", lambda: s.shift_table("severity.pores.chin", "D0")),
+                      ("waterfall", lambda: s.plot.waterfall("score.water", "D0"))]:
+        with pytest.raises(skintrack.UsageError) as e:
+            ask()
+        assert str(e.value) == said, name
+    with pytest.raises(skintrack.UsageError, match=r"the baseline and the follow-up are the same visit \(W4\)"):
+        s.compare("score.water", "W4", "W4")
+    fit = s.mmrm("score.water")
+    with pytest.raises(skintrack.UsageError, match="no single difference at visit 'D0': the fit has W4 .active.; W8"):
+        fit.diff("D0")
+
+
+def test_a_difference_shows_its_p_value_unrounded():
+    """`fit.diff` is a dict of plain values: a p of 1e-9 reads as itself (a row of mixed types as a pandas
+    Series shows 0.0), and every value is the `.diffs` row's."""
+    from skintrack.demo import demo_study
+
+    fit = demo_study().mmrm("score.water")
+    row = fit.diffs[fit.diffs["visit"] == "W12"].iloc[0]
+    got = fit.diff("W12")
+    assert got == row.to_dict() and all(type(v) in (str, float) for v in got.values())
+    assert got["p"] < 1e-6 and repr(got["p"]) in repr(got) and repr(got["p"]) in str(got)
+
+
 def test_repeatability_is_the_direct_computation_from_repeat_captures(tmp_path):
     ingest_sample(tmp_path / "s", repeats=True)
     s = skintrack.open(tmp_path / "s")

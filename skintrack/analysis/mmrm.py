@@ -442,14 +442,24 @@ class MMRMResult:
         it, as every caller of `Study.mmrm` does."""
         return self
 
-    def diff(self, visit, treatment=None) -> pd.Series:
-        """The row of `.diffs` at `visit` (for `treatment`, default the only one)."""
+    def diff(self, visit, treatment=None) -> dict:
+        """The row of `.diffs` at `visit` (for `treatment`, default the only one) as a dict of plain values:
+        visit, treatment, control, estimate, std_error, df, ci_low, ci_high, t, p. (A row of a frame that mixes
+        text and numbers would be a Series of objects, which pandas shows rounded to 6 decimals: p 3e-08 as 0.0.)
+
+        >>> from skintrack.demo import demo_study
+        >>> d = demo_study().mmrm("score.water").diff("W12")
+        >>> d["treatment"], d["p"] < 1e-6
+        ('active', True)
+        """
         rows = self.diffs[self.diffs["visit"] == visit]
         if treatment is not None:
             rows = rows[rows["treatment"] == treatment]
         if len(rows) != 1:
-            raise UsageError(f"no single difference at visit {visit!r}" + (f" for {treatment!r}" if treatment else ""))
-        return rows.iloc[0]
+            have = "; ".join(f"{v} ({t})" for v, t in zip(self.diffs["visit"], self.diffs["treatment"]))
+            raise UsageError(f"no single difference at visit {visit!r}" + (f" for {treatment!r}" if treatment else "")
+                             + f": the fit has {have or 'none'}")
+        return {k: v.item() if hasattr(v, "item") else v for k, v in rows.iloc[0].items()}
 
     def contrast_vector(self, visit, treatment, control=None) -> np.ndarray:
         """The contrast of `treatment` minus `control` (default the fit's) at `visit`."""

@@ -274,6 +274,16 @@ class Study:
             raise UsageError(f"no {what} {label!r} in this study (visits: {', '.join(map(str, self.visits)) or 'none'})")
         return label
 
+    def check_followup(self, label) -> str:
+        """`label` if it is a visit after the plan's baseline, else a `UsageError`: a change from baseline is
+        compared at a later visit (at the baseline every change is 0 and no subject has one to compare)."""
+        self.check_visit(label)
+        if label == self.plan.baseline:
+            later = [str(v) for v in self.visits if v != label]
+            raise UsageError(f"{label} is the baseline visit: a change from baseline is compared at a later visit "
+                             f"({', '.join(later) or 'this study has none yet'})")
+        return label
+
     def __repr__(self) -> str:
         return f"Study({str(self.path)!r}, version={self.version})"
 
@@ -490,6 +500,8 @@ class Study:
         """
         self.check_visit(baseline, "baseline visit")
         self.check_visit(followup, "follow-up visit")
+        if baseline == followup:
+            raise UsageError(f"the baseline and the follow-up are the same visit ({baseline}): compare two visits")
         return trial.compare(self, metrics, baseline, followup, test, exclude_flagged)
 
     def compare_arms(self, metric: str, visit: str, test: str = "welch", treatment=None, control=None,
@@ -503,7 +515,7 @@ class Study:
         >>> demo_study().compare_arms("score.water", "W12", test="ancova")[["treatment", "control"]].values.tolist()
         [['active', 'placebo']]
         """
-        self.check_visit(visit)
+        self.check_followup(visit)
         return trial.compare_arms(self, metric, visit, test, treatment, control, exclude_flagged)
 
     def responders(self, metric: str, threshold: float, relative: bool = False, baseline: str | None = None,
@@ -606,7 +618,7 @@ class Study:
         ['arm', 'base', 'value', 'n']
         """
         ch = trial.arm_changes(self, metric, exclude_flagged)
-        at = ch[ch["visit"] == self.check_visit(visit or self.plan.schedule[-1])]
+        at = ch[ch["visit"] == self.check_followup(visit or self.plan.schedule[-1])]
         return shift_table(at.rename(columns={"baseline_value": "base"}))
 
     def repeatability(self, metrics=None) -> pd.DataFrame:

@@ -186,7 +186,7 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
     treatment, control, model, estimate, ci_low, ci_high, p, n_treatment, n_control, method, and the model's
     extras. ``.attrs["fit"]`` holds the MMRM."""
     plan = study.plan
-    visit = study.check_visit(visit or plan.schedule[-1])
+    visit = study.check_followup(visit or plan.schedule[-1])
     kind = metric_info(key)["type"]
     model = model or plan.models.get(key) or MODELS.get(kind)
     if model is None:
@@ -335,7 +335,7 @@ def responders_between(study, key: str, visit: str | None = None, threshold: flo
     Newcombe's interval, odds ratio, Fisher's p."""
 
     plan = study.plan
-    visit = study.check_visit(visit or plan.schedule[-1])
+    visit = study.check_followup(visit or plan.schedule[-1])
     threshold = plan.responders.get(key) if threshold is None else threshold
     if threshold is None:
         raise UsageError(f"no responder threshold for {key}: give one, or set it in the plan")

@@ -49,7 +49,7 @@ class StudyPlots:
     def waterfall(self, metric: str, visit: str | None = None, exclude_flagged: bool | None = None):
         """Every subject's % change at `visit` (default: the primary endpoint's, else the last), sorted."""
         s = self.s
-        visit = s.check_visit(visit) if visit else (s.plan.primary.visit if s.plan.primary else s.visits[-1])
+        visit = s.check_followup(visit or (s.plan.primary.visit if s.plan.primary else s.visits[-1]))
         return charts.waterfall(s.change_from_baseline(metric, exclude_flagged=exclude_flagged), metric, visit,
                                 self._subjects(), self.s.plan.arms)
 
