@@ -1,4 +1,4 @@
-"""One exception tree for skintrack.
+"""One exception tree for skintrack, and the check that refuses a number no analysis can use (`finite`).
 
 ::
 
@@ -28,6 +28,9 @@ Example
 InvalidResponse result.score_info.total_score: expected a number
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 
 class SkintrackError(Exception):
@@ -117,3 +120,20 @@ class AnswerLost(ApiError):
     """The request was sent whole, but its answer was lost, cut short or came too late: the service may
     have analysed the photo and billed it. Never sent again by itself (`--resend-uncertain` does, and may
     pay twice)."""
+
+
+def finite(value, what: str, positive: bool = False) -> float:
+    """`value` as a float when it is a finite number (above 0 when `positive`), else a `UsageError` naming
+    `what`: a threshold, margin or window of NaN or infinity would pass every comparison or none, silently.
+
+    >>> finite(2, "the responder threshold")
+    2.0
+    >>> finite(float("inf"), "the equivalence margin", positive=True)
+    Traceback (most recent call last):
+    ...
+    skintrack.errors.UsageError: the equivalence margin must be a finite number above 0, not inf
+    """
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or (positive and value <= 0):
+        raise UsageError(f"{what} must be a finite number{' above 0' if positive else ''}, not {value!r}")
+    return float(value)

@@ -244,7 +244,11 @@ def test_readers_never_fail_while_a_writer_commits_and_compaction_waits_for_them
     ('visits = "D0"', "`visits` must be a list of tables"), ("alpha = \"0.05\"", "`alpha` must be a number"),
     ('treatments = "active"', "`treatments` must be a list of arm names"),
     ('primary = "score.water@W12"', "`primary` must be a table"),
-    ('visits = [{label = "D0", day = "zero"}]', "`visits[0].day` must be a number")])
+    ('visits = [{label = "D0", day = "zero"}]', "`visits[0].day` must be a number"),
+    ('visits = [{label = "D0", day = 0, window = nan}]', "`visits[0].window` must be a number, not the non-finite "
+                                                         "number nan"),  # TOML has nan and inf
+    ('responders = {"score.water" = inf}', '`responders.score.water` must be a number or "mdc", not the non-finite '
+                                           "number inf")])
 def test_a_plan_field_of_the_wrong_type_names_the_field_and_the_type(small, line, said, run_cli):
     (small / "plan.toml").write_text(line + "\n")
     proc = run_cli("plan", small)

@@ -4,6 +4,7 @@ import contextlib
 import csv
 import fcntl
 import gzip
+import math
 import os
 import pty
 import shutil
@@ -15,6 +16,7 @@ import termios
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import skintrack
@@ -306,3 +308,41 @@ def test_manifest_mistakes_are_said_line_by_line_and_check_lists_them(tmp_path, 
     assert sorted(found["problem"].str.split(" ").str[0]) == ["no", "no", "no", "visit"]
     assert "visit Wk8 is used by one session only (S06); a typo?" in found["problem"].tolist()
     assert run_cli("check", sample.parent.parent / "build" / "none").returncode == 2
+
+
+def test_a_number_no_analysis_can_use_is_refused_by_name(run_cli, tmp_path):
+    """One imputation (Rubin's rules would hide the spread between imputations: there is none), none (which
+    ran 100), a negative seed, a NaN or infinite responder threshold, equivalence margin, QC limit or visit
+    window: each is refused naming it, from Python, the CLI and the plan, instead of printing numbers."""
+    from skintrack.analysis.qc import QCLimits
+    from skintrack.demo import ingest_sample
+
+    s = demo_study()
+    for ask, said in [
+            (lambda: s.sensitivity(imputations=1), "sensitivity.imputations must be a whole number of at least 2, not 1"),
+            (lambda: s.sensitivity(imputations=0), "sensitivity.imputations must be a whole number of at least 2, not 0"),
+            (lambda: s.sensitivity(seed=-1), "sensitivity.seed must be a whole number of at least 0, not -1"),
+            (lambda: s.responders("score.water", math.nan), "the responder threshold must be a finite number, not nan"),
+            (lambda: s.responders_between("score.water", threshold=math.inf),
+             "the responder threshold of score.water must be a finite number, not inf"),
+            (lambda: s.endpoint("score.water", margin=math.inf),
+             "the equivalence margin must be a finite number above 0, not inf"),
+            (lambda: s.qc(QCLimits(max_yaw=math.nan)), "the QC limit max_yaw must be a finite number, not nan")]:
+        with pytest.raises(skintrack.UsageError) as e:
+            ask()
+        assert str(e.value) == said
+    assert len(s.responders("score.water", np.int64(5))) == 6  # a numpy number is a number
+    proc = run_cli("trends", s.path, "score.water", "--view", "responders", "--threshold", "nan", check=2)
+    assert proc.stderr == "Error: the responder threshold must be a finite number, not nan\n"
+    study = tmp_path / "s"
+    ingest_sample(study)
+    for args, said in [(("--responder", "score.water=nan"), 'responders: score.water threshold nan is neither a '
+                                                            'finite number nor "mdc"'),
+                       (("--visits", "D0:0:0,W4:28:inf,W8:56:3,W12:84:3"), "visit W4: day 28.0 and window inf must "
+                                                                           "be finite numbers, the window at least 0")]:
+        assert said in run_cli("plan", study, *args, check=2).stderr
+    plan = (study / "plan.toml").read_text()
+    assert "imputations = 100" in plan
+    (study / "plan.toml").write_text(plan.replace("imputations = 100", "imputations = 1"))
+    assert "sensitivity.imputations must be a whole number of at least 2, not 1" in run_cli(
+        "sensitivity", study, check=2).stderr

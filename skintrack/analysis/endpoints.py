@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import UsageError, finite
 from . import dist
 from .roots import brentq
 from .stats import Z, fisher_exact_p
@@ -199,8 +199,7 @@ def tost(a, b, margin: float, level: float = 0.90) -> dict:
     """Equivalence of the mean of `a` and `b` within +/- `margin` (Welch): two one-sided tests; equivalent
     when the (1 - 2 alpha) = 90% interval of the difference lies inside the margin."""
     a, b = np.asarray(a, float), np.asarray(b, float)
-    if margin <= 0:
-        raise UsageError(f"the equivalence margin must be positive, not {margin}")
+    margin = finite(margin, "the equivalence margin", positive=True)
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
@@ -216,8 +215,7 @@ def tost_from_interval(fit, visit: str, treatment: str, margin: float, level: fl
     """Equivalence of `treatment` and the fit's control at `visit` within +/- `margin`, from the MMRM itself:
     the two one-sided tests at (1 - level) / 2 each, i.e. its 90% interval inside the margin (same SE and df
     as the primary analysis)."""
-    if margin <= 0:
-        raise UsageError(f"the equivalence margin must be positive, not {margin}")
+    margin = finite(margin, "the equivalence margin", positive=True)
     row = fit.contrasts({"d": fit.contrast_vector(visit, treatment)}, level=level).iloc[0]
     est, se, df = row["estimate"], row["std_error"], row["df"]
     p_low, p_high = dist.t_sf((est + margin) / se, df), dist.t_cdf((est - margin) / se, df)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..errors import UsageError, finite
 from ..tables.schema import CAPTURE, CAPTURE_SQL
 
 FLAGS = {
@@ -38,6 +39,11 @@ class QCLimits:
     ratio_tolerance: float = 0.20  # relative change of face_ratio
     ita_noise: float = 8.0  # degrees of ITA
     ha_noise: float = 4.0  # degrees of HA
+
+    def __post_init__(self):  # a NaN limit would flag nothing, silently
+        for name, value in asdict(self).items():
+            if finite(value, f"the QC limit {name}") < 0:
+                raise UsageError(f"the QC limit {name} must be at least 0, not {value!r}")
 
     def params(self) -> dict:
         return {f"qc_{k}": v for k, v in asdict(self).items()}

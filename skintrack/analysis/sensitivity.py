@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..tables.catalog import metric_info
-from ..tables.plan import SENSITIVITY
+from ..tables.plan import SENSITIVITY, sensitivity_problems
 from . import imputation
 from .selection import records_sql
 from .trial import _arm_pair, arm_changes, mmrm, mmrm_data
@@ -47,7 +47,11 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
         raise UsageError("the plan has no primary endpoint to test the sensitivity of")
     settings = {**DEFAULTS, **plan.sensitivity}
     methods = list(methods or settings["methods"])
-    m, seed = int(imputations or settings["imputations"]), int(seed if seed is not None else settings["seed"])
+    m = settings["imputations"] if imputations is None else imputations
+    seed = settings["seed"] if seed is None else seed
+    if problems := sensitivity_problems({"methods": methods, "imputations": m, "seed": seed}):
+        raise UsageError("; ".join(problems))
+    m, seed = int(m), int(seed)
     key, visit = plan.primary.metric, plan.primary.visit
     treatments, control = _arm_pair(study, None, None)
     fit = study.mmrm(key)

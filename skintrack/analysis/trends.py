@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import UsageError, finite
 from ..sinks import sql_identifier
 from ..tables.catalog import metric_info
 from ..tables.session_index import NATURAL_VISIT
@@ -191,6 +191,7 @@ def responders(study, key: str, threshold: float, relative: bool, r: Rules) -> p
     better = metric_info(key)["better"]
     if better not in ("higher", "lower"):
         raise UsageError(f"{key} has no better-direction, so no one can respond on it")
+    threshold = finite(threshold, "the responder threshold")
     sql, params = _change_sql(key, r)
     gain = "pct_change" if relative else "delta"
     sign = "" if better == "higher" else "-"

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import UsageError, finite
 from ..tables.catalog import metric_info
 from . import endpoints as ep
 from . import multiplicity as mult
@@ -344,6 +344,7 @@ def responders_between(study, key: str, visit: str | None = None, threshold: flo
         if table.empty:
             raise UsageError(f"no repeat captures to measure {key}'s MDC95 from")
         threshold = float(table["mdc95"].iloc[0])
+    threshold = finite(threshold, f"the responder threshold of {key}")
     better = metric_info(key)["better"]
     if better not in ("higher", "lower"):
         raise UsageError(f"{key} has no better-direction, so no one can respond on it")

@@ -34,6 +34,8 @@ Endpoint(metric='score.water', visit='W12')
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ EVENTS = {"discontinuation": "the subjects CSV's `discontinued_after` (the last 
 STRATEGIES = ("treatment_policy", "hypothetical")
 DEFAULT_STRATEGY = {"discontinuation": "treatment_policy", "rescue": "hypothetical"}
 SENSITIVITY = ("qc", "mi", "j2r", "cr", "tipping", "generation", "bridge")
+MIN_IMPUTATIONS = 2  # Rubin's rules pool the spread between the imputations: one alone has none, and hides it
 CONTROL_NAMES = re.compile(r"placebo|control|vehicle|sham|untreated", re.I)
 
 
@@ -107,6 +110,8 @@ ITEM_TYPES = {"visits": (dict, {"label": TEXT, "day": NUMBER, "window": NUMBER})
 
 
 def _kind(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"the non-finite number {value!r}"
     return {str: "the text", bool: "the boolean", int: "the number", float: "the number", list: "a list",
             dict: "a table"}.get(type(value), type(value).__name__) + (f" {value!r}" if not isinstance(value, (
                 list, dict)) else "")
@@ -126,12 +131,17 @@ def _check_types(doc: dict, where: str) -> None:
                 raise UsageError(f"{where}: `{at}` must be {'a table' if item is dict else 'a text'} (e.g. {key} = "
                                  f"{example}), not {_kind(entry)}")
             for name, kinds in (fields or {}).items():
-                if name in entry and (not isinstance(entry[name], kinds) or isinstance(entry[name], bool)):
+                if name in entry and not (_finite(entry[name]) if kinds is NUMBER else isinstance(entry[name], kinds)):
                     raise UsageError(f"{where}: `{at}.{name}` must be {'a number' if kinds is NUMBER else 'a text'}, "
                                      f"not {_kind(entry[name])}")
     for metric, threshold in doc.get("responders", {}).items():
-        if threshold != "mdc" and (not isinstance(threshold, NUMBER) or isinstance(threshold, bool)):
+        if threshold != "mdc" and not _finite(threshold):
             raise UsageError(f"{where}: `responders.{metric}` must be a number or \"mdc\", not {_kind(threshold)}")
+
+
+def _finite(value) -> bool:
+    """A TOML number that is neither NaN nor infinite (TOML has both: `nan`, `inf`)."""
+    return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -257,12 +267,7 @@ class Plan:
                                 f"{', '.join(EVENTS)})")
             elif strategy not in STRATEGIES:
                 problems.append(f"estimand.strategies.{event}: {strategy!r} is not one of {', '.join(STRATEGIES)}")
-        unknown = set(self.sensitivity) - {"methods", "imputations", "seed"}
-        if unknown:
-            problems.append(f"sensitivity: unknown keys {', '.join(sorted(unknown))} (methods, imputations, seed)")
-        for method in self.sensitivity.get("methods", []):
-            if method not in SENSITIVITY:
-                problems.append(f"sensitivity.methods: {method!r} is not one of {', '.join(SENSITIVITY)}")
+        problems += sensitivity_problems(self.sensitivity)
         problems += _illustration_problems(self.illustration)
         for column, meaning in self.subject_columns.items():
             if not isinstance(meaning, dict) or set(meaning) - {"name", "label"} or not all(
@@ -273,6 +278,10 @@ class Plan:
                                 "letters, digits and _, at most 8 characters)")
         if not 0 < self.alpha < 0.5:
             problems.append(f"alpha {self.alpha} is not between 0 and 0.5")
+        for v in self.visits:
+            if not all(x is None or _finite(x) for x in (v.day, v.window)) or (v.window or 0) < 0:
+                problems.append(f"visit {v.label}: day {v.day!r} and window {v.window!r} must be finite numbers, "
+                                "the window at least 0")
         labels = [v.label for v in self.visits]
         if len(set(labels)) != len(labels):
             problems.append(f"visits repeat a label ({', '.join(labels)})")
@@ -292,8 +301,8 @@ class Plan:
         for metric, threshold in self.responders.items():
             if not _known(metric):
                 problems.append(f"responders: unknown metric {metric!r}")
-            if threshold != "mdc" and not isinstance(threshold, (int, float)):
-                problems.append(f"responders: {metric} threshold {threshold!r} is neither a number nor \"mdc\"")
+            if threshold != "mdc" and not _finite(threshold):
+                problems.append(f"responders: {metric} threshold {threshold!r} is neither a finite number nor \"mdc\"")
         for metric, model in self.models.items():
             if model not in MODELS:
                 problems.append(f"models: {metric} model {model!r} is not one of {', '.join(MODELS)}")
@@ -388,6 +397,23 @@ class Plan:
         if self.assumed:
             lines.append("assumed (no plan says otherwise): " + "; ".join(self.assumed))
         return "\n".join(lines)
+
+
+def sensitivity_problems(settings: dict) -> list:
+    """What is wrong with the sensitivity analyses' settings (methods, imputations, seed), given or planned.
+
+    >>> sensitivity_problems({"imputations": 1, "methods": ["mi"]})
+    ['sensitivity.imputations must be a whole number of at least 2, not 1']
+    """
+    unknown = set(settings) - {"methods", "imputations", "seed"}
+    problems = [f"sensitivity: unknown keys {', '.join(sorted(unknown))} (methods, imputations, seed)"] if unknown else []
+    problems += [f"sensitivity.methods: {method!r} is not one of {', '.join(SENSITIVITY)}"
+                 for method in settings.get("methods", []) if method not in SENSITIVITY]
+    for name, least in (("imputations", MIN_IMPUTATIONS), ("seed", 0)):
+        value = settings.get(name, least)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            problems.append(f"sensitivity.{name} must be a whole number of at least {least}, not {value!r}")
+    return problems
 
 
 def _illustration_problems(rule: dict) -> list:
