@@ -1,4 +1,4 @@
-"""One exception tree for skintrack, and the check that refuses a number no analysis can use (`finite`).
+"""One exception tree for skintrack, and the checks that refuse a number nothing can use (`finite`, `whole`).
 
 ::
 
@@ -137,3 +137,16 @@ def finite(value, what: str, positive: bool = False) -> float:
     if not number or not math.isfinite(value) or (positive and value <= 0):
         raise UsageError(f"{what} must be a finite number{' above 0' if positive else ''}, not {value!r}")
     return float(value)
+
+
+def whole(value, what: str, least: int = 1) -> int:
+    """`value` when it is a whole number of at least `least`, else a `UsageError` naming `what`.
+
+    >>> whole(0, "workers")
+    Traceback (most recent call last):
+    ...
+    skintrack.errors.UsageError: workers must be a whole number of at least 1, not 0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise UsageError(f"{what} must be a whole number of at least {least}, not {value!r}")
+    return int(value)

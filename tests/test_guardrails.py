@@ -310,10 +310,11 @@ def test_manifest_mistakes_are_said_line_by_line_and_check_lists_them(tmp_path, 
     assert run_cli("check", sample.parent.parent / "build" / "none").returncode == 2
 
 
-def test_a_number_no_analysis_can_use_is_refused_by_name(run_cli, tmp_path):
+def test_a_number_nothing_can_use_is_refused_by_name(run_cli, tmp_path):
     """One imputation (Rubin's rules would hide the spread between imputations: there is none), none (which
     ran 100), a negative seed, a NaN or infinite responder threshold, equivalence margin, QC limit or visit
-    window: each is refused naming it, from Python, the CLI and the plan, instead of printing numbers."""
+    window, versions to keep, or no worker, batch, commit, call in flight or rate of calls: each is refused
+    naming it, from Python, the CLI and the plan, before any work (the batch size 0 took one file per chunk)."""
     from skintrack.analysis.qc import QCLimits
     from skintrack.demo import ingest_sample
 
@@ -346,3 +347,19 @@ def test_a_number_no_analysis_can_use_is_refused_by_name(run_cli, tmp_path):
     (study / "plan.toml").write_text(plan.replace("imputations = 100", "imputations = 1"))
     assert "sensitivity.imputations must be a whole number of at least 2, not 1" in run_cli(
         "sensitivity", study, check=2).stderr
+    versions = len(skintrack.open(study).history())
+    for days in ("nan", "inf", "-1"):  # expiring versions by a number that is none: refused before any work
+        assert "keep_days" in run_cli("compact", study, "--keep-days", days, check=2).stderr
+    assert len(skintrack.open(study).history()) == versions
+    sample = Path(__file__).parent.parent / "data" / "sample-trial"
+    for args, said in [(("ingest", sample / "responses", "--workers", "0"), "workers must be a whole number of at least 1"),
+                       (("ingest", sample / "responses", "--batch-size", "0"), "the batch size (files per chunk) must "
+                                                                               "be a whole number of at least 1"),
+                       (("ingest", sample / "responses", "--commit-every", "-1"), "commit_every (analyses per commit)"),
+                       (("analyze", sample / "photos", "--concurrency", "0", "--dry-run"),
+                        "concurrency (calls in flight at once) must be a whole number of at least 1, not 0"),
+                       (("analyze", sample / "photos", "--qps", "-1", "--dry-run"), "qps -1.0: give the most call "
+                                                                                    "starts per second"),
+                       (("analyze", sample / "photos", "--qps", "nan", "--dry-run"), "must be a finite number, not nan")]:
+        assert said in run_cli(*args, "--study", tmp_path / "new", check=2).stderr, args
+    assert not (tmp_path / "new").exists()  # refused before any study was made

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .archive import SENTINEL, Archive, envelope
 from .client import Client
-from ..errors import AnswerLost, ApiError, PhotoRejected, UsageError
+from ..errors import AnswerLost, ApiError, PhotoRejected, UsageError, finite, whole
 from ..tables.ingest import IngestReport, ingest
 from ..tables.manifest import Manifest
 from ..tables.store import record_event
@@ -94,6 +94,8 @@ class RateLimiter:
     """
 
     def __init__(self, qps: float | None):
+        if qps is not None and finite(qps, "qps (most call starts per second; 0: no limit)") < 0:
+            raise UsageError(f"qps {qps}: give the most call starts per second, 0 for no limit")
         self.rate = qps or 0.0
         self.capacity = max(1.0, self.rate)
         self._tokens, self._stamp = self.capacity, time.monotonic()
@@ -138,6 +140,7 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
     `resend_uncertain`. `sentinel` is the panel's folder, `accept_drift` continues past a drift it finds.
     """
     t0 = time.perf_counter()
+    concurrency, limiter = whole(concurrency, "concurrency (calls in flight at once)"), RateLimiter(qps)
     study = Path(study)
     report = AnalyzeReport()
     man = Manifest.read(manifest) if manifest else None
@@ -148,7 +151,7 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
         report.planned = len(jobs)
         report.sentinel_calls, report.sentinel_photos = (2 * len(panel) if jobs else 0), len(panel)
         if not dry_run and jobs:
-            client, limiter = client or Client(), RateLimiter(qps)
+            client = client or Client()
             watch = Watch(study, panel, client, params, archive, limiter, report) if panel else None
             if watch is None or watch.start(accept_drift):
                 _run(jobs, client, params, archive, concurrency, limiter, progress, report)
@@ -309,7 +312,7 @@ def _run(jobs, client, params, archive, concurrency, limiter, progress, report) 
         return photo, err, True
 
     bar = tqdm(total=len(jobs), unit="photo", desc="analyze", disable=not progress)
-    pool = concurrent.futures.ThreadPoolExecutor(max(1, concurrency))
+    pool = concurrent.futures.ThreadPoolExecutor(concurrency)
     futures, counted = [pool.submit(one, j) for j in jobs], set()
 
     def count(fut):

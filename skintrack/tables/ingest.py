@@ -43,7 +43,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import generations, keys, measures as measures_, session_index, store, versions
-from ..errors import InvalidInput, InvalidResponse
+from ..errors import InvalidInput, InvalidResponse, whole
 from .codes import about_photo
 from .flatten import flatten
 from .manifest import Manifest, read_subjects, session_problems
@@ -443,6 +443,8 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
     the one kept). Rejected inputs are listed in the report and in the `rejects` table; the rest is ingested.
     """
     t0 = time.perf_counter()
+    workers, chunk_size, commit_every = (whole(workers, "workers"), whole(chunk_size, "the batch size (files per chunk)"),
+                                         whole(commit_every, "commit_every (analyses per commit)"))
     study = Path(study)
     man = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest) if manifest else None
     subj = read_subjects(subjects) if subjects else None

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, whole
 from .catalog import metric_info
 from .generations import NAMES as GENERATION_NAMES
 from .layout import PLAN as FILE  # noqa: F401 (plan.FILE, read by other modules)
@@ -410,9 +409,10 @@ def sensitivity_problems(settings: dict) -> list:
     problems += [f"sensitivity.methods: {method!r} is not one of {', '.join(SENSITIVITY)}"
                  for method in settings.get("methods", []) if method not in SENSITIVITY]
     for name, least in (("imputations", MIN_IMPUTATIONS), ("seed", 0)):
-        value = settings.get(name, least)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-            problems.append(f"sensitivity.{name} must be a whole number of at least {least}, not {value!r}")
+        try:
+            whole(settings.get(name, least), f"sensitivity.{name}", least)
+        except UsageError as e:
+            problems.append(str(e))
     return problems
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ..errors import StoreError, UsageError
+from ..errors import StoreError, UsageError, finite
 from . import store
 from .store import LAKE
 
@@ -120,6 +120,8 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
     """Merge small data files (one version, "compact"); with `keep_days`, also expire the versions older
     than that (never the newest, never one a reader holds) and delete the files no kept version needs.
     Returns what it did. The caller holds the study's write lock."""
+    if keep_days is not None and finite(keep_days, "keep_days") < 0:
+        raise UsageError(f"keep_days {keep_days}: give a number of days of versions to keep (0 or more)")
     before = small_files(con)
     with store.transaction(con, "compact", {"automatic": automatic or None}) as info:
         con.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')")
@@ -127,8 +129,6 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
         info["most files per table"] = f"{before} -> {small_files(con)}"
     done = {"files_before": before, "files_after": small_files(con), "expired": 0, "deleted": 0}
     if keep_days is not None:
-        if keep_days < 0:
-            raise UsageError(f"keep_days {keep_days}: give a number of days of versions to keep (0 or more)")
         cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=keep_days)
         latest = store.latest_version(con)
         oldest_held = min(held_versions(study) + [latest])
