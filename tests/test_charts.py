@@ -136,6 +136,21 @@ def test_the_study_draws_its_own_charts_in_the_plans_arm_order(s):
         s.plot.regions("count.acne")  # front, left and right views: not regions of a face
 
 
+def test_a_chart_with_nothing_to_draw_says_so(s):
+    """A chart of a metric the study never measured (side photos' moles), of a visit without values or of a
+    subject who is not in the study is refused with a sentence, not drawn empty."""
+    nothing = "nothing to draw: no value of count.mole.left"
+    for name, draw, said in [("trend", lambda: s.plot.trend("count.mole.left"), nothing),
+                             ("change", lambda: s.plot.change("count.mole.left"), nothing),
+                             ("waterfall", lambda: s.plot.waterfall("count.mole.left"), nothing + "'s change at W12"),
+                             ("regions", lambda: s.plot.regions("severity.pores", "W12", subject="S99"),
+                              "no subject 'S99' in this study")]:
+        with pytest.raises(skintrack.UsageError) as e:
+            draw()
+        assert str(e.value).startswith(said), name
+    assert s.plot.regions("severity.pores", "W12", subject="S01").axes[0].get_title().endswith("(subject S01)")
+
+
 def test_face_regions_names_the_shape_it_needs():
     from skintrack import UsageError
 

@@ -362,6 +362,31 @@ def test_a_study_without_arms_still_gets_a_report(tmp_path):
     assert "default rule (the plan names none): 2 subjects drawn at random (seed 1)" in page  # from every subject
 
 
+def test_a_study_with_only_its_baseline_yet_still_gets_a_report(tmp_path):
+    """A trial in progress: every endpoint's visit is still to come. The report says why each endpoint is not
+    estimable and shows what there is, instead of stopping (on an endpoints table without counts, then on a
+    responders table at a visit not held yet)."""
+    import shutil
+
+    import skintrack
+    from conftest import responses
+    from skintrack.sample import sample_study_dir
+
+    src = sample_study_dir()
+    skintrack.ingest(responses(src / "responses", "*_D0.json"), tmp_path / "s", manifest=src / "manifest.csv",
+                     subjects=src / "subjects.csv")
+    shutil.copy(src / "plan.toml", tmp_path / "s" / "plan.toml")
+    s = skintrack.open(tmp_path / "s")
+    assert s.visits == ["D0"]
+    ends = s.endpoints()
+    assert set(ends["decision"]) == {"not estimable"} and ends["n_treatment"].isna().all()
+    assert set(ends["reason"]) == {"no visit 'W12' in this study (visits: D0)"}
+    r = build_report(s, tmp_path / "r", pdf=False)
+    page = r.html.read_text()
+    assert page.count("in this study (visits: D0)") >= len(ends) and "Newcombe" not in page
+    assert r.docx.stat().st_size > 0 and r.figures
+
+
 def test_the_endpoints_own_map_over_the_vendors_two_recordings(tmp_path):
     import skintrack
     from skintrack.tables.plan import Endpoint, Plan

@@ -279,7 +279,8 @@ def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
         except UsageError as err:
             rows = [{**base, "treatment": t, "model": plan.models.get(e.metric) or MODELS.get(
                 metric_info(e.metric)["type"], ""), "estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                "p": math.nan, "p_family": math.nan, "reason": str(err), "method": ""} for t in treatments]
+                "p": math.nan, "p_family": math.nan, "reason": str(err), "method": "", "n_treatment": math.nan,
+                "n_control": math.nan} for t in treatments]
         families.append(rows)
     _decide(families, plan)
     df = pd.DataFrame([r for f in families for r in f])

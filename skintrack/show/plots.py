@@ -29,17 +29,19 @@ class StudyPlots:
     def _subjects(self) -> pd.DataFrame:
         return self.s.sql("SELECT * FROM subjects")
 
+
     def trend(self, metric: str, exclude_flagged: bool | None = None):
         """Each subject's values (thin) and the mean with its 95% CI by arm (bold), by visit."""
         s = self.s
-        return charts.trend_lines(s.timeline(metric, exclude_flagged), s.cohort(metric, exclude_flagged=exclude_flagged),
+        return charts.trend_lines(_drawn(s.timeline(metric, exclude_flagged), metric),
+                                  s.cohort(metric, exclude_flagged=exclude_flagged),
                                   metric, self._subjects(), self.s.plan.arms)
 
     def change(self, metric: str, test: str | None = "welch", exclude_flagged: bool | None = None):
         """The mean change from baseline with its 95% CI by visit and arm; with `test` (welch, mannwhitney,
         ancova; None for none) each visit is marked with each treatment's nominal p against the control."""
         s = self.s
-        cohort = s.cohort(metric, exclude_flagged=exclude_flagged)
+        cohort = _drawn(s.cohort(metric, exclude_flagged=exclude_flagged), metric)
         tests = None
         if test and len(self.s.plan.arms) > 1:
             tests = pd.concat([s.compare_arms(metric, v, test, exclude_flagged=exclude_flagged)
@@ -50,8 +52,9 @@ class StudyPlots:
         """Every subject's % change at `visit` (default: the primary endpoint's, else the last), sorted."""
         s = self.s
         visit = s.check_followup(visit or (s.plan.primary.visit if s.plan.primary else s.visits[-1]))
-        return charts.waterfall(s.change_from_baseline(metric, exclude_flagged=exclude_flagged), metric, visit,
-                                self._subjects(), self.s.plan.arms)
+        changes = s.change_from_baseline(metric, exclude_flagged=exclude_flagged)
+        _drawn(changes[changes["visit"] == visit], f"{metric}'s change at {visit}")
+        return charts.waterfall(changes, metric, visit, self._subjects(), self.s.plan.arms)
 
     def responders(self, metric: str, threshold: float | None = None, relative: bool = False,
                    exclude_flagged: bool | None = None):
@@ -59,8 +62,8 @@ class StudyPlots:
         threshold = self.s.plan.responders.get(metric) if threshold is None else threshold
         if threshold is None or threshold == "mdc":
             raise UsageError(f"responders of {metric}: give a threshold (the plan names none as a number)")
-        return charts.responder_bars(self.s.responders(metric, threshold, relative, exclude_flagged=exclude_flagged),
-                                     metric, threshold, relative, self.s.plan.arms)
+        rates = _drawn(self.s.responders(metric, threshold, relative, exclude_flagged=exclude_flagged), f"{metric}'s change")
+        return charts.responder_bars(rates, metric, threshold, relative, self.s.plan.arms)
 
     def lsmeans(self, fit):
         """The MMRM's LS-means of the change by arm and visit with each treatment's marks; `fit` is an
@@ -78,6 +81,8 @@ class StudyPlots:
             raise UsageError(f"{metric!r} has no keys by face region to draw (try a family and feature such as "
                              "severity.pores or area.red; see `skintrack metrics`)")
         visit = s.check_visit(visit) if visit else s.visits[-1]
+        if subject is not None and subject not in set(self._subjects()["subject_id"]):
+            raise UsageError(f"no subject {subject!r} in this study")
         rows = []
         for key, region in zip(keys["key"], keys["region"]):
             tl = s.timeline(key)
@@ -86,5 +91,13 @@ class StudyPlots:
                 rows.append({"region": region, "value": float(tl["value"].mean())})
         info = metric_info(keys["key"].iloc[0])
         who = f"subject {subject}" if subject else "mean of the subjects"
-        return charts.face_regions(pd.DataFrame(rows, columns=["region", "value"]),
+        return charts.face_regions(_drawn(pd.DataFrame(rows, columns=["region", "value"]), f"{metric} at {visit}"),
                                    f"{metric} at {visit} ({who})", info["unit"])
+
+
+def _drawn(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """`frame`, unless it holds nothing to draw: then a `UsageError` saying so (an empty chart says nothing)."""
+    if frame.empty:
+        raise UsageError(f"nothing to draw: no value of {what} in this study under the plan's rules (QC, windows; "
+                         "`skintrack check` lists the study's problems)")
+    return frame

@@ -333,7 +333,7 @@ class _Builder:
                  self.table(pct.rename(columns={"count": "n", "mean": "mean % change", "median": "median % change"}),
                             f"{title}: percent change from baseline", pop)]
         threshold = self.plan.responders.get(key)
-        if threshold is not None and self.has_arms:
+        if threshold is not None and self.has_arms and self.plan.schedule[-1] in s.visits:  # held yet
             r = s.responders_between(key)
             short = {"treatment": "arm", "responders_treatment": "responders", "n_treatment": "n",
                      "responders_control": "control responders", "n_control": "control n",
