@@ -1,4 +1,5 @@
-"""One exception tree for skintrack, and the checks that refuse a number nothing can use (`finite`, `whole`).
+"""One exception tree for skintrack, and the checks that refuse a number nothing can use (`finite`, `whole`,
+`is_number`).
 
 ::
 
@@ -122,6 +123,11 @@ class AnswerLost(ApiError):
     pay twice)."""
 
 
+def is_number(value) -> bool:
+    """A real number that is neither NaN nor infinite (nor a boolean)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def finite(value, what: str, positive: bool = False) -> float:
     """`value` as a float when it is a finite number (above 0 when `positive`), else a `UsageError` naming
     `what`: a threshold, margin or window of NaN or infinity would pass every comparison or none, silently.
@@ -133,8 +139,7 @@ def finite(value, what: str, positive: bool = False) -> float:
     ...
     skintrack.errors.UsageError: the equivalence margin must be a finite number above 0, not inf
     """
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or (positive and value <= 0):
+    if not is_number(value) or (positive and value <= 0):
         raise UsageError(f"{what} must be a finite number{' above 0' if positive else ''}, not {value!r}")
     return float(value)
 

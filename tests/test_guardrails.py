@@ -339,8 +339,9 @@ def test_a_number_nothing_can_use_is_refused_by_name(run_cli, tmp_path):
     ingest_sample(study)
     for args, said in [(("--responder", "score.water=nan"), 'responders: score.water threshold nan is neither a '
                                                             'finite number nor "mdc"'),
-                       (("--visits", "D0:0:0,W4:28:inf,W8:56:3,W12:84:3"), "visit W4: day 28.0 and window inf must "
-                                                                           "be finite numbers, the window at least 0")]:
+                       (("--visits", "D0:0:0,W4:28:inf,W8:56:3,W12:84:3"), "visit W4: window inf around day 28.0: a "
+                                                                           "window is a finite number of days"),
+                       (("--visits", "D0:0:0,W4:nan:3,W8:56:3,W12:84:3"), "visit W4: window 3.0 around day nan")]:
         assert said in run_cli("plan", study, *args, check=2).stderr
     plan = (study / "plan.toml").read_text()
     assert "imputations = 100" in plan

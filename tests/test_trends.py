@@ -330,7 +330,7 @@ def test_edge_metric_missing_for_some_analyses(edge):
     assert ("E4", "W4") in set(zip(water.subject_id, water.visit))
 
 
-def test_without_dates_visits_follow_their_labels(tmp_path, sample):
+def test_without_dates_visits_follow_their_labels(tmp_path, sample, run_cli):
     rows = [line.split(",") for line in (sample / "manifest.csv").read_text().splitlines()[1:]]
     (tmp_path / "m.csv").write_text("file,subject_id,visit\n" + "".join(f"{r[0]},{r[1]},{r[2]}\n" for r in rows))
     skintrack.ingest([sample / "responses"], tmp_path / "s", manifest=tmp_path / "m.csv",
@@ -340,3 +340,6 @@ def test_without_dates_visits_follow_their_labels(tmp_path, sample):
     ch = s.change_from_baseline("score.water")
     assert ch[ch.subject_id == "S01"]["visit"].tolist() == ["D0", "W4", "W8", "W12"]
     assert ch[ch.visit == "D0"]["delta"].abs().max() == 0
+    assert [v.day for v in s.plan.visits] == [None] * 4  # unknown, not NaN: a starter plan of it reads back
+    assert run_cli("plan", tmp_path / "s", "--init", check=0).stdout.startswith("wrote ")
+    assert "day" not in (tmp_path / "s" / "plan.toml").read_text().split("visits = ")[1].split("\n")[0]

@@ -29,7 +29,6 @@ class StudyPlots:
     def _subjects(self) -> pd.DataFrame:
         return self.s.sql("SELECT * FROM subjects")
 
-
     def trend(self, metric: str, exclude_flagged: bool | None = None):
         """Each subject's values (thin) and the mean with its 95% CI by arm (bold), by visit."""
         s = self.s
@@ -62,7 +61,8 @@ class StudyPlots:
         threshold = self.s.plan.responders.get(metric) if threshold is None else threshold
         if threshold is None or threshold == "mdc":
             raise UsageError(f"responders of {metric}: give a threshold (the plan names none as a number)")
-        rates = _drawn(self.s.responders(metric, threshold, relative, exclude_flagged=exclude_flagged), f"{metric}'s change")
+        rates = self.s.responders(metric, threshold, relative, exclude_flagged=exclude_flagged)
+        _drawn(rates, f"{metric}'s change")
         return charts.responder_bars(rates, metric, threshold, relative, self.s.plan.arms)
 
     def lsmeans(self, fit):

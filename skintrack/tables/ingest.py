@@ -443,8 +443,9 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
     the one kept). Rejected inputs are listed in the report and in the `rejects` table; the rest is ingested.
     """
     t0 = time.perf_counter()
-    workers, chunk_size, commit_every = (whole(workers, "workers"), whole(chunk_size, "the batch size (files per chunk)"),
-                                         whole(commit_every, "commit_every (analyses per commit)"))
+    workers = whole(workers, "workers")
+    chunk_size = whole(chunk_size, "the batch size (files per chunk)")
+    commit_every = whole(commit_every, "commit_every (analyses per commit)")
     study = Path(study)
     man = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest) if manifest else None
     subj = read_subjects(subjects) if subjects else None

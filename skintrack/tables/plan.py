@@ -34,13 +34,12 @@ Endpoint(metric='score.water', visit='W12')
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError, whole
+from ..errors import UsageError, is_number, whole
 from .catalog import metric_info
 from .generations import NAMES as GENERATION_NAMES
 from .layout import PLAN as FILE  # noqa: F401 (plan.FILE, read by other modules)
@@ -109,7 +108,7 @@ ITEM_TYPES = {"visits": (dict, {"label": TEXT, "day": NUMBER, "window": NUMBER})
 
 
 def _kind(value) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and not is_number(value):
         return f"the non-finite number {value!r}"
     return {str: "the text", bool: "the boolean", int: "the number", float: "the number", list: "a list",
             dict: "a table"}.get(type(value), type(value).__name__) + (f" {value!r}" if not isinstance(value, (
@@ -117,7 +116,8 @@ def _kind(value) -> str:
 
 
 def _check_types(doc: dict, where: str) -> None:
-    """Refuse a plan.toml key of the wrong type, naming the key, what it holds and what it should hold."""
+    """Refuse a plan.toml key of the wrong type, naming the key, what it holds and what it should hold (TOML
+    holds `nan` and `inf`: a number must be finite)."""
     for key, value in doc.items():
         types, expected, example = KEY_TYPES[key]
         if not isinstance(value, types) or isinstance(value, bool):
@@ -130,17 +130,13 @@ def _check_types(doc: dict, where: str) -> None:
                 raise UsageError(f"{where}: `{at}` must be {'a table' if item is dict else 'a text'} (e.g. {key} = "
                                  f"{example}), not {_kind(entry)}")
             for name, kinds in (fields or {}).items():
-                if name in entry and not (_finite(entry[name]) if kinds is NUMBER else isinstance(entry[name], kinds)):
+                value = entry.get(name)
+                if name in entry and not (is_number(value) if kinds is NUMBER else isinstance(value, kinds)):
                     raise UsageError(f"{where}: `{at}.{name}` must be {'a number' if kinds is NUMBER else 'a text'}, "
-                                     f"not {_kind(entry[name])}")
+                                     f"not {_kind(value)}")
     for metric, threshold in doc.get("responders", {}).items():
-        if threshold != "mdc" and not _finite(threshold):
+        if threshold != "mdc" and not is_number(threshold):
             raise UsageError(f"{where}: `responders.{metric}` must be a number or \"mdc\", not {_kind(threshold)}")
-
-
-def _finite(value) -> bool:
-    """A TOML number that is neither NaN nor infinite (TOML has both: `nan`, `inf`)."""
-    return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -277,10 +273,10 @@ class Plan:
                                 "letters, digits and _, at most 8 characters)")
         if not 0 < self.alpha < 0.5:
             problems.append(f"alpha {self.alpha} is not between 0 and 0.5")
-        for v in self.visits:
-            if not all(x is None or _finite(x) for x in (v.day, v.window)) or (v.window or 0) < 0:
-                problems.append(f"visit {v.label}: day {v.day!r} and window {v.window!r} must be finite numbers, "
-                                "the window at least 0")
+        for v in self.visits:  # a window needs a finite day to be around
+            if v.window is not None and not (is_number(v.window) and v.window >= 0 and is_number(v.day)):
+                problems.append(f"visit {v.label}: window {v.window!r} around day {v.day!r}: a window is a finite "
+                                "number of days (0 or more) around a finite day")
         labels = [v.label for v in self.visits]
         if len(set(labels)) != len(labels):
             problems.append(f"visits repeat a label ({', '.join(labels)})")
@@ -300,7 +296,7 @@ class Plan:
         for metric, threshold in self.responders.items():
             if not _known(metric):
                 problems.append(f"responders: unknown metric {metric!r}")
-            if threshold != "mdc" and not _finite(threshold):
+            if threshold != "mdc" and not is_number(threshold):
                 problems.append(f"responders: {metric} threshold {threshold!r} is neither a finite number nor \"mdc\"")
         for metric, model in self.models.items():
             if model not in MODELS:
@@ -330,7 +326,8 @@ class Plan:
                     p.assumed.append(f"{event}: the {strategy.replace('_', ' ')} strategy")
         p.estimand["strategies"] = strategies
         if not p.visits and visits:
-            p.visits = [Visit(v, days.get(v)) for v in visits]
+            # a visit's day unknown (the data hold no dates: NaN) is left out, as a plan that names none
+            p.visits = [Visit(v, days.get(v) if is_number(days.get(v)) else None) for v in visits]
             p.assumed.append("visits (every visit label in the data, in time order)")
         schedule = [v.label for v in p.visits]
         if p.baseline is None and schedule:
@@ -405,7 +402,7 @@ def sensitivity_problems(settings: dict) -> list:
     ['sensitivity.imputations must be a whole number of at least 2, not 1']
     """
     unknown = set(settings) - {"methods", "imputations", "seed"}
-    problems = [f"sensitivity: unknown keys {', '.join(sorted(unknown))} (methods, imputations, seed)"] if unknown else []
+    problems = [f"sensitivity: unknown key {k!r} (methods, imputations, seed)" for k in sorted(unknown)]
     problems += [f"sensitivity.methods: {method!r} is not one of {', '.join(SENSITIVITY)}"
                  for method in settings.get("methods", []) if method not in SENSITIVITY]
     for name, least in (("imputations", MIN_IMPUTATIONS), ("seed", 0)):
