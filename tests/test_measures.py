@@ -103,6 +103,8 @@ def test_the_csv_goes_in_line_by_line_and_a_rerun_changes_nothing(tmp_path, run_
     ("[x]\ntype = 'ratio'\n", "type 'ratio' is not one of"),
     ("[x]\ntype = 'grade'\n", "a grade needs its levels"),
     ("[x]\nrange = 'high'\n", "range must be a list"),
+    ("[x]\nrange = [0, nan]\n", "range must be [low, high] (numbers; -inf or inf for an open end)"),  # TOML nan
+    ("[x]\ntype = 'grade'\nlevels = [0, nan]\n", "levels must be numbers in their order"),
     ("[x]\nunits = 'a.u.'\n", "unknown field 'units'"),
     ("[X-1]\n", "a measure's name is lower-case"),
     ("[x]\ntype = 'likert'\nlevels = [1, 2, 3]\nagree = [4]\n", "agree lists levels"),

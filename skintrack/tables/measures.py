@@ -49,7 +49,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import InvalidManifest, UsageError
+from ..errors import InvalidManifest, UsageError, is_number
 from ..sinks import visible
 from .manifest import _read_csv, _timestamps
 
@@ -113,7 +113,7 @@ def parse_catalog(text: str | None, where: str = "measures catalog") -> dict:
         levels = decl.get("levels")
         if kind in ("grade", "likert") and not levels:
             raise UsageError(f"{at}: a {kind} needs its levels, e.g. levels = [1, 2, 3, 4, 5]")
-        if levels is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
+        if levels is not None and not all(is_number(v) for v in levels):
             raise UsageError(f"{at}: levels must be numbers in their order (put their words in the description)")
         if kind == "flag":
             levels = [0, 1]
@@ -121,8 +121,9 @@ def parse_catalog(text: str | None, where: str = "measures catalog") -> dict:
         if agree is not None and (kind != "likert" or not set(agree) <= set(levels or [])):
             raise UsageError(f"{at}: agree lists levels of a likert item that count as agreeing")
         rng = decl.get("range")
-        if rng is not None and (len(rng) != 2 or not all(isinstance(v, (int, float)) for v in rng) or rng[0] > rng[1]):
-            raise UsageError(f"{at}: range must be [low, high]")
+        if rng is not None and (len(rng) != 2 or not all(is_number(v) or v in (-math.inf, math.inf) for v in rng)
+                                or rng[0] > rng[1]):  # an open end is -inf or inf; NaN would bound nothing
+            raise UsageError(f"{at}: range must be [low, high] (numbers; -inf or inf for an open end)")
         out[name] = {"description": decl.get("description", name.replace("_", " ").capitalize()),
                      "unit": decl.get("unit", ""), "range": tuple(rng) if rng else (None, None),
                      "better": decl.get("better", "none"), "type": kind, "levels": levels, "agree": agree}
