@@ -579,6 +579,9 @@ def plot(study, chart, metric, out, visit, threshold, exclude_flagged):
     suffix = Path(out).suffix.lower().lstrip(".")
     if suffix not in ("png", "svg", "pdf"):
         raise UsageError(f"--out {out}: name a .png, .svg or .pdf file")
+    from .tables.store import check_output
+
+    check_output(study, out)
     plots = _open(study).plot
     draw = {"trend": lambda: plots.trend(metric, exclude_flagged),
             "change": lambda: plots.change(metric, exclude_flagged=exclude_flagged),

@@ -364,3 +364,22 @@ def test_a_number_nothing_can_use_is_refused_by_name(run_cli, tmp_path):
                        (("analyze", sample / "photos", "--qps", "nan", "--dry-run"), "must be a finite number, not nan")]:
         assert said in run_cli(*args, "--study", tmp_path / "new", check=2).stderr, args
     assert not (tmp_path / "new").exists()  # refused before any study was made
+
+
+def test_nothing_is_written_into_the_studys_own_files(run_cli, tmp_path):
+    """A report, an export or a chart aimed inside the study's data files (compaction deletes what the lake does
+    not know), its raw archive (an ingest of raw/ reads every JSON file), its face maps or its catalog is refused
+    before anything is written; beside them, in the study folder, is fine."""
+    from skintrack.show.export import export
+    from skintrack.show.report import build_report
+
+    s = demo_study()
+    before = sorted(p.relative_to(s.path) for p in s.path.rglob("*"))
+    for inside in ("lake", "lake/adam", "raw/out", "maps", "lake.sqlite"):
+        for write in (lambda: export(s, s.path / inside, ["csv"]), lambda: build_report(s, s.path / inside, pdf=False)):
+            with pytest.raises(UsageError, match="inside the study's own files"):
+                write()
+        proc = run_cli("plot", s.path, "trend", "score.water", "--out", s.path / inside / "t.png", check=2)
+        assert "which skintrack manages: write it outside them" in proc.stderr
+    assert sorted(p.relative_to(s.path) for p in s.path.rglob("*")) == before
+    assert [p.name for p in export(s, tmp_path / "adam", ["csv"])] == ["adsl.csv", "adskin.csv", "define.csv"]

@@ -21,6 +21,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import UsageError
 from ..sinks import spreadsheet_frame, xlsx_workbook
+from ..tables import store
 from .adam import adam
 
 FORMATS = ("xpt", "parquet", "csv", "xlsx", "json")
@@ -52,7 +53,7 @@ def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise UsageError(f"unknown export format {', '.join(sorted(unknown))}: use {', '.join(FORMATS)}")
-    out = Path(out)
+    out = store.check_output(study.path, out)
     out.mkdir(parents=True, exist_ok=True)
     adsl, adskin = adam(study, metrics)
     datasets = {"ADSL": adsl, "ADSKIN": adskin}

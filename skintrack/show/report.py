@@ -43,6 +43,7 @@ from ..analysis.qc import FLAGS
 from ..errors import UsageError
 from ..sinks import css_string, file_name
 from ..sinks import html as html_text
+from ..tables import store
 from ..tables.catalog import metric_info
 from . import charts
 from .document import HEADERS, ROUNDING, Document, Flow, Text, fmt_p
@@ -688,7 +689,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     import time
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out = store.check_output(study.path, out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = list(metrics or DEFAULT_METRICS)
     for m in metrics:

@@ -153,6 +153,24 @@ def catalog_of(study: Path) -> tuple[str, str]:
     return f"sqlite:{study / CATALOG}", str(study / DATA)
 
 
+def check_output(study, out) -> Path:
+    """`out` (a folder or file to write a report, an export or a chart to), unless it lies inside a part of the
+    study that skintrack manages: its data files (compaction deletes the files the lake does not know), its
+    raw archive (an ingest of raw/ reads every JSON file in it), its face maps, or its catalog.
+
+    >>> check_output("/tmp/trial", "/tmp/trial/lake/adsl")
+    Traceback (most recent call last):
+    ...
+    skintrack.errors.UsageError: /tmp/trial/lake/adsl: inside the study's own files (/tmp/trial/lake), which skintrack manages: write it outside them
+    """
+    study, out = Path(study).resolve(), Path(out).resolve()
+    for part in (Path(catalog_of(study)[1]).resolve(), study / "raw", study / "maps", study / CATALOG):
+        if out == part or part in out.parents:
+            raise UsageError(f"{out}: inside the study's own files ({part}), which skintrack manages: write it "
+                             "outside them")
+    return out
+
+
 def share(study, catalog: str, data_path=None) -> None:
     """Make `study` a shared study whose catalog is in PostgreSQL (`catalog` as 'postgres:dbname=... host=...';
     the password comes from PGPASSWORD or ~/.pgpass, never from a file of the study). The first machine
