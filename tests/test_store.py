@@ -70,6 +70,12 @@ def test_every_change_is_a_version_and_old_versions_read_as_they_were(small, sam
 def test_a_version_not_kept_is_refused_with_the_range(small):
     with pytest.raises(skintrack.UsageError, match=r"version 999: this study keeps versions 0-\d+"):
         skintrack.open(small, version=999)
+    for other in (True, 1.0):  # True would have opened version 1
+        with pytest.raises(skintrack.UsageError, match=rf"version {other}: this study keeps versions"):
+            skintrack.open(small, version=other)
+    read = skintrack.open(small).history()["version"].iloc[1]  # a numpy integer: the version it names
+    opened = skintrack.open(small, version=read)
+    assert opened.version == read and type(opened.version) is int
 
 
 def test_report_and_export_name_their_version_and_reproduce_it(small, sample, tmp_path, run_cli):

@@ -32,6 +32,7 @@ import errno
 import fcntl
 import getpass
 import json
+import numbers
 import os
 import random
 import re
@@ -216,18 +217,19 @@ def connect(study, version: int | None = None, write: bool = False, views: bool 
     if version is None:
         version = retry_busy(latest_version, con)
     else:
-        check_version(con, version)
+        version = check_version(con, version)
     retry_busy(create_views, con, version)
     return con
 
 
 def check_version(con: duckdb.DuckDBPyConnection, version) -> int:
-    """`version` if the study keeps it, else a `UsageError` naming the versions it has."""
+    """`version` (an int: a numpy integer read from `history()` is one; a boolean is not) if the study keeps it,
+    else a `UsageError` naming the versions it has."""
     kept = [r[0] for r in con.execute(f"SELECT snapshot_id FROM {LAKE}.snapshots() ORDER BY 1").fetchall()]
-    if not isinstance(version, int) or version not in kept:
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or int(version) not in kept:
         have = f"{kept[0]}-{kept[-1]}" if kept else "none"
         raise UsageError(f"version {version!r}: this study keeps versions {have} (skintrack history lists them)")
-    return version
+    return int(version)
 
 
 def attach(con: duckdb.DuckDBPyConnection, study: Path, create: bool = False) -> None:
