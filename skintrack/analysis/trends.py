@@ -103,10 +103,9 @@ def change_from_baseline(study, key: str, r: Rules) -> pd.DataFrame:
     it is 0); `improved` follows the catalog's better-direction (NULL when the metric has none).
     """
     sql, params = _change_sql(key, r)
-    # one pass over the records: the subjects without a baseline value come last, to be listed with why
+    # one pass over the records: the subjects without a baseline value are dropped here, to be listed with why
     df = _ordered_sql(study, f"WITH {sql} SELECT subject_id, visit, taken_at, value, baseline_value, delta, "
-                      "pct_change, improved, is_baseline, days, seq, based FROM changes", params,
-                      "based DESC, subject_id, seq").drop(columns="seq")
+                      "pct_change, improved, is_baseline, days, seq, based FROM changes", params).drop(columns="seq")
     based = df.pop("based")
     among = sorted(set(df["subject_id"][~based]))
     if among:
