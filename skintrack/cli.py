@@ -235,7 +235,7 @@ def _api_key(key_file) -> str:
 
 
 @main.command()
-@click.option("--port", default=8765, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port on 127.0.0.1.")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
               help="A file holding the key to accept (else AILABAPI_API_KEY, else asked for in a terminal).")
 @click.option("--latency", default=2.3, show_default=True, help="Median seconds per call.")

@@ -313,8 +313,9 @@ def test_manifest_mistakes_are_said_line_by_line_and_check_lists_them(tmp_path, 
 def test_a_number_nothing_can_use_is_refused_by_name(run_cli, tmp_path):
     """One imputation (Rubin's rules would hide the spread between imputations: there is none), none (which
     ran 100), a negative seed, a NaN or infinite responder threshold, equivalence margin, QC limit or visit
-    window, versions to keep, or no worker, batch, commit, call in flight or rate of calls: each is refused
-    naming it, from Python, the CLI and the plan, before any work (the batch size 0 took one file per chunk)."""
+    window, versions to keep, no worker, batch, commit, call in flight or rate of calls, or an emulator's latency,
+    fault share or port out of range: each is refused naming it, from Python, the CLI and the plan, before any
+    work (the batch size 0 took one file per chunk)."""
     from skintrack.analysis.qc import QCLimits
     from skintrack.demo import ingest_sample
 
@@ -364,6 +365,11 @@ def test_a_number_nothing_can_use_is_refused_by_name(run_cli, tmp_path):
                        (("analyze", sample / "photos", "--qps", "nan", "--dry-run"), "must be a finite number, not nan")]:
         assert said in run_cli(*args, "--study", tmp_path / "new", check=2).stderr, args
     assert not (tmp_path / "new").exists()  # refused before any study was made
+    for args, said in [(("--latency", "-1"), "latency must be at least 0, not -1.0"),
+                       (("--fail-503", "1.5"), "share_503 must be a share between 0 and 1, not 1.5"),
+                       (("--drop", "nan"), "share_drop must be a finite number, not nan"),
+                       (("--port", "70000"), "70000 is not in the range 0<=x<=65535")]:  # the emulator never starts
+        assert said in run_cli("emulate", *args, env={"AILABAPI_API_KEY": "k"}, check=2, timeout=30).stderr, args
 
 
 def test_nothing_is_written_into_the_studys_own_files(run_cli, tmp_path):

@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw, ImageStat, UnidentifiedImageError
 from ..tables.codes import CODES
 from .request import COLORS, MARKS, MAPS, MAX_BYTES, MAX_SIDE, MIN_SIDE, SIDE_RESULTS
 from ..tables.schema import WRINKLE_REGIONS
-from ..errors import UsageError
+from ..errors import UsageError, finite
 from ..sample.simulate import Latent, build_response
 from ..tables.generations import NAMES, downgrade
 
@@ -74,6 +74,15 @@ class EmulatorConfig:
     echo_key: str = ""  # a careless server repeats the key it was sent in its 401: as is ("plain"), "json-slash"
     # (a JSON encoder that writes / as \/), "percent", "base64" (of `key:`, as HTTP Basic), "unicode" (\uXXXX)
     seed: int = 0
+
+    def __post_init__(self):  # a latency below 0, a share of 1.5 or NaN: silently something else than asked
+        for name in ("latency", "latency_spread", "retry_after"):
+            if finite(getattr(self, name), name) < 0:
+                raise UsageError(f"{name} must be at least 0, not {getattr(self, name)!r}")
+        shares = {f"share_{k}": getattr(self, f"share_{k}") for k in ("429", "503", "500", "drop", "truncate")}
+        for name, share in {**shares, **self.codes}.items():
+            if not 0 <= finite(share, name) <= 1:
+                raise UsageError(f"{name} must be a share between 0 and 1, not {share!r}")
 
 
 class Emulator:
