@@ -177,6 +177,9 @@ def test_raters_equal_r_psych_and_statsmodels(rscript, tmp_path, demo):  # noqa:
     cases["small, 2 raters"] = np.column_stack([np.clip(truth + rng.integers(-1, 2, 30), 0, 5),
                                                 np.clip(truth + rng.integers(-1, 2, 30), 0, 5)]).astype(float)
     cases["3 raters"] = np.column_stack([np.clip(truth + rng.integers(-1, 2, 30), 0, 5) for _ in range(3)]).astype(float)
+    low = rng.integers(0, 5, 12).astype(float)  # no residual: Satterthwaite's df at its limit, as psych reaches it
+    cases["one rater a grade above the other"] = np.column_stack([low, low + 1])
+    cases["the raters agree on every grade"] = np.column_stack([low, low])
     levels = [0.0, 1, 2, 3, 4, 5]
     for name, x in cases.items():
         pd.DataFrame(x, columns=[f"R{i + 1}" for i in range(x.shape[1])]).to_csv(tmp_path / "x.csv", index=False)
@@ -194,6 +197,9 @@ def test_raters_equal_r_psych_and_statsmodels(rscript, tmp_path, demo):  # noqa:
             sm = cohens_kappa(table.to_numpy(), wt="quadratic")
             assert kw["estimate"] == pytest.approx(sm.kappa, rel=1e-12)
             assert kw["ci_low"] == pytest.approx(max(-1, sm.kappa_low), rel=1e-9)
+    same = np.ones((5, 2))  # every grade the same: neither is defined (psych: NaN), and no warning says so
+    for got in (icc2(same), weighted_kappa(same[:, 0], same[:, 1], levels)):
+        assert np.isnan([got["estimate"], got["ci_low"], got["ci_high"]]).all()
     table = demo.raters()
     assert table["statistic"].tolist() == ["ICC(2,1)", "weighted kappa (quadratic)"]
     assert table.at[0, "n"] == 96 and table.at[0, "raters"] == "R1, R2"

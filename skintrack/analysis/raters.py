@@ -43,14 +43,17 @@ def icc2(x: np.ndarray, alpha: float = 0.05) -> dict:
     ss_cols = n * ((x.mean(axis=0) - grand) ** 2).sum()
     ss_err = ((x - grand) ** 2).sum() - ss_rows - ss_cols
     msb, msj, mse = ss_rows / (n - 1), ss_cols / (k - 1), ss_err / ((n - 1) * (k - 1))
-    icc = (msb - mse) / (msb + (k - 1) * mse + k * (msj - mse) / n)
-    fj = msj / mse
-    vn = (k - 1) * (n - 1) * (k * icc * fj + n * (1 + (k - 1) * icc) - k * icc) ** 2
-    vd = (n - 1) * k ** 2 * icc ** 2 * fj ** 2 + (n * (1 + (k - 1) * icc) - k * icc) ** 2
-    v = vn / vd
-    f_u, f_l = dist.f_ppf(1 - alpha / 2, n - 1, v), dist.f_ppf(1 - alpha / 2, v, n - 1)
-    low = n * (msb - f_u * mse) / (f_u * (k * msj + (k * n - k - n) * mse) + n * msb)
-    high = n * (f_l * msb - mse) / (k * msj + (k * n - k - n) * mse + n * f_l * msb)
+    with np.errstate(divide="ignore", invalid="ignore"):  # every grade the same: no ICC at all, NaN without a warning
+        icc = (msb - mse) / (msb + (k - 1) * mse + k * (msj - mse) / n)
+        fj = msj / mse
+        vn = (k - 1) * (n - 1) * (k * icc * fj + n * (1 + (k - 1) * icc) - k * icc) ** 2
+        vd = (n - 1) * k ** 2 * icc ** 2 * fj ** 2 + (n * (1 + (k - 1) * icc) - k * icc) ** 2
+        # no residual (the raters agree, up to a constant shift): Fj is infinite and Satterthwaite's df at its
+        # limit, k - 1, which R's psych reaches through a residual of rounding size
+        v = vn / vd if mse != 0 else k - 1.0
+        f_u, f_l = dist.f_ppf(1 - alpha / 2, n - 1, v), dist.f_ppf(1 - alpha / 2, v, n - 1)
+        low = n * (msb - f_u * mse) / (f_u * (k * msj + (k * n - k - n) * mse) + n * msb)
+        high = n * (f_l * msb - mse) / (k * msj + (k * n - k - n) * mse + n * f_l * msb)
     return {"estimate": float(icc), "ci_low": float(low), "ci_high": float(high), "n": n}
 
 
@@ -70,12 +73,13 @@ def weighted_kappa(a, b, levels) -> dict:
     w = 1 - (i - j) ** 2 / (m - 1) ** 2
     wpo, wpc = (w * x).sum(), (w * np.outer(rs, cs)).sum()
     row_w, col_w = w @ cs, rs @ w  # each row's (column's) mean weight under the other rater's margins
-    var = ((x * (w * (1 - wpc) - np.add.outer(row_w, col_w) * (1 - wpo)) ** 2).sum()
-           - (wpo * wpc - 2 * wpc + wpo) ** 2) / (n * (1 - wpc) ** 4)
-    kappa = (wpo - wpc) / (1 - wpc)
+    with np.errstate(divide="ignore", invalid="ignore"):  # both raters give one grade throughout: no kappa (NaN)
+        var = ((x * (w * (1 - wpc) - np.add.outer(row_w, col_w) * (1 - wpo)) ** 2).sum()
+               - (wpo * wpc - 2 * wpc + wpo) ** 2) / (n * (1 - wpc) ** 4)
+        kappa = (wpo - wpc) / (1 - wpc)
     half = Z * math.sqrt(max(var, 0.0))
-    return {"estimate": float(kappa), "ci_low": float(max(-1.0, kappa - half)),
-            "ci_high": float(min(1.0, kappa + half)), "n": int(n)}
+    return {"estimate": float(kappa), "ci_low": float(np.clip(kappa - half, -1, 1)),  # NaN stays NaN
+            "ci_high": float(np.clip(kappa + half, -1, 1)), "n": int(n)}
 
 
 def raters(study, metrics=None) -> pd.DataFrame:
