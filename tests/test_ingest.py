@@ -143,6 +143,9 @@ BAD_INPUTS = {
     "deep.json": lambda good: b'{"result": ' + b'{"a": ' * 3000 + b"1" + b"}" * 3000 + b"}",
     "latin1.json": lambda good: good.replace(b'"log_id": "75751238"', b'"log_id": "caf\xe9"'),
     "bad.json.gz": lambda good: b"\x1f\x8b not really gzip",
+    "bom.json": lambda good: b"\xef\xbb\xbf" + good,  # saved by an editor or PowerShell
+    "utf16.json": lambda good: good.decode().encode("utf-16"),
+    "utf16le.json": lambda good: good.decode().encode("utf-16-le"),
 }
 
 
@@ -167,6 +170,10 @@ def test_bad_input_is_rejected_and_the_rest_ingested(tmp_path, run_cli):
                 "no-result.json": "no `result`", "string-number.json": "total_score: expected a number",
                 "nan.json": "not valid JSON", "infinity.json": "not valid JSON", "deep.json": "not valid JSON",
                 "latin1.json": "not valid JSON", "bad.json.gz": "not a readable gzip file",
+                "bom.json": "not valid JSON (the file starts with a UTF-8 byte order mark; the API sends UTF-8 "
+                            "without one: save the response as it came)",
+                "utf16.json": "the file starts with a UTF-16 byte order mark",
+                "utf16le.json": "the file is UTF-16 or UTF-32 text; the API sends UTF-8",
                 "m.csv:2": "listed more than once", "m.csv:3": "listed more than once",
                 "m.csv:4": "ghost.json does not exist"}
     for name, fragment in expected.items():

@@ -264,7 +264,7 @@ def _read_chunk(study: Path, paths: list[str]) -> dict:
             try:
                 doc = orjson.loads(data)
             except orjson.JSONDecodeError as e:
-                raise InvalidResponse(f"not valid JSON ({e})") from None
+                raise InvalidResponse(f"not valid JSON ({_encoding_said(data) or e})") from None
             flat = flatten(doc)
             _refuse_non_analysis(flat["analyses"][0])
             converted = {t: _point_rows(t, flat.pop(t), aid) for t in POINT_TABLES}
@@ -558,6 +558,26 @@ class Part:
         store.commit(self.con, "ingest", self.info)
         if not last:
             self._open()
+
+
+BOMS = {b"\xef\xbb\xbf": "UTF-8", b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32",
+        b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+
+
+def _encoding_said(data: bytes) -> str | None:
+    """Why a file that may well hold a response is not JSON as the API sends it (UTF-8 without a byte order
+    mark), when it was saved in another encoding (an editor, PowerShell's Out-File); None otherwise.
+
+    >>> _encoding_said(bytes.fromhex("efbbbf") + b"{}")
+    'the file starts with a UTF-8 byte order mark; the API sends UTF-8 without one: save the response as it came'
+    """
+    for mark, name in BOMS.items():
+        if data.startswith(mark):
+            return (f"the file starts with a {name} byte order mark; the API sends UTF-8 without one: save the "
+                    "response as it came")
+    if b"\x00" in data[:4]:
+        return "the file is UTF-16 or UTF-32 text; the API sends UTF-8: save the response as it came"
+    return None
 
 
 def _chunks(paths: list[str], most: int, most_bytes: int = CHUNK_BYTES) -> list[list[str]]:
