@@ -59,6 +59,9 @@ SESSION_TYPES = {"analysis_id": pa.string(), "subject_id": pa.string(), "visit":
 META_SUFFIX = ".meta.json"
 MAX_RESPONSE_BYTES = 256 * 2**20  # the largest real response, every map included, is under 10 MiB
 _MEDIA = {b"\xff\xd8": ("image/jpeg", "jpg"), b"\x89P": ("image/png", "png")}
+# the byte order marks of a response saved in another encoding (UTF-32's before UTF-16's, which begin them)
+BOMS = {b"\xef\xbb\xbf": "UTF-8", b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32",
+        b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 
 @dataclass
@@ -558,10 +561,6 @@ class Part:
         store.commit(self.con, "ingest", self.info)
         if not last:
             self._open()
-
-
-BOMS = {b"\xef\xbb\xbf": "UTF-8", b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32",
-        b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 
 def _encoding_said(data: bytes) -> str | None:
