@@ -389,3 +389,27 @@ def test_nothing_is_written_into_the_studys_own_files(run_cli, tmp_path):
         assert "which skintrack manages: write it outside them" in proc.stderr
     assert sorted(p.relative_to(s.path) for p in s.path.rglob("*")) == before
     assert [p.name for p in export(s, tmp_path / "adam", ["csv"])] == ["adsl.csv", "adskin.csv", "define.csv"]
+
+
+def test_a_metric_named_twice_is_refused(run_cli, tmp_path):
+    """A metric listed twice would be counted twice: its Holm and BH p-values doubled (0.032 read 0.064), an
+    export's parameter written twice. Every helper that takes a list of metrics refuses it, naming it; the plan's
+    endpoints may name a metric at two visits, and the defaults drawn from them take it once."""
+    from skintrack.show.export import export
+    from skintrack.show.report import build_report
+
+    s = demo_study()
+    said = "score.water is named twice: name each metric once"
+    twice = ["score.water", "score.rough", "score.water"]
+    for name, ask in [("compare", lambda: s.compare(twice, "D0", "W12")), ("claims", lambda: s.claims(twice)),
+                      ("repeatability", lambda: s.repeatability(twice)), ("raters", lambda: s.raters(twice)),
+                      ("export", lambda: export(s, tmp_path / "adam", ["csv"], twice)),
+                      ("report", lambda: build_report(s, tmp_path / "r", twice, pdf=False))]:
+        with pytest.raises(UsageError) as e:
+            ask()
+        assert str(e.value) == said, name
+    assert not (tmp_path / "adam").exists() and not (tmp_path / "r").exists()
+    proc = run_cli("compare", s.path, "score.water", "score.water", "--baseline", "D0", "--followup", "W12", check=2)
+    assert said in proc.stderr
+    once = s.compare(["score.water", "score.rough"], "D0", "W12")
+    assert once["p_holm"].notna().all() and len(once) == 4

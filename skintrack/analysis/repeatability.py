@@ -87,10 +87,10 @@ def repeat_values(study, metrics) -> pd.DataFrame:
 
 def repeatability(study, metrics=None) -> pd.DataFrame:
     """Per metric (default: every score, plus the plan's endpoints): repeatability from repeat captures."""
-    if metrics is None:
-        from ..tables.catalog import catalog
+    from ..tables.catalog import catalog, metric_list
 
+    if metrics is None:
         cat = catalog()
         metrics = list(dict.fromkeys(cat.loc[cat["family"] == "score", "key"].tolist()
                                      + [e.metric for e in study.plan.endpoints]))
-    return repeatability_table(repeat_values(study, [metrics] if isinstance(metrics, str) else metrics))
+    return repeatability_table(repeat_values(study, metric_list(metrics)))

@@ -16,7 +16,7 @@ import weakref
 
 import pandas as pd
 
-from ..errors import UnknownMetric
+from ..errors import UnknownMetric, UsageError
 from .schema import DECLARED_BLOCKS, DECLARED_FIELDS, DETECTION_KINDS, LABELS, REGIONS, SEVERITY_100_BANDS
 
 COLUMNS = ["key", "family", "feature", "region", "measure", "type", "description", "unit", "range", "lo", "hi",
@@ -149,6 +149,25 @@ def metric_info(key: str) -> dict:
         close = difflib.get_close_matches(str(key), list(_by_key()) + list(_MEASURES), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `skintrack metrics` lists them"
         raise UnknownMetric(f"unknown metric {key!r}{hint}") from None
+
+
+def metric_list(metrics) -> list[str]:
+    """`metrics` (one key or several) as a list of known keys in their order. A key named twice is refused: it
+    would be counted twice (in a multiplicity adjustment across the metrics, in an export's parameters).
+
+    >>> metric_list("score.total")
+    ['score.total']
+    >>> metric_list(["score.total", "score.water", "score.total"])
+    Traceback (most recent call last):
+    ...
+    skintrack.errors.UsageError: score.total is named twice: name each metric once
+    """
+    keys = [metrics] if isinstance(metrics, str) else list(metrics)
+    for key in keys:
+        metric_info(key)
+    if twice := sorted({k for k in keys if keys.count(k) > 1}):
+        raise UsageError(f"{', '.join(twice)} {'is' if len(twice) == 1 else 'are'} named twice: name each metric once")
+    return keys
 
 
 def metric_keys() -> list[str]:
