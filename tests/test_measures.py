@@ -233,3 +233,17 @@ def test_the_cli_lists_the_measures_and_their_raters(run_cli, demo):
     out = run_cli("raters", demo.path, check=0).stdout
     assert "ICC(2,1)" in out and "weighted kappa" in out
     assert "nothing to ingest" in run_cli("ingest", "--study", demo.path, check=2).stderr
+
+
+def test_a_studys_measure_keys_are_its_own_after_another_study_queried(demo, tmp_path):
+    """Two studies in one process: one without measures queries last; the other's helpers that take a list of
+    metrics still know its measure keys before they run any query of their own (the export checked them against
+    the other study's, found by the Spark test)."""
+    other = skintrack.open(_study(tmp_path))
+    assert other.sql("SELECT count(*) AS n FROM measures")["n"].tolist() == [0]  # its (no) measures declared last
+    assert demo.metric_list(["score.water", "measure.corneometer"]) == ["score.water", "measure.corneometer"]
+    other.sql("SELECT 1")
+    files = skintrack.export(demo, tmp_path / "adam", ["csv"], metrics=["measure.corneometer"])
+    assert "measure.corneometer" in (tmp_path / "adam" / "adskin.csv").read_text() and len(files) == 3
+    with pytest.raises(skintrack.UnknownMetric):
+        other.metric_list("measure.corneometer")

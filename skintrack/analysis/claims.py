@@ -23,7 +23,7 @@ import pandas as pd
 import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
-from ..tables.catalog import metric_info, metric_list
+from ..tables.catalog import metric_info
 from .stats import one_sample_t, t_interval, wilson
 
 COLUMNS = ["metric", "arm", "visit", "n", "baseline_mean", "mean_change", "change_ci_low", "change_ci_high",
@@ -39,7 +39,7 @@ def claims(study, metrics=None, test: str = "paired_t", exclude_flagged: bool | 
         raise UsageError(f"test {test!r}: use {' or '.join(TESTS)}")
     plan = study.plan
     # the plan may name a metric at two visits: its endpoints' metrics once each
-    metrics = metric_list(metrics) if metrics else list(dict.fromkeys(e.metric for e in plan.endpoints))
+    metrics = study.metric_list(metrics) if metrics else list(dict.fromkeys(e.metric for e in plan.endpoints))
     if not metrics:
         raise UsageError("no metrics: name them, or give the plan its endpoints")
     arms = study.sql("SELECT subject_id, arm FROM subjects") if "arm" in study.columns("subjects") else None

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..tables.catalog import metric_info, metric_list
+from ..tables.catalog import metric_info
 from . import dist
 from .stats import Z
 
@@ -87,7 +87,7 @@ def raters(study, metrics=None) -> pd.DataFrame:
     for graded measures, the weighted kappa of each pair of raters (see the module docstring)."""
     grades = study.sql("SELECT 'measure.' || measure AS metric, subject_id, visit, rater, avg(value) AS value "
                        "FROM measures WHERE rater IS NOT NULL GROUP BY ALL ORDER BY metric, rater")
-    keys = metric_list(metrics) if metrics else list(grades["metric"].unique())
+    keys = study.metric_list(metrics) if metrics else list(grades["metric"].unique())
     rows = []
     for key in keys:
         info = metric_info(key)

@@ -87,10 +87,10 @@ def repeat_values(study, metrics) -> pd.DataFrame:
 
 def repeatability(study, metrics=None) -> pd.DataFrame:
     """Per metric (default: every score, plus the plan's endpoints): repeatability from repeat captures."""
-    from ..tables.catalog import catalog, metric_list
+    from ..tables.catalog import catalog
 
     if metrics is None:
         cat = catalog()
         metrics = list(dict.fromkeys(cat.loc[cat["family"] == "score", "key"].tolist()
                                      + [e.metric for e in study.plan.endpoints]))
-    return repeatability_table(repeat_values(study, metric_list(metrics)))
+    return repeatability_table(repeat_values(study, study.metric_list(metrics)))

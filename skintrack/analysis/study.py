@@ -26,7 +26,7 @@ from .. import kept
 from ..errors import UsageError
 from ..show import display  # helpers label their frames for Jupyter (like the plot accessor: DEVELOPERS.md)
 from ..tables import keys, measures, store, versions
-from ..tables.catalog import declare_measures, measures_owner
+from ..tables.catalog import declare_measures, measures_owner, metric_list
 from ..tables.plan import FILE as PLAN_FILE
 from ..tables.plan import Plan
 from . import agreement as agreement_, claims as claims_, instrument, qc, raters as raters_, selection, trends, trial
@@ -319,8 +319,7 @@ class Study:
         >>> open(tempfile.mkdtemp()).sql("select ? + 1 as two", [1])["two"].tolist()
         [2]
         """
-        if self._measure_rows is not None and measures_owner() is not self:  # another study queried since
-            declare_measures(self._measure_rows, self)
+        self._own_measures()
         if isinstance(params, dict):  # bind what the query names (builders pass what their rules might use)
             params = _named(params, query)
         if self._engine is not None:
@@ -351,6 +350,24 @@ class Study:
                 self._results.clear()
             self._results[key] = result.copy()
         return result
+
+    def _own_measures(self) -> None:
+        """Make this study's measures the keys measure.<name> again if another study declared its own since."""
+        if self._measure_rows is not None and measures_owner() is not self:
+            declare_measures(self._measure_rows, self)
+
+    def metric_list(self, metrics) -> list[str]:
+        """`metrics` (one key or several) checked against this study's keys, its measures included: known, and
+        none named twice (`skintrack.tables.catalog.metric_list`).
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> demo_study().metric_list("measure.corneometer")
+        ['measure.corneometer']
+        """
+        self._own_measures()
+        return metric_list(metrics)
 
     def _from_kept_records(self, query: str, params, make: bool = True):
         """`query` and its parameters reading the records it computes (`selection.records_sql`) from a

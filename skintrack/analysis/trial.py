@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError, finite
-from ..tables.catalog import metric_info, metric_list
+from ..tables.catalog import metric_info
 from . import endpoints as ep
 from . import multiplicity as mult
 from .covariance import FALLBACK
@@ -60,7 +60,7 @@ def compare(study, metrics, baseline: str, followup: str, test: str = "paired_t"
     arms = _arms(study)
     r = study.rules(exclude_flagged)
     rows = []
-    for key in metric_list(metrics):
+    for key in study.metric_list(metrics):
         sql, params = observations_sql(key, r)
         pairs = study.sql(f"""WITH {sql}
             SELECT b.subject_id, b.value AS before, f.value AS after FROM tl b JOIN tl f USING (subject_id)

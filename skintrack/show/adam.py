@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.selection import records_sql
-from ..tables.catalog import catalog, declared_measures, metric_info, metric_list
+from ..tables.catalog import catalog, declared_measures, metric_info
 
 FAMILY = {"score": "SC", "count": "CN", "area": "AR", "severity": "SV", "tone": "TN", "wrinkle": "WR", "skin": "SK"}
 ADSL_LABELS = {"STUDYID": "Study Identifier", "USUBJID": "Unique Subject Identifier",
@@ -150,7 +150,7 @@ def adam(study, metrics=None) -> tuple[pd.DataFrame, pd.DataFrame]:
         cat = catalog()
         metrics = list(dict.fromkeys(cat.loc[(cat["family"] == "score") & (cat["region"].isna()), "key"].tolist()
                                      + [e.metric for e in plan.endpoints]))
-    metrics = metric_list(metrics)
+    metrics = study.metric_list(metrics)
     studyid = plan.protocol or study.path.name
     r = study.rules()
     records = {key: _records(study, key, r) for key in metrics}

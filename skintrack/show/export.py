@@ -22,7 +22,6 @@ from .. import __version__
 from ..errors import UsageError
 from ..sinks import spreadsheet_frame, xlsx_workbook
 from ..tables import store
-from ..tables.catalog import metric_list
 from .adam import adam
 
 FORMATS = ("xpt", "parquet", "csv", "xlsx", "json")
@@ -56,7 +55,7 @@ def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
         raise UsageError(f"unknown export format {', '.join(sorted(unknown))}: use {', '.join(FORMATS)}")
     out = store.check_output(study.path, out)
     if metrics is not None:
-        metric_list(metrics)  # before any folder is made
+        study.metric_list(metrics)  # before any folder is made
     out.mkdir(parents=True, exist_ok=True)
     adsl, adskin = adam(study, metrics)
     datasets = {"ADSL": adsl, "ADSKIN": adskin}

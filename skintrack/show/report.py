@@ -44,7 +44,7 @@ from ..errors import UsageError
 from ..sinks import css_string, file_name
 from ..sinks import html as html_text
 from ..tables import store
-from ..tables.catalog import metric_info, metric_list
+from ..tables.catalog import metric_info
 from . import charts
 from .document import HEADERS, ROUNDING, Document, Flow, Text, fmt_p
 
@@ -690,7 +690,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
 
     t0 = time.perf_counter()
     out = store.check_output(study.path, out)
-    metrics = metric_list(metrics or DEFAULT_METRICS)
+    metrics = study.metric_list(metrics or DEFAULT_METRICS)
     if paper not in PAPER:
         raise UsageError(f"paper {paper!r}: use a4 or letter")
     out.mkdir(parents=True, exist_ok=True)  # once every argument is checked
