@@ -1,5 +1,5 @@
 """One exception tree for skintrack, and the checks that refuse a number nothing can use (`finite`, `whole`,
-`is_number`).
+`is_number`, `is_whole`).
 
 ::
 
@@ -128,9 +128,15 @@ def is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def finite(value, what: str, positive: bool = False) -> float:
-    """`value` as a float when it is a finite number (above 0 when `positive`), else a `UsageError` naming
-    `what`: a threshold, margin or window of NaN or infinity would pass every comparison or none, silently.
+def is_whole(value) -> bool:
+    """An integer (a numpy one too), not a boolean."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def finite(value, what: str, positive: bool = False, least: float | None = None) -> float:
+    """`value` as a float when it is a finite number (above 0 when `positive`, at least `least` if given), else
+    a `UsageError` naming `what`: a threshold, margin or window of NaN or infinity would pass every comparison
+    or none, silently.
 
     >>> finite(2, "the responder threshold")
     2.0
@@ -141,6 +147,8 @@ def finite(value, what: str, positive: bool = False) -> float:
     """
     if not is_number(value) or (positive and value <= 0):
         raise UsageError(f"{what} must be a finite number{' above 0' if positive else ''}, not {value!r}")
+    if least is not None and value < least:
+        raise UsageError(f"{what} must be at least {least:g}, not {value!r}")
     return float(value)
 
 
@@ -152,6 +160,6 @@ def whole(value, what: str, least: int = 1) -> int:
     ...
     skintrack.errors.UsageError: workers must be a whole number of at least 1, not 0
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+    if not is_whole(value) or value < least:
         raise UsageError(f"{what} must be a whole number of at least {least}, not {value!r}")
     return int(value)

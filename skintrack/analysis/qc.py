@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..errors import UsageError, finite
+from ..errors import finite
 from ..tables.schema import CAPTURE, CAPTURE_SQL
 
 FLAGS = {
@@ -42,8 +42,7 @@ class QCLimits:
 
     def __post_init__(self):  # a NaN limit would flag nothing, silently
         for name, value in asdict(self).items():
-            if finite(value, f"the QC limit {name}") < 0:
-                raise UsageError(f"the QC limit {name} must be at least 0, not {value!r}")
+            finite(value, f"the QC limit {name}", least=0)
 
     def params(self) -> dict:
         return {f"qc_{k}": v for k, v in asdict(self).items()}

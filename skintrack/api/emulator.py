@@ -77,8 +77,7 @@ class EmulatorConfig:
 
     def __post_init__(self):  # a latency below 0, a share of 1.5 or NaN: silently something else than asked
         for name in ("latency", "latency_spread", "retry_after"):
-            if finite(getattr(self, name), name) < 0:
-                raise UsageError(f"{name} must be at least 0, not {getattr(self, name)!r}")
+            finite(getattr(self, name), name, least=0)
         shares = {f"share_{k}": getattr(self, f"share_{k}") for k in ("429", "503", "500", "drop", "truncate")}
         for name, share in {**shares, **self.codes}.items():
             if not 0 <= finite(share, name) <= 1:

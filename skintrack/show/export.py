@@ -54,10 +54,8 @@ def export(study, out, formats=FORMATS, metrics=None) -> list[Path]:
     if unknown:
         raise UsageError(f"unknown export format {', '.join(sorted(unknown))}: use {', '.join(FORMATS)}")
     out = store.check_output(study.path, out)
-    if metrics is not None:
-        study.metric_list(metrics)  # before any folder is made
+    adsl, adskin = adam(study, metrics)  # (which checks the metrics) before any folder is made
     out.mkdir(parents=True, exist_ok=True)
-    adsl, adskin = adam(study, metrics)
     datasets = {"ADSL": adsl, "ADSKIN": adskin}
     listing = define(datasets, f"{study.path}, {study.version_note}")
     written = []

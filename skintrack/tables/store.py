@@ -32,7 +32,6 @@ import errno
 import fcntl
 import getpass
 import json
-import numbers
 import os
 import random
 import re
@@ -46,7 +45,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ..errors import StoreError, UsageError
+from ..errors import StoreError, UsageError, is_whole
 from ..sinks import sql_identifier, sql_literal
 from . import extensions, keys
 from .catalog import metric_keys
@@ -226,7 +225,7 @@ def check_version(con: duckdb.DuckDBPyConnection, version) -> int:
     """`version` (an int: a numpy integer read from `history()` is one; a boolean is not) if the study keeps it,
     else a `UsageError` naming the versions it has."""
     kept = [r[0] for r in con.execute(f"SELECT snapshot_id FROM {LAKE}.snapshots() ORDER BY 1").fetchall()]
-    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or int(version) not in kept:
+    if not is_whole(version) or int(version) not in kept:
         have = f"{kept[0]}-{kept[-1]}" if kept else "none"
         raise UsageError(f"version {version!r}: this study keeps versions {have} (skintrack history lists them)")
     return int(version)
