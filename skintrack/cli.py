@@ -862,7 +862,8 @@ def compact(study, keep_days):
     _open(study)  # converts an old study, refuses a folder that is none
     done = versions.compact_study(study, keep_days)
     _say(f"most data files of one table: {done['files_before']} -> {done['files_after']}; "
-         f"versions expired: {done['expired']}; files deleted: {done['deleted']}")
+         f"versions expired: {done['expired']}; files deleted: {done['deleted']}"
+         + (f" ({done['waiting']} wait while a reader holds an older version)" if done.get("waiting") else ""))
 
 
 @main.command()

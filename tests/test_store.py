@@ -3,6 +3,7 @@ compaction, a team study on a real PostgreSQL server, and the upgrade of a study
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import re
@@ -149,21 +150,55 @@ def test_two_writers_on_one_machine_take_turns(small, sample, run_cli):
     assert run_cli("ingest", sample / "responses", "--study", small, "--quiet").returncode == 0
 
 
+def _files(study) -> tuple[int, int, int]:
+    """(Parquet files on disk, data and delete files the catalog lists, files waiting to be deleted)."""
+    con = store.connect(study, views=False)
+    data, deletes, waiting = (con.execute(f"SELECT count(*) FROM __ducklake_metadata_{store.LAKE}.ducklake_{t}")
+                              .fetchall()[0][0] for t in ("data_file", "delete_file", "files_scheduled_for_deletion"))
+    return len(list((study / "lake").rglob("*.parquet"))), data + deletes, waiting
+
+
 def test_expiry_keeps_what_a_reader_holds(small, sample, run_cli):
     held = skintrack.open(small, version=skintrack.open(small).version)
     skintrack.ingest([sample / "responses"], small)
     skintrack.ingest([sample / "responses"], small, manifest=_relabel(sample, small.parent, "W8", "Week8"))
-    run_cli("compact", small, "--keep-days", "0", check=0)
+    proc = run_cli("compact", small, "--keep-days", "0", check=0)
     kept = skintrack.open(small).history()["version"].tolist()
     assert held.version in kept and min(kept) == held.version  # older ones went, the held one stayed
     assert held.sql("select count(*) n from analyses")["n"].tolist() == [24]
+    on_disk, listed, waiting = _files(small)  # merged files a query of the reader may have listed stay meanwhile
+    assert waiting > 0 and on_disk == listed + waiting and f"({waiting} wait while a reader holds" in proc.stdout
     version = held.version
-    del held  # the reader goes away: its version may now expire
+    del held  # the reader goes away: its version may now expire, and those files be deleted
     proc = run_cli("compact", small, "--keep-days", "0", check=0)
     assert "versions expired: 0" not in proc.stdout
     assert version not in skintrack.open(small).history()["version"].tolist()
+    on_disk, listed, waiting = _files(small)
+    assert waiting == 0 and on_disk == listed
     now = skintrack.open(small)
     assert now.sql("select count(*) n from analyses where visit = 'Week8'")["n"].tolist() == [24]
+
+
+def test_a_reader_is_marked_before_it_chooses_its_version_and_stays_marked(small, monkeypatch):
+    """Compaction deletes files only no marked reader may read: a reader's mark is there before it picks its
+    version, and a compaction that looks between the mark's creation and its lock (and so removes it as a gone
+    reader's) does not leave the reader unmarked."""
+    real_flock, real_connect, seen = fcntl.flock, store.connect, {}
+
+    def flock(fh, how):
+        if how == fcntl.LOCK_SH and "racing" not in seen:
+            seen["racing"] = versions.held_versions(small)  # finds the mark not locked yet, and removes it
+        return real_flock(fh, how)
+
+    def connect(study, *args, **kwargs):
+        seen.setdefault("choosing", versions.held_versions(small))
+        return real_connect(study, *args, **kwargs)
+
+    monkeypatch.setattr(versions.fcntl, "flock", flock)
+    monkeypatch.setattr(store, "connect", connect)
+    reader = skintrack.open(small)
+    assert seen == {"racing": [], "choosing": [0]}  # while it chooses, it holds every version
+    assert versions.held_versions(small) == [reader.version]
 
 
 def test_small_ingests_are_compacted_by_themselves(tmp_path, sample, monkeypatch):

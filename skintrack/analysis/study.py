@@ -96,6 +96,8 @@ class Study:
 
     def _connect(self, version=None) -> None:
         self._on_disk = store.is_study(self.path)
+        if self._on_disk:  # held before the version is chosen: nothing expires or is deleted under it meanwhile
+            self._reader.hold(0)
         self.con = store.connect(self.path, version)
         self._stamp = self._catalog_stamp()
         self._pin(store.views_version(self.con))

@@ -6,7 +6,8 @@ version. `history` lists them; `skintrack.open(DIR, version=N)` reads one.
 The expiry policy: versions are kept until `compact(..., keep_days=N)` is asked to drop those older than
 N days. Even then the newest version is kept, and so is every version an open reader on this machine is
 holding (and every version after it), so that nothing is expired under a reader. Files that no version
-needs any more are deleted only by that same call.
+needs any more are deleted only by that same call, and only once no reader holds a version older than the
+newest (a query of such a reader may have listed files merged since).
 
 Example
 -------
@@ -77,12 +78,24 @@ class Reader:
         with contextlib.suppress(OSError):
             if self.fh is None:
                 self.path.parent.mkdir(exist_ok=True)
-                self.fh = open(self.path, "w")
-                fcntl.flock(self.fh, fcntl.LOCK_SH)
+                self.fh = self._locked_mark()
             self.fh.seek(0)
             self.fh.truncate()
             self.fh.write(str(version))
             self.fh.flush()
+
+    def _locked_mark(self):
+        """The mark, open and locked. `held_versions` removes an unlocked mark: one it removed between our open and
+        our lock is made again."""
+        while True:
+            fh = open(self.path, "a+")
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino:
+                    return fh
+            except FileNotFoundError:
+                pass
+            fh.close()
 
     def close(self) -> None:
         if self.fh is not None:
@@ -136,11 +149,22 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
                                               "AND snapshot_id < ?", [cutoff, oldest_held]).to_arrow_table().to_pandas()["snapshot_id"]]
         if expire:
             con.execute(f"CALL ducklake_expire_snapshots('{LAKE}', versions => ?)", [expire])
-        deleted = con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)").fetchall()
+        deleted, waiting = delete_unneeded(con, oldest_held, latest)
         orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => ?)",
                               [dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE]).fetchall()
-        done.update(expired=len(expire), deleted=len(deleted) + len(orphans))
+        done.update(expired=len(expire), deleted=deleted + len(orphans), waiting=waiting)
     return done
+
+
+def delete_unneeded(con: duckdb.DuckDBPyConnection, oldest_held: int, latest: int) -> tuple[int, int]:
+    """Delete the data files no kept version lists (merged into others, or only in expired versions): (deleted,
+    waiting). While a reader holds a version older than the newest, a query of it may have listed files merged
+    since, so none is deleted yet: a later compaction deletes them. (DuckLake's own `older_than` cannot tell
+    which are safe: on a SQLite catalog it compares times as text in two formats, and so matches every file.)"""
+    if oldest_held < latest:
+        waiting = con.execute(f"SELECT count(*) FROM __ducklake_metadata_{LAKE}.ducklake_files_scheduled_for_deletion")
+        return 0, waiting.fetchall()[0][0]
+    return len(con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)").fetchall()), 0
 
 
 def compact_study(study, keep_days: float | None = None) -> dict:
