@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import skintrack
-from skintrack.tables import store, versions
+from skintrack.tables import check, store, versions
 
 from conftest import FIXTURES, debian_install, responses
 
@@ -199,6 +199,27 @@ def test_a_reader_is_marked_before_it_chooses_its_version_and_stays_marked(small
     reader = skintrack.open(small)
     assert seen == {"racing": [], "choosing": [0]}  # while it chooses, it holds every version
     assert versions.held_versions(small) == [reader.version]
+
+
+def test_files_a_compaction_deletes_during_a_check_are_no_damage(small, sample, monkeypatch):
+    """`skintrack check` (and the check before each compaction) lists the catalog's files, then reads each: a
+    compaction in between that merges them and deletes the originals has damaged nothing."""
+    skintrack.ingest([sample / "responses"], small)
+    real, compacted = check._listed_files, []
+
+    def listed_then_compacted(con, data_path):
+        files = real(con, data_path)
+        if not compacted:
+            compacted.append("compacting")  # (the compaction's own check lists them as they are)
+            compacted[0] = versions.compact_study(small, keep_days=0)
+        return files
+
+    monkeypatch.setattr(check, "_listed_files", listed_then_compacted)
+    assert check.store_problems(small).empty
+    assert compacted[0]["deleted"] > 0  # some of the files it listed were gone when it read them
+    (path,) = [p for p in (small / "lake").rglob("*.parquet")][:1]
+    path.unlink()  # a file the catalog still lists is damage all the same
+    assert check.store_problems(small)["where"].tolist() == [str(path)]
 
 
 def test_small_ingests_are_compacted_by_themselves(tmp_path, sample, monkeypatch):

@@ -15,6 +15,7 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -90,6 +91,10 @@ def store_problems(study) -> pd.DataFrame:
             pq.read_metadata(path)
         except Exception as e:  # noqa: BLE001 - any unreadable footer is the same finding
             rows.append((path, f"no readable Parquet footer ({type(e).__name__}: {e})"))
+    if rows:  # a compaction may have merged or expired a file since it was listed: only a file still listed is damage
+        with contextlib.suppress(StoreError, duckdb.Error):
+            listed = {path for path, _ in store.retry_busy(_listed_files, con, store.catalog_of(study)[1])}
+            rows = [row for row in rows if row[0] in listed]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
