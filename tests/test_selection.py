@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import skintrack
+from skintrack.analysis import qc
 
 
 @pytest.fixture
@@ -120,6 +121,19 @@ def test_capture_qc_compares_with_the_plans_baseline_visit(tmp_path, sample):
     assert q.loc["SCR", "glasses_changed"]  # the screening photo is the one unlike the baseline
 
 
+def test_the_qc_reference_read_without_grouping_is_the_grouped_one_where_no_visit_holds_two(study):
+    """Where no visit holds two photo captures, a subject's one capture at the baseline is its reference: the
+    reference is then read without grouping (`qc.reference_sql`), and gives the same rows."""
+    s = skintrack.open(study)
+    assert not s.several_captures
+    grouped, single = (s.sql(f"WITH {sql} SELECT * FROM qc_reference ORDER BY ref_subject", {"qc_baseline": "D0"})
+                       for sql in (qc.REFERENCE_SQL, qc.ONE_CAPTURE_REFERENCE_SQL))
+    assert len(grouped) == 24  # every subject has its D0
+    pd.testing.assert_frame_equal(grouped, single)
+    assert qc.reference_sql(False, "D0") == qc.ONE_CAPTURE_REFERENCE_SQL
+    assert qc.reference_sql(True, "D0") == qc.reference_sql(False, None) == qc.REFERENCE_SQL  # else grouped
+
+
 @pytest.mark.parametrize("windows", ["exclude", "nearest", "nominal"])
 def test_records_kept_per_version_are_the_records_the_sql_computes(study, windows):
     """A study computes each metric's records once per version and rules (`Study._from_kept_records`); every
@@ -141,7 +155,9 @@ def test_records_kept_per_version_are_the_records_the_sql_computes(study, window
     for key, r in (("score.water", s.rules(exclude_flagged=False)), ("score.rough", s.rules())):
         sql, params = records_sql(key, r)
         query = f"WITH {sql} SELECT * FROM recs ORDER BY analysis_id"
-        pd.testing.assert_frame_equal(s.sql(query, params), computed.sql(query, params), check_exact=True)
+        recs = s.sql(query, params)
+        pd.testing.assert_frame_equal(recs, computed.sql(query, params), check_exact=True)
+        assert recs["reason"].notna().any() and (recs["used"] == recs["reason"].isna()).all()  # each rule says why
     tables = set(s._records.values())
     assert len(tables) == 3  # score.water with and without QC exclusion, score.rough
     _plan(study, windows="nominal" if windows != "nominal" else "exclude")  # a new version

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..tables.catalog import metric_info
-from .qc import FLAG_COLUMNS, FLAG_SQL, FLAGGED, REASONS, REFERENCE_SQL, QCLimits
+from .qc import FLAG_COLUMNS, FLAG_SQL, FLAGGED, REASONS, QCLimits, reference_sql
 
 TRUTHY = ("1", "true", "yes", "y")
 # records_sql's CTEs are enclosed in these comments, so that a study can compute them once per version and
@@ -116,7 +116,8 @@ def _case(r: Rules, column: str, value: str) -> str:
 def records_sql(key: str, r: Rules) -> tuple[str, dict]:
     """CTEs ending in `recs`: every record of `key` (subject_id, visit as labelled, avisit the analysis
     visit, taken_at, days since the first session, study_day, value, analysis_id, seq) with `reason`, NULL
-    for the records used."""
+    for the records used, and `used` (the same without building the text: every reason's text is whole where
+    its condition holds)."""
     on = "analysis_key" if r.keyed else "analysis_id"  # the join to the session index (tables.keys)
     source, params = metric_source(key, on)
     params = {**params, "baseline": r.baseline, "anchor": r.anchor, **_schedule_params(r)}
@@ -137,7 +138,7 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
     if r.exclude_flagged:  # the capture's QC columns are in the session index: only its subject's reference joins,
         # and before the metric's values do, so that a query keeping the records used filters the captures
         # before that join (benchmarks/study.py: slopes at 1M, 15% less CPU)
-        ctes.append(REFERENCE_SQL)
+        ctes.append(reference_sql(r.several, r.anchor))
         params.update(r.limits.params(), qc_baseline=r.anchor)
         ctes.append(f"flagged AS (SELECT *, {FLAG_COLUMNS} FROM session_index "
                     "LEFT JOIN qc_reference ON ref_subject = subject_id)")
@@ -200,7 +201,8 @@ def records_sql(key: str, r: Rules) -> tuple[str, dict]:
            FROM j {' '.join(joins)}),
     ranked AS ({ranked}),
     recs AS (SELECT subject_id, visit, avisit, taken_at, days, study_day, value, analysis_id, seq,
-                    coalesce(why, CASE WHEN pick > 1 THEN 'another capture of this visit is used' END) AS reason
+                    coalesce(why, CASE WHEN pick > 1 THEN 'another capture of this visit is used' END) AS reason,
+                    used AND NOT coalesce(pick > 1, false) AS used
              FROM ranked)""" + RECORDS_END
     return sql, params
 
@@ -211,7 +213,7 @@ def observations_sql(key: str, r: Rules) -> tuple[str, dict]:
     sql, params = records_sql(key, r)
     return sql + """,
     tl AS (SELECT subject_id, avisit AS visit, taken_at, days, value, analysis_id, seq FROM recs
-           WHERE reason IS NULL)""", params
+           WHERE used)""", params
 
 
 def out_of_window(study) -> pd.DataFrame:
