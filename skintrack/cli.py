@@ -863,7 +863,8 @@ def compact(study, keep_days):
     done = versions.compact_study(study, keep_days)
     _say(f"most data files of one table: {done['files_before']} -> {done['files_after']}; "
          f"versions expired: {done['expired']}; files deleted: {done['deleted']}"
-         + (f" ({done['waiting']} wait while a reader holds an older version)" if done.get("waiting") else ""))
+         + (f" ({done['waiting']} wait for process {', '.join(done['waiting_for'])}, reading an older version: "
+            "they are deleted by a compact after it reads again or closes)" if done.get("waiting") else ""))
 
 
 @main.command()

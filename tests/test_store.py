@@ -167,7 +167,7 @@ def test_expiry_keeps_what_a_reader_holds(small, sample, run_cli):
     assert held.version in kept and min(kept) == held.version  # older ones went, the held one stayed
     assert held.sql("select count(*) n from analyses")["n"].tolist() == [24]
     on_disk, listed, waiting = _files(small)  # merged files a query of the reader may have listed stay meanwhile
-    assert waiting > 0 and on_disk == listed + waiting and f"({waiting} wait while a reader holds" in proc.stdout
+    assert waiting > 0 and on_disk == listed + waiting and f"({waiting} wait for process {os.getpid()}, reading" in proc.stdout
     version = held.version
     del held  # the reader goes away: its version may now expire, and those files be deleted
     proc = run_cli("compact", small, "--keep-days", "0", check=0)
@@ -187,18 +187,18 @@ def test_a_reader_is_marked_before_it_chooses_its_version_and_stays_marked(small
 
     def flock(fh, how):
         if how == fcntl.LOCK_SH and "racing" not in seen:
-            seen["racing"] = versions.held_versions(small)  # finds the mark not locked yet, and removes it
+            seen["racing"] = list(versions.held_versions(small).values())  # finds the mark not locked yet, and removes it
         return real_flock(fh, how)
 
     def connect(study, *args, **kwargs):
-        seen.setdefault("choosing", versions.held_versions(small))
+        seen.setdefault("choosing", list(versions.held_versions(small).values()))
         return real_connect(study, *args, **kwargs)
 
     monkeypatch.setattr(versions.fcntl, "flock", flock)
     monkeypatch.setattr(store, "connect", connect)
     reader = skintrack.open(small)
     assert seen == {"racing": [], "choosing": [0]}  # while it chooses, it holds every version
-    assert versions.held_versions(small) == [reader.version]
+    assert list(versions.held_versions(small).values()) == [reader.version]
 
 
 def test_files_a_compaction_deletes_during_a_check_are_no_damage(small, sample, monkeypatch):

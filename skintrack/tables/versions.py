@@ -107,15 +107,16 @@ class Reader:
     __del__ = close
 
 
-def held_versions(study: Path) -> list[int]:
-    """The versions open readers hold; the marks of readers that are gone are removed."""
-    out = []
+def held_versions(study: Path) -> dict[str, int]:
+    """{reader: the version it holds} of the open readers (a reader is "<process id>-<random>"); the marks of
+    readers that are gone are removed."""
+    out = {}
     for mark in (Path(study) / ".readers").glob("*"):
         with contextlib.suppress(OSError, ValueError), open(mark, "r+") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # succeeds only when no reader holds it
             except BlockingIOError:
-                out.append(int(fh.read().strip() or 0))
+                out[mark.name] = int(fh.read().strip() or 0)
                 continue
             mark.unlink()
     return out
@@ -144,7 +145,8 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
     if keep_days is not None:
         cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=keep_days)
         latest = store.latest_version(con)
-        oldest_held = min(held_versions(study) + [latest])
+        held = held_versions(study)
+        oldest_held = min([*held.values(), latest])
         expire = [int(v) for v in con.execute(f"SELECT snapshot_id FROM {LAKE}.snapshots() WHERE snapshot_time < ? "
                                               "AND snapshot_id < ?", [cutoff, oldest_held]).to_arrow_table().to_pandas()["snapshot_id"]]
         if expire:
@@ -152,7 +154,8 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
         deleted, waiting = delete_unneeded(con, oldest_held, latest)
         orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => ?)",
                               [dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE]).fetchall()
-        done.update(expired=len(expire), deleted=deleted + len(orphans), waiting=waiting)
+        done.update(expired=len(expire), deleted=deleted + len(orphans), waiting=waiting,
+                    waiting_for=sorted({reader.split("-")[0] for reader, v in held.items() if v < latest}))
     return done
 
 
