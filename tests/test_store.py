@@ -222,6 +222,21 @@ def test_files_a_compaction_deletes_during_a_check_are_no_damage(small, sample, 
     assert check.store_problems(small)["where"].tolist() == [str(path)]
 
 
+def test_compaction_deletes_an_old_orphan_file_and_keeps_a_young_one(small, run_cli):
+    """A Parquet file no version lists is a crashed writer's, once old; a young one may be a writer's in flight
+    (a Spark ingest writes its files before it commits them), and stays. DuckLake's filter decides this: its
+    filter of old files compares times as text on a SQLite catalog (`versions.delete_unneeded`)."""
+    folder = small / "lake" / "main" / "scores"
+    listed = next(folder.glob("*.parquet"))
+    young, old = folder / "in-flight.parquet", folder / "crashed.parquet"
+    for orphan in (young, old):
+        shutil.copy(listed, orphan)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    proc = run_cli("compact", small, "--keep-days", "0", check=0)
+    assert young.exists() and not old.exists() and "files deleted: 1" in proc.stdout
+
+
 def test_small_ingests_are_compacted_by_themselves(tmp_path, sample, monkeypatch):
     monkeypatch.setattr(versions, "SMALL_FILES", 10)
     files = responses(sample / "responses")
