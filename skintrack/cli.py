@@ -863,8 +863,20 @@ def compact(study, keep_days):
     done = versions.compact_study(study, keep_days)
     _say(f"most data files of one table: {done['files_before']} -> {done['files_after']}; "
          f"versions expired: {done['expired']}; files deleted: {done['deleted']}"
-         + (f" ({done['waiting']} wait for process {', '.join(done['waiting_for'])}, reading an older version: "
-            "they are deleted by a compact after it reads again or closes)" if done.get("waiting") else ""))
+         + _waiting(done))
+
+
+def _waiting(done: dict) -> str:
+    """Why files that no version needs were not deleted yet (`versions.delete_unneeded`)."""
+    if not done.get("waiting"):
+        return ""
+    if done["waiting_for"]:
+        return (f" ({done['waiting']} wait for process {', '.join(done['waiting_for'])}, reading an older version: "
+                "they are deleted by a compact after it reads again or closes)")
+    from .tables.versions import SHARED_GRACE
+
+    return (f" ({done['waiting']} wait {SHARED_GRACE.total_seconds() / 60:.0f} minutes: readers of this shared study "
+            "on other machines may be reading them; a later compact deletes them)")
 
 
 @main.command()

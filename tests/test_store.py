@@ -3,6 +3,7 @@ compaction, a team study on a real PostgreSQL server, and the upgrade of a study
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import glob
 import os
@@ -364,6 +365,15 @@ def test_several_machines_share_one_study_through_postgresql(postgres, tmp_path,
     assert len(s.sql("select * from session_index")) == 96
     assert {Path(p).parent.name for p in s.sql("select source from sources")["source"]} == {"a", "b"}
     assert not list(one.glob("lake.sqlite")) and (lake / "main").is_dir()  # the catalog is in PostgreSQL
+    del s  # (a reader here would keep them waiting for itself)
+    proc = run_cli("compact", two, "--keep-days", "0", check=0)  # readers on machine 1 are not marked here:
+    waiting = int(re.search(r"\((\d+) wait 60 minutes: readers of this shared study on other machines", proc.stdout)[1])
+    _, listed, scheduled = _files(two)
+    assert waiting == scheduled > 0 and len(list(lake.rglob("*.parquet"))) == listed + waiting
+    with pytest.MonkeyPatch.context() as m:  # an hour later
+        m.setattr(versions, "SHARED_GRACE", dt.timedelta(0))
+        done = versions.compact_study(one, keep_days=0)
+    assert done["deleted"] >= waiting and done["waiting"] == 0 and _files(one)[2] == 0
 
 
 def test_a_catalog_server_that_goes_away_mid_ingest_is_one_line(tmp_path, sample, run_cli):

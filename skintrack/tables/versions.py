@@ -34,6 +34,8 @@ from .store import LAKE
 
 SMALL_FILES = 64  # compact automatically once a table is spread over more data files than this
 ORPHAN_AGE = dt.timedelta(days=1)  # files no version lists, left by a crashed writer; younger ones may be in flight
+SHARED_GRACE = dt.timedelta(hours=1)  # a shared catalog's readers elsewhere are not marked: files they may be
+# reading (merged or expired less than this ago) wait for a later compaction
 
 
 def history(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -151,23 +153,34 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
                                               "AND snapshot_id < ?", [cutoff, oldest_held]).to_arrow_table().to_pandas()["snapshot_id"]]
         if expire:
             con.execute(f"CALL ducklake_expire_snapshots('{LAKE}', versions => ?)", [expire])
-        deleted, waiting = delete_unneeded(con, oldest_held, latest)
+        shared = not store.catalog_of(study)[0].startswith("sqlite:")
+        deleted, waiting = delete_unneeded(con, oldest_held, latest, shared)
         orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => ?)",
                               [dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE]).fetchall()
-        done.update(expired=len(expire), deleted=deleted + len(orphans), waiting=waiting,
+        done.update(expired=len(expire), deleted=deleted + len(orphans), waiting=waiting, shared=shared,
                     waiting_for=sorted({reader.split("-")[0] for reader, v in held.items() if v < latest}))
     return done
 
 
-def delete_unneeded(con: duckdb.DuckDBPyConnection, oldest_held: int, latest: int) -> tuple[int, int]:
+def delete_unneeded(con: duckdb.DuckDBPyConnection, oldest_held: int, latest: int, shared: bool = False
+                    ) -> tuple[int, int]:
     """Delete the data files no kept version lists (merged into others, or only in expired versions): (deleted,
-    waiting). While a reader holds a version older than the newest, a query of it may have listed files merged
-    since, so none is deleted yet: a later compaction deletes them. (DuckLake's own `older_than` cannot tell
-    which are safe: on a SQLite catalog it compares times as text in two formats, and so matches every file.)"""
+    waiting). While a reader on this machine holds a version older than the newest, a query of it may have
+    listed files merged since, so none is deleted yet: a later compaction deletes them. A `shared` catalog's
+    readers on other machines are not marked: there only files let go `SHARED_GRACE` ago or more are deleted.
+    (DuckLake's `older_than` serves only there: on a SQLite catalog it compares times as text in two formats,
+    and so matches every file.)"""
+    def waiting():
+        return con.execute(f"SELECT count(*) FROM __ducklake_metadata_{LAKE}.ducklake_files_scheduled_for_deletion"
+                           ).fetchall()[0][0]
+
     if oldest_held < latest:
-        waiting = con.execute(f"SELECT count(*) FROM __ducklake_metadata_{LAKE}.ducklake_files_scheduled_for_deletion")
-        return 0, waiting.fetchall()[0][0]
-    return len(con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)").fetchall()), 0
+        return 0, waiting()
+    if not shared:
+        return len(con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)").fetchall()), 0
+    deleted = con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => ?)",
+                          [dt.datetime.now(dt.timezone.utc) - SHARED_GRACE]).fetchall()
+    return len(deleted), waiting()
 
 
 def compact_study(study, keep_days: float | None = None) -> dict:
