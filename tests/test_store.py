@@ -202,6 +202,24 @@ def test_a_reader_is_marked_before_it_chooses_its_version_and_stays_marked(small
     assert list(versions.held_versions(small).values()) == [reader.version]
 
 
+def test_a_forked_process_marks_its_own_reader_and_leaves_its_parents(small):
+    """A study opened before a fork (a pool of worker processes): the child's reader moving on or closing
+    neither moves nor removes the parent's mark, which compaction relies on."""
+    reader = versions.Reader(small)
+    reader.hold(1)
+    pid = os.fork()
+    if pid == 0:  # the child: its own mark beside the parent's, then gone
+        ok = False
+        try:
+            reader.hold(5)
+            ok = sorted(versions.held_versions(small).values()) == [1, 5]
+            reader.close()
+        finally:
+            os._exit(0 if ok else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert list(versions.held_versions(small).values()) == [1]
+
+
 def test_files_a_compaction_deletes_during_a_check_are_no_damage(small, sample, monkeypatch):
     """`skintrack check` (and the check before each compaction) lists the catalog's files, then reads each: a
     compaction in between that merges them and deletes the originals has damaged nothing."""

@@ -68,17 +68,19 @@ def _engine_summary(changes) -> str:
 class Reader:
     """Marks the version an open Study reads, so that compaction never expires it (a file in
     `.readers/` holding a shared lock for as long as the reader lives; a crashed reader's lock goes away).
-    Without write access the reader is simply not marked."""
+    Without write access the reader is simply not marked. A process forked from the reader's makes a mark of
+    its own: it never moves or removes the mark of the process it came from."""
 
     def __init__(self, study: Path):
-        self.path = Path(study) / ".readers" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.fh = None
+        self.study, self.path, self.pid, self.fh = Path(study), None, None, None
 
     def hold(self, version: int | None) -> None:
         if version is None:
             return
         with contextlib.suppress(OSError):
-            if self.fh is None:
+            if self.pid != os.getpid():  # none yet, or that of the process this one was forked from
+                self.pid, self.fh = os.getpid(), None  # (closing a forked copy of a lock's file keeps the lock)
+                self.path = self.study / ".readers" / f"{self.pid}-{uuid.uuid4().hex[:8]}"
                 self.path.parent.mkdir(exist_ok=True)
                 self.fh = self._locked_mark()
             self.fh.seek(0)
@@ -101,8 +103,9 @@ class Reader:
 
     def close(self) -> None:
         if self.fh is not None:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+            if self.pid == os.getpid():
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
             self.fh.close()
             self.fh = None
 
