@@ -154,7 +154,7 @@ def test_two_writers_on_one_machine_take_turns(small, sample, run_cli):
 def _files(study) -> tuple[int, int, int]:
     """(Parquet files on disk, data and delete files the catalog lists, files waiting to be deleted)."""
     con = store.connect(study, views=False)
-    data, deletes, waiting = (con.execute(f"SELECT count(*) FROM __ducklake_metadata_{store.LAKE}.ducklake_{t}")
+    data, deletes, waiting = (con.execute(f"SELECT count(*) FROM {store.META}.ducklake_{t}")
                               .fetchall()[0][0] for t in ("data_file", "delete_file", "files_scheduled_for_deletion"))
     return len(list((study / "lake").rglob("*.parquet"))), data + deletes, waiting
 
@@ -168,7 +168,8 @@ def test_expiry_keeps_what_a_reader_holds(small, sample, run_cli):
     assert held.version in kept and min(kept) == held.version  # older ones went, the held one stayed
     assert held.sql("select count(*) n from analyses")["n"].tolist() == [24]
     on_disk, listed, waiting = _files(small)  # merged files a query of the reader may have listed stay meanwhile
-    assert waiting > 0 and on_disk == listed + waiting and f"({waiting} wait for process {os.getpid()}, reading" in proc.stdout
+    assert waiting > 0 and on_disk == listed + waiting
+    assert f"({waiting} wait for process {os.getpid()}, reading an older version" in proc.stdout
     version = held.version
     del held  # the reader goes away: its version may now expire, and those files be deleted
     proc = run_cli("compact", small, "--keep-days", "0", check=0)
@@ -188,7 +189,7 @@ def test_a_reader_is_marked_before_it_chooses_its_version_and_stays_marked(small
 
     def flock(fh, how):
         if how == fcntl.LOCK_SH and "racing" not in seen:
-            seen["racing"] = list(versions.held_versions(small).values())  # finds the mark not locked yet, and removes it
+            seen["racing"] = list(versions.held_versions(small).values())  # finds the mark unlocked: removes it
         return real_flock(fh, how)
 
     def connect(study, *args, **kwargs):

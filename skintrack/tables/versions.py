@@ -160,7 +160,7 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
         deleted, waiting = delete_unneeded(con, oldest_held, latest, shared)
         orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => ?)",
                               [dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE]).fetchall()
-        done.update(expired=len(expire), deleted=deleted + len(orphans), waiting=waiting, shared=shared,
+        done.update(expired=len(expire), deleted=deleted + len(orphans), waiting=waiting,
                     waiting_for=sorted({reader.split("-")[0] for reader, v in held.items() if v < latest}))
     return done
 
@@ -174,8 +174,7 @@ def delete_unneeded(con: duckdb.DuckDBPyConnection, oldest_held: int, latest: in
     (DuckLake's `older_than` serves only there: on a SQLite catalog it compares times as text in two formats,
     and so matches every file.)"""
     def waiting():
-        return con.execute(f"SELECT count(*) FROM __ducklake_metadata_{LAKE}.ducklake_files_scheduled_for_deletion"
-                           ).fetchall()[0][0]
+        return con.execute(f"SELECT count(*) FROM {store.META}.ducklake_files_scheduled_for_deletion").fetchall()[0][0]
 
     if oldest_held < latest:
         return 0, waiting()
