@@ -203,6 +203,17 @@ def test_a_reader_is_marked_before_it_chooses_its_version_and_stays_marked(small
     assert list(versions.held_versions(small).values()) == [reader.version]
 
 
+def test_a_study_whose_readers_cannot_be_marked_is_read_all_the_same(small):
+    """Without write access to the study folder (a shared read-only copy) a reader is not marked, and reads: its
+    version moving on tries the mark again. (`.readers` made a file: root ignores a folder's permissions.)"""
+    shutil.rmtree(small / ".readers", ignore_errors=True)
+    (small / ".readers").write_text("")
+    s = skintrack.open(small)
+    assert len(s.timeline("score.water")) > 0
+    s._pin(s.version)  # what a refresh to a new version does
+    assert len(s.cohort("score.water")) > 0 and versions.held_versions(small) == {}
+
+
 def test_a_forked_process_marks_its_own_reader_and_leaves_its_parents(small):
     """A study opened before a fork (a pool of worker processes): the child's reader moving on or closing
     neither moves nor removes the parent's mark, which compaction relies on."""

@@ -78,7 +78,7 @@ class Reader:
         if version is None:
             return
         with contextlib.suppress(OSError):
-            if self.pid != os.getpid():  # none yet, or that of the process this one was forked from
+            if self.fh is None or self.pid != os.getpid():  # none yet, or that of the process this one was forked from
                 self.pid, self.fh = os.getpid(), None  # (closing a forked copy of a lock's file keeps the lock)
                 self.path = self.study / ".readers" / f"{self.pid}-{uuid.uuid4().hex[:8]}"
                 self.path.parent.mkdir(exist_ok=True)
