@@ -78,9 +78,10 @@ class Reader:
         if version is None:
             return
         with contextlib.suppress(OSError):
-            if self.fh is None or self.pid != os.getpid():  # none yet, or that of the process this one was forked from
+            if self.pid != os.getpid():  # none yet, or that of the process this one was forked from
                 self.pid, self.fh = os.getpid(), None  # (closing a forked copy of a lock's file keeps the lock)
                 self.path = self.study / ".readers" / f"{self.pid}-{uuid.uuid4().hex[:8]}"
+            if self.fh is None:  # (tried again while it cannot be made: a read-only folder)
                 self.path.parent.mkdir(exist_ok=True)
                 self.fh = self._locked_mark()
             self.fh.seek(0)
