@@ -74,7 +74,8 @@ def store_problems(study) -> pd.DataFrame:
             store.check_catalog(study)
             return pd.DataFrame(columns=COLUMNS)
         con = store.connect(study, views=False)  # the catalog alone: no views are needed to list its files
-        files = store.retry_busy(_listed_files, con, store.catalog_of(study)[1])
+        data_path = store.catalog_of(study)[1]
+        files = store.retry_busy(_listed_files, con, data_path)
     except (StoreError, duckdb.Error) as e:
         return pd.DataFrame([(str(study / store.CATALOG), str(e))], columns=COLUMNS)
     rows = []
@@ -93,7 +94,7 @@ def store_problems(study) -> pd.DataFrame:
             rows.append((path, f"no readable Parquet footer ({type(e).__name__}: {e})"))
     if rows:  # a compaction may have merged or expired a file since it was listed: only a file still listed is damage
         with contextlib.suppress(StoreError, duckdb.Error):
-            listed = {path for path, _ in store.retry_busy(_listed_files, con, store.catalog_of(study)[1])}
+            listed = {path for path, _ in store.retry_busy(_listed_files, con, data_path)}
             rows = [row for row in rows if row[0] in listed]
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -87,7 +87,12 @@ KEYS = {"sessions": "analysis_id", "subjects": "subject_id", "measures": "readin
 def is_study(study) -> bool:
     """Whether the folder holds a study (a local catalog with something in it, or a shared one)."""
     catalog = Path(study) / CATALOG
-    return (catalog.exists() and catalog.stat().st_size > 0) or (Path(study) / CONFIG).exists()
+    return (catalog.exists() and catalog.stat().st_size > 0) or is_shared(study)
+
+
+def is_shared(study) -> bool:
+    """Whether the study's catalog is shared (in PostgreSQL, `share`) rather than a local SQLite file."""
+    return (Path(study) / CONFIG).exists()
 
 
 def check_catalog(study) -> None:

@@ -157,8 +157,7 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
                                               "AND snapshot_id < ?", [cutoff, oldest_held]).to_arrow_table().to_pandas()["snapshot_id"]]
         if expire:
             con.execute(f"CALL ducklake_expire_snapshots('{LAKE}', versions => ?)", [expire])
-        shared = not store.catalog_of(study)[0].startswith("sqlite:")
-        deleted, waiting = delete_unneeded(con, oldest_held, latest, shared)
+        deleted, waiting = delete_unneeded(con, oldest_held, latest, store.is_shared(study))
         orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => ?)",
                               [dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE]).fetchall()
         done.update(expired=len(expire), deleted=deleted + len(orphans), waiting=waiting,
@@ -166,8 +165,7 @@ def compact(con: duckdb.DuckDBPyConnection, study: Path, keep_days: float | None
     return done
 
 
-def delete_unneeded(con: duckdb.DuckDBPyConnection, oldest_held: int, latest: int, shared: bool = False
-                    ) -> tuple[int, int]:
+def delete_unneeded(con: duckdb.DuckDBPyConnection, oldest_held: int, latest: int, shared: bool) -> tuple[int, int]:
     """Delete the data files no kept version lists (merged into others, or only in expired versions): (deleted,
     waiting). While a reader on this machine holds a version older than the newest, a query of it may have
     listed files merged since, so none is deleted yet: a later compaction deletes them. A `shared` catalog's
