@@ -351,6 +351,28 @@ def test_dry_run_lists_the_refused_photos_and_refused_rows_are_not_missing(photo
     assert report.succeeded == 2 and report.ingested.rejected == []
 
 
+def test_a_manifest_with_rows_it_cannot_use_sends_nothing(photos, tmp_path, emulator, run_cli):
+    """A manifest row says whose visit a paid answer is: a row that cannot be used (here one cell too many,
+    and a file listed twice) is fixed before any photo is paid for, dry run or not."""
+    photos(3)
+    emu = emulator()
+    (tmp_path / "m.csv").write_text("file,subject_id,visit\np00.jpg,S1,D0\np01.jpg,S1,W4,extra\n"
+                                    "p02.jpg,S2,D0\np02.jpg,S3,D0\n")
+    env = {"AILABAPI_API_KEY": "test-key", "SKINTRACK_API_URL": emu.url}
+    for dry in ((), ("--dry-run",)):
+        proc = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s", "--manifest", tmp_path / "m.csv",
+                       "--quiet", *dry, env=env)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert proc.stderr.startswith(f"Error: 3 row(s) of the manifest cannot be used, so no photo was sent: "
+                                      f"{tmp_path / 'm.csv'}:3: 4 cells where the header has 3 columns"), proc.stderr
+        assert f"{tmp_path / 'm.csv'}:4: `file` p02.jpg is listed more than once (lines 4, 5)" in proc.stderr
+    assert emu.stats()["billed"] == 0 and not (tmp_path / "s" / "raw").exists()
+    (tmp_path / "m.csv").write_text("file,subject_id,visit\np00.jpg,S1,D0\np01.jpg,S1,W4\np02.jpg,S2,D0\n")
+    fixed = run_cli("analyze", tmp_path / "photos", "--study", tmp_path / "s", "--manifest", tmp_path / "m.csv",
+                    "--quiet", env=env, check=0)
+    assert "analyzed 3 of 3 planned calls" in fixed.stdout and emu.stats()["billed"] == 3
+
+
 def test_a_dead_runs_calls_are_held_back_until_an_answer_settles_them(tmp_path):
     from skintrack.api.archive import Archive, envelope
     from skintrack.api.request import prepare_photo

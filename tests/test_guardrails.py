@@ -413,3 +413,81 @@ def test_a_metric_named_twice_is_refused(run_cli, tmp_path):
     assert said in proc.stderr
     once = s.compare(["score.water", "score.rough"], "D0", "W12")
     assert once["p_holm"].notna().all() and len(once) == 4
+
+
+CSV_KINDS = {  # kind: (header, a good row of S{n}, a row the kind's own checks reject, that reason)
+    "manifest": ("file,subject_id,visit", "S{n}.json,S{n},D0", ",S09,D0", "row has no `file`"),
+    "subjects": ("subject_id,arm", "S{n},placebo", ",active", "row has no `subject_id`"),
+    "measures": ("subject_id,visit,measure,value", "S{n},D0,corneometer,40", "S09,D0,corneometer,x",
+                 "value 'x' is not a number"),
+}
+
+
+def _read(kind: str, path: Path):
+    """(rows, rejects) of a CSV of `kind`, read as `ingest` reads it."""
+    from skintrack.tables import manifest, measures
+
+    if kind == "manifest":
+        m = manifest.Manifest.read(path)
+        return m.rows, m.rejects
+    return manifest.read_subjects(path) if kind == "subjects" else measures.read_measures(path, {})
+
+
+@pytest.mark.parametrize("kind", CSV_KINDS)
+def test_a_csv_row_is_named_by_the_line_it_starts_on_and_a_row_too_wide_is_its_own_reject(tmp_path, kind):
+    header, good, bad, reason = CSV_KINDS[kind]
+    width = header.count(",") + 1
+    row = lambda n: good.replace("{n}", f"0{n}")  # noqa: E731
+    quoted = '"S0\n2",' + row(2).split(",", 1)[1]  # a quoted cell over two lines (its line break kept)
+    lines = [header, row(1), "", "   ", quoted,  # blank lines, and a row of two lines
+             row(3) + ",,",  # empty cells after the last column are no cells
+             "," * (width - 1),  # Excel's empty row
+             row(4) + ",extra", '"S05"x,' + row(5).split(",", 1)[1], bad]
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    rows, rejects = _read(kind, tmp_path / "x.csv")
+    where = f"{tmp_path / 'x.csv'}"
+    assert rejects == [(f"{where}:9", f"{width + 1} cells where the header has {width} columns (a comma inside a "
+                                       "value? put the value in double quotes); the row is not used"),
+                       (f"{where}:10", "not readable as CSV (',' expected after '\"'): a cell holding a quote is "
+                                       'put in double quotes, with its own quotes doubled ("a ""b"" c"); the row is '
+                                       "not used"),
+                       (f"{where}:11", rejects[2][1])]
+    assert rejects[2][1].startswith(reason)
+    assert rows["file" if kind == "manifest" else "subject_id"].tolist()[1] == "S0\n2"  # the cell over two lines
+    assert len(rows) == 3
+    if kind == "manifest":  # where a row was read (a subjects row's rejects name theirs, above)
+        assert rows["_line"].tolist() == [2, 5, 7]
+    elif kind == "measures":
+        assert rows["source"].tolist() == ["x.csv:2", "x.csv:5", "x.csv:7"]
+
+
+UTF8 = "; save the CSV as UTF-8 (in Excel: CSV UTF-8)"
+
+
+@pytest.mark.parametrize("kind", CSV_KINDS)
+@pytest.mark.parametrize("content, said", [
+    (lambda h, g: f"{h}\n{g}\nS9,été\n".encode("latin-1"), ":3: not UTF-8 text (byte 0xe9)" + UTF8),
+    (lambda h, g: f"{h}\n{g}\n".encode("utf-16"), ":1: UTF-16 text" + UTF8),
+    (lambda h, g: f'{h}\n\n{g}\n"S9,unclosed\n{g}\n'.encode(), ":4: a quoted cell opened on this line is never closed"),
+    (lambda h, g: f"{h},\n{g},\n{g},oops\n".encode(), ":3: column {n} holds a value but has no name in the header; "
+                                                      "name it"),
+    (lambda h, g: b"", ": the file is empty (a {kind} CSV starts with a header: {required}, ...)"),
+], ids=["latin-1", "utf-16", "quote-never-closed", "column-without-name", "empty"])
+def test_a_csv_that_cannot_be_used_at_all_is_one_line_naming_where(tmp_path, kind, content, said):
+    from skintrack.errors import InvalidManifest
+    from skintrack.tables.measures import REQUIRED
+
+    header, good, _, _ = CSV_KINDS[kind]
+    (tmp_path / "x.csv").write_bytes(content(header, good.replace("{n}", "01")))
+    with pytest.raises(InvalidManifest) as e:
+        _read(kind, tmp_path / "x.csv")
+    required = {"manifest": "file", "subjects": "subject_id", "measures": ", ".join(REQUIRED)}[kind]
+    assert str(e.value) == f"{tmp_path / 'x.csv'}" + said.format(n=header.count(",") + 2, kind=kind, required=required)
+
+
+def test_a_measures_csv_that_cannot_be_used_is_said_before_any_response_is_read(tmp_path, sample, run_cli):
+    (tmp_path / "m.csv").write_text("subject_id,visit,measure\nS01,D0,corneometer\n")
+    proc = run_cli("ingest", sample / "responses", "--study", tmp_path / "s", "--measures", tmp_path / "m.csv")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"Error: {tmp_path / 'm.csv'}:1: the required column `value` is missing (columns: "
+                                   "subject_id, visit, measure)")  # no progress bar: no response was read

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .archive import SENTINEL, Archive, envelope
 from .client import Client
-from ..errors import AnswerLost, ApiError, PhotoRejected, UsageError, finite, whole
+from ..errors import AnswerLost, ApiError, InvalidManifest, PhotoRejected, UsageError, finite, whole
 from ..tables.ingest import IngestReport, ingest
 from ..tables.manifest import Manifest
 from ..tables.store import record_event
@@ -144,6 +144,10 @@ def analyze(photos, study, manifest=None, params: Params = Params(), client: Cli
     study = Path(study)
     report = AnalyzeReport()
     man = Manifest.read(manifest) if manifest else None
+    if man is not None and man.rejects:  # a row says whose visit a paid answer is: it is fixed before anything is paid
+        said = "; ".join(f"{where}: {why}" for where, why in man.rejects[:5])
+        raise InvalidManifest(f"{len(man.rejects)} row(s) of the manifest cannot be used, so no photo was sent: {said}"
+                              f"{' ...' if len(man.rejects) > 5 else ''}")
     with contextlib.nullcontext() if dry_run else Archive.claim(study):
         archive = Archive(study, claimed=not dry_run)
         jobs = _plan(find_photos(photos), man, params, fix, archive, retry_failed, resend_uncertain, report)

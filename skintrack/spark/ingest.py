@@ -107,7 +107,7 @@ def ingest(spark, sources, study, manifest=None, subjects=None, partitioned: boo
         part = Part(con, report)
         try:
             _commit(con, part, written, inputs, report)
-            add_metadata(con, man, subj, (None, None), inputs, report, unreadable, part)
+            add_metadata(con, man, subj, None, inputs, report, unreadable, part)
             part.commit(last=True)
         except BaseException:
             store.rollback(con)

@@ -452,7 +452,9 @@ def ingest(sources, study, manifest=None, subjects=None, workers: int = 1, progr
     study = Path(study)
     man = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest) if manifest else None
     subj = read_subjects(subjects) if subjects else None
-    meas = (measures, measures_.read_catalog(measures_catalog) if measures_catalog else None)
+    # every CSV is read before any response: a file that cannot be used at all is said first, and costs nothing
+    meas = (measures, measures_.read_csv(measures) if measures else None,
+            measures_.read_catalog(measures_catalog) if measures_catalog else None)
     files, unreadable = expand(sources or [])
     for attempt in range(CONFLICT_RETRIES + 1):
         try:
@@ -595,11 +597,12 @@ def _chunks(paths: list[str], most: int, most_bytes: int = CHUNK_BYTES) -> list[
 def add_metadata(con, man, subj, meas, inputs, report, unreadable, part: Part) -> None:
     """Write the sessions, subjects and measures that differ from what the study holds (and the session
     index of the subjects they touch), and the rejects of the CSVs and of the sources that could not be
-    read as files."""
+    read as files. `meas` is (measures CSV, its `measures.read_csv`, catalog), or None."""
     now = dt.datetime.now(dt.timezone.utc)
     rejects = list(unreadable)
+    measures, read, catalog = meas or (None, None, None)
     known = {r[0] for r in con.execute(f"SELECT subject_id FROM {store.LAKE}.main.subjects").fetchall()} \
-        if man is not None or subj is not None or meas[0] is not None else set()
+        if man is not None or subj is not None or measures is not None else set()
     touched = set()
     if subj is not None:
         df, subj_rejects = subj
@@ -634,8 +637,8 @@ def add_metadata(con, man, subj, meas, inputs, report, unreadable, part: Part) -
             touched = {r["subject_id"] for r in sessions} | {stored[r["analysis_id"]]["subject_id"]
                                                                for r in sessions if r["analysis_id"] in stored}
         report.sessions = len(sessions)
-    if meas[0] is not None or meas[1] is not None:
-        measure_rejects, measured = add_measures(con, *meas, known, report, now)
+    if measures is not None or catalog is not None:
+        measure_rejects, measured = add_measures(con, measures, read, catalog, known, report, now)
         rejects += measure_rejects
         touched |= measured
     session_index.update(con, touched)
@@ -646,9 +649,10 @@ def add_metadata(con, man, subj, meas, inputs, report, unreadable, part: Part) -
     part.info.update({"sessions assigned": report.sessions, "subjects": report.subjects, "measures": report.measures})
 
 
-def add_measures(con, path, catalog, known: set, report, now) -> tuple[list, set]:
+def add_measures(con, path, read, catalog, known: set, report, now) -> tuple[list, set]:
     """Keep a new measures catalog (`catalog`: (text, declarations), or None) and write the readings of the
-    measures CSV at `path` (or None) that differ from the stored ones. Returns (rejects, subjects touched)."""
+    measures CSV at `path` (or None; `read`: its `measures.read_csv`) that differ from the stored ones. Returns
+    (rejects, subjects touched)."""
     if catalog is not None and catalog[0] != store.plan_text(con, None, "measure_catalogs"):
         store.insert(con, "measure_catalogs", pa.table({"text": [catalog[0]], "saved_at": [now]},
                                                        schema=store.BASE["measure_catalogs"]))
@@ -656,7 +660,7 @@ def add_measures(con, path, catalog, known: set, report, now) -> tuple[list, set
         return [], set()
     declared = catalog[1] if catalog is not None else measures_.parse_catalog(
         store.plan_text(con, None, "measure_catalogs"), "the study's measures catalog")
-    rows, rejects = measures_.read_measures(path, declared)
+    rows, rejects = measures_.read_measures(path, declared, read)
     if known:
         unknown = ~rows["subject_id"].isin(known)
         rejects += [(f"{path}:{src.rsplit(':', 1)[1]}", f"subject_id {s} is not in the study's subjects")

@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -36,40 +37,88 @@ RESERVED = {
 }
 
 
-def _header(path: Path, kind: str) -> None:
-    """Refuse a header that repeats a column (DuckDB, like SQL, does not tell `Arm` from `arm`) or takes a
-    reserved name, naming the line, the column and its place."""
+def _read_csv(path: Path, required: tuple[str, ...], kind: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """(rows, rejects) of a `kind` CSV: its rows as text (cells stripped, empty ones None), each with `_line`,
+    the line of the file it starts on (blank lines and line breaks inside quoted cells counted: Python's `csv`,
+    not pandas, which skips blank lines and so numbered the rows after one wrongly); a row with more cells
+    than the header has columns, or a stray quote, is a reject, not a row; blank rows (Excel's trailing ",,,")
+    are skipped. Raises `InvalidManifest`, naming the line, when the file cannot be used at all: unreadable,
+    not UTF-8, a quote never closed, a column repeated (DuckDB, like SQL, does not tell `Arm` from `arm`),
+    reserved or `required` and missing."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return  # said by the CSV reader below, with its own words
-    seen: dict[str, int] = {}
-    for i, name in enumerate((c.strip() for c in header), 1):
-        if name.lower() in seen:
-            raise InvalidManifest(f"{path}:1: column {visible(name)!r} (column {i}) repeats column {seen[name.lower()]}"
-                                  " (names are compared without case); give each column one name")
-        seen[name.lower()] = i
-        if name.lower() in RESERVED[kind]:
-            raise InvalidManifest(f"{path}:1: column {visible(name)!r} (column {i}) is reserved: skintrack keeps a "
-                                  f"column of that name itself beside a {kind} CSV's; rename it")
-
-
-def _read_csv(path: Path, required: str, kind: str) -> pd.DataFrame:
-    _header(path, kind)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise InvalidManifest(f"{path}: no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise InvalidManifest(f"{path}: not a readable CSV ({e})") from None
-    df.columns = [c.strip() for c in df.columns]
-    if required not in df.columns:
-        raise InvalidManifest(f"{path}: the required column `{required}` is missing (columns: "
-                              f"{', '.join(df.columns) or 'none'})")
-    df = df.apply(lambda col: col.str.strip()).replace("", None)
-    df.insert(0, "_line", range(2, len(df) + 2))
-    return df
+    except OSError as e:
+        raise InvalidManifest(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        said = "UTF-16 text" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else f"not UTF-8 text (byte 0x{raw[e.start]:02x})"
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise InvalidManifest(f"{path}:{line}: {said}; save the CSV as UTF-8 (in Excel: CSV UTF-8)") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, lines, rows, rejects, end = None, [], [], [], 0  # end: the last line of the record read
+    while True:
+        try:
+            for cells in reader:  # a record starts on the line after the last one's end
+                line, end = end + 1, reader.line_num
+                if header is None:
+                    if "".join(cells).strip():
+                        header = _header(path, line, [c.strip() for c in cells], required, kind)
+                    continue
+                if len(cells) != len(header):
+                    while len(cells) > len(header) and not cells[-1].strip():
+                        cells.pop()  # empty cells after the last column
+                    if len(cells) > len(header):
+                        rejects.append((f"{path}:{line}", f"{len(cells)} cells where the header has {len(header)} "
+                                        "columns (a comma inside a value? put the value in double quotes); the row is "
+                                        "not used"))
+                        continue
+                    cells += [""] * (len(header) - len(cells))
+                lines.append(line)
+                rows.append(cells)
+            break
+        except csv.Error as e:  # a quote never closed took the rest of the file; any other fault, its row
+            line, end = end + 1, reader.line_num
+            if "end of data" in str(e):
+                raise InvalidManifest(f"{path}:{line}: a quoted cell opened on this line is never closed") from None
+            rejects.append((f"{path}:{line}", f"not readable as CSV ({e}): a cell holding a quote is put in double "
+                                              'quotes, with its own quotes doubled ("a ""b"" c"); the row is not used'))
+    if header is None:
+        raise InvalidManifest(f"{path}: the file is empty (a {kind} CSV starts with a header: "
+                              f"{', '.join(required)}, ...)")
+    df = pd.DataFrame(rows, columns=range(len(header)), dtype=object).apply(lambda c: c.str.strip()).replace("", None)
+    df.insert(0, "_line", pd.Series(lines, dtype=int))
+    df = df[df.drop(columns="_line").notna().any(axis=1)]  # blank rows: Excel's trailing ",,,", blank lines
+    for i, name in enumerate(header):  # a column without a name is an empty one left over, or a mistake
+        if not name and df[i].notna().any():
+            raise InvalidManifest(f"{path}:{df['_line'][df[i].notna()].iloc[0]}: column {i + 1} holds a value but "
+                                  "has no name in the header; name it")
+    named = [i for i, name in enumerate(header) if name]
+    return df[["_line", *named]].set_axis(["_line", *(header[i] for i in named)], axis=1).reset_index(drop=True), \
+        rejects
+
+
+def _header(path: Path, line: int, names: list[str], required: tuple[str, ...], kind: str) -> list[str]:
+    """The header's column names, checked: none repeated or reserved, every `required` one there."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, 1):
+        if not name:
+            continue  # no name: an empty column, or said by the caller
+        if name.lower() in seen:
+            raise InvalidManifest(f"{path}:{line}: column {visible(name)!r} (column {i}) repeats column "
+                                  f"{seen[name.lower()]} (names are compared without case); give each column one name")
+        seen[name.lower()] = i
+        if name.lower() in RESERVED[kind]:
+            raise InvalidManifest(f"{path}:{line}: column {visible(name)!r} (column {i}) is reserved: skintrack "
+                                  f"keeps a column of that name itself beside a {kind} CSV's; rename it")
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise InvalidManifest(f"{path}:{line}: the required column{'s' if len(missing) > 1 else ''} "
+                              f"{', '.join(f'`{c}`' for c in missing)} {'are' if len(missing) > 1 else 'is'} missing "
+                              f"(columns: {', '.join(visible(c) for c in names)})")
+    return names
 
 
 def _timestamps(values: pd.Series) -> pd.Series:
@@ -84,8 +133,9 @@ class Manifest:
         self.rows, self.rejects, self.path = rows, rejects, path
         self.used: set[int] = set()
         self._by = {"path": {}, "name": {}, "stem": {}}
+        parent = str(path.parent)  # once: a Path made into text per row was most of a large manifest's reading
         for i, f in zip(rows.index, rows["file"]):
-            full = os.path.normpath(os.path.join(path.parent, f))
+            full = os.path.normpath(os.path.join(parent, f))
             for kind, key in (("path", full), ("name", os.path.basename(f)),
                               ("stem", os.path.splitext(os.path.basename(f))[0])):
                 self._by[kind].setdefault(key, []).append(i)
@@ -94,8 +144,7 @@ class Manifest:
     def read(cls, path) -> Manifest:
         """Read and check a manifest CSV (raises `InvalidManifest` when it cannot be used at all)."""
         path = Path(path)
-        df = _read_csv(path, "file", "manifest")
-        rejects = []
+        df, rejects = _read_csv(path, ("file",), "manifest")
         where = lambda line: f"{path}:{line}"  # noqa: E731
         missing = df["file"].isna()
         rejects += [(where(n), "row has no `file`") for n in df.loc[missing, "_line"]]
@@ -140,8 +189,8 @@ class Manifest:
 def read_subjects(path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Read a subjects CSV (`subject_id` plus any columns); numbers stay numbers. Returns (rows, rejects)."""
     path = Path(path)
-    df = _read_csv(path, "subject_id", "subjects")
-    rejects = [(f"{path}:{n}", "row has no `subject_id`") for n in df.loc[df["subject_id"].isna(), "_line"]]
+    df, rejects = _read_csv(path, ("subject_id",), "subjects")
+    rejects += [(f"{path}:{n}", "row has no `subject_id`") for n in df.loc[df["subject_id"].isna(), "_line"]]
     df = df[df["subject_id"].notna()]
     dup = df["subject_id"].duplicated(keep=False)
     rejects += [(f"{path}:{n}", f"subject_id {s} is listed more than once; none of its rows is used")

@@ -55,7 +55,8 @@ from .manifest import _read_csv, _timestamps
 
 TYPES = {"continuous": "continuous", "count": "count", "grade": "grade", "flag": "presence", "likert": "grade"}
 OPTIONAL = ("taken_at", "unit", "device", "rater", "replicate", "side")
-COLUMNS = ("subject_id", "visit", "measure", "value") + OPTIONAL
+REQUIRED = ("subject_id", "visit", "measure", "value")
+COLUMNS = REQUIRED + OPTIONAL
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 FIELDS = {"description": str, "unit": str, "range": list, "better": str, "type": str, "levels": list, "agree": list}
 
@@ -153,26 +154,27 @@ def _level(v) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
 
-def read_measures(path, declared: dict) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """(rows, rejects) of a measures CSV checked against `declared` ({name: declaration}); rows carry the
-    reading's and the session's ids, `source` (file:line) and typed values. Raises `InvalidManifest` when
-    the file cannot be used at all."""
+def read_csv(path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """(rows, rejects) of a measures CSV as text, before any check against the catalog; raises `InvalidManifest`
+    when the file cannot be used at all (`ingest` reads it before any response, to say so first)."""
     path = Path(path)
-    df = _read_csv(path, "measure", "measures")
-    missing = [c for c in ("subject_id", "visit", "value") if c not in df.columns]
-    if missing:
-        raise InvalidManifest(f"{path}: the required column(s) {', '.join(missing)} are missing (columns: "
-                              f"{', '.join(visible(c) for c in df.columns if c != '_line')})")
+    df, rejects = _read_csv(path, REQUIRED, "measures")
     extra = [c for c in df.columns if c not in COLUMNS and c != "_line"]
     if extra:
         raise InvalidManifest(f"{path}:1: unknown column(s) {', '.join(visible(c) for c in extra)} (a measures CSV "
                               f"has {', '.join(COLUMNS)})")
-    for col in OPTIONAL:
-        if col not in df:
-            df[col] = None
-    rows, rejects = [], []
+    return df, rejects
+
+
+def read_measures(path, declared: dict, read=None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """(rows, rejects) of a measures CSV checked against `declared` ({name: declaration}); rows carry the
+    reading's and the session's ids, `source` (file:line) and typed values. `read` is what `read_csv` gave
+    for it, if it was read already. Raises `InvalidManifest` when the file cannot be used at all."""
+    path = Path(path)
+    df, rejects = read or read_csv(path)
+    df, rejects = df.assign(**{c: None for c in OPTIONAL if c not in df}), list(rejects)
+    rows = []
     for r in df.to_dict("records"):
-        r = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}  # empty cells
         problem = _problem(r, declared)
         if problem:
             rejects.append((f"{path}:{r['_line']}", problem))
@@ -199,7 +201,7 @@ def read_measures(path, declared: dict) -> tuple[pd.DataFrame, list[tuple[str, s
 
 def _problem(r: dict, declared: dict) -> str | None:
     """What makes one CSV row unusable, or None."""
-    for col in ("subject_id", "visit", "measure", "value"):
+    for col in REQUIRED:
         if r.get(col) is None:
             return f"row has no `{col}`"
     name = r["measure"]
