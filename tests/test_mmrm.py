@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import debian_install
 
-from skintrack.analysis.mmrm import fit_mmrm
+from skintrack.analysis.mmrm import _cr2_df, fit_mmrm
 
 R_DIR = Path(__file__).parent / "r"
 R_PACKAGES = ("r-base-core", "r-cran-nlme", "r-cran-emmeans", "r-cran-mass", "r-cran-pbkrtest", "r-cran-lme4",
@@ -216,6 +216,48 @@ def test_a_structure_that_fails_falls_back_to_a_heterogeneous_one_with_empirical
     fit = fit_mmrm(data, ["W4", "W8", "W12"], control="placebo")
     assert fit.tried and fit.tried[0].startswith("UN: ") and fit.covariance in ("toeplitz_h", "ar1_h", "cs_h")
     assert fit.variance == "empirical" and "fell back: UN:" in fit.why and "CR2" in fit.method
+
+
+def _in_units(data, scale):
+    return data.assign(base=data["base"] * scale, chg=data["chg"] * scale)
+
+
+def _unitless(fit, scale) -> np.ndarray:
+    """A fit's LS-means, differences and their SEs in the units of scale 1, and its df."""
+    return np.r_[fit.lsmeans["estimate"] / scale, fit.diffs["estimate"] / scale, fit.diffs["std_error"] / scale,
+                 fit.lsmeans["std_error"] / scale, fit.diffs["df"], fit.lsmeans["df"]]
+
+
+@pytest.mark.parametrize("structure", ["unstructured", "toeplitz_h", "ar1_h", "cs_h", "spatial_power", "ar1",
+                                       "cs", "toeplitz"])
+def test_a_fit_does_not_depend_on_the_metrics_units(structure):
+    """The same trial in the units of an area fraction (x 0.001) and of a pixel count (x 1000): every estimate,
+    SE and df is the same, by each inference. (The Newton steps floored the Hessian's eigenvalues at an
+    absolute 1e-8: the heterogeneous structures failed to converge beyond a factor of 100 either way, and the
+    unstructured one from x 1000.)"""
+    data = simulate(1, arms=("placebo", "low", "high"), n=12)
+    for df, variance in (("kenward-roger", "model"), ("satterthwaite", "model"), ("kenward-roger", "empirical")):
+        fits = {scale: fit_mmrm(_in_units(data, scale), ["W4", "W8", "W12"], "placebo", structures=[structure],
+                                df=df, variance=variance, guard=False) for scale in (1.0, 1e-3, 1e3)}
+        assert {f.covariance for f in fits.values()} == {structure}
+        for scale in (1e-3, 1e3):
+            np.testing.assert_allclose(_unitless(fits[scale], scale), _unitless(fits[1.0], 1.0), rtol=1e-5)
+
+
+def test_a_subject_alone_in_its_arm_at_a_visit_keeps_the_empirical_df_defined_in_any_units():
+    """A subject alone in its arm at a visit is fitted exactly (leverage 1): its CR2 adjustment has a zero
+    eigenvalue, computed as ~1e-15 of the largest. Taken as zero by an absolute 1e-12 (clubSandwich's) only in
+    some units, in others its inverse root of ~1e7 made every df of the fit meaningless, or a division by 0."""
+    data = simulate(1, n=5, missing=0)
+    alone = data[(data["arm"] == "active") & (data["visit"] == "W4")]["subject"].iloc[0]
+    data = data[~((data["arm"] == "active") & (data["visit"] == "W4") & (data["subject"] != alone))]
+    fits = {scale: fit_mmrm(_in_units(data, scale), ["W4", "W8", "W12"], "placebo", structures=["ar1_h"],
+                            guard=False) for scale in (1.0, 1e-2, 1e2)}
+    assert (fits[1.0].diffs["df"] > 1).all() and fits[1.0].variance == "empirical"
+    nothing = np.zeros((1, len(fits[1.0].coefficients)))
+    assert np.isnan(_cr2_df(nothing, *fits[1.0]._inference._cr2))  # a contrast without variance has no df
+    for scale in (1e-2, 1e2):
+        np.testing.assert_allclose(_unitless(fits[scale], scale), _unitless(fits[1.0], 1.0), rtol=1e-5)
 
 
 def test_only_heterogeneous_structures_are_fallbacks():

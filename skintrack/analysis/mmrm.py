@@ -56,6 +56,7 @@ from . import dist
 from .covariance import FALLBACK, STRUCTURES
 
 LEVEL = 0.95
+EIGEN_ZERO = 1e-10  # an eigenvalue below this share of its matrix's largest is zero (CR2's inverse root)
 DF_METHODS = ("kenward-roger", "satterthwaite")
 VARIANCES = ("auto", "model", "empirical")
 
@@ -257,9 +258,12 @@ def _newton(reml: _Reml, phi0, max_iter: int = 200):
     if e is None:
         return None
     for _ in range(max_iter):
-        w, vec = np.linalg.eigh(e["hess"])
+        # on the Hessian scaled to a unit diagonal: the variances' units (a metric's scale) drop out, so that a
+        # floor relative to its largest eigenvalue means the same for an area in 0.01 as for a count in 1000s
+        scale = _jacobi(e["hess"])
+        w, vec = np.linalg.eigh(e["hess"] * np.outer(scale, scale))
         floor = 1e-8 * max(1.0, np.max(np.abs(w)))
-        step = -(vec / np.maximum(np.abs(w), floor)) @ (vec.T @ e["grad"])
+        step = -scale * ((vec / np.maximum(np.abs(w), floor)) @ (vec.T @ (scale * e["grad"])))
         decrement = float(-e["grad"] @ step)
         if decrement < 1e-14 * max(1.0, abs(e["f"])) and np.all(w > 0):
             return phi, e
@@ -277,6 +281,25 @@ def _newton(reml: _Reml, phi0, max_iter: int = 200):
             return stalled
         phi, e = cand, c if t == 1.0 else reml.evaluate(cand)
     return None
+
+
+def _jacobi(a: np.ndarray) -> np.ndarray:
+    """The diagonal scaling that gives the symmetric matrix `a` a unit diagonal (1 where a diagonal entry is 0)."""
+    d = np.abs(np.diag(a))
+    return 1 / np.sqrt(np.where(d > 0, d, 1.0))
+
+
+def _positive_definite(a: np.ndarray) -> bool:
+    """Whether the symmetric matrix `a` is positive definite, judged at a unit diagonal (`_jacobi`)."""
+    scale = _jacobi(a)
+    return bool(np.min(np.linalg.eigvalsh(a * np.outer(scale, scale))) > 0)
+
+
+def _scaled_inv(a: np.ndarray) -> np.ndarray:
+    """The inverse of the symmetric matrix `a`, taken at a unit diagonal (`_jacobi`): the variances' units would
+    otherwise spread its entries over 20 orders of magnitude for a metric in 1000s."""
+    scale = _jacobi(a)
+    return np.linalg.inv(a * np.outer(scale, scale)) * np.outer(scale, scale)
 
 
 def _pairwise_cov(d: _Design, resid: np.ndarray):
@@ -307,7 +330,7 @@ def _fit(d: _Design, structure, sigma0, gap):
     if got is None:
         return reml, None, "did not converge"
     phi, e = got
-    if np.min(np.linalg.eigvalsh(e["hess"])) <= 0 or np.min(np.linalg.eigvalsh(e["info"])) <= 0:
+    if not (_positive_definite(e["hess"]) and _positive_definite(e["info"])):
         return reml, None, "its information matrix is not positive definite"
     return reml, (phi, e), ""
 
@@ -322,13 +345,13 @@ class _Inference:
         if variance == "empirical":
             self.V, self._cr2 = _cr2(reml, e)
         elif method == "kenward-roger":
-            self.W = np.linalg.inv(e["info"])
+            self.W = _scaled_inv(e["info"])
             Q, R = reml.kr_pieces(phi, e["blocks"], e["SX"])
             Phi, A = self.Phi, self.A
             U = np.einsum("kl,klpq->pq", self.W, Q - np.einsum("kpq,qr,lrs->klps", A, Phi, A) - R / 4)
             self.V = Phi + 2 * Phi @ U @ Phi
         else:
-            self.W = 2 * np.linalg.inv(e["hess"])  # cov(phi) from the observed information of -2 log L
+            self.W = 2 * _scaled_inv(e["hess"])  # cov(phi) from the observed information of -2 log L
             self.V = self.Phi
 
     def df(self, C: np.ndarray) -> np.ndarray:
@@ -360,7 +383,11 @@ def _cr2(reml: _Reml, e) -> tuple[np.ndarray, tuple]:
         X = g.X  # (n, m, p)
         Gj = L.T @ (theta - X @ M @ X.transpose(0, 2, 1)) @ L
         w, vec = np.linalg.eigh((Gj + Gj.transpose(0, 2, 1)) / 2)
-        inv_sqrt = (vec / np.sqrt(np.where(w > 1e-12, w, np.inf))[:, None, :]) @ vec.transpose(0, 2, 1)
+        # the inverse root where an eigenvalue is not zero: relative to the block's largest, as clubSandwich's
+        # absolute 1e-12 depends on the metric's units (a subject fitted exactly, leverage 1, left 1.5e-12
+        # against 345, and an inverse root of 8e5 made every df of the fit meaningless)
+        kept = w > EIGEN_ZERO * np.max(w, axis=1, keepdims=True)
+        inv_sqrt = (vec / np.sqrt(np.where(kept, w, np.inf))[:, None, :]) @ vec.transpose(0, 2, 1)
         E = X.transpose(0, 2, 1) @ Si @ (L @ inv_sqrt @ L.T)  # (n, p, m)
         u = (E @ r[:, :, None])[:, :, 0]
         meat += u.T @ u
@@ -380,8 +407,10 @@ def _cr2_df(C, G, H) -> np.ndarray:
         h = np.einsum("p,jpq->jq", c, H)  # (J, p)
         hh = np.sum(h * h, axis=1)
         trace = float(np.sum(gd - hh))
-        square = float(np.sum((h.T @ h) ** 2) - 2 * np.sum(gd * hh) + np.sum(gd ** 2))
-        out.append(trace ** 2 / square)
+        # ||P||^2: P's diagonal from its differences, its off-diagonal h_j'h_k from h'h (never g^2 - 2 g hh + hh^2,
+        # whose terms cancel); NaN where it is 0: no df
+        square = float(np.sum((gd - hh) ** 2) + max(np.sum((h.T @ h) ** 2) - np.sum(hh ** 2), 0.0))
+        out.append(trace ** 2 / square if square > 0 and trace > 0 else math.nan)
     return np.array(out)
 
 
@@ -539,15 +568,26 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
         if "toeplitz_h" in structures:
             structures = [s for s in structures if s != "toeplitz_h"] or ["ar1_h", "cs_h"]
             guarded.append(LIBERAL_SMALL["toeplitz_h"])
-    d, name, reml, phi, e, tried = _search(data, visits, arms, base_by_visit, structures, metric)
-    how = ("model" if name == "unstructured" else "empirical") if variance == "auto" else variance
+    base_mean, tried = float(data["base"].mean()), []
+    while True:  # the first structure fitted whose every LS-mean and difference has a standard error and df
+        d, name, reml, phi, e = _search(data, visits, arms, base_by_visit, structures, metric, tried)
+        how = ("model" if name == "unstructured" else "empirical") if variance == "auto" else variance
+        inference = _Inference(reml, phi, e, df, how)
+        row = lambda arm, visit: design_row(d.columns, arm, visit, base_mean)  # noqa: E731
+        ls = _table([({"arm": a, "visit": v}, row(a, v)) for v in visits for a in arms], inference, level)
+        diffs = _table([({"visit": v, "treatment": a, "control": control}, row(a, v) - row(control, v))
+                        for v in visits for a in treatments], inference, level)
+        undefined = [f"{r.arm} {r.visit}" for r in ls.itertuples() if not (r.std_error > 0 and r.df > 0)] + [
+            f"{r.treatment} - {r.control} {r.visit}" for r in diffs.itertuples() if not (r.std_error > 0 and r.df > 0)]
+        if not undefined:
+            break
+        tried.append(f"{STRUCTURES[name].sas}: no {'empirical (CR2)' if how == 'empirical' else 'model-based'} "
+                     f"standard error or df at {', '.join(undefined)} (too few subjects there)")
+        structures = structures[structures.index(name) + 1:]
+        if not structures or len(visits) == 1:  # one visit has one structure
+            raise UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure "
+                             f"({'; '.join(tried)})")
     why = "as planned" if not tried else f"fell back: {'; '.join(tried)}"
-    inference = _Inference(reml, phi, e, df, how)
-    base_mean = float(data["base"].mean())
-    row = lambda arm, visit: design_row(d.columns, arm, visit, base_mean)  # noqa: E731
-    ls = _table([({"arm": a, "visit": v}, row(a, v)) for v in visits for a in arms], inference, level)
-    diffs = _table([({"visit": v, "treatment": a, "control": control}, row(a, v) - row(control, v))
-                    for v in visits for a in treatments], inference, level)
     t = d.t
     sigma = pd.DataFrame(_sigma(data, name, phi, t), index=visits, columns=visits)
     coef = pd.DataFrame({"term": d.columns, "estimate": e["beta"], "std_error": np.sqrt(np.diag(inference.V))})
@@ -584,7 +624,7 @@ class Resamples:
             missing = ", ".join(v for v in visits if v not in held)
             raise UsageError(f"no subject has a value at {missing}: leave the visit out of the imputation model")
         order = [control, *treatments]
-        d, self.structure, *_ = _search(data, held, order, True, structures, "")  # by visit: the rows have no days
+        d, self.structure, *_ = _search(data, held, order, True, structures, "", [])  # by visit: no days
 
         def every_visit(arm_codes):  # the design's rows of every subject at every visit (n x t x p)
             return _columns(np.tile(np.arange(t), n), np.repeat(arm_codes, t), np.repeat(base, t), held, order,
@@ -630,8 +670,9 @@ def _analysed(data, visits, control, treatments, metric):
     return data, [v for v in visits if v in set(data["visit"])], treatments
 
 
-def _search(data, visits, arms, base_by_visit, structures, metric):
-    """(design, structure, its REML, phi, evaluation, what failed before it): the first of `structures` fitted."""
+def _search(data, visits, arms, base_by_visit, structures, metric, tried: list):
+    """(design, structure, its REML, phi, evaluation): the first of `structures` fitted; what failed before it
+    is added to `tried`."""
     if len(visits) == 1:  # one visit: a variance, nothing to structure
         structures = ["unstructured"]
     by_days = any(STRUCTURES[s].uses_days for s in structures)
@@ -641,12 +682,11 @@ def _search(data, visits, arms, base_by_visit, structures, metric):
     sigma0 = _start(d, metric)
     gap = float(np.mean(np.diff(sorted(data.groupby("visit")["days"].mean())))) if by_days and len(visits) > 1 \
         else 1.0
-    tried = []
     for name in structures:
         design = _design(data, visits, arms, base_by_visit, True) if STRUCTURES[name].uses_days else d
         reml, got, why = _fit(design, STRUCTURES[name], sigma0, gap)
         if got is not None:
-            return d, name, reml, *got, tried
+            return d, name, reml, *got
         tried.append(f"{STRUCTURES[name].sas}: {why}")
     raise UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure ({'; '.join(tried)})")
 
