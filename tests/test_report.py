@@ -387,6 +387,39 @@ def test_a_study_with_only_its_baseline_yet_still_gets_a_report(tmp_path):
     assert r.docx.stat().st_size > 0 and r.figures
 
 
+def test_an_arm_without_follow_up_gets_a_report_that_says_what_is_not_estimable(tmp_path):
+    """The placebo arm photographed at its baseline only: every between-arm number is not estimable, and each
+    section that needs one says so under its own title, with the reason, while every other section is drawn
+    (the report stopped at the first one: "an arm has no subject to count responders in")."""
+    import shutil
+
+    import skintrack
+    from skintrack.sample import sample_study_dir
+
+    src = sample_study_dir()
+    arms = dict(line.split(",")[:2] for line in (src / "subjects.csv").read_text().splitlines()[1:])
+    rows = (src / "manifest.csv").read_text().splitlines()
+    kept = [r for r in rows[1:] if arms[r.split(",")[1]] == "active" or r.split(",")[2] == "D0"]
+    (tmp_path / "m.csv").write_text("\n".join([rows[0], *(str(src) + "/" + r for r in kept)]) + "\n")
+    skintrack.ingest([src / r.split(",")[0] for r in kept], tmp_path / "s", manifest=tmp_path / "m.csv",
+                     subjects=src / "subjects.csv")
+    shutil.copy(src / "plan.toml", tmp_path / "s" / "plan.toml")
+    s = skintrack.open(tmp_path / "s")
+    with pytest.raises(skintrack.UsageError, match="score.water: no subject of placebo has a change from baseline "
+                                                   "at W12 to count as a responder or not"):
+        s.responders_between("score.water")
+    r = build_report(s, tmp_path / "r", metrics=["score.water", "score.rough"], pdf=False)
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.html.read_text()))
+    assert "Skin moisture score: responders not estimable in this study: score.water: no subject of placebo" in page
+    for section in ("Primary endpoint", "Sensitivity analyses of the primary endpoint"):
+        assert f"{section} Not estimable in this study: score.water: the control arm &#39;placebo&#39; has no " \
+               "post-baseline observation" in page
+    assert "Endpoint 1 (active): score.water: the control arm &#39;placebo&#39; has no post-baseline observation" \
+        in page  # the endpoints table's reason, under it
+    assert "Claim table" in page and "Capture quality" in page and "Methods, software and data" in page
+    assert r.docx.stat().st_size > 0
+
+
 def test_the_endpoints_own_map_over_the_vendors_two_recordings(tmp_path):
     import skintrack
     from skintrack.tables.plan import Endpoint, Plan

@@ -354,6 +354,10 @@ def responders_between(study, key: str, visit: str | None = None, threshold: flo
     at = ch[ch["visit"] == visit].assign(gain=lambda d: d["delta"] if better == "higher" else -d["delta"])
     count = lambda arm: (int((at.loc[at["arm"] == arm, "gain"] >= threshold).sum()),  # noqa: E731
                          int((at["arm"] == arm).sum()))
+    empty = [arm for arm in (ctrl, *treatments) if count(arm)[1] == 0]
+    if empty:
+        raise UsageError(f"{key}: no subject of {' or '.join(empty)} has a change from baseline at {visit} to count "
+                         "as a responder or not")
     rows = [{"metric": key, "visit": visit, "threshold": threshold, "treatment": t, "control": ctrl,
              **ep.responder_difference(*count(t), *count(ctrl))} for t in treatments]
     return pd.DataFrame(rows)

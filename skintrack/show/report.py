@@ -100,6 +100,26 @@ def finding(row, attrs) -> str:
     return f"{head}: {row.treatment} {verb} {abs(row.estimate):.1f} {info['unit']} more than {row.control} {tail}"
 
 
+def refusable(title):
+    """A report section that says why under its `title` (text, or a function of the section's arguments) when
+    the study cannot give it (a helper refuses with a reason), instead of stopping the report: one section
+    that is not estimable never stops the others."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args):
+            try:
+                return method(self, *args)
+            except UsageError as e:
+                self.section(title(*args) if callable(title) else title, Text(f"Not estimable in this study: {e}",
+                                                                                "note"))
+        return run
+    return wrap
+
+
+def _metric_title(key: str) -> str:
+    return f"{metric_info(key)['description'].rstrip('.')} ({key})"
+
+
 class _Builder:
     def __init__(self, study, out: Path, metrics, figure_formats):
         self.s, self.out, self.metrics, self.formats = study, out, metrics, figure_formats
@@ -165,6 +185,7 @@ class _Builder:
     def findings(self) -> list[str]:
         return [] if self.ends is None else [finding(r, self.ends.attrs) for r in self.ends.itertuples()]
 
+    @refusable("Synopsis and headline findings")
     def synopsis(self):
         p = self.plan
         rows = [("Design", f"{len(p.treatments) + 1}-arm, controlled, repeated photographs" if self.has_arms else
@@ -210,6 +231,7 @@ class _Builder:
                                  "plan's decision", self.population("each endpoint's analysis set (its n is in the "
                                                                     "endpoints table)"))
 
+    @refusable("Subject disposition")
     def disposition(self):
         s, p = self.s, self.plan
         enrolled = len(self.subjects) or int(s.sql("SELECT count(DISTINCT subject_id) n FROM analyses")["n"][0])
@@ -220,8 +242,10 @@ class _Builder:
             [v for v in s.visits if v in set(per_visit["visit"])]).reset_index().astype({"QC-flagged": int})
         analysed = 0
         if p.primary is not None:
-            fit = self._fit(p.primary.metric)
-            analysed = fit.n_subjects if fit is not None else 0
+            try:
+                analysed = self._fit(p.primary.metric).n_subjects
+            except UsageError:  # said in the primary endpoint's section
+                pass
         steps = [("Enrolled", str(enrolled))] + [(f"Photographed {r.visit}", str(r.photographed))
                                                   for r in per_visit.itertuples()]
         steps += [("QC-excluded captures", str(int(self.qc["flagged"].sum()))), ("Analysed (primary)", str(analysed))]
@@ -229,6 +253,7 @@ class _Builder:
                      self.table(per_visit, "Subjects photographed, analyses and QC flags per visit",
                                 self.population()))
 
+    @refusable("Baseline and demographics by arm")
     def demographics(self):
         if not self.has_arms:
             return
@@ -253,24 +278,25 @@ class _Builder:
                      self.table(df, "Baseline characteristics and demographics by arm", self.population()))
 
     def _fit(self, key, exclude_flagged=None):
-        """The MMRM of `key` (QC as the plan says, or as asked), fitted once per report."""
+        """The MMRM of `key` (QC as the plan says, or as asked), fitted once per report: raises its refusal
+        (`UsageError`) each time it is asked for."""
         flag = self.plan.qc == "exclude" if exclude_flagged is None else exclude_flagged
         if (key, flag) not in self._fits:
             try:
                 self._fits[(key, flag)] = self.s.mmrm(key, exclude_flagged=flag)
-            except UsageError:
-                self._fits[(key, flag)] = None
+            except UsageError as e:
+                self._fits[(key, flag)] = e
+        if isinstance(self._fits[(key, flag)], UsageError):
+            raise self._fits[(key, flag)]
         return self._fits[(key, flag)]
 
+    @refusable("Primary endpoint")
     def primary(self):
         p = self.plan
         if p.primary is None or not self.has_arms:
             return
         key = p.primary.metric
         fit = self._fit(key)
-        if fit is None:
-            self.section("Primary endpoint", f"The MMRM of {key} could not be fitted.")
-            return
         ls = self.in_order(fit.lsmeans[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]]).rename(
             columns={"estimate": "LS-mean", **HEADERS})
         diffs = self.in_order(fit.diffs[["visit", "treatment", "control", "estimate", "std_error", "df", "ci_low",
@@ -291,6 +317,7 @@ class _Builder:
                      self.table(diffs, "Treatment minus control (nominal p; the plan's decision is in the endpoints "
                                        "table)", pop), note)
 
+    @refusable("Endpoints in testing order, with the multiplicity decision")
     def secondary(self):
         if self.ends is None or len(self.ends) == 0:
             return
@@ -304,13 +331,16 @@ class _Builder:
             "95% CI high": e["ci_high"], "p": e["p"], "p adjusted": e["p_adjusted"], "decision": e["decision"]})
         if shown["p adjusted"].isna().all():  # fixed sequence, one treatment: each test is at full alpha
             shown = shown.drop(columns="p adjusted")
+        why = [Text(f"Endpoint {r.order} ({r.treatment}): {r.reason}.", "note") for r in e.itertuples()
+               if r.decision == "not estimable" and r.reason]
         self.section("Endpoints in testing order, with the multiplicity decision",
                      self.table(shown, f"Endpoints: {self.plan.multiplicity.replace('_', ' ')} at alpha "
                                    f"{self.plan.alpha:g}; estimates are differences (MMRM) or ratios (other models); n is "
                                    "treatment/control",
                                 self.population(f"for each endpoint, the subjects with its baseline and visit; "
-                                                f"{self.qc_rule}")))
+                                                f"{self.qc_rule}")), *why)
 
+    @refusable(_metric_title)
     def metric(self, key: str):
         s, info = self.s, metric_info(key)
         title = info["description"].rstrip(".")
@@ -335,18 +365,25 @@ class _Builder:
                             f"{title}: percent change from baseline", pop)]
         threshold = self.plan.responders.get(key)
         if threshold is not None and self.has_arms and self.plan.schedule[-1] in s.visits:  # held yet
-            r = s.responders_between(key)
-            short = {"treatment": "arm", "responders_treatment": "responders", "n_treatment": "n",
-                     "responders_control": "control responders", "n_control": "control n",
-                     "risk_difference": "difference", "rd_ci_low": "95% CI low", "rd_ci_high": "95% CI high",
-                     "odds_ratio": "odds ratio", "p_fisher": "p"}
-            shown = self.in_order(r[["visit", "threshold", *short]].rename(columns=short))
-            shown["threshold"] = [f"{t:g} {info['unit']}" if isinstance(t, (int, float)) else str(t)
-                                  for t in shown["threshold"]]
-            parts.append(self.table(shown, f"{title}: responders (risk difference with Newcombe's 95% CI; Fisher's "
-                                           "exact p)", pop))
+            parts.append(self.responders(key, title, pop))
         self.section(f"{title} ({key}; {info['unit']}; {info['better']} is better)", *parts)
 
+    def responders(self, key: str, title: str, pop: str):
+        """The table of responders between the arms, or why there is none (an arm without a subject there)."""
+        try:
+            r = self.s.responders_between(key)
+        except UsageError as e:
+            return Text(f"{title}: responders not estimable in this study: {e}", "note")
+        short = {"treatment": "arm", "responders_treatment": "responders", "n_treatment": "n",
+                 "responders_control": "control responders", "n_control": "control n",
+                 "risk_difference": "difference", "rd_ci_low": "95% CI low", "rd_ci_high": "95% CI high",
+                 "odds_ratio": "odds ratio", "p_fisher": "p"}
+        shown = self.in_order(r[["visit", "threshold", *short]].rename(columns=short))
+        shown["threshold"] = [f"{t:g} {metric_info(key)['unit']}" if isinstance(t, (int, float)) else str(t)
+                              for t in shown["threshold"]]
+        return self.table(shown, f"{title}: responders (risk difference with Newcombe's 95% CI; Fisher's exact p)", pop)
+
+    @refusable("Measures beside the photographs")
     def measures(self):
         """The measures beside the photos (skintrack.tables.measures): what each is, the agreement between
         raters, and the share of subjects agreeing with each questionnaire item."""
@@ -417,6 +454,7 @@ class _Builder:
             self._captures[map_name] = caps
         return self._captures[map_name]
 
+    @refusable("Photographs")
     def photographs(self):
         """The study's own photographs side by side, baseline and the primary endpoint's visit, cropped to the
         API's face box, the endpoint's own map over them where the API returned one; the subjects are the
@@ -457,6 +495,7 @@ class _Builder:
                               f"was analysed: {'; '.join(withheld)}.", "note"))
         self.section(title, *parts)
 
+    @refusable("Capture quality and visit windows")
     def quality(self):
         overview = self.figure("qc_overview", charts.qc_overview(self.qc), "Capture-quality flags by visit.") \
             if self.qc["flagged"].any() else ""  # nothing flagged: nothing to draw
@@ -472,6 +511,7 @@ class _Builder:
                      if len(windows) else f"Every capture was within its visit window (windows: {self.plan.windows}).")
         self.section("Capture quality and visit windows", overview, *parts)
 
+    @refusable("Claim table: change from baseline per arm and visit")
     def claims(self):
         """The claim table of the plan's endpoints: % change from baseline, p against baseline, improved."""
         if not self.plan.endpoints:
@@ -493,6 +533,7 @@ class _Builder:
                      "the confirmatory tests); improved: subjects whose value moved in the better direction, by "
                      "any amount.")
 
+    @refusable("Instrument: API generations and drift")
     def instrument(self):
         """Which API generations measured the study, what the sentinel saw, and the decisions taken."""
         s = self.s
@@ -540,15 +581,12 @@ class _Builder:
             parts.append(self.table(found, "Values that straddle an instrument change"))
         self.section("Instrument: API generations and drift", *parts)
 
+    @refusable("Sensitivity analyses of the primary endpoint")
     def sensitivity(self):
         p = self.plan
         if p.primary is None or not self.has_arms:
             return
-        try:
-            table_ = self.s.sensitivity()
-        except UsageError as e:
-            self.section("Sensitivity analyses of the primary endpoint", str(e))
-            return
+        table_ = self.s.sensitivity()
         primary = table_[table_["analysis"].str.startswith("primary")].set_index("treatment")
         same = [r.analysis != primary.at[r.treatment, "analysis"] and r.estimate == primary.at[r.treatment, "estimate"]
                 and r.std_error == primary.at[r.treatment, "std_error"] for r in table_.itertuples()]
@@ -562,6 +600,7 @@ class _Builder:
                                        "analyses", self.population(f"as each analysis says; {self.qc_rule} in the "
                                                                    "primary analysis")), *notes)
 
+    @refusable("Estimand (ICH E9(R1))")
     def estimand(self):
         p = self.plan
         if p.primary is None or not self.has_arms:
@@ -586,6 +625,7 @@ class _Builder:
                      "each subject's arm, baseline and observed values; the sensitivity analyses test that "
                      "assumption.")
 
+    @refusable(lambda sid: f"Subject {sid}")
     def subject_page(self, sid: str):
         s = self.s
         prof = s.sql("""SELECT m.metric, arg_min(m.value, a.taken_at) AS baseline, arg_max(m.value, a.taken_at) AS latest
@@ -625,6 +665,7 @@ class _Builder:
             caps["photo"].tolist(), caps["box"].tolist(), caps.index.tolist()),
             f"Subject {sid}: photographs at {', '.join(caps.index)}, cropped to the API's face box.")
 
+    @refusable("Methods, software and data")
     def methods(self, data_version: str):
         p, n_flag = self.plan, int(self.qc["flagged"].sum())
         import duckdb
