@@ -420,6 +420,32 @@ def test_an_arm_without_follow_up_gets_a_report_that_says_what_is_not_estimable(
     assert r.docx.stat().st_size > 0
 
 
+def test_a_primary_endpoint_in_shares_of_the_face_prints_its_digits(tmp_path):
+    """An area's share of the face moves by hundredths: the finding and the tables print 3 significant digits
+    of the largest (at 1 decimal its difference read "improved it by 0.1 share more than placebo (95% CI -0.2 to
+    -0.0)")."""
+    import shutil
+
+    import skintrack
+    from skintrack.sample import sample_study_dir
+    from skintrack.show.document import cells
+
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    plan = (src / "plan.toml").read_text().replace('metric = "score.water"', 'metric = "area.water.whole_face"')
+    (tmp_path / "s" / "plan.toml").write_text(plan)
+    s = skintrack.open(tmp_path / "s")
+    d = s.endpoints().iloc[0]
+    assert d["metric"] == "area.water.whole_face" and abs(d["estimate"]) < 0.1
+    r = build_report(s, tmp_path / "r", metrics=["area.water.whole_face"], pdf=False, docx=False)
+    places = 2 - int(np.floor(np.log10(max(abs(d["estimate"]), abs(d["ci_low"]), abs(d["ci_high"])))))  # 3 digits
+    assert f"{abs(d['estimate']):.{places}f} share more than placebo (95% CI {d['ci_low']:.{places}f} to " \
+           f"{d['ci_high']:.{places}f};" in r.findings[0]
+    shown = cells(pd.DataFrame({"change": [0.0123, -0.004], "points": [12.5, 3.25], "half": [0.5, 0.25]}))
+    assert shown.values.tolist() == [["0.0123", "12.50", "0.50"], ["-0.0040", "3.25", "0.25"]]
+    shutil.rmtree(tmp_path / "r")
+
+
 def test_the_endpoints_own_map_over_the_vendors_two_recordings(tmp_path):
     import skintrack
     from skintrack.tables.plan import Endpoint, Plan

@@ -218,7 +218,7 @@ def tipping_point(imp: Imputations, treatment: str, alpha: float, direction: flo
     previous = 0.0
     for d in np.linspace(0.0, most, 81)[1:]:  # the first crossing (far shifts can turn the effect round)
         if (p_at(d) < alpha) != significant:
-            delta = brentq(lambda x: p_at(x) - alpha, previous, d, xtol=1e-6)
+            delta = brentq(lambda x: p_at(x) - alpha, previous, d, xtol=min(1e-6, 1e-8 * most))  # any units
             return {"delta": delta, "p_at_zero": start, "note": ""}
         previous = d
     return {"delta": math.nan, "p_at_zero": start, "note": f"no shift up to {most:g} changes the conclusion"}

@@ -33,6 +33,7 @@ from ..tables.catalog import metric_info
 from ..tables.plan import SENSITIVITY, sensitivity_problems
 from . import imputation
 from .selection import records_sql
+from .stats import decimals
 from .trial import _arm_pair, arm_changes, mmrm, mmrm_data
 
 DEFAULTS = {"methods": list(SENSITIVITY), "imputations": 100, "seed": 20241108}
@@ -90,8 +91,10 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
             span = 4 * abs(fit.diff(visit, treatments[0])["estimate"]) + 10 * fit.diff(visit, treatments[0])["std_error"]
             for t in treatments:
                 tip = imputation.tipping_point(imp, t, plan.alpha, direction, span)
+                shift = direction * tip["delta"]
                 text = tip["note"] or (f"shifting the treated subjects' imputed changes at {visit} by "
-                                       f"{direction * tip['delta']:+.2f} {metric_info(key)['unit']} flips the conclusion")
+                                       f"{shift:+.{decimals([shift])}f} {metric_info(key)['unit']} flips the "
+                                       "conclusion")
                 rows.append({"analysis": "tipping point (MAR + delta)", "treatment": t, "control": control,
                              "visit": visit, "estimate": direction * tip["delta"], "std_error": math.nan,
                              "df": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": tip["p_at_zero"],

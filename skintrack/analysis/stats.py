@@ -26,6 +26,20 @@ LEVEL = 0.95
 Z = 1.959963984540054  # dist.norm_ppf(0.975), written out: the z of every 95% interval
 
 
+def decimals(values, digits: int = 2) -> int:
+    """The decimals that print `values` together: `digits`, or 3 significant digits of the largest where `digits`
+    would show fewer than 2 of it (an area's share of the face moves by hundredths: at 1 decimal its change read
+    0.0).
+
+    >>> decimals([0.0123, -0.004]), decimals([0.173, -0.026], 1), decimals([0.81, 0.5]), decimals([float("nan")])
+    (4, 3, 2, 2)
+    """
+    largest = max((abs(float(v)) for v in values if v == v), default=0.0)
+    if largest == 0 or largest >= 10.0 ** (1 - digits):
+        return digits
+    return min(2 - math.floor(math.log10(largest)), 10)
+
+
 def t_interval(mean, sd, n, level: float = LEVEL):
     """Student-t interval of a mean (vectorised); NaN where n < 2."""
     mean, sd, n = np.asarray(mean, float), np.asarray(sd, float), np.asarray(n, float)

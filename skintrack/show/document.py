@@ -1,8 +1,9 @@
 """The report as a document: numbered sections of text, numbered tables and figures, built once and
 written to HTML (printed to PDF) and to DOCX from the same cells, so a number reads the same in both.
 
-The rounding rule lives here, once: numbers to 2 decimals, a column of whole numbers (scores, counts) as
-whole numbers, p-values to 3 decimals (below 0.001 as "<0.001"), an empty value as an empty cell.
+The rounding rule lives here, once: numbers to 2 decimals (a column of values all below 0.1 to 3 significant
+digits: `skintrack.analysis.stats.decimals`), a column of whole numbers (scores, counts) as whole numbers,
+p-values to 3 decimals (below 0.001 as "<0.001"), an empty value as an empty cell.
 
 Example
 -------
@@ -18,8 +19,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-ROUNDING = ("Numbers are rounded to 2 decimals, whole-number scores and counts are shown as they are, % changes "
-            "in the claim table to 1 decimal, and p-values to 3 decimals (below 0.001 as <0.001).")
+from ..analysis.stats import decimals
+
+ROUNDING = ("Numbers are rounded to 2 decimals (a column whose values are all below 0.1, such as an area's share "
+            "of the face, to 3 significant digits of its largest), whole-number scores and counts are shown as they "
+            "are, % changes in the claim table to 1 decimal, and p-values to 3 decimals (below 0.001 as <0.001).")
 
 
 HEADERS = {"std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"}  # how tables head these columns
@@ -45,7 +49,7 @@ def cells(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
             if c == "p" or str(c).startswith("p "):
                 out[c] = [fmt_p(x) for x in col]
             else:
-                places = 0 if whole(col) else digits
+                places = 0 if whole(col) else decimals(col, digits)
                 out[c] = ["" if x != x else f"{x:.{places}f}" for x in col]
         else:
             out[c] = ["" if x is None or (isinstance(x, float) and x != x) else str(x) for x in col]

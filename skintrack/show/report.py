@@ -40,6 +40,7 @@ from markupsafe import Markup
 
 from .. import __version__
 from ..analysis.qc import FLAGS
+from ..analysis.stats import decimals
 from ..errors import UsageError
 from ..sinks import css_string, file_name
 from ..sinks import html as html_text
@@ -88,7 +89,7 @@ def finding(row, attrs) -> str:
         return f"{head}: {row.treatment} against {row.control} {row.reason}."
     adjusted_p = adjusted(attrs)
     p = fmt_p(row.p_adjusted if adjusted_p else row.p)
-    digits = 1 if row.model == "mmrm" else 2
+    digits = decimals([row.estimate, row.ci_low, row.ci_high], 1 if row.model == "mmrm" else 2)
     level = "simultaneous 95% CI" if attrs.get("arm_comparisons") == "dunnett" else "95% CI"
     tail = (f"({level} {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
             f"{'adjusted ' if adjusted_p else ''}p {p}): {row.decision}.")
@@ -97,7 +98,8 @@ def finding(row, attrs) -> str:
         return f"{head}: {row.treatment} against {row.control}, {ratio} {row.estimate:.2f} {tail}"
     better = (row.estimate > 0) == (info["better"] == "higher")
     verb = ("improved it by" if better else "worsened it by") if info["better"] != "none" else "changed it by"
-    return f"{head}: {row.treatment} {verb} {abs(row.estimate):.1f} {info['unit']} more than {row.control} {tail}"
+    return (f"{head}: {row.treatment} {verb} {abs(row.estimate):.{digits}f} {info['unit']} more than {row.control} "
+            f"{tail}")
 
 
 def refusable(title):
