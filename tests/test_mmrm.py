@@ -266,6 +266,16 @@ def test_only_heterogeneous_structures_are_fallbacks():
     assert all(STRUCTURES[s].heterogeneous for s in FALLBACK)
 
 
+def test_an_arm_without_an_observation_at_a_visit_is_named():
+    from skintrack import UsageError
+
+    data = simulate(1, arms=("placebo", "low", "high"), n=6)
+    data = data[~((data["arm"] == "low") & (data["visit"] == "W8"))]
+    with pytest.raises(UsageError, match="^score: no observation of low at W8: the model estimates each arm at each "
+                                         "visit$"):
+        fit_mmrm(data, ["W4", "W8", "W12"], "placebo", metric="score")
+
+
 def test_bad_choices_are_refused_by_name():
     from skintrack import UsageError
 

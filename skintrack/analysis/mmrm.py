@@ -585,8 +585,7 @@ def fit_mmrm(data: pd.DataFrame, visits: list, control: str, treatments=None, ba
                      f"standard error or df at {', '.join(undefined)} (too few subjects there)")
         structures = structures[structures.index(name) + 1:]
         if not structures or len(visits) == 1:  # one visit has one structure
-            raise UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure "
-                             f"({'; '.join(tried)})")
+            raise _unfitted(metric, tried)
     why = "as planned" if not tried else f"fell back: {'; '.join(tried)}"
     t = d.t
     sigma = pd.DataFrame(_sigma(data, name, phi, t), index=visits, columns=visits)
@@ -667,7 +666,13 @@ def _analysed(data, visits, control, treatments, metric):
     if not treatments:
         raise UsageError(f"{metric}: no treatment arm with post-baseline observations to compare with {control!r}")
     data = data[keep & np.isin(arm, [control, *treatments])]  # one mask: the rows in their order
-    return data, [v for v in visits if v in set(data["visit"])], treatments
+    held = [v for v in visits if v in set(data["visit"])]
+    cells = set(zip(data["arm"], data["visit"]))
+    empty = [f"{a} at {v}" for v in held for a in (control, *treatments) if (a, v) not in cells]
+    if empty:
+        raise UsageError(f"{metric}: no observation of {', '.join(empty)}: the model estimates each arm at each "
+                         "visit")
+    return data, held, treatments
 
 
 def _search(data, visits, arms, base_by_visit, structures, metric, tried: list):
@@ -688,7 +693,11 @@ def _search(data, visits, arms, base_by_visit, structures, metric, tried: list):
         if got is not None:
             return d, name, reml, *got
         tried.append(f"{STRUCTURES[name].sas}: {why}")
-    raise UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure ({'; '.join(tried)})")
+    raise _unfitted(metric, tried)
+
+
+def _unfitted(metric: str, tried: list) -> UsageError:
+    return UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure ({'; '.join(tried)})")
 
 
 def _stacked(d: _Design, metric: str) -> tuple[np.ndarray, np.ndarray]:
