@@ -381,6 +381,8 @@ def test_a_study_with_only_its_baseline_yet_still_gets_a_report(tmp_path):
     ends = s.endpoints()
     assert set(ends["decision"]) == {"not estimable"} and ends["n_treatment"].isna().all()
     assert set(ends["reason"]) == {"no visit 'W12' in this study (visits: D0)"}
+    with pytest.raises(skintrack.UsageError, match=r"^no visit 'W12' in this study \(visits: D0\)$"):
+        s.sensitivity()  # said as the endpoints say it (it was "no single difference at visit 'W12'")
     r = build_report(s, tmp_path / "r", pdf=False)
     page = r.html.read_text()
     assert page.count("in this study (visits: D0)") >= len(ends) and "Newcombe" not in page

@@ -53,7 +53,7 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
     if problems := sensitivity_problems({"methods": methods, "imputations": m, "seed": seed}):
         raise UsageError("; ".join(problems))
     m, seed = int(m), int(seed)
-    key, visit = plan.primary.metric, plan.primary.visit
+    key, visit = plan.primary.metric, study.check_followup(plan.primary.visit)  # held yet, and after the baseline
     treatments, control = _arm_pair(study, None, None)
     fit = study.mmrm(key)
     rows = [_row("primary: MMRM (missing at random)", fit.diff(visit, t), plan.alpha, fit.method) for t in treatments]
