@@ -247,6 +247,8 @@ def test_readers_never_fail_while_a_writer_commits_and_compaction_waits_for_them
     ('visits = [{label = "D0", day = "zero"}]', "`visits[0].day` must be a number"),
     ('visits = [{label = "D0", day = 0, window = nan}]', "`visits[0].window` must be a number, not the non-finite "
                                                          "number nan"),  # TOML has nan and inf
+    ('visits = [{label = "D0", day = 0}, {label = "W4", day = "28"}]', "`visits[1].day` must be a number, not the "
+                                                                       "text '28'"),  # the place of a later entry
     ('responders = {"score.water" = inf}', '`responders.score.water` must be a number or "mdc", not the non-finite '
                                            "number inf")])
 def test_a_plan_field_of_the_wrong_type_names_the_field_and_the_type(small, line, said, run_cli):

@@ -130,10 +130,10 @@ def _check_types(doc: dict, where: str) -> None:
                 raise UsageError(f"{where}: `{at}` must be {'a table' if item is dict else 'a text'} (e.g. {key} = "
                                  f"{example}), not {_kind(entry)}")
             for name, kinds in (fields or {}).items():
-                value = entry.get(name)
-                if name in entry and not (is_number(value) if kinds is NUMBER else isinstance(value, kinds)):
+                got = entry.get(name)  # not `value`: the next entry's place is read from it
+                if name in entry and not (is_number(got) if kinds is NUMBER else isinstance(got, kinds)):
                     raise UsageError(f"{where}: `{at}.{name}` must be {'a number' if kinds is NUMBER else 'a text'}, "
-                                     f"not {_kind(value)}")
+                                     f"not {_kind(got)}")
     for metric, threshold in doc.get("responders", {}).items():
         if threshold != "mdc" and not is_number(threshold):
             raise UsageError(f"{where}: `responders.{metric}` must be a number or \"mdc\", not {_kind(threshold)}")
