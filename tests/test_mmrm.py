@@ -276,6 +276,14 @@ def test_an_arm_without_an_observation_at_a_visit_is_named():
         fit_mmrm(data, ["W4", "W8", "W12"], "placebo", metric="score")
 
 
+def test_a_metric_that_never_moved_is_refused_with_why():
+    from skintrack import UsageError
+
+    data = simulate(1).assign(chg=0.0)  # no wrinkle at any visit
+    with pytest.raises(UsageError, match="^wrinkles: every subject's change from baseline is 0: the MMRM has nothing "):
+        fit_mmrm(data, ["W4", "W8", "W12"], "placebo", metric="wrinkles")
+
+
 def test_bad_choices_are_refused_by_name():
     from skintrack import UsageError
 

@@ -163,6 +163,23 @@ def test_the_study_runs_every_planned_sensitivity_analysis(run_cli):
     assert proc.stdout.splitlines()[2].startswith('"multiple imputation, missing at random",active,placebo,W12,')
 
 
+def test_a_primary_endpoint_the_mmrm_does_not_analyse_has_no_mmrm_sensitivity_analyses(tmp_path):
+    """A count's primary endpoint is a negative binomial rate ratio: an MMRM's rows under it would be another
+    model's numbers than the endpoint's (they were printed as "primary: MMRM")."""
+    import skintrack
+    from skintrack.sample import sample_study_dir
+
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    plan = (src / "plan.toml").read_text().replace('metric = "score.water"', 'metric = "count.blackhead.nose"')
+    (tmp_path / "s" / "plan.toml").write_text(plan)
+    s = skintrack.open(tmp_path / "s")
+    assert s.endpoints()["model"].iloc[0] == "negative_binomial"
+    with pytest.raises(skintrack.UsageError, match=r"^count.blackhead.nose: the primary endpoint is analysed by "
+                                                   r"negative binomial \(a count\); the sensitivity analyses \(MMRM"):
+        s.sensitivity()
+
+
 def test_one_set_of_draw_shapes_serves_every_methods_draw():
     """Issue 23: each imputation finds the conditional distributions' shapes once for its covariance and draws
     every method with them; that is exactly the draw each method makes on its own (the one checked against R

@@ -667,6 +667,10 @@ def _analysed(data, visits, control, treatments, metric):
         raise UsageError(f"{metric}: no treatment arm with post-baseline observations to compare with {control!r}")
     data = data[keep & np.isin(arm, [control, *treatments])]  # one mask: the rows in their order
     held = [v for v in visits if v in set(data["visit"])]
+    for column, what in (("chg", "change from baseline"), ("base", "baseline value")):
+        if data[column].nunique() == 1:  # a metric that never moved (0 wrinkles throughout) has nothing to model
+            raise UsageError(f"{metric}: every subject's {what} is {data[column].iloc[0]:g}: the MMRM has nothing to "
+                             "estimate it from")
     cells = set(zip(data["arm"], data["visit"]))
     empty = [f"{a} at {v}" for v in held for a in (control, *treatments) if (a, v) not in cells]
     if empty:

@@ -34,7 +34,7 @@ from ..tables.plan import SENSITIVITY, sensitivity_problems
 from . import imputation
 from .selection import records_sql
 from .stats import decimals
-from .trial import _arm_pair, arm_changes, mmrm, mmrm_data
+from .trial import MODELS, _arm_pair, arm_changes, mmrm, mmrm_data
 
 DEFAULTS = {"methods": list(SENSITIVITY), "imputations": 100, "seed": 20241108}
 COLUMNS = ["analysis", "treatment", "control", "visit", "estimate", "std_error", "df", "ci_low", "ci_high", "p",
@@ -54,6 +54,11 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
         raise UsageError("; ".join(problems))
     m, seed = int(m), int(seed)
     key, visit = plan.primary.metric, study.check_followup(plan.primary.visit)  # held yet, and after the baseline
+    model = plan.models.get(key) or MODELS.get(metric_info(key)["type"])
+    if model != "mmrm":  # its rows would be another model's numbers than the primary endpoint's
+        raise UsageError(f"{key}: the primary endpoint is analysed by {(model or 'no model').replace('_', ' ')} (a "
+                         f"{metric_info(key)['type']}); the sensitivity analyses (MMRM, multiple imputation, tipping "
+                         "point) are for an endpoint the MMRM analyses")
     treatments, control = _arm_pair(study, None, None)
     fit = study.mmrm(key)
     rows = [_row("primary: MMRM (missing at random)", fit.diff(visit, t), plan.alpha, fit.method) for t in treatments]
