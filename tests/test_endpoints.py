@@ -255,6 +255,23 @@ def test_two_grades_share_the_firth_path_and_one_grade_is_not_estimable():
         ep.proportional_odds(data.assign(value=1.0), "active", "placebo")
 
 
+def test_an_unbounded_ratio_is_not_estimable_with_why_not_an_overflow():
+    """Separated grades and an arm with no count: the likelihood has no maximum (R's polr and glm.nb return a
+    coefficient of 12-30 with an SE of 45 and more); the ratio is refused with why, never e^b (OverflowError)."""
+    rng = np.random.default_rng(1)
+    grades = frame(rng, 10, lambda r, arm: (int(r.integers(0, 4)), int(r.integers(3, 5)) if arm == "active" else
+                                            int(r.integers(0, 3)))).dropna()
+    with pytest.raises(skintrack.UsageError, match=r"^not estimable \(every active grade is above every placebo grade"):
+        ep.proportional_odds(grades, "active", "placebo")
+    near = grades.copy()
+    near.loc[near.index[near["arm"] == "active"][0], "value"] = 2.0  # one grade in common: the maximum runs off
+    with pytest.raises(skintrack.UsageError, match=r"^not estimable \(the model's estimate did not settle"):
+        ep.proportional_odds(near, "active", "placebo")
+    counts = frame(rng, 10, lambda r, arm: (int(r.integers(0, 4)), int(r.integers(1, 6)) if arm == "active" else 0))
+    with pytest.raises(skintrack.UsageError, match=r"^not estimable \(every count of placebo is 0"):
+        ep.negative_binomial(counts.dropna(), "active", "placebo")
+
+
 def test_a_non_estimable_endpoint_stops_no_other(tmp_path, run_cli):
     ingest_sample(tmp_path / "s")
     plan = (tmp_path / "s" / "plan.toml").read_text().replace(

@@ -50,6 +50,9 @@ def _design(frame: pd.DataFrame, treatment: str, control: str, transform=None) -
 
 
 def _wald(b: float, se: float, n_t: int, n_c: int, **extra) -> dict:
+    if not (math.isfinite(b) and math.isfinite(se) and 0 < se < 50 and abs(b) < 15):  # a ratio of e^15 = 3e6
+        raise UsageError("not estimable (the model's estimate did not settle: the arms are too far apart or too "
+                         "small for a ratio)")
     return {"n_treatment": n_t, "n_control": n_c, "log_estimate": b, "std_error": se, "estimate": math.exp(b),
             "ci_low": math.exp(b - Z * se), "ci_high": math.exp(b + Z * se), "p": 2 * dist.norm_sf(abs(b / se)),
             **extra}
@@ -70,6 +73,9 @@ def negative_binomial(frame: pd.DataFrame, treatment: str, control: str) -> dict
     if len(data) < 4 or y.sum() == 0:
         raise UsageError("not estimable (every count is 0)" if len(data) >= 4 else
                          "not estimable (fewer than 4 subjects)")
+    for arm in (treatment, control):
+        if y[(data["arm"] == arm).to_numpy()].sum() == 0:
+            raise UsageError(f"not estimable (every count of {arm} is 0: the rate ratio is 0 or unbounded)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter; checked below
         nb = NegativeBinomial(y, X, loglike_method="nb2").fit(method="bfgs", maxiter=2000, disp=False, gtol=1e-10)
@@ -96,6 +102,11 @@ def proportional_odds(frame: pd.DataFrame, treatment: str, control: str) -> dict
     if len(levels) == 2:
         out = logistic(data.assign(value=(data["value"] == levels[1]).astype(float)), treatment, control)
         return {**out, "method": f"proportional odds with two grades: {out['method']}"}
+    grades = {arm: data.loc[data["arm"] == arm, "value"] for arm in (treatment, control)}
+    for high, low in ((treatment, control), (control, treatment)):
+        if len(grades[high]) and len(grades[low]) and grades[high].min() > grades[low].max():
+            raise UsageError(f"not estimable (every {high} grade is above every {low} grade: the odds ratio is "
+                             "unbounded)")
     y = pd.Series(pd.Categorical(data["value"], categories=levels, ordered=True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
