@@ -448,6 +448,30 @@ def test_a_primary_endpoint_in_shares_of_the_face_prints_its_digits(tmp_path):
     shutil.rmtree(tmp_path / "r")
 
 
+def test_a_primary_endpoint_the_study_holds_no_value_of_is_said_and_the_rest_is_written(tmp_path):
+    """A plan may name a metric of another API generation than the study's (an older region form): its endpoint
+    is not estimable, with why, and the report and the ADaM export are written all the same (the report stopped
+    in the demographics and the export on the empty metric's records)."""
+    import skintrack
+    from skintrack.sample import sample_study_dir
+    from skintrack.show.adam import adam, paramcd
+
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    plan = (src / "plan.toml").read_text().replace('metric = "score.water"',
+                                                   'metric = "area.enlarged_pore.right_cheek"')
+    (tmp_path / "s" / "plan.toml").write_text(plan)
+    s = skintrack.open(tmp_path / "s")
+    first = s.endpoints().iloc[0]
+    assert first["decision"] == "not estimable"
+    assert first["reason"] == "area.enlarged_pore.right_cheek: no value of it after the baseline in this study"
+    r = build_report(s, tmp_path / "r", metrics=["score.water"], pdf=False, docx=False)
+    assert "no value of it after the baseline in this study" in r.findings[0]
+    _, adskin = adam(s)
+    assert paramcd("area.enlarged_pore.right_cheek") not in set(adskin["PARAMCD"])
+    assert paramcd("score.water") in set(adskin["PARAMCD"])  # the other parameters are there
+
+
 def test_the_endpoints_own_map_over_the_vendors_two_recordings(tmp_path):
     import skintrack
     from skintrack.tables.plan import Endpoint, Plan

@@ -660,6 +660,8 @@ def _analysed(data, visits, control, treatments, metric):
     keep = data["chg"].notna().to_numpy() & data["base"].notna().to_numpy() & data["visit"].isin(visits).to_numpy()
     arm = data["arm"].to_numpy()
     present = set(arm[keep])
+    if not present:
+        raise UsageError(f"{metric}: no value of it after the baseline in this study")
     if control not in present:
         raise UsageError(f"{metric}: the control arm {control!r} has no post-baseline observation")
     treatments = [a for a in (treatments or sorted(present - {control})) if a in present]

@@ -155,7 +155,8 @@ def adam(study, metrics=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     r = study.rules()
     records = {key: _records(study, key, r) for key in metrics}
     adsl = _adsl(study, plan, studyid, records)
-    rows = [_param_rows(plan, key, adsl, records[key], r, _averaged(study, key)) for key in metrics]
+    rows = [_param_rows(plan, key, adsl, records[key], r, _averaged(study, key)) for key in metrics
+            if len(records[key])]  # a metric the study holds no value of has no record
     adskin = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(ADSKIN_LABELS))
     adskin.attrs["labels"] = dict(ADSKIN_LABELS)
     for name, df in (("ADSL", adsl), ("ADSKIN", adskin)):

@@ -272,6 +272,8 @@ class _Builder:
         for key in [e.metric for e in p.endpoints]:
             cohort = s.cohort(key)
             base = cohort[cohort["visit"] == p.baseline].set_index("arm")
+            if base.empty:  # no value of it at the baseline: its endpoint's section says why
+                continue
             rows[f"Baseline {metric_info(key)['description'].rstrip('.').lower()}, mean (SD)"] = \
                 base["mean"].map("{:.2f}".format) + " (" + base["sd"].map("{:.2f}".format) + ")"
         df = pd.DataFrame(rows).T.reset_index().rename(columns={"index": ""})
