@@ -272,6 +272,19 @@ def test_an_unbounded_ratio_is_not_estimable_with_why_not_an_overflow():
         ep.negative_binomial(counts.dropna(), "active", "placebo")
 
 
+def test_the_supplementary_shift_and_effect_size_of_changes_that_never_vary_are_nan_not_a_crash():
+    """Every change at the visit 0 (a wrinkle ratio that stays 0 at W12): R's wilcox.test refuses the interval
+    and Hedges' g has no SD to divide by. They are NaN, and the MMRM's own numbers stand (the endpoint raised
+    "The function value at x=0.0 is NaN")."""
+    hl = ep.hodges_lehmann(np.zeros(60), np.zeros(55))
+    assert np.isnan([hl["shift"], hl["ci_low"], hl["ci_high"]]).all()
+    assert hl["method"] == "not estimable (every value is the same)"
+    g = ep.hedges_g(np.zeros(8), np.zeros(9))
+    assert np.isnan([g["g"], g["ci_low"], g["ci_high"]]).all()
+    assert np.isnan(ep.hedges_g([1.0], [2.0, 3.0])["g"])  # one value in an arm: no SD of it
+    assert np.isfinite(ep.hedges_g([1.0, 1.0], [2.0, 3.0])["g"])  # one arm without spread: the pooled SD has some
+
+
 def test_a_non_estimable_endpoint_stops_no_other(tmp_path, run_cli):
     ingest_sample(tmp_path / "s")
     plan = (tmp_path / "s" / "plan.toml").read_text().replace(

@@ -236,10 +236,13 @@ def tost_from_interval(fit, visit: str, treatment: str, margin: float, level: fl
 
 def hedges_g(a, b, level: float = 0.95) -> dict:
     """Hedges' g of `a` against `b` (Cohen's d with the pooled SD, times the small-sample correction J)
-    with the interval from the noncentral t distribution of d * sqrt(n_a n_b / (n_a + n_b))."""
+    with the interval from the noncentral t distribution of d * sqrt(n_a n_b / (n_a + n_b)); NaN where an arm
+    has fewer than 2 values or no value varies."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     na, nb = len(a), len(b)
     df = na + nb - 2
+    if min(na, nb) < 2 or np.ptp(a) == np.ptp(b) == 0:  # no spread to scale the difference by: no g
+        return {"g": math.nan, "d": math.nan, "ci_low": math.nan, "ci_high": math.nan, "df": df}
     sp = math.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / df)
     d = (a.mean() - b.mean()) / sp
     j = math.exp(math.lgamma(df / 2) - math.log(math.sqrt(df / 2)) - math.lgamma((df - 1) / 2))
@@ -282,9 +285,13 @@ def _mann_whitney_quantile(q: float, m: int, n: int) -> int:
 def hodges_lehmann(a, b, level: float = 0.95) -> dict:
     """The Hodges-Lehmann shift of `a` against `b` (median of the pairwise differences) with the interval
     that inverts the Mann-Whitney test: exact without ties and under 50 per sample, otherwise the normal
-    approximation with the tie and continuity corrections (as R's wilcox.test(conf.int = TRUE))."""
+    approximation with the tie and continuity corrections (as R's wilcox.test(conf.int = TRUE)); NaN where every
+    value is the same or an arm has none."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     m, n = len(a), len(b)
+    if not (m and n) or np.ptp(np.concatenate([a, b])) == 0:  # R's wilcox.test refuses the interval too
+        return {"shift": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                "method": "not estimable (" + ("every value is the same" if m and n else "an arm has no value") + ")"}
     diffs = np.sort(np.subtract.outer(a, b).ravel())
     alpha = 1 - level
     ties = len(np.unique(np.concatenate([a, b]))) < m + n
