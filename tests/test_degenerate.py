@@ -1,0 +1,69 @@
+"""Degenerate studies cut from the SIMULATED sample trial (an arm without follow-up, a visit nobody attended,
+two subjects per arm, a random third of the captures, only the baseline), each under plans whose primary endpoint
+is a score, an area's share, a count, a grade, and a metric the study holds no value of: every endpoint is a
+number or says why not, every analysis answers or refuses with a reason (`UsageError`), and the report and the
+ADaM export are written. Found by a longer run of the same cuts (seeds and plans at random): an overflow, a
+division by zero, a NaN root and two crashed reports, each fixed and kept here as its case."""
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+import skintrack
+from skintrack import UsageError
+from skintrack.sample import sample_study_dir
+from skintrack.show.adam import adam
+from skintrack.show.report import build_report
+
+SRC = sample_study_dir()
+ROWS = (SRC / "manifest.csv").read_text().splitlines()
+ARMS = dict(line.split(",")[:2] for line in (SRC / "subjects.csv").read_text().splitlines()[1:])
+
+
+def _cut(kind: str, rows: list[str]) -> list[str]:
+    first_two = {arm: sorted(s for s, a in ARMS.items() if a == arm)[:2] for arm in set(ARMS.values())}
+    keep = {
+        "an arm without follow-up": lambda r: ARMS[r[1]] == "active" or r[2] == "D0",
+        "no W8 at all": lambda r: r[2] != "W8",
+        "two subjects per arm": lambda r: r[1] in first_two[ARMS[r[1]]],
+        "a random third": lambda r, rnd=random.Random(17): rnd.random() < 0.35,
+        "only the baseline": lambda r: r[2] == "D0",
+    }[kind]
+    return [row for row in rows if keep(row.split(","))]
+
+
+PRIMARIES = ["score.water", "area.water.whole_face", "count.blackhead.nose", "severity.pores.chin",
+             "area.enlarged_pore.right_cheek"]
+
+
+@pytest.fixture(scope="module", params=["an arm without follow-up", "no W8 at all", "two subjects per arm",
+                                        "a random third", "only the baseline"])
+def cut(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cut")
+    rows = _cut(request.param, ROWS[1:])
+    (folder / "m.csv").write_text("\n".join([ROWS[0], *(f"{SRC}/{r}" for r in rows)]) + "\n")
+    skintrack.ingest([SRC / r.split(",")[0] for r in rows], folder / "s", manifest=folder / "m.csv",
+                     subjects=SRC / "subjects.csv")
+    return folder
+
+
+@pytest.mark.parametrize("primary", PRIMARIES)
+def test_every_number_is_given_or_refused_with_why_and_the_report_and_export_are_written(cut, primary):
+    plan = (SRC / "plan.toml").read_text().replace('metric = "score.water"', f'metric = "{primary}"')
+    (cut / "s" / "plan.toml").write_text(plan)
+    s = skintrack.open(cut / "s")
+    ends = s.endpoints()
+    for e in ends.itertuples():
+        assert np.isfinite(e.estimate) or (e.decision in ("not estimable", "not tested") and
+                                           (e.reason or e.decision == "not tested")), e
+    for analysis in (s.sensitivity, lambda: s.mmrm(primary), lambda: s.responders_between("score.water"), s.claims):
+        try:
+            analysis()
+        except UsageError as e:
+            assert str(e)  # a refusal says why
+    shutil.rmtree(cut / "r", ignore_errors=True)
+    r = build_report(s, cut / "r", metrics=[primary], pdf=False)
+    assert r.html.stat().st_size and r.docx.stat().st_size
+    _, adskin = adam(s)
+    assert adskin["AVAL"].notna().all()
