@@ -79,8 +79,8 @@ def finding(row, attrs) -> str:
     """One endpoint's result in a sentence that says how it was tested and what was decided."""
     info = metric_info(row.metric)
     title = info["description"].rstrip(".")
-    how = (f"{MODEL_NAMES[row.model]}, {'fixed-sequence' if attrs['strategy'] == 'fixed_sequence' else 'Holm'} "
-           f"testing at alpha {attrs['alpha']:g}")
+    tested = "fixed-sequence" if attrs["strategy"] == "fixed_sequence" else "Holm"
+    how = f"{MODEL_NAMES.get(row.model, 'no model')}, {tested} testing at alpha {attrs['alpha']:g}"  # no order: none
     head = f"{row.role.capitalize()} endpoint {row.order}, {title} at {row.visit} ({how})"
     if row.decision == "not tested":
         return (f"{head}: {row.treatment} against {row.control} not tested, because an earlier comparison in the "
