@@ -486,7 +486,8 @@ class MMRMResult:
             rows = rows[rows["treatment"] == treatment]
         if len(rows) != 1:
             have = "; ".join(f"{v} ({t})" for v, t in zip(self.diffs["visit"], self.diffs["treatment"]))
-            raise UsageError(f"no single difference at visit {visit!r}" + (f" for {treatment!r}" if treatment else "")
+            raise UsageError(f"{self.metric + ': ' if self.metric else ''}no single difference at visit {visit!r}"
+                             + (f" for {treatment!r}" if treatment else "")
                              + f": the fit has {have or 'none'}")
         return {k: v.item() if hasattr(v, "item") else v for k, v in rows.iloc[0].items()}
 
