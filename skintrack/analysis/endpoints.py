@@ -49,8 +49,14 @@ def _design(frame: pd.DataFrame, treatment: str, control: str, transform=None) -
     return data, np.column_stack(columns)
 
 
+def _settled(b: float, se: float) -> bool:
+    """Whether a log ratio and its SE are a maximum the data hold (a ratio below e^15 = 3e6), not a likelihood
+    running off under separation."""
+    return math.isfinite(b) and math.isfinite(se) and 0 < se < 50 and abs(b) < 15
+
+
 def _wald(b: float, se: float, n_t: int, n_c: int, **extra) -> dict:
-    if not (math.isfinite(b) and math.isfinite(se) and 0 < se < 50 and abs(b) < 15):  # a ratio of e^15 = 3e6
+    if not _settled(b, se):
         raise UsageError("not estimable (the model's estimate did not settle: the arms are too far apart or too "
                          "small for a ratio)")
     return {"n_treatment": n_t, "n_control": n_c, "log_estimate": b, "std_error": se, "estimate": math.exp(b),
@@ -133,7 +139,7 @@ def logistic(frame: pd.DataFrame, treatment: str, control: str) -> dict:
         try:
             fit = sm.GLM(y, X, family=sm.families.Binomial()).fit(tol=1e-12)
             b, se = float(fit.params[1]), float(fit.bse[1])
-            separated = not (np.isfinite(se) and se < 50 and abs(b) < 15)
+            separated = not _settled(b, se)
         except Exception:  # noqa: BLE001 - perfect separation and its kin
             separated = True
     if not separated:

@@ -260,8 +260,8 @@ def _newton(reml: _Reml, phi0, max_iter: int = 200):
     for _ in range(max_iter):
         # on the Hessian scaled to a unit diagonal: the variances' units (a metric's scale) drop out, so that a
         # floor relative to its largest eigenvalue means the same for an area in 0.01 as for a count in 1000s
-        scale = _jacobi(e["hess"])
-        w, vec = np.linalg.eigh(e["hess"] * np.outer(scale, scale))
+        unit, scale = _unit_diagonal(e["hess"])
+        w, vec = np.linalg.eigh(unit)
         floor = 1e-8 * max(1.0, np.max(np.abs(w)))
         step = -scale * ((vec / np.maximum(np.abs(w), floor)) @ (vec.T @ (scale * e["grad"])))
         decrement = float(-e["grad"] @ step)
@@ -283,23 +283,24 @@ def _newton(reml: _Reml, phi0, max_iter: int = 200):
     return None
 
 
-def _jacobi(a: np.ndarray) -> np.ndarray:
-    """The diagonal scaling that gives the symmetric matrix `a` a unit diagonal (1 where a diagonal entry is 0)."""
+def _unit_diagonal(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(D a D, d): the symmetric matrix `a` scaled by the diagonal D = diag(d) to a unit diagonal (Jacobi; d is 1
+    where a diagonal entry is 0)."""
     d = np.abs(np.diag(a))
-    return 1 / np.sqrt(np.where(d > 0, d, 1.0))
+    scale = 1 / np.sqrt(np.where(d > 0, d, 1.0))
+    return a * np.outer(scale, scale), scale
 
 
 def _positive_definite(a: np.ndarray) -> bool:
-    """Whether the symmetric matrix `a` is positive definite, judged at a unit diagonal (`_jacobi`)."""
-    scale = _jacobi(a)
-    return bool(np.min(np.linalg.eigvalsh(a * np.outer(scale, scale))) > 0)
+    """Whether the symmetric matrix `a` is positive definite, judged at a unit diagonal."""
+    return bool(np.min(np.linalg.eigvalsh(_unit_diagonal(a)[0])) > 0)
 
 
 def _scaled_inv(a: np.ndarray) -> np.ndarray:
-    """The inverse of the symmetric matrix `a`, taken at a unit diagonal (`_jacobi`): the variances' units would
-    otherwise spread its entries over 20 orders of magnitude for a metric in 1000s."""
-    scale = _jacobi(a)
-    return np.linalg.inv(a * np.outer(scale, scale)) * np.outer(scale, scale)
+    """The inverse of the symmetric matrix `a`, taken at a unit diagonal: the variances' units would otherwise
+    spread its entries over 20 orders of magnitude for a metric in 1000s."""
+    unit, scale = _unit_diagonal(a)
+    return np.linalg.inv(unit) * np.outer(scale, scale)
 
 
 def _pairwise_cov(d: _Design, resid: np.ndarray):

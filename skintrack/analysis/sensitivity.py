@@ -34,7 +34,7 @@ from ..tables.plan import SENSITIVITY, sensitivity_problems
 from . import imputation
 from .selection import records_sql
 from .stats import decimals
-from .trial import MODELS, _arm_pair, arm_changes, mmrm, mmrm_data
+from .trial import _arm_pair, arm_changes, mmrm, mmrm_data, model_of
 
 DEFAULTS = {"methods": list(SENSITIVITY), "imputations": 100, "seed": 20241108}
 COLUMNS = ["analysis", "treatment", "control", "visit", "estimate", "std_error", "df", "ci_low", "ci_high", "p",
@@ -54,7 +54,7 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
         raise UsageError("; ".join(problems))
     m, seed = int(m), int(seed)
     key, visit = plan.primary.metric, study.check_followup(plan.primary.visit)  # held yet, and after the baseline
-    model = plan.models.get(key) or MODELS.get(metric_info(key)["type"])
+    model = model_of(plan, key)
     if model != "mmrm":  # its rows would be another model's numbers than the primary endpoint's
         raise UsageError(f"{key}: the primary endpoint is analysed by {(model or 'no model').replace('_', ' ')} (a "
                          f"{metric_info(key)['type']}); the sensitivity analyses (MMRM, multiple imputation, tipping "
@@ -101,7 +101,7 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
                                        f"{shift:+.{decimals([shift])}f} {metric_info(key)['unit']} flips the "
                                        "conclusion")
                 rows.append({"analysis": "tipping point (MAR + delta)", "treatment": t, "control": control,
-                             "visit": visit, "estimate": direction * tip["delta"], "std_error": math.nan,
+                             "visit": visit, "estimate": shift, "std_error": math.nan,
                              "df": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": tip["p_at_zero"],
                              "decision": "", "note": text})
     return _table(rows, key, visit, m, seed)

@@ -569,7 +569,12 @@ class Study:
         key = (metric, tuple(treatments or plan.treatments), control or plan.control, base_by_visit,
                self.rules(exclude_flagged), self.version, self._plan[0])
         if key not in self._fits:
-            self._fits[key] = trial.mmrm(self, metric, treatments, control, base_by_visit, exclude_flagged)
+            try:
+                self._fits[key] = trial.mmrm(self, metric, treatments, control, base_by_visit, exclude_flagged)
+            except UsageError as e:  # a refusal is kept too: trying every structure again would say the same
+                self._fits[key] = e
+        if isinstance(self._fits[key], UsageError):
+            raise self._fits[key].with_traceback(None)
         return self._fits[key]
 
     def endpoints(self, exclude_flagged: bool | None = None) -> pd.DataFrame:

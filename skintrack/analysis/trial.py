@@ -176,6 +176,11 @@ def mmrm(study, key: str, treatments=None, control=None, base_by_visit: bool = F
     return fit
 
 
+def model_of(plan, key: str) -> str | None:
+    """The model that compares `key` between arms: the plan's, else its type's (None for a type without an order)."""
+    return plan.models.get(key) or MODELS.get(metric_info(key)["type"])
+
+
 def endpoint(study, key: str, visit: str | None = None, treatment=None, control=None, model: str | None = None,
              margin: float | None = None, exclude_flagged: bool | None = None) -> pd.DataFrame:
     """`key` at `visit` (default: the plan's last visit) for each treatment against the control, by the model
@@ -188,7 +193,7 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
     plan = study.plan
     visit = study.check_followup(visit or plan.schedule[-1])
     kind = metric_info(key)["type"]
-    model = model or plan.models.get(key) or MODELS.get(kind)
+    model = model or model_of(plan, key)
     if model is None:
         raise UsageError(f"{key} is a {kind} without an order: no model compares it between arms (describe it "
                          "with cohort)")
@@ -277,10 +282,9 @@ def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
             rows = [{**base, **r, "reason": ""} for r in res.to_dict("records")]
             _family(rows, res.attrs.get("fit"), plan)
         except UsageError as err:
-            rows = [{**base, "treatment": t, "model": plan.models.get(e.metric) or MODELS.get(
-                metric_info(e.metric)["type"], ""), "estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                "p": math.nan, "p_family": math.nan, "reason": str(err), "method": "", "n_treatment": math.nan,
-                "n_control": math.nan} for t in treatments]
+            rows = [{**base, "treatment": t, "model": model_of(plan, e.metric) or "", "estimate": math.nan,
+                     "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "p_family": math.nan, "reason": str(err),
+                     "method": "", "n_treatment": math.nan, "n_control": math.nan} for t in treatments]
         families.append(rows)
     _decide(families, plan)
     df = pd.DataFrame([r for f in families for r in f])

@@ -134,7 +134,7 @@ class _Builder:
         self.n_arm = self.subjects.groupby("arm").size().to_dict() if self.has_arms else {}
         self.qc_rule = ("QC-flagged captures excluded" if self.plan.qc == "exclude" else
                         "QC-flagged captures included") + " (as planned)"
-        self.ends, self._fits, self._captures = None, {}, {}
+        self.ends, self._captures = None, {}
         if self.has_arms:
             try:
                 self.ends = study.endpoints()
@@ -245,7 +245,7 @@ class _Builder:
         analysed = 0
         if p.primary is not None:
             try:
-                analysed = self._fit(p.primary.metric).n_subjects
+                analysed = self.s.mmrm(p.primary.metric).n_subjects
             except UsageError:  # said in the primary endpoint's section
                 pass
         steps = [("Enrolled", str(enrolled))] + [(f"Photographed {r.visit}", str(r.photographed))
@@ -281,26 +281,13 @@ class _Builder:
         self.section("Baseline and demographics by arm",
                      self.table(df, "Baseline characteristics and demographics by arm", self.population()))
 
-    def _fit(self, key, exclude_flagged=None):
-        """The MMRM of `key` (QC as the plan says, or as asked), fitted once per report: raises its refusal
-        (`UsageError`) each time it is asked for."""
-        flag = self.plan.qc == "exclude" if exclude_flagged is None else exclude_flagged
-        if (key, flag) not in self._fits:
-            try:
-                self._fits[(key, flag)] = self.s.mmrm(key, exclude_flagged=flag)
-            except UsageError as e:
-                self._fits[(key, flag)] = e
-        if isinstance(self._fits[(key, flag)], UsageError):
-            raise self._fits[(key, flag)]
-        return self._fits[(key, flag)]
-
     @refusable("Primary endpoint")
     def primary(self):
         p = self.plan
         if p.primary is None or not self.has_arms:
             return
         key = p.primary.metric
-        fit = self._fit(key)
+        fit = self.s.mmrm(key)  # one fit per study version, the endpoints' own
         ls = self.in_order(fit.lsmeans[["arm", "visit", "estimate", "std_error", "df", "ci_low", "ci_high"]]).rename(
             columns={"estimate": "LS-mean", **HEADERS})
         diffs = self.in_order(fit.diffs[["visit", "treatment", "control", "estimate", "std_error", "df", "ci_low",
