@@ -16,7 +16,7 @@ True
 __version__ = "0.2.0"
 
 from .errors import (AnswerLost, ApiError, AuthError, FaceQualityError, InvalidInput, InvalidManifest, InvalidResponse,
-                     ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, StoreError, TransportError,
+                     NotApplicable, ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, StoreError, TransportError,
                      UnknownMetric, UsageError)
 
 # The rest loads on first use (PEP 562), so that `skintrack --help` does not wait for pandas and scipy.
@@ -29,7 +29,7 @@ _LAZY = {"Study": "analysis.study", "open": "analysis.study", "AnalyzeReport": "
 
 __all__ = [
     "AnalyzeReport", "AnswerLost", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
-    "InvalidManifest", "InvalidResponse", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
+    "InvalidManifest", "InvalidResponse", "NotApplicable", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
     "RetryPolicy", "ServerError", "SkintrackError", "StoreError", "Study", "TransportError", "UnknownMetric", "UsageError", "Visit",
     "analyze", "build_report", "catalog", "export", "flatten", "ingest", "open",
 ]

@@ -42,6 +42,11 @@ class UsageError(SkintrackError):
     """A bad argument, path or option."""
 
 
+class NotApplicable(UsageError):
+    """An analysis that does not apply to this study's design or plan (the sensitivity analyses of an endpoint
+    that another model than the MMRM analyses), as distinct from one the data cannot estimate."""
+
+
 class InvalidInput(SkintrackError):
     """An input that cannot be taken."""
 

@@ -175,9 +175,14 @@ def test_a_primary_endpoint_the_mmrm_does_not_analyse_has_no_mmrm_sensitivity_an
     (tmp_path / "s" / "plan.toml").write_text(plan)
     s = skintrack.open(tmp_path / "s")
     assert s.endpoints()["model"].iloc[0] == "negative_binomial"
-    with pytest.raises(skintrack.UsageError, match=r"^count.blackhead.nose: the primary endpoint is analysed by "
-                                                   r"negative binomial \(a count\); the sensitivity analyses \(MMRM"):
+    with pytest.raises(skintrack.NotApplicable, match=r"^count.blackhead.nose: the primary endpoint is analysed by "
+                                                      r"negative binomial \(a count\); the sensitivity analyses \(MMRM"):
         s.sensitivity()
+    # the report says the section does not apply, not that the study could not estimate it
+    doc = skintrack.build_report(s, tmp_path / "r", pdf=False, docx=False).document
+    section = next(sec for sec in doc.sections if sec.title.startswith("Sensitivity analyses"))
+    said = " ".join(getattr(part, "text", "") for part in section.parts)
+    assert said.startswith("Not applicable to this study: count.blackhead.nose: the primary endpoint is analysed by")
 
 
 def test_one_set_of_draw_shapes_serves_every_methods_draw():

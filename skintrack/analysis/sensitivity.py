@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import NotApplicable, UsageError
 from ..tables.catalog import metric_info
 from ..tables.plan import SENSITIVITY, sensitivity_problems
 from . import imputation
@@ -45,7 +45,7 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
     """One row per analysis and treatment arm of the plan's primary endpoint (see the module docstring)."""
     plan = study.plan
     if plan.primary is None:
-        raise UsageError("the plan has no primary endpoint to test the sensitivity of")
+        raise NotApplicable("the plan has no primary endpoint to test the sensitivity of")
     settings = {**DEFAULTS, **plan.sensitivity}
     methods = list(methods or settings["methods"])
     m = settings["imputations"] if imputations is None else imputations
@@ -56,7 +56,7 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
     key, visit = plan.primary.metric, study.check_followup(plan.primary.visit)  # held yet, and after the baseline
     model = model_of(plan, key)
     if model != "mmrm":  # its rows would be another model's numbers than the primary endpoint's
-        raise UsageError(f"{key}: the primary endpoint is analysed by {(model or 'no model').replace('_', ' ')} (a "
+        raise NotApplicable(f"{key}: the primary endpoint is analysed by {(model or 'no model').replace('_', ' ')} (a "
                          f"{metric_info(key)['type']}); the sensitivity analyses (MMRM, multiple imputation, tipping "
                          "point) are for an endpoint the MMRM analyses")
     treatments, control = _arm_pair(study, None, None)

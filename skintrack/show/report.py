@@ -41,7 +41,7 @@ from markupsafe import Markup
 from .. import __version__
 from ..analysis.qc import FLAGS
 from ..analysis.stats import decimals
-from ..errors import UsageError
+from ..errors import NotApplicable, UsageError
 from ..sinks import css_string, file_name
 from ..sinks import html as html_text
 from ..tables import store
@@ -105,15 +105,15 @@ def finding(row, attrs) -> str:
 def refusable(title):
     """A report section that says why under its `title` (text, or a function of the section's arguments) when
     the study cannot give it (a helper refuses with a reason), instead of stopping the report: one section
-    that is not estimable never stops the others."""
+    that is not estimable, or does not apply to this study (`NotApplicable`), never stops the others."""
     def wrap(method):
         @functools.wraps(method)
         def run(self, *args):
             try:
                 return method(self, *args)
             except UsageError as e:
-                self.section(title(*args) if callable(title) else title, Text(f"Not estimable in this study: {e}",
-                                                                                "note"))
+                why = "Not applicable to this study" if isinstance(e, NotApplicable) else "Not estimable in this study"
+                self.section(title(*args) if callable(title) else title, Text(f"{why}: {e}", "note"))
         return run
     return wrap
 
