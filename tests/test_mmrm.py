@@ -260,6 +260,52 @@ def test_a_subject_alone_in_its_arm_at_a_visit_keeps_the_empirical_df_defined_in
         np.testing.assert_allclose(_unitless(fits[scale], scale), _unitless(fits[1.0], 1.0), rtol=1e-5)
 
 
+FIVE_VISITS = ["W4", "W8", "W12", "W16", "W20"]
+
+
+def test_a_start_newton_cannot_leave_is_retried_from_the_visits_variances_alone(rscript, tmp_path):
+    """A design found by a random search against R (12 per arm, five visits, 27% missing): from the pairwise
+    covariance, which is near singular here, Newton's steps wander and do not converge; from the variances
+    alone with no correlation (nlme's own start) it reaches R's optimum."""
+    from skintrack.analysis import mmrm
+    from skintrack.analysis.covariance import STRUCTURES
+
+    data = simulate(117, arms=("placebo", "zeta"), visits=FIVE_VISITS, n=12, missing=0.27182751311424036,
+                    effect=-0.5581349154742719, sds=(2.81009028569163, 1.8610072454964885, 3.64030381102413,
+                                                     2.2620616368834474, 1.3158646438461359))
+    d = mmrm._design(data, FIVE_VISITS, ["placebo", "zeta"], False, False)
+    pairwise = mmrm._start(d, "")
+    assert mmrm._newton(mmrm._Reml(d, STRUCTURES["unstructured"]), pairwise[np.tril_indices(5)]) is None
+    fit = fit_mmrm(data, FIVE_VISITS, "placebo", df="satterthwaite", guard=False)
+    assert fit.covariance == "unstructured" and not fit.tried
+    worst = compare(fit, *r_mmrm(rscript, tmp_path, data, FIVE_VISITS, ["placebo", "zeta"]))
+    assert worst["estimate"] < 1e-5 and worst["se"] < 1e-5 and worst["df"] < 1e-4, worst
+
+
+def test_an_unstructured_likelihood_that_rises_to_a_singular_covariance_is_refused_with_why(rscript, tmp_path):
+    """12 per arm, five visits, a quarter of them missing: 15 covariance parameters the data cannot hold. The
+    likelihood rises toward a singular covariance, so there is no optimum to report: R's gls stops with an
+    error, the fit here says why and, by default, falls back to a heterogeneous structure."""
+    from skintrack import UsageError
+
+    data = simulate(11, visits=FIVE_VISITS, n=12, missing=0.25, sds=(3, 2, 3.5, 2, 1.5), effect=0)
+    with pytest.raises(UsageError, match=r"^score: the MMRM could not be fitted with any covariance structure \(UN: "
+                                         r"its likelihood keeps rising toward a singular covariance of the visits"):
+        fit_mmrm(data, FIVE_VISITS, "placebo", structures=["unstructured"], metric="score")
+    fit = fit_mmrm(data, FIVE_VISITS, "placebo", metric="score")
+    assert fit.covariance != "unstructured" and fit.tried[0].startswith("UN: its likelihood keeps rising")
+    with pytest.raises(subprocess.CalledProcessError):
+        r_mmrm(rscript, tmp_path, data, FIVE_VISITS, ["placebo", "active"])
+
+
+def test_an_mmrm_refusal_without_a_metric_starts_with_what_failed():
+    from skintrack import UsageError
+
+    data = simulate(11, visits=FIVE_VISITS, n=12, missing=0.25, sds=(3, 2, 3.5, 2, 1.5), effect=0)
+    with pytest.raises(UsageError, match=r"^the MMRM could not be fitted"):
+        fit_mmrm(data, FIVE_VISITS, "placebo", structures=["unstructured"])
+
+
 def test_only_heterogeneous_structures_are_fallbacks():
     from skintrack.analysis.covariance import FALLBACK, STRUCTURES
 

@@ -283,6 +283,40 @@ def _newton(reml: _Reml, phi0, max_iter: int = 200):
     return None
 
 
+def _rises_to_singular(reml: _Reml, phi0) -> bool:
+    """Why Newton found no unstructured optimum: whether the REML likelihood, searched over every positive
+    definite covariance (scipy's BFGS over its Cholesky factor, the diagonal on the log scale, as nlme's own
+    parameters; the analytic gradient carried over), rises toward a singular covariance. nlme then stops near
+    that edge at a point whose gradient is not 0 and prints its numbers; the fit here refuses it instead."""
+    from scipy.optimize import minimize
+
+    t = reml.d.t
+    rows, cols = np.tril_indices(t)
+    diag = rows == cols
+
+    def factor(theta):
+        L = np.zeros((t, t))
+        L[rows, cols] = np.where(diag, np.exp(np.minimum(theta, 350.0)), theta)
+        return L
+
+    def objective(theta):
+        L = factor(theta)
+        e = reml.evaluate((L @ L.T)[rows, cols], order=1)
+        if e is None:
+            return np.inf, np.zeros_like(theta)
+        G = np.zeros((t, t))
+        G[rows, cols] = e["grad"]
+        M = (G + G.T) / 2  # d f / d S, symmetric: a covariance parameter stands for two cells of S
+        dL = 2 * (M @ L)[rows, cols]  # d tr(M L L') / d L, its lower triangle
+        return e["f"], np.where(diag, dL * L[rows, cols], dL)
+
+    start = np.linalg.cholesky(reml.s.full(phi0, t))
+    theta = minimize(objective, np.where(diag, np.log(np.diag(start)[rows]), start[rows, cols]), jac=True,
+                     method="BFGS", options={"maxiter": 2000}).x
+    w = np.linalg.eigvalsh(_unit_diagonal(factor(theta) @ factor(theta).T)[0])
+    return bool(w[0] < 1e-6 * w[-1])
+
+
 def _unit_diagonal(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(D a D, d): the symmetric matrix `a` scaled by the diagonal D = diag(d) to a unit diagonal (Jacobi; d is 1
     where a diagonal entry is 0)."""
@@ -320,15 +354,23 @@ def _pairwise_cov(d: _Design, resid: np.ndarray):
 
 
 def _fit(d: _Design, structure, sigma0, gap):
-    """(phi, evaluation) of one structure, or (None, why it failed)."""
+    """(reml, (phi, evaluation), "") of one structure, or (reml, None, why it failed). Newton starts from the
+    pairwise covariance `sigma0`; where it does not converge from there, from the visits' variances alone with no
+    correlation (nlme's own start): a pairwise covariance of a small trial with missing visits can be near
+    singular, and its steps then wander along the edge of the admissible set (R converges from its start)."""
     reml = _Reml(d, structure)
-    phi0 = structure.start(sigma0, gap)
-    shrink = 1.0
-    while not reml.valid(phi0) and shrink > 1e-3:  # a start outside the admissible set: correlations toward 0
-        shrink /= 2
-        phi0 = structure.start(sigma0 * shrink + np.diag(np.diag(sigma0)) * (1 - shrink), gap)
-    got = _newton(reml, phi0)
-    if got is None:
+    for sigma in (sigma0, np.diag(np.diag(sigma0))):
+        phi0 = structure.start(sigma, gap)
+        shrink = 1.0
+        while not reml.valid(phi0) and shrink > 1e-3:  # a start outside the admissible set: correlations toward 0
+            shrink /= 2
+            phi0 = structure.start(sigma * shrink + np.diag(np.diag(sigma)) * (1 - shrink), gap)
+        if (got := _newton(reml, phi0)) is not None:
+            break
+    else:
+        if structure.name == "unstructured" and _rises_to_singular(reml, phi0):
+            return reml, None, ("its likelihood keeps rising toward a singular covariance of the visits (no optimum "
+                                "inside: too few subjects at the visits for an unstructured covariance)")
         return reml, None, "did not converge"
     phi, e = got
     if not (_positive_definite(e["hess"]) and _positive_definite(e["info"])):
@@ -705,7 +747,8 @@ def _search(data, visits, arms, base_by_visit, structures, metric, tried: list):
 
 
 def _unfitted(metric: str, tried: list) -> UsageError:
-    return UsageError(f"{metric}: the MMRM could not be fitted with any covariance structure ({'; '.join(tried)})")
+    return UsageError(f"{metric + ': ' if metric else ''}the MMRM could not be fitted with any covariance structure "
+                      f"({'; '.join(tried)})")
 
 
 def _stacked(d: _Design, metric: str) -> tuple[np.ndarray, np.ndarray]:
