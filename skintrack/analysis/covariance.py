@@ -10,11 +10,11 @@ Newton steps, the Satterthwaite and the Kenward-Roger computations need.
 
     name             SAS             R (nlme::gls)                       parameters
     unstructured     UN              corSymm + varIdent                  every variance and covariance (linear)
-    toeplitz_h       TOEPH           (glmmTMB toep)                      T variances, T-1 lag correlations
+    toeplitz_h       TOEPH           corARMA(p = T - 1) + varIdent       T variances, T-1 lag correlations
     ar1_h            ARH(1)          corAR1 + varIdent                   T variances, rho
     cs_h             CSH             corCompSymm + varIdent              T variances, rho
     spatial_power    SP(POW)         corExp(~ day) + varIdent            T variances, rho per day
-    toeplitz         TOEP            (corARMA)                           T lag covariances (linear)
+    toeplitz         TOEP            corARMA(p = T - 1)                  T lag covariances (linear)
     ar1              AR(1)           corAR1                              sigma^2, rho
     cs               CS              corCompSymm / lmer (1 | subject)    subject and residual variance (linear)
 

@@ -29,8 +29,10 @@ het <- varIdent(form = ~ 1 | visit)
 cor <- switch(structure,
   unstructured = corSymm(form = ~ vis | subject), ar1_h = corAR1(form = ~ vis | subject),
   ar1 = corAR1(form = ~ vis | subject), cs_h = corCompSymm(form = ~ 1 | subject),
-  cs = corCompSymm(form = ~ 1 | subject), spatial_power = corExp(form = ~ day | subject))
-weights <- if (structure %in% c("ar1", "cs")) NULL else het
+  cs = corCompSymm(form = ~ 1 | subject), spatial_power = corExp(form = ~ day | subject),
+  # a stationary AR(T - 1) spans every positive definite Toeplitz correlation of T visits (Durbin-Levinson)
+  toeplitz = , toeplitz_h = corARMA(form = ~ vis | subject, p = nv - 1, q = 0))
+weights <- if (structure %in% c("ar1", "cs", "toeplitz")) NULL else het
 # The optimum to 1e-8: nlminb first, then BFGS from there (BFGS from nlme's own start can fail to invert
 # corAR1's coefficient matrix; nlminb alone stops ~1e-5 short on some of these likelihoods).
 first <- gls(form, data = d, correlation = cor, weights = weights, method = "REML",
@@ -60,14 +62,20 @@ vars <- unlist(vars)
 for (k in seq_along(rows)) if (ncol(blocks[[k]]) != length(rows[[k]]))  # nlme gives corExp's one-visit subjects no matrix
   blocks[[k]] <- matrix(vars[d$vis[rows[[k]]]], 1, 1)
 sds <- sqrt(vars)
+toeplitz <- structure %in% c("toeplitz", "toeplitz_h")
 rho <- if (structure %in% c("unstructured", "cs")) NA else {
   cf <- coef(fit$modelStruct$corStruct, unconstrained = FALSE)
-  if (structure == "spatial_power") exp(-1 / cf[["range"]]) else as.numeric(cf[1])
+  if (toeplitz) ARMAacf(ar = cf, lag.max = nv - 1)[-1]  # the correlation at each lag 1 .. T - 1
+  else if (structure == "spatial_power") exp(-1 / cf[["range"]]) else as.numeric(cf[1])
 }
 lags <- function(idx, days) if (structure == "spatial_power") abs(outer(days, days, "-")) else abs(outer(idx, idx, "-"))
-corr <- function(lag) switch(structure, cs_h = ifelse(lag == 0, 1, rho), rho^lag)
-dcorr <- function(lag) if (structure == "cs_h") ifelse(lag == 0, 0, 1) else ifelse(lag > 0, lag * rho^(lag - 1), 0)
-d2corr <- function(lag) if (structure == "cs_h") 0 * lag else ifelse(lag > 0 & lag != 1, lag * (lag - 1) * rho^(lag - 2), 0)
+corr <- function(lag) switch(structure, cs_h = ifelse(lag == 0, 1, rho), toeplitz_h = , toeplitz = array(c(1, rho)[lag + 1], dim(lag)),
+                             rho^lag)
+# the correlation's derivatives in its parameters (Toeplitz: one per lag, linear), and the second ones
+dcorrs <- function(lag) if (toeplitz) lapply(seq_len(nv - 1), function(k) 1 * (lag == k)) else
+  list(if (structure == "cs_h") ifelse(lag == 0, 0, 1) else ifelse(lag > 0, lag * rho^(lag - 1), 0))
+d2corr <- function(lag) if (structure %in% c("cs_h", "toeplitz_h")) 0 * lag else
+  ifelse(lag > 0 & lag != 1, lag * (lag - 1) * rho^(lag - 2), 0)
 hits <- function(idx) lapply(1:nv, function(j) outer(idx == j, rep(TRUE, length(idx))) + outer(rep(TRUE, length(idx)), idx == j))
 derivs <- function(idx, days) {
   # dS / dparameter for one subject, in the structure's natural parameters
@@ -81,26 +89,28 @@ derivs <- function(idx, days) {
   }
   if (structure == "cs") return(list(matrix(1, m, m), diag(m)))
   lag <- lags(idx, days)
-  if (structure == "ar1") return(list(corr(lag), vars[1] * dcorr(lag)))
+  if (structure == "toeplitz") return(lapply(0:(nv - 1), function(k) 1 * (lag == k)))  # the covariance at each lag
+  if (structure == "ar1") return(list(corr(lag), vars[1] * dcorrs(lag)[[1]]))
   s <- outer(sds[idx], sds[idx]); h <- hits(idx)
-  c(lapply(1:nv, function(j) s * h[[j]] / (2 * vars[j]) * corr(lag)), list(s * dcorr(lag)))
+  c(lapply(1:nv, function(j) s * h[[j]] / (2 * vars[j]) * corr(lag)), lapply(dcorrs(lag), function(dc) s * dc))
 }
 second <- function(idx, days) {
   # d2S / dparameter^2 (a list of lists; zero for the linear structures)
   m <- length(idx); K <- length(derivs(idx, days)); Z <- matrix(0, m, m)
   out <- lapply(1:K, function(i) lapply(1:K, function(j) Z))
-  if (structure %in% c("unstructured", "cs")) return(out)
+  if (structure %in% c("unstructured", "cs", "toeplitz")) return(out)
   lag <- lags(idx, days)
   if (structure == "ar1") {
-    out[[1]][[2]] <- out[[2]][[1]] <- dcorr(lag); out[[2]][[2]] <- vars[1] * d2corr(lag); return(out)
+    out[[1]][[2]] <- out[[2]][[1]] <- dcorrs(lag)[[1]]; out[[2]][[2]] <- vars[1] * d2corr(lag); return(out)
   }
   s <- outer(sds[idx], sds[idx]); h <- hits(idx)
   for (j in 1:nv) for (k in 1:nv) {
     out[[j]][[k]] <- s * h[[j]] * h[[k]] / (4 * vars[j] * vars[k]) * corr(lag)
     if (j == k) out[[j]][[k]] <- out[[j]][[k]] - s * h[[j]] / (2 * vars[j]^2) * corr(lag)
   }
-  for (j in 1:nv) out[[j]][[nv + 1]] <- out[[nv + 1]][[j]] <- s * h[[j]] / (2 * vars[j]) * dcorr(lag)
-  out[[nv + 1]][[nv + 1]] <- s * d2corr(lag)
+  dc <- dcorrs(lag)
+  for (j in 1:nv) for (k in seq_along(dc)) out[[j]][[nv + k]] <- out[[nv + k]][[j]] <- s * h[[j]] / (2 * vars[j]) * dc[[k]]
+  if (length(dc) == 1) out[[nv + 1]][[nv + 1]] <- s * d2corr(lag)  # Toeplitz's correlations enter linearly
   out
 }
 
