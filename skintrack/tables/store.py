@@ -206,8 +206,11 @@ def connect(study, version: int | None = None, write: bool = False, views: bool 
     `version`, or the newest; none with `views=False`, for a reader of the catalog alone); a folder with no
     study yet gives empty views. A writer (`write=True`) gets no views (it writes `lake.main.<table>`), and
     the lake is created if needed."""
-    # a reader's threads: see lake_sizes; unsigned extensions until the lake is attached (tables.extensions)
-    con = duckdb.connect(config={"allow_unsigned_extensions": True, **({} if write else {"threads": 1})})
+    # a reader's threads: see lake_sizes; unsigned extensions until the lake is attached (tables.extensions); a
+    # reader's text comes to Arrow as large_string, what pandas' str columns hold (no copy of every string:
+    # benchmarks/study.py, change_from_baseline at 1M)
+    reader = {"threads": 1, "arrow_large_buffer_size": True}
+    con = duckdb.connect(config={"allow_unsigned_extensions": True, **({} if write else reader)})
     study = Path(study)
     check_catalog(study)
     if write or is_study(study):
