@@ -75,3 +75,23 @@ def test_every_number_is_given_or_refused_with_why_and_the_report_and_export_are
     assert r.html.stat().st_size and r.docx.stat().st_size
     _, adskin = adam(s)
     assert adskin["AVAL"].notna().all()
+
+
+def test_every_chart_of_the_study_is_drawn_or_refused_with_why(cut):
+    """A notebook's `s.plot` on the same cuts: a chart, or a `UsageError` saying why there is nothing to draw.
+    Found by a run of every chart on every cut: the change bars of a study without a defined interval (NaN axis
+    limits) and the responder bars of an arm missing a visit (a NaN count as its label) crashed."""
+    from skintrack.show.charts import png_bytes
+
+    s = skintrack.open(cut / "s")
+    for metric in PRIMARIES:
+        charts = {"trend": lambda: s.plot.trend(metric), "change": lambda: s.plot.change(metric),
+                  "waterfall": lambda: s.plot.waterfall(metric), "responders": lambda: s.plot.responders(metric, 1.0),
+                  "lsmeans": lambda: s.plot.lsmeans(metric), "regions": lambda: s.plot.regions(metric.rsplit(".", 1)[0])}
+        for name, chart in charts.items():
+            try:
+                fig = chart()
+            except UsageError as e:
+                assert str(e), (metric, name)
+                continue
+            assert png_bytes(fig, dpi=30).startswith(b"\x89PNG"), (metric, name)

@@ -184,9 +184,10 @@ def _stars(p) -> str:
 
 def _mark_visits(ax, visits: list, low, high, tests: pd.DataFrame) -> None:
     """Above each visit, the stars of its tests' p-values, one line per treatment named by its arm when there
-    are several, with room made for them (the legend goes below the axes, never over a mark)."""
-    top = high.max()
-    span = (top - min(0, low.min())) or 1
+    are several, with room made for them (the legend goes below the axes, never over a mark). Where no
+    interval is defined (one subject at each visit), the marks go above what the axes hold."""
+    bottom, top = ax.get_ylim() if high.isna().all() or low.isna().all() else (low.min(), high.max())
+    span = (top - min(0, bottom)) or 1
     arm = "treatment" if "treatment" in tests else None
     several = arm is not None and tests[arm].nunique() > 1
     lines = 1
@@ -263,7 +264,8 @@ def responder_bars(responders: pd.DataFrame, metric: str, threshold: float, rela
     drawn = _grouped_bars(ax, responders, visits, "rate", "ci_low", "ci_high", scale=100, arms=arms)
     for x, g in drawn:
         for xi, r, n, hi in zip(x, g["responders"], g["n"], g["ci_high"]):
-            ax.text(xi, 100 * hi + 1.5, f"{int(r)}/{int(n)}", ha="center", va="bottom", fontsize=7)
+            if n > 0:  # an arm not seen at a visit has no bar to label
+                ax.text(xi, 100 * hi + 1.5, f"{int(r)}/{int(n)}", ha="center", va="bottom", fontsize=7)
     ax.set_ylim(0, 112)
     ax.set_xticks(range(len(visits)), visits)
     ax.set_ylabel("Responders (%)")

@@ -40,7 +40,8 @@ class StudyPlots:
         """The mean change from baseline with its 95% CI by visit and arm; with `test` (welch, mannwhitney,
         ancova; None for none) each visit is marked with each treatment's nominal p against the control."""
         s = self.s
-        cohort = _drawn(s.cohort(metric, exclude_flagged=exclude_flagged), metric)
+        cohort = s.cohort(metric, exclude_flagged=exclude_flagged)
+        _drawn(cohort[cohort["change_n"] > 0], f"{metric}'s change from baseline")
         tests = None
         if test and len(self.s.plan.arms) > 1:
             tests = pd.concat([s.compare_arms(metric, v, test, exclude_flagged=exclude_flagged)
