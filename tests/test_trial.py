@@ -192,3 +192,32 @@ def test_the_plans_defaults_spelt_out_share_one_fit(planned):
                   exclude_flagged=plan.qc == "exclude") is fit
     other = s.mmrm("score.water", exclude_flagged=plan.qc != "exclude")
     assert other is not fit and other.qc != fit.qc
+
+
+def test_ancova_of_a_baseline_that_adjusts_nothing_or_names_the_arm():
+    """compare_arms' ANCOVA where its design is rank deficient: a baseline every subject shares (a metric at 0
+    for everyone at D0) adjusts nothing, so the difference is statsmodels' OLS of change on arm alone, with no
+    warning about a rank-deficient design; a baseline of one value per arm is the arm itself, so there is no
+    adjusted difference (NaN, as for an arm of one subject), where least squares would print a split."""
+    import warnings
+
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    from skintrack.analysis.trial import ancova
+
+    rng = np.random.default_rng(3)
+    data = pd.DataFrame({"arm": ["active", "placebo"] * 8, "delta": rng.normal(0, 1, 16), "baseline_value": 0.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = ancova(data, "active", "placebo")
+    ref = smf.ols("delta ~ treated", data=data.assign(treated=(data["arm"] == "active").astype(float))).fit()
+    assert got["diff"] == pytest.approx(ref.params["treated"], rel=1e-12)
+    assert got["p"] == pytest.approx(ref.pvalues["treated"], rel=1e-12)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx(tuple(ref.conf_int().loc["treated"]), rel=1e-12)
+    by_arm = data.assign(baseline_value=np.where(data["arm"] == "active", 2.0, 1.0))
+    assert np.isnan(ancova(by_arm, "active", "placebo")["diff"])
+    varied = data.assign(baseline_value=rng.normal(5, 1, 16))
+    full = smf.ols("delta ~ treated + baseline_value",
+                   data=varied.assign(treated=(varied["arm"] == "active").astype(float))).fit()
+    assert ancova(varied, "active", "placebo")["diff"] == pytest.approx(full.params["treated"], rel=1e-12)
