@@ -61,11 +61,15 @@ def test_refused_photos_are_named_with_their_rule(photos, tmp_path, emulator):
     photos(2)
     sample_photo(tmp_path / "photos", "tiny.jpg", size=(150, 150))
     sample_photo(tmp_path / "photos", "scan.png", fmt="PNG")
-    c = Client(api_key="test-key", url=emulator().url, retry=FAST)
+    whole = sample_photo(tmp_path, "whole.jpg").read_bytes()
+    (tmp_path / "photos" / "cut.jpg").write_bytes(whole[:len(whole) // 2])  # a copy that stopped half-way
+    emu = emulator()
+    c = Client(api_key="test-key", url=emu.url, retry=FAST)
     report = analyze([tmp_path / "photos"], tmp_path / "s", client=c, qps=None)
     reasons = {Path(p).name: r for p, r in report.invalid}
-    assert set(reasons) == {"tiny.jpg", "scan.png"} and "more than 200x200" in reasons["tiny.jpg"]
-    assert report.succeeded == 2 and not report.ok
+    assert set(reasons) == {"tiny.jpg", "scan.png", "cut.jpg"} and "more than 200x200" in reasons["tiny.jpg"]
+    assert "damaged or cut short" in reasons["cut.jpg"]
+    assert report.succeeded == 2 and not report.ok and emu.stats()["calls"] == 2  # nothing paid for the three
     fixed = analyze([tmp_path / "photos" / "scan.png"], tmp_path / "s", client=c, fix=True, qps=None)
     assert fixed.succeeded == 1
     meta = orjson.loads(next((tmp_path / "s" / "raw").glob("scan-*.meta.json")).read_bytes())

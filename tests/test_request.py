@@ -48,6 +48,24 @@ def test_not_an_image(tmp_path):
         prepare_photo(tmp_path / "x.jpg")
 
 
+def test_a_photo_cut_short_or_damaged_is_refused_before_paying(tmp_path):
+    """Its header alone gives a JPEG and a size: the whole stream is decoded before the photo may be sent."""
+    Image.new("RGB", (800, 600), (200, 150, 120)).save(tmp_path / "whole.jpg", quality=90)
+    raw = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(raw[:len(raw) // 3])
+    (tmp_path / "zeros.jpg").write_bytes(raw[:300] + bytes(5000))
+    assert prepare_photo(tmp_path / "whole.jpg").width == 800
+    for name in ("cut.jpg", "zeros.jpg"):
+        with pytest.raises(skintrack.PhotoRejected, match=rf"{name}: its image data is damaged or cut short"):
+            prepare_photo(tmp_path / name, fix=True)  # nothing to fix in data that is not there
+
+
+def test_a_photo_of_too_many_pixels_to_open_is_refused_by_name(tmp_path):
+    Image.new("L", (15000, 15000)).save(tmp_path / "panorama.jpg", quality=10)  # 225 MP: Pillow's bomb guard
+    with pytest.raises(skintrack.PhotoRejected, match=r"panorama\.jpg: too many pixels to open safely"):
+        prepare_photo(tmp_path / "panorama.jpg", fix=True)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"return_maps": ("red",)}, "return_maps: unknown value 'red'"),
     ({"return_marks": ("wrinkles",)}, "return_marks: unknown value 'wrinkles'"),

@@ -110,8 +110,12 @@ def prepare_photo(path, fix: bool = False) -> Photo:
     try:
         img = Image.open(io.BytesIO(raw))
         fmt, (w, h) = img.format, img.size
+    except Image.DecompressionBombError:
+        raise PhotoRejected(f"{path}: too many pixels to open safely; the API needs less than {MAX_SIDE}x{MAX_SIDE} "
+                            "px") from None
     except (UnidentifiedImageError, OSError):
         raise PhotoRejected(f"{path}: not an image the API can read (JPEG expected)") from None
+    _decodes(path, raw)
     fixes, data = [], raw
     if fmt != "JPEG":
         if not fix:
@@ -131,11 +135,23 @@ def prepare_photo(path, fix: bool = False) -> Photo:
     if len(raw) > MAX_BYTES and not fix:
         raise PhotoRejected(f"{path}: {len(raw) / 2**20:.1f} MiB; the API takes at most 8 MB (use --fix to recompress)")
     if fixes or len(raw) > MAX_BYTES:
-        data = _jpeg(img, fixes)
+        data = _jpeg(path, img, fixes)
     return Photo(path, data, sha, w, h, tuple(fixes))
 
 
-def _jpeg(img: Image.Image, fixes: list) -> bytes:
+def _decodes(path: str, raw: bytes) -> None:
+    """Refuse a photo whose data stops short or is damaged (a copy cut off, a disk error): its header alone
+    gives a format and a size, so it would be paid for. The whole stream is decoded, a JPEG at an eighth of its
+    size (its DCT scaling reads every block: a 12 MP photo in ~10 ms)."""
+    img = Image.open(io.BytesIO(raw))
+    img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise PhotoRejected(f"{path}: its image data is damaged or cut short ({e}); copy the photo again") from None
+
+
+def _jpeg(path: str, img: Image.Image, fixes: list) -> bytes:
     for quality in (95, 90, 85, 80, 70, 60):
         buf = io.BytesIO()
         img.convert("RGB").save(buf, "JPEG", quality=quality)
@@ -143,4 +159,4 @@ def _jpeg(img: Image.Image, fixes: list) -> bytes:
             if quality != 95:
                 fixes.append(f"recompressed as JPEG quality {quality} to fit 8 MB")
             return buf.getvalue()
-    raise PhotoRejected("cannot be recompressed under 8 MB")
+    raise PhotoRejected(f"{path}: cannot be recompressed under 8 MB")
