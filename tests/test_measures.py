@@ -108,6 +108,13 @@ def test_the_csv_goes_in_line_by_line_and_a_rerun_changes_nothing(tmp_path, run_
     ("[x]\nunits = 'a.u.'\n", "unknown field 'units'"),
     ("[X-1]\n", "a measure's name is lower-case"),
     ("[x]\ntype = 'likert'\nlevels = [1, 2, 3]\nagree = [4]\n", "agree lists levels"),
+    ("[x]\ntype = 'likert'\nlevels = [1, 2, 3]\nagree = []\n", "agree lists levels"),  # nobody could agree
+    # the grades' order is their numbers' (models, kappa's weights, responders): repeated, reversed or one level
+    ("[x]\ntype = 'grade'\nlevels = [0, 1, 1, 2]\n", "each higher than the one before (got [0, 1, 1, 2])"),
+    ("[x]\ntype = 'grade'\nlevels = [3, 2, 1]\n", "each higher than the one before"),
+    ("[x]\ntype = 'grade'\nlevels = [0]\n", "levels must be two or more numbers"),
+    ("[x]\nlevels = [1, 2]\n", "levels belong to a grade or a likert item (this measure is a continuous)"),
+    ("[x]\ntype = 'flag'\nlevels = [1, 2]\n", "a flag's levels are 0 and 1"),
     ("[x\n", "not a readable TOML file")])
 def test_a_catalog_that_cannot_be_used_is_refused_whole(tmp_path, catalog, says):
     study = _study(tmp_path)
@@ -118,6 +125,25 @@ def test_a_catalog_that_cannot_be_used_is_refused_whole(tmp_path, catalog, says)
         skintrack.ingest([], study, measures=tmp_path / "m.csv", measures_catalog=tmp_path / "m.toml")
     assert says in str(e.value)
     assert skintrack.open(study).version == before
+
+
+def test_a_catalog_the_study_keeps_is_read_by_the_rules_it_was_taken_under(tmp_path, monkeypatch):
+    """A catalog kept before the order of levels was checked (levels from the highest) still opens its study,
+    and a new measures file still goes in under it: a stricter rule never locks a study out."""
+    from skintrack.tables import measures
+
+    study = _study(tmp_path)
+    (tmp_path / "m.toml").write_text("[grade]\ntype = 'grade'\nlevels = [3, 2, 1, 0]\n")
+    (tmp_path / "m.csv").write_text(HEADER + "\nS01,D0,grade,2\n")
+    with pytest.raises(UsageError, match="each higher than the one before"):
+        skintrack.ingest([], study, measures=tmp_path / "m.csv", measures_catalog=tmp_path / "m.toml")
+    lenient = measures.parse_catalog
+    monkeypatch.setattr(measures, "parse_catalog", lambda text, where="", given=True: lenient(text, where, False))
+    skintrack.ingest([], study, measures=tmp_path / "m.csv", measures_catalog=tmp_path / "m.toml")  # as before 0.2
+    monkeypatch.undo()
+    (tmp_path / "m2.csv").write_text(HEADER + "\nS02,D0,grade,1\n")
+    skintrack.ingest([], study, measures=tmp_path / "m2.csv")
+    assert skintrack.open(study).timeline("measure.grade")["value"].tolist() == [2.0, 1.0]
 
 
 def test_every_helper_takes_a_measure_key(demo):

@@ -127,7 +127,8 @@ class Study:
         """The study's measures (catalog `text`) become metric keys measure.<name> (`skintrack.tables.measures`)."""
         self._measure_rows = {}
         names = self.sql("SELECT DISTINCT measure FROM measures")["measure"]
-        self._measure_rows = measures.catalog_rows(measures.parse_catalog(text, "the study's measures catalog"), names)
+        self._measure_rows = measures.catalog_rows(measures.parse_catalog(text, "the study's measures catalog",
+                                                                            given=False), names)
         declare_measures(self._measure_rows, self)
 
     def refresh(self) -> None:

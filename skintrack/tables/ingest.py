@@ -659,7 +659,7 @@ def add_measures(con, path, read, catalog, known: set, report, now) -> tuple[lis
     if path is None:
         return [], set()
     declared = catalog[1] if catalog is not None else measures_.parse_catalog(
-        store.plan_text(con, None, "measure_catalogs"), "the study's measures catalog")
+        store.plan_text(con, None, "measure_catalogs"), "the study's measures catalog", given=False)
     rows, rejects = measures_.read_measures(path, declared, read)
     if known:
         unknown = ~rows["subject_id"].isin(known)

@@ -13,7 +13,7 @@ plan) declares each measure in a table of its name:
 
     [wrinkle_grade]
     type = "grade"
-    levels = [0, 1, 2, 3, 4, 5]
+    levels = [0, 1, 2, 3, 4, 5]   # two or more, each higher than the one before: the grades' order
     better = "lower"
 
     [feels_hydrated]
@@ -84,8 +84,10 @@ def read_catalog(path) -> tuple[str, dict]:
     return text, parse_catalog(text, str(path))
 
 
-def parse_catalog(text: str | None, where: str = "measures catalog") -> dict:
-    """{name: declaration} from catalog TOML text (see the module docstring); checked as it is read."""
+def parse_catalog(text: str | None, where: str = "measures catalog", given: bool = True) -> dict:
+    """{name: declaration} from catalog TOML text (see the module docstring); checked as it is read. A catalog
+    the study already keeps (`given=False`) is read by the rules it was taken under: the order of its levels,
+    checked since 0.2, never locks a study out."""
     if not text:
         return {}
     try:
@@ -114,12 +116,20 @@ def parse_catalog(text: str | None, where: str = "measures catalog") -> dict:
         levels = decl.get("levels")
         if kind in ("grade", "likert") and not levels:
             raise UsageError(f"{at}: a {kind} needs its levels, e.g. levels = [1, 2, 3, 4, 5]")
+        if given and levels is not None and kind not in ("grade", "likert", "flag"):
+            raise UsageError(f"{at}: levels belong to a grade or a likert item (this measure is a {kind})")
         if levels is not None and not all(is_number(v) for v in levels):
             raise UsageError(f"{at}: levels must be numbers in their order (put their words in the description)")
+        if given and levels is not None and (len(levels) < 2 or any(a >= b for a, b in zip(levels, levels[1:]))):
+            # the grades' order is their numbers': the models, kappa's weights and the responders read it so
+            raise UsageError(f"{at}: levels must be two or more numbers, each higher than the one before (got "
+                             f"{levels})")
         if kind == "flag":
+            if given and levels not in (None, [0, 1]):
+                raise UsageError(f"{at}: a flag's levels are 0 and 1 (leave levels out)")
             levels = [0, 1]
         agree = decl.get("agree")
-        if agree is not None and (kind != "likert" or not set(agree) <= set(levels or [])):
+        if agree is not None and (kind != "likert" or (given and not agree) or not set(agree) <= set(levels or [])):
             raise UsageError(f"{at}: agree lists levels of a likert item that count as agreeing")
         rng = decl.get("range")
         if rng is not None and (len(rng) != 2 or not all(is_number(v) or v in (-math.inf, math.inf) for v in rng)
