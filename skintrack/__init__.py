@@ -16,8 +16,8 @@ True
 __version__ = "0.2.0"
 
 from .errors import (AnswerLost, ApiError, AuthError, FaceQualityError, InvalidInput, InvalidManifest, InvalidResponse,
-                     NotApplicable, ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, StoreError, TransportError,
-                     UnknownMetric, UsageError)
+                     NotApplicable, ParameterError, PhotoRejected, RateLimited, ServerError, SkintrackError, StoreError,
+                     TransportError, UnknownMetric, UsageError)
 
 # The rest loads on first use (PEP 562), so that `skintrack --help` does not wait for pandas and scipy.
 _LAZY = {"Study": "analysis.study", "open": "analysis.study", "AnalyzeReport": "api.analyze", "analyze": "api.analyze",
@@ -28,10 +28,10 @@ _LAZY = {"Study": "analysis.study", "open": "analysis.study", "AnalyzeReport": "
          "report": "show.report"}
 
 __all__ = [
-    "AnalyzeReport", "AnswerLost", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
-    "InvalidManifest", "InvalidResponse", "NotApplicable", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
-    "RetryPolicy", "ServerError", "SkintrackError", "StoreError", "Study", "TransportError", "UnknownMetric", "UsageError", "Visit",
-    "analyze", "build_report", "catalog", "export", "flatten", "ingest", "open",
+    "AnalyzeReport", "AnswerLost", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport",
+    "InvalidInput", "InvalidManifest", "InvalidResponse", "NotApplicable", "Params", "ParameterError", "PhotoRejected",
+    "Plan", "RateLimited", "RetryPolicy", "ServerError", "SkintrackError", "StoreError", "Study", "TransportError",
+    "UnknownMetric", "UsageError", "Visit", "analyze", "build_report", "catalog", "export", "flatten", "ingest", "open",
 ]
 
 

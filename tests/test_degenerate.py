@@ -87,7 +87,8 @@ def test_every_chart_of_the_study_is_drawn_or_refused_with_why(cut):
     for metric in PRIMARIES:
         charts = {"trend": lambda: s.plot.trend(metric), "change": lambda: s.plot.change(metric),
                   "waterfall": lambda: s.plot.waterfall(metric), "responders": lambda: s.plot.responders(metric, 1.0),
-                  "lsmeans": lambda: s.plot.lsmeans(metric), "regions": lambda: s.plot.regions(metric.rsplit(".", 1)[0])}
+                  "lsmeans": lambda: s.plot.lsmeans(metric),
+                  "regions": lambda: s.plot.regions(metric.rsplit(".", 1)[0])}
         for name, chart in charts.items():
             try:
                 fig = chart()

@@ -14,10 +14,10 @@ ROOT = Path(__file__).parent.parent
 
 
 PUBLIC = {
-    "AnalyzeReport", "AnswerLost", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport", "InvalidInput",
-    "InvalidManifest", "InvalidResponse", "NotApplicable", "Params", "ParameterError", "PhotoRejected", "Plan", "RateLimited",
-    "RetryPolicy", "ServerError", "SkintrackError", "StoreError", "Study", "TransportError", "UnknownMetric", "UsageError", "Visit",
-    "analyze", "build_report", "catalog", "export", "flatten", "ingest", "open",
+    "AnalyzeReport", "AnswerLost", "ApiError", "AuthError", "Client", "Endpoint", "FaceQualityError", "IngestReport",
+    "InvalidInput", "InvalidManifest", "InvalidResponse", "NotApplicable", "Params", "ParameterError", "PhotoRejected",
+    "Plan", "RateLimited", "RetryPolicy", "ServerError", "SkintrackError", "StoreError", "Study", "TransportError",
+    "UnknownMetric", "UsageError", "Visit", "analyze", "build_report", "catalog", "export", "flatten", "ingest", "open",
 }
 
 

@@ -176,7 +176,8 @@ def test_a_primary_endpoint_the_mmrm_does_not_analyse_has_no_mmrm_sensitivity_an
     s = skintrack.open(tmp_path / "s")
     assert s.endpoints()["model"].iloc[0] == "negative_binomial"
     with pytest.raises(skintrack.NotApplicable, match=r"^count.blackhead.nose: the primary endpoint is analysed by "
-                                                      r"negative binomial \(a count\); the sensitivity analyses \(MMRM"):
+                                                      r"negative binomial \(a count\); the sensitivity analyses "
+                                                      r"\(MMRM"):
         s.sensitivity()
     # the report says the section does not apply, not that the study could not estimate it
     doc = skintrack.build_report(s, tmp_path / "r", pdf=False, docx=False).document

@@ -56,9 +56,9 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
     key, visit = plan.primary.metric, study.check_followup(plan.primary.visit)  # held yet, and after the baseline
     model = model_of(plan, key)
     if model != "mmrm":  # its rows would be another model's numbers than the primary endpoint's
-        raise NotApplicable(f"{key}: the primary endpoint is analysed by {(model or 'no model').replace('_', ' ')} (a "
-                         f"{metric_info(key)['type']}); the sensitivity analyses (MMRM, multiple imputation, tipping "
-                         "point) are for an endpoint the MMRM analyses")
+        raise NotApplicable(f"{key}: the primary endpoint is analysed by {(model or 'no model').replace('_', ' ')} "
+                            f"(a {metric_info(key)['type']}); the sensitivity analyses (MMRM, multiple imputation, "
+                            "tipping point) are for an endpoint the MMRM analyses")
     treatments, control = _arm_pair(study, None, None)
     fit = study.mmrm(key)
     rows = [_row("primary: MMRM (missing at random)", fit.diff(visit, t), plan.alpha, fit.method) for t in treatments]

@@ -143,7 +143,8 @@ def ancova(changes: pd.DataFrame, treatment: str, control: str) -> dict:
     by_arm = data.groupby("treated")["baseline_value"].nunique()
     if len(a) < 2 or len(b) < 2 or (by_arm.max() == 1 and data["baseline_value"].nunique() == 2):
         return res  # too few, or each arm's baseline one value of its own: the arms and the baseline are one column
-    # a baseline every subject shares adjusts nothing (Welch's pooled sibling, without a rank-deficient design)
+    # a baseline every subject shares adjusts nothing: change on arm alone (the pooled-variance t-test), without a
+    # rank-deficient design
     fit = smf.ols("delta ~ treated" + (" + baseline_value" if data["baseline_value"].nunique() > 1 else ""),
                   data=data).fit()
     lo, hi = fit.conf_int().loc["treated"]

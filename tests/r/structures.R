@@ -69,8 +69,8 @@ rho <- if (structure %in% c("unstructured", "cs")) NA else {
   else if (structure == "spatial_power") exp(-1 / cf[["range"]]) else as.numeric(cf[1])
 }
 lags <- function(idx, days) if (structure == "spatial_power") abs(outer(days, days, "-")) else abs(outer(idx, idx, "-"))
-corr <- function(lag) switch(structure, cs_h = ifelse(lag == 0, 1, rho), toeplitz_h = , toeplitz = array(c(1, rho)[lag + 1], dim(lag)),
-                             rho^lag)
+corr <- function(lag) switch(structure, cs_h = ifelse(lag == 0, 1, rho),
+                             toeplitz_h = , toeplitz = array(c(1, rho)[lag + 1], dim(lag)), rho^lag)
 # the correlation's derivatives in its parameters (Toeplitz: one per lag, linear), and the second ones
 dcorrs <- function(lag) if (toeplitz) lapply(seq_len(nv - 1), function(k) 1 * (lag == k)) else
   list(if (structure == "cs_h") ifelse(lag == 0, 0, 1) else ifelse(lag > 0, lag * rho^(lag - 1), 0))
@@ -109,7 +109,8 @@ second <- function(idx, days) {
     if (j == k) out[[j]][[k]] <- out[[j]][[k]] - s * h[[j]] / (2 * vars[j]^2) * corr(lag)
   }
   dc <- dcorrs(lag)
-  for (j in 1:nv) for (k in seq_along(dc)) out[[j]][[nv + k]] <- out[[nv + k]][[j]] <- s * h[[j]] / (2 * vars[j]) * dc[[k]]
+  for (j in 1:nv) for (k in seq_along(dc))
+    out[[j]][[nv + k]] <- out[[nv + k]][[j]] <- s * h[[j]] / (2 * vars[j]) * dc[[k]]
   if (length(dc) == 1) out[[nv + 1]][[nv + 1]] <- s * d2corr(lag)  # Toeplitz's correlations enter linearly
   out
 }
