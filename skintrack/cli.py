@@ -399,7 +399,7 @@ _QC = click.option("--exclude-flagged/--include-flagged", default=None,
 @click.argument("metric")
 @click.option("--view", type=click.Choice(VIEWS), default="cohort", show_default=True, help="What to compute.")
 @click.option("--baseline", help="Baseline visit (change, responders); default: the plan's.")
-@click.option("--by", default="visit,arm", show_default=True, help="Grouping columns for cohort.")
+@click.option("--by", help="Grouping columns for cohort (default: visit,arm; visit alone in a study without arms).")
 @click.option("--threshold", type=float, help="Improvement that makes a responder (responders).")
 @click.option("--relative", is_flag=True, help="Threshold in % of baseline (responders).")
 @_QC
@@ -417,7 +417,7 @@ def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagg
     df = {"timeline": lambda: s.timeline(metric, exclude_flagged),
           "change": lambda: s.change_from_baseline(metric, baseline, exclude_flagged),
           "slopes": lambda: s.slopes(metric, exclude_flagged),
-          "cohort": lambda: s.cohort(metric, _csv(by), exclude_flagged),
+          "cohort": lambda: s.cohort(metric, _csv(by) or None, exclude_flagged),
           "responders": lambda: s.responders(metric, threshold, relative, baseline, exclude_flagged),
           "mmrm": lambda: _mmrm_table(s.mmrm(metric, exclude_flagged=exclude_flagged))}[view]()
     _emit(df, fmt)

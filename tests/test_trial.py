@@ -221,3 +221,29 @@ def test_ancova_of_a_baseline_that_adjusts_nothing_or_names_the_arm():
     full = smf.ols("delta ~ treated + baseline_value",
                    data=varied.assign(treated=(varied["arm"] == "active").astype(float))).fit()
     assert ancova(varied, "active", "placebo")["diff"] == pytest.approx(full.params["treated"], rel=1e-12)
+
+
+def test_check_lists_a_plan_it_cannot_use_instead_of_stopping(tmp_path, run_cli):
+    """`skintrack check` is where a user looks when every command refuses the plan: it names the plan's
+    problem beside the others (before, it stopped on the same error as every other command)."""
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    (tmp_path / "s" / "plan.toml").write_text((src / "plan.toml").read_text().replace('"active"', '"verum"'))
+    found = skintrack.open(tmp_path / "s").check()
+    mine = found[found["where"].str.endswith("plan.toml")]
+    assert mine["problem"].tolist() == ["the study plan: arm 'verum' is not in the subjects CSV (arms: active, "
+                                        "placebo)"]
+    proc = run_cli("check", tmp_path / "s", check=1)
+    assert "plan.toml: the study plan: arm 'verum' is not in the subjects CSV" in proc.stdout
+
+
+def test_a_study_without_arms_says_so_where_arms_are_compared(tmp_path, run_cli):
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv")  # no subjects CSV
+    s = skintrack.open(tmp_path / "s")
+    for compare in (s.endpoints, lambda: s.mmrm("score.water"), lambda: s.compare_arms("score.water", "W12")):
+        with pytest.raises(skintrack.NotApplicable, match="^arms are compared against a control, and this study "
+                                                          r"has no arms \(a subjects CSV with an arm column"):
+            compare()
+    proc = run_cli("trends", tmp_path / "s", "score.water", "--view", "cohort", "--csv", check=0)  # by visit alone
+    assert proc.stdout.splitlines()[0].startswith("visit,n,mean,")

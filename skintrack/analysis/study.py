@@ -763,9 +763,14 @@ class Study:
         if len(damaged):
             return damaged
         self._sync()
-        found = pd.concat([check.problems(self.con), selection.out_of_window(self), instrument.straddles(self)],
-                          ignore_index=True)
-        return found.sort_values(["where", "problem"], ignore_index=True)
+        found = [check.problems(self.con)]
+        try:
+            self.plan  # noqa: B018 - a plan that cannot be used is one of the problems listed, not a stop
+        except UsageError as e:
+            found.append(pd.DataFrame({"where": [str(self.path / PLAN_FILE)], "problem": [str(e)]}))
+        else:  # the visit windows and the endpoints are the plan's
+            found += [selection.out_of_window(self), instrument.straddles(self)]
+        return pd.concat(found, ignore_index=True).sort_values(["where", "problem"], ignore_index=True)
 
     def qc(self, limits: qc.QCLimits = qc.QCLimits()) -> pd.DataFrame:
         """One row per ok analysis with a flag per capture problem, `flagged` and `reasons`.

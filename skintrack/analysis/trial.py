@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..errors import UsageError, finite
+from ..errors import NotApplicable, UsageError, finite
 from ..tables.catalog import metric_info
 from . import endpoints as ep
 from . import multiplicity as mult
@@ -95,6 +95,10 @@ def _arm_pair(study, treatment, control) -> tuple[list, str]:
     treatments = [treatment] if treatment else list(plan.treatments)
     held = _arms(study)
     arms = set(held["arm"].dropna()) if held is not None else set()
+    if control is None:
+        raise NotApplicable("arms are compared against a control, and this study has " + (
+            f"none named (arms: {', '.join(sorted(arms))}; name it in plan.toml: control = ...)" if arms else
+            "no arms (a subjects CSV with an arm column gives them)"))
     for arm in [control, *treatments]:
         if arm not in arms:
             raise UsageError(f"no arm named {arm!r} (arms: {', '.join(sorted(arms)) or 'none'})")
