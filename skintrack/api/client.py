@@ -6,9 +6,10 @@ envelopes (`error_code`, `error_code_str`); see `skintrack.errors` for the tree.
 What is retried (exponential backoff with full jitter, honouring `Retry-After`): a connection that could
 not be made or broke before the request was sent whole (`TransportError`), and the service's own answers
 429, 5xx and `AI_SERVICE_FLOW_RESTRICTION`. What never is: face-quality and parameter errors (final), and
-a request sent whole whose answer was then lost, cut short, timed out, or replaced by a gateway's 504
-(`AnswerLost`): the service may have analysed and billed it, so sending it again could pay twice. The
-client knows "sent whole" from its own connection, which marks the moment the last byte left.
+a request sent whole whose answer was then lost, cut short, timed out, or replaced by a gateway's 502 or
+504 page (`AnswerLost`; a gateway answers 502 when the service behind it did answer, only not well): the
+service may have analysed and billed it, so sending it again could pay twice. The client knows "sent whole"
+from its own connection, which marks the moment the last byte left.
 
 The API key is sent only in the `ailabapi-api-key` header; it is checked (printable ASCII, no line
 breaks) before it gets there, held masked, and redacted from anything a server echoes in any encoding
@@ -353,7 +354,8 @@ class Client:
         except orjson.JSONDecodeError:
             retry_after = _retry_after(r.headers.get("Retry-After"))
             what = f"HTTP {r.status_code}: the body is not JSON ({len(body)} bytes"
-            if r.status_code in (200, 504):  # an answer cut short, or a gateway that gave up waiting for it
+            # an answer cut short, a gateway that had an answer it could not pass on (502) or gave up waiting (504)
+            if r.status_code in (200, 502, 504):
                 return AnswerLost(f"{what}; cut short or not the API's); it may have been billed",
                                   status=r.status_code), None
             if r.status_code >= 500:

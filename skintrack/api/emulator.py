@@ -6,7 +6,8 @@ parameters, and SIMULATED current-format responses derived deterministically fro
 with valid base64 face maps of the photo's size, marks and side results when asked. Faults can be
 injected: latency (median 2.3 s by default, log-normal spread), shares of 429/503/500 answers and of any
 documented code (answered before any analysis: never billed), and answers lost after the analysis: a
-connection closed without a reply (`share_drop`) or a body cut in half (`share_truncate`).
+connection closed without a reply (`share_drop`), a body cut in half (`share_truncate`), or a gateway's HTML
+502 page in its place (`share_gateway`: the service behind the gateway did the work).
 
 The model can change under a study, as the real one may: `generation` answers in an older version's shape
 (`skintrack.tables.generations.downgrade`), and `shifts` change the model after a number of billed calls:
@@ -17,7 +18,7 @@ real service's do.
 The billing ledger is the service's view of the money: a call is billed the moment its analysis has
 produced an answer, whether or not that answer reaches the client. `stats()` (also at GET
 /_emulator/stats) gives the calls received, the calls billed (in all, per photo, and the ledger in order:
-photo SHA-256, time, and what became of the answer: sent, dropped or truncated).
+photo SHA-256, time, and what became of the answer: sent, dropped, truncated or gateway).
 
 Example
 -------
@@ -67,6 +68,7 @@ class EmulatorConfig:
     share_500: float = 0.0
     share_drop: float = 0.0  # analyse and bill, then close the connection without answering
     share_truncate: float = 0.0  # analyse and bill, announce the full length, send half the body, close
+    share_gateway: float = 0.0  # analyse and bill, then a gateway's HTML 502 page instead of the answer
     codes: dict = field(default_factory=dict)  # documented code -> share, e.g. {"ERROR_NO_FACE_IN_FILE": 0.1}
     retry_after: float = 1.0  # seconds, sent with 429
     generation: str = "v1.7.6"  # the API version whose shape the answers have
@@ -78,7 +80,8 @@ class EmulatorConfig:
     def __post_init__(self):  # a latency below 0, a share of 1.5 or NaN: silently something else than asked
         for name in ("latency", "latency_spread", "retry_after"):
             finite(getattr(self, name), name, least=0)
-        shares = {f"share_{k}": getattr(self, f"share_{k}") for k in ("429", "503", "500", "drop", "truncate")}
+        shares = {f"share_{k}": getattr(self, f"share_{k}")
+                  for k in ("429", "503", "500", "drop", "truncate", "gateway")}
         for name, share in {**shares, **self.codes}.items():
             if not 0 <= finite(share, name) <= 1:
                 raise UsageError(f"{name} must be a share between 0 and 1, not {share!r}")
@@ -135,7 +138,7 @@ class Emulator:
                     "latency_total": self.latency_total}
 
     def bill(self, photo_sha: str, answer: str) -> None:
-        """Enter one billed call in the ledger (its answer: sent, dropped or truncated)."""
+        """Enter one billed call in the ledger (its answer: sent, dropped, truncated or gateway)."""
         with self._lock:
             self.billed[photo_sha] += 1
             self.ledger.append({"n": len(self.ledger) + 1, "photo_sha256": photo_sha, "at": time.time(),
@@ -185,10 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet: the emulator is used in tests and benchmarks
         pass
 
-    def _send(self, status: int, body: bytes, headers=None, truncate=False):
+    def _send(self, status: int, body: bytes, headers=None, truncate=False, content_type="application/json"):
         time.sleep(max(0.0, getattr(self, "_wake", 0.0) - time.monotonic()))
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -224,9 +227,12 @@ class _Handler(BaseHTTPRequestHandler):
             if draw < edge:
                 headers = {"Retry-After": str(cfg.retry_after)} if status == 429 else None
                 return self._send(_envelope(code, "injected fault")[0], _envelope(code, "injected fault")[1], headers)
-        lost = "dropped" if draw < edge + cfg.share_drop else \
-            "truncated" if draw < edge + cfg.share_drop + cfg.share_truncate else None
-        edge += cfg.share_drop + cfg.share_truncate
+        lost = None
+        for answer, share in (("dropped", cfg.share_drop), ("truncated", cfg.share_truncate),
+                              ("gateway", cfg.share_gateway)):
+            if lost is None and draw < edge + share:
+                lost = answer
+            edge += share
         for code, share in cfg.codes.items():
             edge += share
             if draw < edge:
@@ -241,7 +247,13 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(max(0.0, self._wake - time.monotonic()))
             self.close_connection = True
             return None
+        if lost == "gateway":
+            return self._send(502, GATEWAY_PAGE, content_type="text/html")
         self._send(status, body, truncate=lost == "truncated")
+
+
+GATEWAY_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
+                b"</body></html>")  # nginx's own
 
 
 def _echo(key: str, how: str) -> bytes:
