@@ -75,6 +75,24 @@ def test_retry_after_is_honoured(emulator, photos):
     assert time.perf_counter() - t0 >= 0.8  # two waits of Retry-After, not the 1 ms backoff
 
 
+def test_a_retry_after_of_hours_ends_the_retries_and_says_so(emulator, photos):
+    """A batch does not sleep for an hour unseen: the error is raised at once, with the wait asked for."""
+    emu = emulator(share_429=1.0, retry_after=3600)
+    t0 = time.perf_counter()
+    with pytest.raises(skintrack.RateLimited, match=r"asks to wait 3600 s before trying again: not waited") as info:
+        client(emu).call(prepare_photo(photos(1)[0]))
+    assert time.perf_counter() - t0 < 5 and info.value.attempts == 1 and emu.stats()["billed"] == 0
+
+
+@pytest.mark.parametrize("header", ["soon", "inf", "1e400", "nan", "Mon, 99 Foo 2020 00:00:00 GMT"])
+def test_a_retry_after_that_says_nothing_usable_is_ignored(header):
+    """A server's header is data: it neither stops the batch (a ValueError from the date parser) nor puts it to
+    sleep for ever (an infinite number of seconds)."""
+    from skintrack.api.client import _retry_after
+
+    assert _retry_after(header) is None and _retry_after("7") == 7.0
+
+
 def test_a_flaky_service_eventually_answers_each_photo_once(emulator, photos):
     emu = emulator(share_429=0.2, share_503=0.2, share_500=0.1, retry_after=0.01, seed=3)
     c = client(emu, retry=RetryPolicy(attempts=12, base=0.005, cap=0.02, timeout=(2, 10)))

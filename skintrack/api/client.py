@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import math
 import os
 import random
 import re
@@ -57,6 +58,7 @@ class RetryPolicy:
     base: float = 1.0  # seconds before the first retry (before jitter)
     cap: float = 30.0  # longest wait between tries
     timeout: tuple = (10.0, 120.0)  # connect, read seconds
+    longest_wait: float = 300.0  # a Retry-After beyond this ends the retries: no batch sleeps for hours unseen
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)], never before the server's Retry-After."""
@@ -108,13 +110,18 @@ def classify(status: int | None, document, retry_after=None) -> ApiError | None:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Retry-After's seconds (a number, or an HTTP date), or None when it says nothing usable: a server's
+    header is data, and "soon", "inf" or "1e400" must neither stop the batch nor put it to sleep for ever."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 REDACTED = b"<redacted key>"
@@ -328,10 +335,13 @@ class Client:
                 reply.attempts, reply.started_at, reply.errors = attempt + 1, started, errors
                 return reply
             errors.append(f"{type(err).__name__}: {err}")
-            if not err.retryable or attempt + 1 == self.retry.attempts:
+            wait = self._sleep_for(attempt, err.retry_after) if err.retryable else 0.0
+            if not err.retryable or attempt + 1 == self.retry.attempts or wait > self.retry.longest_wait:
+                if wait > self.retry.longest_wait:
+                    err.args = (f"{err} (the service asks to wait {wait:.0f} s before trying again: not waited)",)
                 err.attempts = attempt + 1
                 raise err
-            time.sleep(self._sleep_for(attempt, err.retry_after))
+            time.sleep(wait)
         raise AssertionError("unreachable")
 
     def _try(self, files, params) -> tuple[ApiError | None, Reply | None]:
