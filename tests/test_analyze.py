@@ -93,6 +93,20 @@ def test_documented_failures_are_archived_ingested_and_retried_on_request(tmp_pa
     assert emu.stats()["calls"] == 2
 
 
+def test_an_answer_that_holds_no_analysis_is_held_back_as_uncertain_with_what_arrived(photos, tmp_path, emulator):
+    """A 200 whose JSON has no result is no analysis: it was neither archived as the photo's answer (which would
+    have marked the photo done for good) nor sent again; its record keeps what arrived."""
+    emu = emulator(share_hollow=1.0)
+    c = Client(api_key="test-key", url=emu.url, retry=FAST)
+    photo = photos(1)
+    report = analyze(photo, tmp_path / "s", client=c, qps=None)
+    assert report.succeeded == 0 and len(report.uncertain) == 1 and emu.stats()["calls"] == 1
+    record = orjson.loads(next((tmp_path / "s" / "raw" / ".uncertain").glob("*.json")).read_bytes())
+    assert record["received"] == '{"status": "ok"}' and "no result object" in record["error"]
+    again = analyze(photo, tmp_path / "s", client=c, qps=None)
+    assert len(again.held) == 1 and emu.stats()["calls"] == 1  # held back, not paid again
+
+
 def test_qps_limit(photos, tmp_path, emulator):
     photos(25)
     c = Client(api_key="test-key", url=emulator().url, retry=FAST)

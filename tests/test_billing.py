@@ -19,7 +19,7 @@ FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05, timeout=(2, 10))
 
 
 @pytest.mark.parametrize("fault", [{"share_drop": 1.0}, {"share_truncate": 1.0}, {"share_gateway": 1.0},
-                                   {"latency": 1.5}])
+                                   {"share_hollow": 1.0}, {"latency": 1.5}])
 def test_an_answer_lost_after_sending_is_billed_and_never_sent_again(emulator, photos, fault):
     emu = emulator(**fault)
     retry = RetryPolicy(attempts=4, base=0.01, cap=0.05, timeout=(2, 0.5))  # a read timeout shorter than 1.5 s
@@ -30,7 +30,8 @@ def test_an_answer_lost_after_sending_is_billed_and_never_sent_again(emulator, p
     stats = emu.stats()
     assert stats["calls"] == 1 and stats["billed"] == 1
     assert [e["answer"] for e in stats["ledger"]] == [{"share_drop": "dropped", "share_truncate": "truncated",
-                                                       "share_gateway": "gateway"}.get(next(iter(fault)), "sent")]
+                                                       "share_gateway": "gateway", "share_hollow": "hollow"}.get(
+        next(iter(fault)), "sent")]
 
 
 def _free_port() -> int:

@@ -84,3 +84,9 @@ def test_parameters_form_and_key():
     assert p.form() == {"return_maps": "red_area,brown_area", "roi_outline_color": '{"acne_color": "ff0000"}'}
     assert p.key() != Params().key() and p.key() == Params(return_maps=("red_area", "brown_area"),
                                                           roi_outline_color={"acne_color": "ff0000"}).key()
+
+
+def test_a_simulated_photo_is_the_same_bytes_for_the_same_seed(tmp_path):
+    """Tests that send a photo twice send the same photo (Pillow's own noise is not seeded)."""
+    first, again = (sample_photo(tmp_path, f"{n}.jpg", seed=3).read_bytes() for n in ("a", "b"))
+    assert first == again != sample_photo(tmp_path, "c.jpg", seed=4).read_bytes()

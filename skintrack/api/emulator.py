@@ -7,7 +7,8 @@ with valid base64 face maps of the photo's size, marks and side results when ask
 injected: latency (median 2.3 s by default, log-normal spread), shares of 429/503/500 answers and of any
 documented code (answered before any analysis: never billed), and answers lost after the analysis: a
 connection closed without a reply (`share_drop`), a body cut in half (`share_truncate`), or a gateway's HTML
-502 page in its place (`share_gateway`: the service behind the gateway did the work).
+502 page in its place (`share_gateway`: the service behind the gateway did the work), or a 200 whose JSON
+holds no analysis (`share_hollow`).
 
 The model can change under a study, as the real one may: `generation` answers in an older version's shape
 (`skintrack.tables.generations.downgrade`), and `shifts` change the model after a number of billed calls:
@@ -18,7 +19,7 @@ real service's do.
 The billing ledger is the service's view of the money: a call is billed the moment its analysis has
 produced an answer, whether or not that answer reaches the client. `stats()` (also at GET
 /_emulator/stats) gives the calls received, the calls billed (in all, per photo, and the ledger in order:
-photo SHA-256, time, and what became of the answer: sent, dropped, truncated or gateway).
+photo SHA-256, time, and what became of the answer: sent, dropped, truncated, gateway or hollow).
 
 Example
 -------
@@ -69,6 +70,7 @@ class EmulatorConfig:
     share_drop: float = 0.0  # analyse and bill, then close the connection without answering
     share_truncate: float = 0.0  # analyse and bill, announce the full length, send half the body, close
     share_gateway: float = 0.0  # analyse and bill, then a gateway's HTML 502 page instead of the answer
+    share_hollow: float = 0.0  # analyse and bill, then answer 200 with a JSON object that holds no result
     codes: dict = field(default_factory=dict)  # documented code -> share, e.g. {"ERROR_NO_FACE_IN_FILE": 0.1}
     retry_after: float = 1.0  # seconds, sent with 429
     generation: str = "v1.7.6"  # the API version whose shape the answers have
@@ -81,7 +83,7 @@ class EmulatorConfig:
         for name in ("latency", "latency_spread", "retry_after"):
             finite(getattr(self, name), name, least=0)
         shares = {f"share_{k}": getattr(self, f"share_{k}")
-                  for k in ("429", "503", "500", "drop", "truncate", "gateway")}
+                  for k in ("429", "503", "500", "drop", "truncate", "gateway", "hollow")}
         for name, share in {**shares, **self.codes}.items():
             if not 0 <= finite(share, name) <= 1:
                 raise UsageError(f"{name} must be a share between 0 and 1, not {share!r}")
@@ -138,7 +140,7 @@ class Emulator:
                     "latency_total": self.latency_total}
 
     def bill(self, photo_sha: str, answer: str) -> None:
-        """Enter one billed call in the ledger (its answer: sent, dropped, truncated or gateway)."""
+        """Enter one billed call in the ledger (its answer: sent, dropped, truncated, gateway or hollow)."""
         with self._lock:
             self.billed[photo_sha] += 1
             self.ledger.append({"n": len(self.ledger) + 1, "photo_sha256": photo_sha, "at": time.time(),
@@ -229,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(_envelope(code, "injected fault")[0], _envelope(code, "injected fault")[1], headers)
         lost = None
         for answer, share in (("dropped", cfg.share_drop), ("truncated", cfg.share_truncate),
-                              ("gateway", cfg.share_gateway)):
+                              ("gateway", cfg.share_gateway), ("hollow", cfg.share_hollow)):
             if lost is None and draw < edge + share:
                 lost = answer
             edge += share
@@ -249,6 +251,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if lost == "gateway":
             return self._send(502, GATEWAY_PAGE, content_type="text/html")
+        if lost == "hollow":
+            return self._send(200, b'{"status": "ok"}')
         self._send(status, body, truncate=lost == "truncated")
 
 

@@ -625,11 +625,14 @@ def sample_plan():
 
 
 def sample_photo(folder, name: str = "photo.jpg", size=(800, 800), seed: int = 0, fmt: str = "JPEG") -> Path:
-    """Write a SIMULATED photo (a drawn face-like oval on noise, no real person) for tests and examples."""
+    """Write a SIMULATED photo (a drawn face-like oval on noise, no real person) for tests and examples; the same
+    seed gives the same bytes (Pillow's own noise is not seeded)."""
+    import numpy as np
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
-    img = Image.effect_noise(size, 40).convert("RGB")
+    noise = np.random.default_rng(seed).normal(128, 40, (size[1], size[0]))  # as Image.effect_noise(size, 40)
+    img = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8), "L").convert("RGB")
     draw = ImageDraw.Draw(img)
     w, h = size
     tone = (rng.randint(170, 230), rng.randint(130, 180), rng.randint(110, 150))
