@@ -246,7 +246,8 @@ def _api_key(key_file) -> str:
 @click.option("--drop", default=0.0, help="Share of calls analysed and billed whose connection then closes unanswered.")
 @click.option("--truncate", default=0.0, help="Share of calls analysed and billed whose answer is cut in half.")
 @click.option("--gateway", default=0.0, help="Share of calls analysed and billed answered by a gateway's 502 page.")
-@click.option("--hollow", default=0.0, help="Share of calls analysed and billed answered 200 with JSON holding no result.")
+@click.option("--hollow", default=0.0,
+              help="Share of calls analysed and billed answered 200 with JSON holding no result.")
 @click.option("--seed", default=0, help="Seed of the fault draws.")
 @click.option("--generation", default="v1.7.6", show_default=True,
               help="Answer in the shape of this API version (v1.5.1 ... v1.7.6).")
@@ -266,8 +267,8 @@ def emulate(port, api_key_file, latency, latency_spread, fail_429, fail_503, fai
         raise UsageError(f"--generation {generation!r} is not one of {', '.join(NAMES)}")
     cfg = EmulatorConfig(api_key=_api_key(api_key_file), latency=latency, latency_spread=latency_spread,
                          share_429=fail_429, share_503=fail_503, share_500=fail_500, share_drop=drop,
-                         share_truncate=truncate, share_gateway=gateway, share_hollow=hollow, seed=seed, generation=generation,
-                         shifts=tuple(parse_shift(x) for x in shifts))
+                         share_truncate=truncate, share_gateway=gateway, share_hollow=hollow, seed=seed,
+                         generation=generation, shifts=tuple(parse_shift(x) for x in shifts))
     emu = Emulator(cfg, port=port)
     click.echo(f"emulating Skin Analyze Pro at {emu.url} (SIMULATED answers): export SKINTRACK_API_URL={emu.base} "
                "Ctrl-C stops.")
