@@ -146,6 +146,21 @@ def test_a_catalog_the_study_keeps_is_read_by_the_rules_it_was_taken_under(tmp_p
     assert skintrack.open(study).timeline("measure.grade")["value"].tolist() == [2.0, 1.0]
 
 
+def test_a_study_of_measures_alone_assumes_its_first_measure_as_the_primary_endpoint(tmp_path, run_cli):
+    """Without a plan, the assumed primary endpoint is the total score; a study with no photograph has none, so
+    its first measure is assumed (and `plan --init` writes it), and the endpoint is a number, not "no value"."""
+    src = sample_study_dir()
+    skintrack.ingest([], tmp_path / "s", subjects=src / "subjects.csv", measures=src / "measures.csv",
+                     measures_catalog=src / "measures.toml")
+    s = skintrack.open(tmp_path / "s")
+    assert s.plan.primary.metric == "measure.corneometer"
+    assert any(a.startswith("primary endpoint measure.corneometer at W12 (the study's first measure")
+               for a in s.plan.assumed)
+    assert np.isfinite(s.endpoints()["estimate"].iloc[0])
+    run_cli("plan", tmp_path / "s", "--init", check=0)
+    assert 'primary = {metric = "measure.corneometer", visit = "W12"}' in (tmp_path / "s" / "plan.toml").read_text()
+
+
 def test_every_helper_takes_a_measure_key(demo):
     s = demo
     key = "measure.corneometer"

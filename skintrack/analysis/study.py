@@ -198,8 +198,16 @@ class Study:
             events = {e for e, col, view in (("rescue", "rescue", "sessions"),
                                              ("discontinuation", "discontinued_after", "subjects"))
                       if col in self.columns(view)}
-            self._plan = (text, plan.resolved(self.visits, days, arms, events))
+            self._plan = (text, plan.resolved(self.visits, days, arms, events, self._first_measure()))
         return self._plan[1]
+
+    def _first_measure(self) -> str | None:
+        """The first measure key of a study that holds no photograph's score (its plan's assumed primary), else
+        None."""
+        if self.sql("SELECT count(*) AS n FROM scores")["n"].iloc[0]:
+            return None
+        held = self.sql("SELECT DISTINCT measure FROM measures ORDER BY measure")["measure"]
+        return f"measure.{held.iloc[0]}" if len(held) else None
 
     def _plan_text(self) -> str | None:
         """The plan at this version. Following the newest version, `plan.toml` is the plan, and an edit not

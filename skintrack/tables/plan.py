@@ -311,9 +311,11 @@ class Plan:
             raise UsageError("the study plan: " + "; ".join(problems))
 
     # ---- defaults from the data -------------------------------------------------------------------------
-    def resolved(self, visits: list, days: dict, arms: list, events=()) -> Plan:
+    def resolved(self, visits: list, days: dict, arms: list, events=(), measure: str | None = None) -> Plan:
         """A copy with what this plan leaves out derived from the data (`visits` in order, their median
-        `days`, the `arms`, the intercurrent `events` the study records), each such field named in `assumed`."""
+        `days`, the `arms`, the intercurrent `events` the study records), each such field named in `assumed`.
+        The primary endpoint assumed is the total score, or in a study of measures alone (no photograph's score)
+        its first `measure`."""
         p = dataclasses.replace(self, visits=list(self.visits), treatments=list(self.treatments),
                                 secondary=list(self.secondary), responders=dict(self.responders),
                                 models=dict(self.models), estimand=dict(self.estimand),
@@ -342,8 +344,10 @@ class Plan:
             if p.treatments:
                 p.assumed.append(f"treatment arms {', '.join(p.treatments)} (every other arm)")
         if p.primary is None and len(schedule) > 1:
-            p.primary = Endpoint("score.total", schedule[-1])
-            p.assumed.append(f"primary endpoint score.total at {schedule[-1]} (the total score at the last visit)")
+            p.primary = Endpoint(measure or "score.total", schedule[-1])
+            p.assumed.append(f"primary endpoint {p.primary.metric} at {schedule[-1]} (" + (
+                "the study's first measure at the last visit: it holds no photograph's score)" if measure else
+                "the total score at the last visit)"))
         p.check(visits, arms or None)
         return p
 
