@@ -298,6 +298,17 @@ def test_an_unstructured_likelihood_that_rises_to_a_singular_covariance_is_refus
         r_mmrm(rscript, tmp_path, data, FIVE_VISITS, ["placebo", "active"])
 
 
+def test_visits_whose_changes_move_together_exactly_are_named_among_the_causes():
+    from skintrack import UsageError
+
+    data = simulate(1, missing=0)
+    w4 = data[data["visit"] == "W4"].set_index("subject")["chg"]
+    data.loc[data["visit"] == "W8", "chg"] = data.loc[data["visit"] == "W8", "subject"].map(w4).to_numpy() + 1.0
+    with pytest.raises(UsageError, match="singular covariance of the visits .* or visits whose changes move together "
+                                         "exactly"):
+        fit_mmrm(data, ["W4", "W8", "W12"], "placebo", structures=["unstructured"])
+
+
 def test_an_mmrm_refusal_without_a_metric_starts_with_what_failed():
     from skintrack import UsageError
 

@@ -370,7 +370,8 @@ def _fit(d: _Design, structure, sigma0, gap):
     else:
         if structure.name == "unstructured" and _rises_to_singular(reml, phi0):
             return reml, None, ("its likelihood keeps rising toward a singular covariance of the visits (no optimum "
-                                "inside: too few subjects at the visits for an unstructured covariance)")
+                                "inside: too few subjects at the visits for an unstructured covariance, or visits "
+                                "whose changes move together exactly)")
         return reml, None, "did not converge"
     phi, e = got
     if not (_positive_definite(e["hess"]) and _positive_definite(e["info"])):
