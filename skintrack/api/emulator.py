@@ -6,9 +6,9 @@ parameters, and SIMULATED current-format responses derived deterministically fro
 with valid base64 face maps of the photo's size, marks and side results when asked. Faults can be
 injected: latency (median 2.3 s by default, log-normal spread), shares of 429/503/500 answers and of any
 documented code (answered before any analysis: never billed), and answers lost after the analysis: a
-connection closed without a reply (`share_drop`), a body cut in half (`share_truncate`), or a gateway's HTML
-502 page in its place (`share_gateway`: the service behind the gateway did the work), or a 200 whose JSON
-holds no analysis (`share_hollow`).
+connection closed without a reply (`share_drop`), a body cut in half (`share_truncate`), a gateway's HTML 502
+page in its place (`share_gateway`: the service behind the gateway did the work), or a 200 whose JSON holds
+no analysis (`share_hollow`).
 
 The model can change under a study, as the real one may: `generation` answers in an older version's shape
 (`skintrack.tables.generations.downgrade`), and `shifts` change the model after a number of billed calls:
