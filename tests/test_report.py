@@ -597,3 +597,13 @@ def test_docx_tables_are_the_xml_python_docx_writes_cell_by_cell():
     ours, theirs = word._grid(Word(), rows, header, numeric), by_python_docx(Word())
     assert etree.tostring(ours._tbl) == etree.tostring(theirs._tbl)
     assert len(ours._tbl.findall(f".//{qn('w:tab')}")) > 0 and len(ours._tbl.findall(f".//{qn('w:br')}")) > 0
+
+
+def test_a_subject_page_asked_for_a_subject_the_study_does_not_know_is_refused_before_writing(tmp_path):
+    """A typo in --subject gave a report whose page said only that the subject had no analyses."""
+    from skintrack import UsageError
+    from skintrack.demo import demo_study
+
+    with pytest.raises(UsageError, match=r"^subject 'S5': not in this study \(subjects: S01, S02, "):
+        build_report(demo_study(), tmp_path / "r", subject=["S05", "S5"], pdf=False)
+    assert not (tmp_path / "r").exists()

@@ -725,6 +725,8 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     metrics = study.metric_list(metrics or DEFAULT_METRICS)
     if paper not in PAPER:
         raise UsageError(f"paper {paper!r}: use a4 or letter")
+    subjects = [subject] if isinstance(subject, str) else list(subject or [])
+    _check_subjects(study, subjects)
     out.mkdir(parents=True, exist_ok=True)  # once every argument is checked
     b = _Builder(study, out, metrics, tuple(figure_formats))
     version = data_version(study)
@@ -742,7 +744,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
     b.quality()
     b.instrument()
     b.sensitivity()
-    for sid in [subject] if isinstance(subject, str) else (subject or []):
+    for sid in subjects:
         b.subject_page(sid)
     b.methods(version)
     given = {k: v for k, v in (names or {}).items() if v}
@@ -771,6 +773,18 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
         report.pdf, report.pdf_engine = _pdf(html_path)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _check_subjects(study, subjects: list) -> None:
+    """A `UsageError` naming the subjects asked for a page of their own that the study does not know (a typo
+    gave a report whose page said only that)."""
+    known = set(study.sql("SELECT subject_id FROM subjects UNION SELECT subject_id FROM analyses WHERE subject_id "
+                          "IS NOT NULL")["subject_id"])
+    unknown = [s for s in subjects if s not in known]
+    if unknown:
+        some = sorted(known)
+        raise UsageError(f"subject {', '.join(map(repr, unknown))}: not in this study (subjects: "
+                         f"{', '.join(some[:10]) or 'none'}{', ...' if len(some) > 10 else ''})")
 
 
 def render_html(doc: Document, paper: str) -> str:
