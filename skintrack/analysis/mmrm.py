@@ -353,11 +353,13 @@ def _pairwise_cov(d: _Design, resid: np.ndarray):
     return (vec * np.maximum(w, 1e-3 * var.mean())) @ vec.T
 
 
-def _fit(d: _Design, structure, sigma0, gap):
+def _fit(d: _Design, structure, sigma0, gap, diagnose: bool = True):
     """(reml, (phi, evaluation), "") of one structure, or (reml, None, why it failed). Newton starts from the
     pairwise covariance `sigma0`; where it does not converge from there, from the visits' variances alone with no
     correlation (nlme's own start): a pairwise covariance of a small trial with missing visits can be near
-    singular, and its steps then wander along the edge of the admissible set (R converges from its start)."""
+    singular, and its steps then wander along the edge of the admissible set (R converges from its start).
+    `diagnose`: tell an unstructured likelihood that rises toward a singular covariance from one that did not
+    converge (a search of its own; a bootstrap sample that fails is drawn again, and needs no why)."""
     reml = _Reml(d, structure)
     for sigma in (sigma0, np.diag(np.diag(sigma0))):
         phi0 = structure.start(sigma, gap)
@@ -368,7 +370,7 @@ def _fit(d: _Design, structure, sigma0, gap):
         if (got := _newton(reml, phi0)) is not None:
             break
     else:
-        if structure.name == "unstructured" and _rises_to_singular(reml, phi0):
+        if diagnose and structure.name == "unstructured" and _rises_to_singular(reml, phi0):
             return reml, None, ("its likelihood keeps rising toward a singular covariance of the visits (no optimum "
                                 "inside: too few subjects at the visits for an unstructured covariance, or visits "
                                 "whose changes move together exactly)")
@@ -689,7 +691,7 @@ class Resamples:
                 groups.append(_Group(idx, None, self.X[members][:, idx], self.wide[members][:, idx], list(members)))
         d = _Design(self.columns, groups, self.t, int(observed.sum()))
         structure = STRUCTURES[self.structure]
-        _, got, why = _fit(d, structure, _start(d, "resample"), 1.0)
+        _, got, why = _fit(d, structure, _start(d, "resample"), 1.0, diagnose=False)
         if got is None:
             raise UsageError(f"resample: {why}")
         return got[1]["beta"], structure.full(got[0], self.t)
