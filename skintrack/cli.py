@@ -407,14 +407,15 @@ _QC = click.option("--exclude-flagged/--include-flagged", default=None,
 @click.option("--relative", is_flag=True, help="Threshold in % of baseline (responders).")
 @_QC
 @_output
+@_VERSION
 @_kept()
-def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagged, fmt):
+def trends(study, metric, view, baseline, by, threshold, relative, exclude_flagged, fmt, version):
     """Per-person trends of one metric: timeline, change, slopes, cohort, responders, or the MMRM's LS-means
     and differences.
 
     Example: skintrack trends trial score.water --view cohort --by visit,arm --csv
     """
-    s = _open(study)
+    s = _open(study, version)
     if view == "responders" and threshold is None:
         raise UsageError("--view responders needs --threshold")
     df = {"timeline": lambda: s.timeline(metric, exclude_flagged),
@@ -443,15 +444,16 @@ def _mmrm_table(fit):
 @click.option("--test", help="paired_t or wilcoxon (paired); welch, mannwhitney or ancova (--arms).")
 @_QC
 @_output
+@_VERSION
 @_kept()
-def compare(study, metrics, baseline, followup, visit, test, exclude_flagged, fmt):
+def compare(study, metrics, baseline, followup, visit, test, exclude_flagged, fmt, version):
     """Paired tests against baseline for several metrics, or treatment against control at one visit.
 
     Example: skintrack compare trial score.water score.total --baseline D0 --followup W12
     """
     import pandas as pd
 
-    s = _open(study)
+    s = _open(study, version)
     if visit:
         df = pd.concat([s.compare_arms(m, visit, test or "welch", exclude_flagged=exclude_flagged) for m in metrics])
     elif baseline and followup:
@@ -544,14 +546,15 @@ def plan(study, source, title, sponsor, product, protocol, baseline, visits, con
 @click.argument("metric")
 @_QC
 @_output
+@_VERSION
 @_kept()
-def mmrm_command(study, metric, exclude_flagged, fmt):
+def mmrm_command(study, metric, exclude_flagged, fmt, version):
     """The MMRM of METRIC's change from baseline under the plan: how it was fitted, the LS-means and each
     treatment minus the control (with --csv or --json, the differences).
 
     Example: skintrack mmrm trial score.water
     """
-    fit = _open(study).mmrm(metric, exclude_flagged=exclude_flagged)
+    fit = _open(study, version).mmrm(metric, exclude_flagged=exclude_flagged)
     if fmt:
         _emit(fit.diffs, fmt)
     else:
@@ -598,14 +601,15 @@ def plot(study, chart, metric, out, visit, threshold, exclude_flagged):
 @main.command()
 @click.argument("study", type=click.Path(file_okay=False))
 @_output
+@_VERSION
 @_kept()
-def endpoints(study, fmt):
+def endpoints(study, fmt, version):
     """The plan's primary and key secondary endpoints in testing order, by the MMRM, with the multiplicity
     decision (what a sponsor reports; never the smallest p-values).
 
     Example: skintrack endpoints trial
     """
-    s = _open(study)
+    s = _open(study, version)
     df = s.endpoints()
     if fmt is not None:
         _emit(df, fmt)
@@ -629,14 +633,15 @@ def endpoints(study, fmt):
 @click.option("--imputations", type=int, help="Imputations per method (default: the plan's, else 100).")
 @click.option("--seed", type=int, help="Seed of every draw (default: the plan's).")
 @_output
+@_VERSION
 @_kept()
-def sensitivity(study, methods, imputations, seed, fmt):
+def sensitivity(study, methods, imputations, seed, fmt, version):
     """The primary endpoint's missing-data and QC sensitivity analyses: the MMRM as planned, QC handled the
     other way, multiple imputation under MAR, jump to reference, copy reference, the tipping point.
 
     Example: skintrack sensitivity trial --imputations 200 --seed 7
     """
-    _emit(_open(study).sensitivity(list(_csv(methods)) or None, imputations, seed), fmt)
+    _emit(_open(study, version).sensitivity(list(_csv(methods)) or None, imputations, seed), fmt)
 
 
 @main.command()
@@ -678,14 +683,15 @@ def drift(study, metrics, show_all, fmt):
 @click.option("--test", type=click.Choice(["paired_t", "wilcoxon"]), default="paired_t", show_default=True,
               help="The test of each visit's change against baseline.")
 @_output
+@_VERSION
 @_kept()
-def claims(study, metrics, test, fmt):
+def claims(study, metrics, test, fmt, version):
     """The claim table a cosmetic dossier prints: per metric, arm and visit, the mean change and % change from
     baseline with 95% CIs, the p-value against baseline and the share of subjects improved.
 
     Example: skintrack claims trial --metrics score.water,score.rough
     """
-    table = _open(study).claims(list(_csv(metrics)) or None, test)
+    table = _open(study, version).claims(list(_csv(metrics)) or None, test)
     _emit(table if fmt else table.drop(columns=["test"]).dropna(axis=1, how="all"), fmt)
 
 

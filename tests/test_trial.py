@@ -247,3 +247,22 @@ def test_a_study_without_arms_says_so_where_arms_are_compared(tmp_path, run_cli)
             compare()
     proc = run_cli("trends", tmp_path / "s", "score.water", "--view", "cohort", "--csv", check=0)  # by visit alone
     assert proc.stdout.splitlines()[0].startswith("visit,n,mean,")
+
+
+def test_the_statistics_commands_reproduce_an_earlier_version(tmp_path, run_cli):
+    """An auditor re-runs the endpoints, the MMRM and the other tables at the version a signed report names
+    (`report --version` and `export --version` did; the statistics commands computed only the newest)."""
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv", subjects=src / "subjects.csv")
+    (tmp_path / "s" / "plan.toml").write_text((src / "plan.toml").read_text())
+    skintrack.open(tmp_path / "s").plan  # noqa: B018 - the edited plan.toml is kept as a version when read
+    signed = skintrack.open(tmp_path / "s").version
+    commands = [("endpoints",), ("mmrm", "score.water"), ("claims",), ("trends", "score.water"),
+                ("compare", "score.water", "--arms", "W12"), ("sensitivity", "--methods", "qc")]
+    then = {c: run_cli(c[0], tmp_path / "s", *c[1:], "--json", check=0).stdout for c in commands}
+    plan = (src / "plan.toml").read_text().replace('metric = "score.water"', 'metric = "score.rough"')
+    (tmp_path / "s" / "plan.toml").write_text(plan.replace('qc = "exclude"', 'qc = "include"'))
+    now = run_cli("endpoints", tmp_path / "s", "--json", check=0).stdout
+    assert now != then[("endpoints",)]
+    for c in commands:
+        assert run_cli(c[0], tmp_path / "s", *c[1:], "--json", "--version", signed, check=0).stdout == then[c], c
