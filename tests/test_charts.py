@@ -210,3 +210,15 @@ def test_photo_panels_make_no_tick_and_draw_the_same_pixels():
             axis.set_major_locator(AutoLocator())
     assert charts.png_bytes(fig, dpi=120) == ours
     assert max(len(ax.yaxis.majorTicks) for ax in fig.axes) > 1  # the ticks were made this time
+
+
+def test_one_subjects_regions_in_a_study_without_a_subjects_csv(tmp_path):
+    """The subjects a study knows include those photographed without a subjects CSV (`Study.subject_ids`, the
+    report's rule too): such a subject's face regions were refused as "no subject"."""
+    from skintrack.sample import sample_study_dir
+
+    src = sample_study_dir()
+    skintrack.ingest([src / "responses"], tmp_path / "s", manifest=src / "manifest.csv")  # no subjects CSV
+    s = skintrack.open(tmp_path / "s")
+    assert "S01" in s.subject_ids() and s.sql("SELECT count(*) AS n FROM subjects")["n"].iloc[0] == 0
+    assert s.plot.regions("severity.pores", "W12", subject="S01").axes

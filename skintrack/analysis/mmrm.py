@@ -313,7 +313,8 @@ def _rises_to_singular(reml: _Reml, phi0) -> bool:
     start = np.linalg.cholesky(reml.s.full(phi0, t))
     theta = minimize(objective, np.where(diag, np.log(np.diag(start)[rows]), start[rows, cols]), jac=True,
                      method="BFGS", options={"maxiter": 2000}).x
-    w = np.linalg.eigvalsh(_unit_diagonal(factor(theta) @ factor(theta).T)[0])
+    L = factor(theta)
+    w = np.linalg.eigvalsh(_unit_diagonal(L @ L.T)[0])
     return bool(w[0] < 1e-6 * w[-1])
 
 

@@ -198,7 +198,8 @@ class Study:
             events = {e for e, col, view in (("rescue", "rescue", "sessions"),
                                              ("discontinuation", "discontinued_after", "subjects"))
                       if col in self.columns(view)}
-            self._plan = (text, plan.resolved(self.visits, days, arms, events, self._first_measure()))
+            measure = self._first_measure() if plan.primary is None else None  # only where the primary is assumed
+            self._plan = (text, plan.resolved(self.visits, days, arms, events, measure))
         return self._plan[1]
 
     def _first_measure(self) -> str | None:
@@ -278,6 +279,17 @@ class Study:
         """
         return self._at_version("keyed", lambda: bool(self._on_disk and self.version is not None and keys.usable(
             self.con, store.retry_busy(store.column_rows, self.con, self.version))))
+
+    def subject_ids(self) -> set:
+        """Every subject the study knows: in its subjects CSV, or photographed or measured.
+
+        Example
+        -------
+        >>> from skintrack.demo import demo_study
+        >>> len(demo_study().subject_ids())
+        24
+        """
+        return set(self.sql("SELECT subject_id FROM subjects UNION SELECT subject_id FROM session_index")["subject_id"])
 
     def check_visit(self, label, what: str = "visit") -> str:
         """`label` if it is one of the study's visits, else a `UsageError` naming the valid ones."""

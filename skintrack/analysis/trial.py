@@ -144,13 +144,12 @@ def ancova(changes: pd.DataFrame, treatment: str, control: str) -> dict:
     res = {"n_a": len(a), "n_b": len(b), "mean_a": a.mean() if len(a) else math.nan,
            "mean_b": b.mean() if len(b) else math.nan, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
            "statistic": math.nan, "p": math.nan}
-    by_arm = data.groupby("treated")["baseline_value"].nunique()
-    if len(a) < 2 or len(b) < 2 or (by_arm.max() == 1 and data["baseline_value"].nunique() == 2):
+    distinct = data["baseline_value"].nunique()
+    if len(a) < 2 or len(b) < 2 or (distinct == 2 and data.groupby("treated")["baseline_value"].nunique().max() == 1):
         return res  # too few, or each arm's baseline one value of its own: the arms and the baseline are one column
     # a baseline every subject shares adjusts nothing: change on arm alone (the pooled-variance t-test), without a
     # rank-deficient design
-    fit = smf.ols("delta ~ treated" + (" + baseline_value" if data["baseline_value"].nunique() > 1 else ""),
-                  data=data).fit()
+    fit = smf.ols("delta ~ treated" + (" + baseline_value" if distinct > 1 else ""), data=data).fit()
     lo, hi = fit.conf_int().loc["treated"]
     return {**res, "diff": fit.params["treated"], "ci_low": lo, "ci_high": hi, "statistic": fit.tvalues["treated"],
             "p": fit.pvalues["treated"]}

@@ -82,7 +82,7 @@ class StudyPlots:
             raise UsageError(f"{metric!r} has no keys by face region to draw (try a family and feature such as "
                              "severity.pores or area.red; see `skintrack metrics`)")
         visit = s.check_visit(visit) if visit else s.visits[-1]
-        if subject is not None and subject not in set(self._subjects()["subject_id"]):
+        if subject is not None and subject not in s.subject_ids():  # a study without a subjects CSV has its own
             raise UsageError(f"no subject {subject!r} in this study")
         rows = []
         for key, region in zip(keys["key"], keys["region"]):

@@ -778,8 +778,7 @@ def build_report(study, out, metrics=None, subject=None, pdf: bool = True, title
 def _check_subjects(study, subjects: list) -> None:
     """A `UsageError` naming the subjects asked for a page of their own that the study does not know (a typo
     gave a report whose page said only that)."""
-    known = set(study.sql("SELECT subject_id FROM subjects UNION SELECT subject_id FROM analyses WHERE subject_id "
-                          "IS NOT NULL")["subject_id"])
+    known = study.subject_ids()
     unknown = [s for s in subjects if s not in known]
     if unknown:
         some = sorted(known)
