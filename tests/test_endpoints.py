@@ -3,6 +3,7 @@ statsmodels (Newcombe, odds ratio, TOST), on data with ties, zero counts, empty 
 repeatability against a direct computation from the repeat captures."""
 import itertools
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -348,6 +349,63 @@ def test_three_arms_are_one_family_adjusted_by_dunnett_and_dose_order_stops_at_t
         else 'arm_comparisons = "dose_order"\n')
     ordered = skintrack.open(tmp_path / "s").endpoints()
     assert "dose order" in ordered["method"].iloc[0] and ordered.attrs["arm_comparisons"] == "dose_order"
+
+
+def test_every_interval_is_95_percent_and_only_dunnetts_are_called_simultaneous(tmp_path):
+    """The plan's alpha set the level of Dunnett's intervals (90% at alpha 0.1) while the report called them
+    95%, and a family Holm adjusts (a count's model is fitted pair by pair) was said to have simultaneous ones."""
+    from test_trial import three_arm_study
+
+    from skintrack.show.report import finding
+    from skintrack.tables.plan import Endpoint
+
+    s = three_arm_study(tmp_path)
+    at_05 = s.endpoints()
+    replace(s.plan, alpha=0.1, multiplicity="holm", secondary=[Endpoint("count.blackhead.nose", "W12")]).write(s.path)
+    table = skintrack.open(s.path).endpoints()
+    mmrm, counts = table[table["model"] == "mmrm"], table[table["model"] == "negative_binomial"]
+    assert len(mmrm) == len(counts) == 2 and mmrm["ci_simultaneous"].all() and not counts["ci_simultaneous"].any()
+    pd.testing.assert_frame_equal(mmrm[["ci_low", "ci_high"]], at_05[["ci_low", "ci_high"]])  # alpha moves no interval
+    unadjusted = s.mmrm(mmrm["metric"].iloc[0]).diffs.query(f"visit == {mmrm['visit'].iloc[0]!r}")
+    assert (mmrm["ci_high"].to_numpy() - mmrm["ci_low"].to_numpy()
+            > unadjusted["ci_high"].to_numpy() - unadjusted["ci_low"].to_numpy()).all()
+    assert counts["method"].str.endswith("; Holm over 2 arms").all()
+    said = [finding(r, table.attrs) for r in table.itertuples()]
+    assert all("(simultaneous 95% CI " in f for f in said[:2]) and all("(95% CI " in f for f in said[2:])
+
+
+def test_dunnett_below_one_degree_of_freedom_gives_way_to_holm():
+    """Below 1 df the multivariate t's probabilities are off (0.954 for 0.95 at 0.8 df, by simulation), and the
+    critical value's search stopped at 50 with a bare ValueError; Holm adjusts such a family, saying why."""
+    from skintrack.analysis import multiplicity
+    from skintrack.analysis.trial import _family
+    from skintrack.tables.plan import Plan
+
+    corr = np.array([[1.0, 0.5], [0.5, 1.0]])
+    q = multiplicity.dunnett_quantile(0.95, corr, 0.6)  # two arms: the exact integral holds down to ~0.5 df
+    rng = np.random.default_rng(1)
+    z, chi = rng.multivariate_normal([0, 0], corr, 400_000), np.sqrt(rng.chisquare(0.6, 400_000) / 0.6)
+    assert q > 50 and abs(np.mean(np.abs(z / chi[:, None]).max(axis=1) <= q) - 0.95) < 0.002
+
+    class Fit:  # what _family reads of an MMRM fit: the contrasts and their joint covariance
+        def contrast_vector(self, visit, treatment):
+            return np.array([1.0, 0.0]) if treatment == "low" else np.array([0.0, 1.0])
+
+        def covariance_of(self, vectors):
+            return np.array([[4.0, 2.0], [2.0, 4.0]])
+
+    def rows(df):
+        return [{"visit": "W12", "treatment": t, "estimate": e, "p": p, "df": df, "method": "MMRM", "ci_low": -1.0,
+                 "ci_high": 1.0} for t, e, p in (("low", 5.0, 0.04), ("high", 9.0, 0.01))]
+
+    plan = Plan(control="vehicle", treatments=["low", "high"], arm_comparisons="dunnett")
+    few, enough = rows(0.8), rows(12.0)
+    _family(few, Fit(), plan)
+    _family(enough, Fit(), plan)
+    assert [r["p_family"] for r in few] == pytest.approx([0.04, 0.02])  # Holm's
+    assert few[0]["method"] == "MMRM; Holm over 2 arms (Dunnett needs at least 1 df: 0.80)"
+    assert not any(r["ci_simultaneous"] for r in few) and (few[0]["ci_low"], few[0]["ci_high"]) == (-1.0, 1.0)
+    assert all(r["ci_simultaneous"] for r in enough) and "Dunnett single-step" in enough[0]["method"]
 
 
 def test_equivalence_comes_from_the_primary_models_90_percent_interval(tmp_path):

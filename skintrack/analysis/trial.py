@@ -238,30 +238,40 @@ def endpoint(study, key: str, visit: str | None = None, treatment=None, control=
 
 def _family(rows: list, fit, plan) -> None:
     """Adjust one endpoint's comparisons (one per treatment arm) by the plan's rule across arms, in place:
-    p_family, and for Dunnett simultaneous intervals."""
+    p_family, and for Dunnett simultaneous 95% intervals (`ci_simultaneous`; 95% as every other interval,
+    whatever the plan's alpha).
+
+    Dunnett needs the MMRM's joint covariance of the comparisons (a model fitted pair by pair has none) and at
+    least one degree of freedom: below it the multivariate t's probabilities are not computed reliably (Genz
+    and Bretz's method misses by 0.005 at 0.8 df; R's mvtnorm takes whole df only). Holm's step-down, which
+    needs neither, adjusts those families instead, and the method says why."""
     testable = [r for r in rows if np.isfinite(r["p"])]
     rule = plan.arm_comparisons if len(rows) > 1 else "none"
-    if rule == "dunnett" and fit is not None and len(testable) > 1:
+    df = min((r.get("df", math.nan) for r in testable), default=math.nan)
+    joint = rule == "dunnett" and fit is not None and len(testable) > 1
+    if joint and df >= 1:
         vectors = [fit.contrast_vector(r["visit"], r["treatment"]) for r in testable]
         cov = fit.covariance_of(vectors)
         sd = np.sqrt(np.diag(cov))
         corr = cov / np.outer(sd, sd)
-        df = min(r["df"] for r in testable)
         t = np.array([r["estimate"] / s for r, s in zip(testable, sd)])
         adjusted = mult.dunnett(t, corr, df)
-        q = mult.dunnett_quantile(1 - plan.alpha, corr, df)
+        q = mult.dunnett_quantile(0.95, corr, df)
         for r, p, s in zip(testable, adjusted, sd):
-            r.update(p_family=p, ci_low=r["estimate"] - q * s, ci_high=r["estimate"] + q * s,
-                     method=r["method"] + f"; Dunnett single-step over {len(testable)} arms ({df:.1f} df)")
-    elif rule in ("dunnett", "holm") and len(testable) > 1:  # a model fitted pair by pair has no joint covariance
+            r.update(p_family=p, ci_low=r["estimate"] - q * s, ci_high=r["estimate"] + q * s, ci_simultaneous=True,
+                     method=r["method"] + f"; Dunnett single-step over {len(testable)} arms ({df:.1f} df), "
+                                          "simultaneous 95% intervals")
+    elif rule in ("dunnett", "holm") and len(testable) > 1:
+        why = f" (Dunnett needs at least 1 df: {df:.2f})" if joint else ""
         for r, p in zip(testable, mult.holm([r["p"] for r in testable])):
-            r.update(p_family=p, method=r["method"] + f"; Holm over {len(testable)} arms")
+            r.update(p_family=p, method=r["method"] + f"; Holm over {len(testable)} arms{why}")
     elif rule == "dose_order" and len(rows) > 1:
         adjusted, _ = mult.dose_order([r["p"] for r in rows], plan.alpha)
         for r, p in zip(rows, adjusted):
             r.update(p_family=p, method=r["method"] + "; arms tested in dose order")
     for r in rows:
         r.setdefault("p_family", r["p"])
+        r.setdefault("ci_simultaneous", False)
 
 
 def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
@@ -272,7 +282,8 @@ def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
     a model that does not converge) is a row that says why, is never rejected, and stops no other endpoint.
     Columns: order, role, metric, visit, treatment, control, model, estimate (a difference for the MMRM, a
     ratio otherwise), ci_low, ci_high, p, p_adjusted, decision (significant, not significant, not tested,
-    not estimable), reason, method, better. ``.attrs`` holds the strategy, alpha, the testing order in words,
+    not estimable), reason, method, better, and ci_simultaneous (the interval is Dunnett's, simultaneous over the
+    treatment arms; every interval is 95%). ``.attrs`` holds the strategy, alpha, the testing order in words,
     what the plan assumed and the MMRM fits by metric.
     """
     plan = study.plan
@@ -291,7 +302,8 @@ def endpoints(study, exclude_flagged: bool | None = None) -> pd.DataFrame:
         except UsageError as err:
             rows = [{**base, "treatment": t, "model": model_of(plan, e.metric) or "", "estimate": math.nan,
                      "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "p_family": math.nan, "reason": str(err),
-                     "method": "", "n_treatment": math.nan, "n_control": math.nan} for t in treatments]
+                     "method": "", "n_treatment": math.nan, "n_control": math.nan, "ci_simultaneous": False}
+                    for t in treatments]
         families.append(rows)
     _decide(families, plan)
     df = pd.DataFrame([r for f in families for r in f])

@@ -90,7 +90,7 @@ def finding(row, attrs) -> str:
     adjusted_p = adjusted(attrs)
     p = fmt_p(row.p_adjusted if adjusted_p else row.p)
     digits = decimals([row.estimate, row.ci_low, row.ci_high], 1 if row.model == "mmrm" else 2)
-    level = "simultaneous 95% CI" if attrs.get("arm_comparisons") == "dunnett" else "95% CI"
+    level = "simultaneous 95% CI" if row.ci_simultaneous else "95% CI"
     tail = (f"({level} {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
             f"{'adjusted ' if adjusted_p else ''}p {p}): {row.decision}.")
     if row.model != "mmrm":
@@ -226,7 +226,8 @@ class _Builder:
                          for r in e.itertuples()],
             "comparison": [f"{r.treatment} vs {r.control}" for r in e.itertuples()],
             "estimate (95% CI)": ["" if r.estimate != r.estimate else
-                                  f"{r.estimate:.2f} ({r.ci_low:.2f} to {r.ci_high:.2f})" for r in e.itertuples()],
+                                  f"{r.estimate:.2f} ({r.ci_low:.2f} to {r.ci_high:.2f})"
+                                  + (", simultaneous" if r.ci_simultaneous else "") for r in e.itertuples()],
             "p adjusted" if adjusted_p else "p": [fmt_p(r.p_adjusted if adjusted_p else r.p) for r in e.itertuples()],
             "decision": e["decision"]})
         return self.table(shown, "Headline findings: each endpoint and comparison in testing order, with the "
@@ -318,7 +319,8 @@ class _Builder:
                          for r in e.itertuples()],
             "treatment": e["treatment"], "n": [f"{r.n_treatment:.0f}/{r.n_control:.0f}" if r.n_treatment == r.n_treatment
                                                else "" for r in e.itertuples()],
-            "model": e["model"].map(MODEL_NAMES), "estimate": e["estimate"], "95% CI low": e["ci_low"],
+            "model": [MODEL_NAMES.get(r.model, r.model) + (", Dunnett: simultaneous CI" if r.ci_simultaneous else "")
+                      for r in e.itertuples()], "estimate": e["estimate"], "95% CI low": e["ci_low"],
             "95% CI high": e["ci_high"], "p": e["p"], "p adjusted": e["p_adjusted"], "decision": e["decision"]})
         if shown["p adjusted"].isna().all():  # fixed sequence, one treatment: each test is at full alpha
             shown = shown.drop(columns="p adjusted")
