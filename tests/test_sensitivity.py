@@ -209,3 +209,46 @@ def test_one_set_of_draw_shapes_serves_every_methods_draw():
         np.testing.assert_array_equal(shared, imputation.conditional_draw(wide, observed, mean, sigma, normals))
         np.testing.assert_array_equal(shared[observed], wide[observed])
         assert not np.isnan(shared).any()
+
+
+def test_each_analysis_concludes_as_the_primary_comparison_is_tested(tmp_path):
+    """The sensitivity table decided every row at p < alpha: under Holm's strategy (or Dunnett's over arms) it
+    called the primary analysis significant beside an endpoints table that did not (score.total at W12 in the
+    sample trial: p 0.032, Holm-adjusted over two endpoints 0.065)."""
+    from dataclasses import replace
+
+    import skintrack
+    from skintrack.demo import ingest_sample
+    from skintrack.tables.plan import Endpoint
+
+    from test_trial import three_arm_study
+
+    ingest_sample(tmp_path / "s")
+    s = skintrack.open(tmp_path / "s")
+    replace(s.plan, multiplicity="holm", primary=Endpoint("score.total", "W12"),
+            secondary=[Endpoint("score.sensitivity", "W12")]).write(s.path)
+    s = skintrack.open(s.path)
+    ends, table = s.endpoints(), s.sensitivity(methods=["qc", "mi", "tipping"], imputations=20)
+    first = table.iloc[0]
+    assert (first["p"], first["p_adjusted"], first["decision"]) == tuple(ends.loc[0, ["p", "p_adjusted", "decision"]])
+    assert first["decision"] == "not significant" and first["p"] < 0.05 < first["p_adjusted"]
+    others = ends["p"].iloc[1:].tolist()
+    for r in table.iloc[1:3].itertuples():  # QC, MI: Holm over this analysis' p and the other endpoint's
+        assert r.p_adjusted == pytest.approx(holm_of_two([r.p, others[0]])[0])
+        assert r.decision == ("significant" if r.p_adjusted < 0.05 else "not significant")
+    tip = table.iloc[3]  # not significant under MAR: no shift against the treatment makes it so
+    assert tip["note"].startswith("no shift up to") and tip["p_adjusted"] == table.iloc[2]["p_adjusted"]
+
+    (tmp_path / "three").mkdir()
+    three = three_arm_study(tmp_path / "three")
+    ends, table = three.endpoints(), three.sensitivity(methods=["mi"], imputations=20)
+    primary = table[table["analysis"].str.startswith("primary")]
+    np.testing.assert_array_equal(primary["p_adjusted"], ends.loc[ends["order"] == 1, "p_adjusted"])  # Dunnett's
+    mi = table[table["analysis"].str.startswith("multiple")]
+    np.testing.assert_allclose(mi["p_adjusted"], holm_of_two(mi["p"].tolist()))  # no joint model: Holm's
+
+
+def holm_of_two(p):
+    """Holm's adjusted p-values of two, written out."""
+    low, high = sorted(p)
+    return [min(1.0, 2 * low) if x == low else max(min(1.0, 2 * low), high) for x in p]

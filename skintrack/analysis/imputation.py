@@ -202,23 +202,28 @@ def draw_with(wide, mean, normals, shapes) -> np.ndarray:
     return out
 
 
-def tipping_point(imp: Imputations, treatment: str, alpha: float, direction: float, most: float) -> dict:
+def tipping_point(imp: Imputations, treatment: str, alpha: float, direction: float, most: float,
+                  adjust=None) -> dict:
     """The shift of the treated subjects' imputed changes (in the direction against the treatment,
     `direction` = -1 for a metric where higher is better) at which the MAR conclusion flips; None when
-    no shift up to `most` flips it or no treated value is imputed."""
+    no shift up to `most` flips it or no treated value is imputed. The conclusion compares with `alpha` the
+    p-values `adjust` gives of the pooled rows (default: their own, unadjusted)."""
     k = imp.treatments.index(treatment)
+    adjust = adjust or (lambda rows: [r["p"] for r in rows])
 
     def p_at(delta):
-        return imp.pooled("mar", direction * delta)[k]["p"]
+        return adjust(imp.pooled("mar", direction * delta))[k]
 
+    raw = imp.pooled("mar", 0.0)[k]["p"]
     start = p_at(0.0)
+    found = {"delta": math.nan, "p_at_zero": raw, "adjusted_at_zero": start}
     if not imp.imputed[imp.arms == treatment].any():
-        return {"delta": math.nan, "p_at_zero": start, "note": "no treated subject's value at the visit is imputed"}
+        return {**found, "note": "no treated subject's value at the visit is imputed"}
     significant = start < alpha
     previous = 0.0
     for d in np.linspace(0.0, most, 81)[1:]:  # the first crossing (far shifts can turn the effect round)
         if (p_at(d) < alpha) != significant:
             delta = brentq(lambda x: p_at(x) - alpha, previous, d, xtol=min(1e-6, 1e-8 * most))  # any units
-            return {"delta": delta, "p_at_zero": start, "note": ""}
+            return {**found, "delta": delta, "note": ""}
         previous = d
-    return {"delta": math.nan, "p_at_zero": start, "note": f"no shift up to {most:g} changes the conclusion"}
+    return {**found, "note": f"no shift up to {most:g} changes the conclusion"}

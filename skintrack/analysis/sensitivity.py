@@ -14,6 +14,12 @@
 Which of them run, how many imputations and the seed come from the plan's ``[sensitivity]`` table
 (default: every one, 100 imputations, seed 20241108).
 
+Each analysis concludes as the primary analysis would with its numbers: ``p_adjusted`` is its p adjusted
+as the plan tests the primary comparison (over the treatment arms by the plan's rule, Dunnett's from the
+analysis' own MMRM or Holm's where there is no joint model; under Holm's strategy, over every endpoint with
+the other endpoints' p-values), and ``decision`` compares it with alpha. The tipping point is the shift at
+which that decision flips. Intervals are 95%, unadjusted.
+
 Example
 -------
 >>> from skintrack.demo import demo_study
@@ -34,11 +40,11 @@ from ..tables.plan import SENSITIVITY, sensitivity_problems
 from . import imputation
 from .selection import records_sql
 from .stats import decimals
-from .trial import _arm_pair, arm_changes, mmrm, mmrm_data, model_of
+from .trial import _arm_pair, _decide, _family, arm_changes, mmrm, mmrm_data, model_of
 
 DEFAULTS = {"methods": list(SENSITIVITY), "imputations": 100, "seed": 20241108}
 COLUMNS = ["analysis", "treatment", "control", "visit", "estimate", "std_error", "df", "ci_low", "ci_high", "p",
-           "decision", "note"]
+           "p_adjusted", "decision", "note"]
 
 
 def sensitivity(study, methods=None, imputations: int | None = None, seed: int | None = None) -> pd.DataFrame:
@@ -60,12 +66,13 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
                             f"(a {metric_info(key)['type']}); the sensitivity analyses (MMRM, multiple imputation, "
                             "tipping point) are for an endpoint the MMRM analyses")
     treatments, control = _arm_pair(study, None, None)
+    decide = _decider(study, plan)
     fit = study.mmrm(key)
-    rows = [_row("primary: MMRM (missing at random)", fit.diff(visit, t), plan.alpha, fit.method) for t in treatments]
+    rows = decide([_row("primary: MMRM (missing at random)", fit.diff(visit, t), fit.method) for t in treatments], fit)
     if "qc" in methods:
         other = study.mmrm(key, exclude_flagged=plan.qc != "exclude")
-        rows += [_row(other.qc, other.diff(visit, t), plan.alpha, other.method) for t in treatments]
-    rows += _instrument_rows(study, key, visit, treatments, plan.alpha, methods)
+        rows += decide([_row(other.qc, other.diff(visit, t), other.method) for t in treatments], other)
+    rows += _instrument_rows(study, key, visit, treatments, decide, methods)
     wanted = [meth for meth in ("mi", "j2r", "cr") if meth in methods]
     if wanted or "tipping" in methods:
         ch = arm_changes(study, key)
@@ -88,14 +95,17 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
         note = f"{m} imputations (seed {seed}), ANCOVA at {visit}, Rubin's rules"
         for meth in wanted:
             pooled = imp.ancova(kinds[meth])
-            rows += [_row(imputation.NAMES[kinds[meth]], {**r, "visit": visit}, plan.alpha, note)
-                     for r in pooled.to_dict("records")]
+            rows += decide([_row(imputation.NAMES[kinds[meth]], {**r, "visit": visit}, note)
+                            for r in pooled.to_dict("records")])
         if "tipping" in methods:
             better = metric_info(key)["better"]
             direction = -1.0 if better == "higher" else 1.0
             span = 4 * abs(fit.diff(visit, treatments[0])["estimate"]) + 10 * fit.diff(visit, treatments[0])["std_error"]
+            def adjusted(pooled: list) -> list:  # the p-values the decision compares with alpha
+                return [r["p_adjusted"] for r in decide([_row("", {**r, "visit": visit}, "") for r in pooled])]
+
             for t in treatments:
-                tip = imputation.tipping_point(imp, t, plan.alpha, direction, span)
+                tip = imputation.tipping_point(imp, t, plan.alpha, direction, span, adjusted)
                 shift = direction * tip["delta"]
                 text = tip["note"] or (f"shifting the treated subjects' imputed changes at {visit} by "
                                        f"{shift:+.{decimals([shift])}f} {metric_info(key)['unit']} flips the "
@@ -103,7 +113,7 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
                 rows.append({"analysis": "tipping point (MAR + delta)", "treatment": t, "control": control,
                              "visit": visit, "estimate": shift, "std_error": math.nan,
                              "df": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": tip["p_at_zero"],
-                             "decision": "", "note": text})
+                             "p_adjusted": tip["adjusted_at_zero"], "decision": "", "note": text})
     return _table(rows, key, visit, m, seed)
 
 
@@ -113,7 +123,24 @@ def _table(rows, key, visit, m, seed) -> pd.DataFrame:
     return out
 
 
-def _instrument_rows(study, key, visit, treatments, alpha, methods) -> list:
+def _decider(study, plan):
+    """A function giving rows of one analysis (one per treatment; Dunnett's needs the analysis' MMRM `fit`)
+    their `p_adjusted` and `decision` as the plan decides the primary comparison (see the module docstring)."""
+    others = []
+    if plan.multiplicity == "holm":  # the primary's adjusted p depends on every other endpoint's p
+        ends = study.endpoints()
+        others = [[{"p": r.p, "p_family": r.p, "reason": r.reason}] for r in ends[ends["order"] > 1].itertuples()]
+
+    def decide(rows: list, fit=None) -> list:
+        family = [{**r, "method": "", "reason": "" if math.isfinite(r["p"]) else "not estimable"} for r in rows]
+        _family(family, fit, plan)
+        _decide([family] + [[dict(r) for r in f] for f in others], plan)
+        return [{**r, "p_adjusted": f["p_adjusted"], "decision": f["decision"]} for r, f in zip(rows, family)]
+
+    return decide
+
+
+def _instrument_rows(study, key, visit, treatments, decide, methods) -> list:
     """The ``generation`` and ``bridge`` rows (see the module docstring); none when one generation measured
     the primary endpoint's values."""
     if not {"generation", "bridge"} & set(methods):
@@ -129,7 +156,7 @@ def _instrument_rows(study, key, visit, treatments, alpha, methods) -> list:
     main = counts["g"].iloc[0]
     rows = []
     if "generation" in methods:
-        rows += _fitted(study, key, visit, treatments, alpha, f"API generation {main} only",
+        rows += _fitted(study, key, visit, treatments, decide, f"API generation {main} only",
                         replace(base, generation=main), f"values of {', '.join(counts['g'].iloc[1:])} left out")
     if "bridge" in methods:
         offsets, missing = [], []
@@ -146,16 +173,16 @@ def _instrument_rows(study, key, visit, treatments, alpha, methods) -> list:
                       "note": f"not estimable: no photo was analysed under both {main} and {', '.join(missing)}"}
                      for t in treatments]
         else:
-            rows += _fitted(study, key, visit, treatments, alpha, f"bridged onto API generation {main}",
+            rows += _fitted(study, key, visit, treatments, decide, f"bridged onto API generation {main}",
                             replace(base, offsets=tuple(offsets)), "; ".join(f"{g} values {o:+.2f}" for g, o in offsets))
     return rows
 
 
-def _fitted(study, key, visit, treatments, alpha, name, rules, note) -> list:
+def _fitted(study, key, visit, treatments, decide, name, rules, note) -> list:
     """The MMRM under `rules`, one row per treatment; a model that cannot be fitted is a row saying why."""
     try:
         fit = mmrm(study, key, rules=rules)
-        return [_row(name, fit.diff(visit, t), alpha, note) for t in treatments]
+        return decide([_row(name, fit.diff(visit, t), note) for t in treatments], fit)
     except UsageError as e:
         return [{**_empty(t, study.plan.control, visit), "analysis": name, "note": f"not estimable: {e}"}
                 for t in treatments]
@@ -163,11 +190,11 @@ def _fitted(study, key, visit, treatments, alpha, name, rules, note) -> list:
 
 def _empty(treatment, control, visit) -> dict:
     return {"treatment": treatment, "control": control, "visit": visit, "estimate": math.nan, "std_error": math.nan,
-            "df": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "decision": ""}
+            "df": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "p_adjusted": math.nan,
+            "decision": ""}
 
 
-def _row(name, r, alpha, note) -> dict:
+def _row(name, r, note) -> dict:
     return {"analysis": name, "treatment": r["treatment"], "control": r["control"], "visit": r.get("visit", ""),
             "estimate": r["estimate"], "std_error": r["std_error"], "df": r["df"], "ci_low": r["ci_low"],
-            "ci_high": r["ci_high"], "p": r["p"],
-            "decision": "significant" if r["p"] < alpha else "not significant", "note": note}
+            "ci_high": r["ci_high"], "p": r["p"], "note": note}

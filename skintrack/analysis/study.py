@@ -641,7 +641,8 @@ class Study:
     def sensitivity(self, methods=None, imputations: int | None = None, seed: int | None = None) -> pd.DataFrame:
         """The primary endpoint's sensitivity analyses (the plan's: QC handled the other way, multiple
         imputation under MAR, jump to reference, copy reference, the delta tipping point; see
-        `skintrack.analysis.sensitivity`): analysis, treatment, estimate, std_error, df, CI, p, decision, note.
+        `skintrack.analysis.sensitivity`): analysis, treatment, estimate, std_error, df, CI, p, p_adjusted (as the
+        plan tests the primary comparison), decision, note.
 
         Example
         -------

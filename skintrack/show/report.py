@@ -584,8 +584,10 @@ class _Builder:
         same = [r.analysis != primary.at[r.treatment, "analysis"] and r.estimate == primary.at[r.treatment, "estimate"]
                 and r.std_error == primary.at[r.treatment, "std_error"] for r in table_.itertuples()]
         table_ = table_[[not x for x in same]]  # a row equal to the primary (e.g. nothing was QC-flagged) says nothing
-        shown = table_[["analysis", "treatment", "estimate", "ci_low", "ci_high", "p", "decision"]].rename(
-            columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
+        shown = table_[["analysis", "treatment", "estimate", "ci_low", "ci_high", "p", "p_adjusted", "decision"]]
+        shown = shown.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high", "p_adjusted": "p adjusted"})
+        if shown["p adjusted"].equals(shown["p"]):  # one treatment in a fixed sequence: tested at full alpha
+            shown = shown.drop(columns="p adjusted")
         notes = [Text(f"{r.analysis}: {r.note}.", "note") for r in table_.itertuples()
                  if r.note and not r.analysis.startswith("primary")]
         self.section("Sensitivity analyses of the primary endpoint",
