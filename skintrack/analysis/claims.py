@@ -1,5 +1,6 @@
 """The claim table a cosmetic dossier prints: per metric, arm and post-baseline visit, the mean change and
-mean % change from baseline with 95% t intervals, the p-value of the change against baseline (paired t,
+mean % change from baseline with 95% t intervals (the % change of the subjects whose baseline is not 0, `pct_n`
+of the `n`: a count can start at 0), the p-value of the change against baseline (paired t,
 or Wilcoxon signed-rank with ``test="wilcoxon"``), and the share of subjects improved (in the metric's
 better direction, any amount) with its Wilson interval; for a Likert item of a questionnaire (a measure
 declared with the levels that count as agreeing), the share of subjects agreeing at each visit with its
@@ -27,7 +28,7 @@ from ..tables.catalog import metric_info
 from .stats import one_sample_t, t_interval, wilson
 
 COLUMNS = ["metric", "arm", "visit", "n", "baseline_mean", "mean_change", "change_ci_low", "change_ci_high",
-           "mean_pct_change", "pct_ci_low", "pct_ci_high", "p", "test", "improved", "improved_pct",
+           "mean_pct_change", "pct_ci_low", "pct_ci_high", "pct_n", "p", "test", "improved", "improved_pct",
            "improved_ci_low", "improved_ci_high", "agreeing", "agreeing_pct", "agreeing_ci_low", "agreeing_ci_high"]
 TESTS = ("paired_t", "wilcoxon")
 
@@ -90,7 +91,7 @@ def _agreeing(study, key: str, agree: list, arms, order: list, exclude_flagged) 
 def _row(g: pd.DataFrame, better: str, test: str) -> dict:
     delta, pct = g["delta"].to_numpy(float), g["pct_change"].dropna().to_numpy(float)
     n = len(delta)
-    out = {"n": n, "baseline_mean": float(g["baseline_value"].mean()), "test": test}
+    out = {"n": n, "baseline_mean": float(g["baseline_value"].mean()), "test": test, "pct_n": len(pct)}
     for name, x in (("change", delta), ("pct", pct)):
         mean = float(x.mean()) if len(x) else math.nan
         low, high = t_interval(mean, x.std(ddof=1) if len(x) > 1 else math.nan, len(x))

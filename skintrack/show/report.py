@@ -28,6 +28,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import math
 import platform
 import shutil
 import subprocess
@@ -116,6 +117,15 @@ def refusable(title):
                 self.section(title(*args) if callable(title) else title, Text(f"{why}: {e}", "note"))
         return run
     return wrap
+
+
+def _pct_change(mean, low, high, of: int, n: int) -> str:
+    """A claim table's mean % change with its interval, saying how many of the n it is of where a baseline of
+    0 has none (a count can start at 0), and that it is not defined where none has."""
+    if not of:
+        return "not defined (every baseline is 0)"
+    shown = f"{mean:+.1f}" + (f" ({low:+.1f} to {high:+.1f})" if math.isfinite(low) else "")
+    return shown + (f"; of {of}, {n - of} with a baseline of 0" if of < n else "")
 
 
 def _metric_title(key: str) -> str:
@@ -513,8 +523,8 @@ class _Builder:
         shown = pd.DataFrame({
             "metric": [metric_info(m)["description"].rstrip(".") for m in t["metric"]], "arm": t["arm"],
             "visit": t["visit"], "n": t["n"],
-            "mean % change (95% CI)": [f"{m:+.1f} ({lo:+.1f} to {hi:+.1f})" for m, lo, hi in
-                                       zip(t["mean_pct_change"], t["pct_ci_low"], t["pct_ci_high"])],
+            "mean % change (95% CI)": [_pct_change(*r) for r in zip(t["mean_pct_change"], t["pct_ci_low"],
+                                                                     t["pct_ci_high"], t["pct_n"], t["n"])],
             "p against baseline": [fmt_p(p) for p in t["p"]],
             "improved": [f"{int(k)}/{n} ({pct:.0f}%)" if k == k else "" for k, n, pct in
                          zip(t["improved"], t["n"], t["improved_pct"])]})
