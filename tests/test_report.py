@@ -278,6 +278,21 @@ def test_the_docx_holds_the_same_numbered_tables_as_the_pdf(report):
             assert cell in shown, (t.number, cell)
 
 
+def test_no_p_value_is_rounded_across_a_significance_level():
+    """p 0.0496 printed "0.050" beside "significant" at alpha 0.05: more decimals where 3 would cross a level."""
+    from skintrack.show.document import fmt_p
+
+    printed = {p: fmt_p(p) for p in (0.0496, 0.04996, 0.0995, 0.00996, 0.02496, 0.0499999999, 0.0504, 0.2345, 0.0004)}
+    assert printed == {0.0496: "0.0496", 0.04996: "0.04996", 0.0995: "0.0995", 0.00996: "0.00996",
+                       0.02496: "0.02496", 0.0499999999: "<0.050", 0.0504: "0.050", 0.2345: "0.234", 0.0004: "<0.001"}
+    assert fmt_p(float("nan")) == "n/a"
+    rng = np.random.default_rng(3)
+    for p in rng.uniform(0.0005, 0.2, 20_000):
+        text = fmt_p(p)
+        value = float(text.lstrip("<"))
+        assert all((p < level) == (value < level or text == f"<{level:.3f}") for level in (0.01, 0.025, 0.05, 0.1))
+
+
 def test_the_photographs_follow_the_plans_rule_not_the_response(report):
     doc = report.document
     section = next(s for s in doc.sections if s.title == "Photographs at D0 and W12")

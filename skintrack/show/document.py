@@ -3,7 +3,8 @@ written to HTML (printed to PDF) and to DOCX from the same cells, so a number re
 
 The rounding rule lives here, once: numbers to 2 decimals (a column of values all below 0.1 to 3 significant
 digits: `skintrack.analysis.stats.decimals`), a column of whole numbers (scores, counts) as whole numbers,
-p-values to 3 decimals (below 0.001 as "<0.001"), an empty value as an empty cell.
+p-values to 3 decimals (below 0.001 as "<0.001"; more where 3 would round one across a significance level:
+0.0496 is not "0.050"), an empty value as an empty cell.
 
 Example
 -------
@@ -23,7 +24,9 @@ from ..analysis.stats import decimals
 
 ROUNDING = ("Numbers are rounded to 2 decimals (a column whose values are all below 0.1, such as an area's share "
             "of the face, to 3 significant digits of its largest), whole-number scores and counts are shown as they "
-            "are, % changes in the claim table to 1 decimal, and p-values to 3 decimals (below 0.001 as <0.001).")
+            "are, % changes in the claim table to 1 decimal, and p-values to 3 decimals (below 0.001 as <0.001; with "
+            "more decimals where 3 would round one across 0.01, 0.025, 0.05 or 0.1).")
+LEVELS = (0.01, 0.025, 0.05, 0.1)  # the significance levels no printed p-value is rounded across
 
 
 HEADERS = {"std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"}  # how tables head these columns
@@ -33,7 +36,14 @@ def fmt_p(p) -> str:
     """A p-value as the report prints it."""
     if p is None or p != p:
         return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    if p < 0.001:
+        return "<0.001"
+    for places in range(3, 7):
+        text = f"{p:.{places}f}"
+        crossed = [level for level in LEVELS if p < level <= float(text)]  # rounding up only can cross one
+        if not crossed:
+            return text
+    return f"<{crossed[0]:.3f}"  # within 5e-7 of a level: below it is what it says
 
 
 def cells(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
