@@ -279,13 +279,16 @@ def test_the_docx_holds_the_same_numbered_tables_as_the_pdf(report):
 
 
 def test_no_p_value_is_rounded_across_a_significance_level():
-    """p 0.0496 printed "0.050" beside "significant" at alpha 0.05: more decimals where 3 would cross a level."""
-    from skintrack.show.document import fmt_p
+    """p 0.0496 printed "0.050" beside "significant" at alpha 0.05: more decimals where 3 would cross a level (the
+    common ones and the plan's alpha)."""
+    from skintrack.show.document import Document, fmt_p
 
     printed = {p: fmt_p(p) for p in (0.0496, 0.04996, 0.0995, 0.00996, 0.02496, 0.0499999999, 0.0504, 0.2345, 0.0004)}
     assert printed == {0.0496: "0.0496", 0.04996: "0.04996", 0.0995: "0.0995", 0.00996: "0.00996",
                        0.02496: "0.02496", 0.0499999999: "<0.050", 0.0504: "0.050", 0.2345: "0.234", 0.0004: "<0.001"}
     assert fmt_p(float("nan")) == "n/a"
+    assert (fmt_p(0.0396), fmt_p(0.0396, (0.04,))) == ("0.040", "0.0396")  # the report adds the plan's alpha
+    assert Document("", levels=(0.04,)).table(pd.DataFrame({"p": [0.0396]}), "t").cells.iloc[0, 0] == "0.0396"
     rng = np.random.default_rng(3)
     for p in rng.uniform(0.0005, 0.2, 20_000):
         text = fmt_p(p)

@@ -3,8 +3,8 @@ written to HTML (printed to PDF) and to DOCX from the same cells, so a number re
 
 The rounding rule lives here, once: numbers to 2 decimals (a column of values all below 0.1 to 3 significant
 digits: `skintrack.analysis.stats.decimals`), a column of whole numbers (scores, counts) as whole numbers,
-p-values to 3 decimals (below 0.001 as "<0.001"; more where 3 would round one across a significance level:
-0.0496 is not "0.050"), an empty value as an empty cell.
+p-values to 3 decimals (below 0.001 as "<0.001"; more where 3 would round one across a significance level,
+the plan's alpha among them: 0.0496 is not "0.050"), an empty value as an empty cell.
 
 Example
 -------
@@ -25,29 +25,30 @@ from ..analysis.stats import decimals
 ROUNDING = ("Numbers are rounded to 2 decimals (a column whose values are all below 0.1, such as an area's share "
             "of the face, to 3 significant digits of its largest), whole-number scores and counts are shown as they "
             "are, % changes in the claim table to 1 decimal, and p-values to 3 decimals (below 0.001 as <0.001; with "
-            "more decimals where 3 would round one across 0.01, 0.025, 0.05 or 0.1).")
+            "more decimals where 3 would round one across 0.01, 0.025, 0.05, 0.1 or the plan's alpha).")
 LEVELS = (0.01, 0.025, 0.05, 0.1)  # the significance levels no printed p-value is rounded across
 
 
 HEADERS = {"std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"}  # how tables head these columns
 
 
-def fmt_p(p) -> str:
-    """A p-value as the report prints it."""
+def fmt_p(p, levels=LEVELS) -> str:
+    """A p-value as the report prints it, never rounded across one of `levels`."""
     if p is None or p != p:
         return "n/a"
     if p < 0.001:
         return "<0.001"
     for places in range(3, 7):
         text = f"{p:.{places}f}"
-        crossed = [level for level in LEVELS if p < level <= float(text)]  # rounding up only can cross one
+        crossed = [level for level in levels if p < level <= float(text)]  # rounding up only can cross one
         if not crossed:
             return text
     return f"<{crossed[0]:.3f}"  # within 5e-7 of a level: below it is what it says
 
 
-def cells(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """`df` as the strings a table prints (the rounding rule above), the column names kept."""
+def cells(df: pd.DataFrame, digits: int = 2, levels=LEVELS) -> pd.DataFrame:
+    """`df` as the strings a table prints (the rounding rule above; p-values never across one of `levels`), the
+    column names kept."""
     def whole(values: pd.Series) -> bool:
         v = values.dropna()
         return len(v) > 0 and bool(((v % 1) == 0).all())
@@ -57,7 +58,7 @@ def cells(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
         col = df[c]
         if pd.api.types.is_float_dtype(col):
             if c == "p" or str(c).startswith("p "):
-                out[c] = [fmt_p(x) for x in col]
+                out[c] = [fmt_p(x, levels) for x in col]
             else:
                 places = 0 if whole(col) else decimals(col, digits)
                 out[c] = ["" if x != x else f"{x:.{places}f}" for x in col]
@@ -121,6 +122,7 @@ class Document:
     header: str = ""
     footer: str = ""
     sections: list = field(default_factory=list)
+    levels: tuple = LEVELS  # the significance levels no p-value is rounded across: the plan's alpha among them
 
     counted: dict = field(default_factory=lambda: {"table": 0, "figure": 0})
 
@@ -139,7 +141,7 @@ class Document:
     def table(self, df: pd.DataFrame, caption: str, population: str = "", digits: int = 2) -> Table:
         """The next numbered table of `df` (rounded by the rule above; number columns right-aligned)."""
         numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
-        return Table(cells(df, digits), caption, self._next("table"), population, numeric)
+        return Table(cells(df, digits, self.levels), caption, self._next("table"), population, numeric)
 
     def figure(self, png: bytes, caption: str, name: str) -> Figure:
         """The next numbered figure."""

@@ -48,7 +48,7 @@ from ..sinks import html as html_text
 from ..tables import store
 from ..tables.catalog import metric_info
 from . import charts
-from .document import HEADERS, ROUNDING, Document, Flow, Text, fmt_p
+from .document import HEADERS, LEVELS, ROUNDING, Document, Flow, Text, fmt_p
 
 DEFAULT_METRICS = ("score.water", "score.rough", "score.melanin", "score.total", "score.pores")
 PAPER = {"a4": "A4", "letter": "letter"}
@@ -89,7 +89,7 @@ def finding(row, attrs) -> str:
     if row.decision == "not estimable":
         return f"{head}: {row.treatment} against {row.control} {row.reason}."
     adjusted_p = adjusted(attrs)
-    p = fmt_p(row.p_adjusted if adjusted_p else row.p)
+    p = fmt_p(row.p_adjusted if adjusted_p else row.p, (*LEVELS, attrs["alpha"]))
     digits = decimals([row.estimate, row.ci_low, row.ci_high], 1 if row.model == "mmrm" else 2)
     level = "simultaneous 95% CI" if row.ci_simultaneous else "95% CI"
     tail = (f"({level} {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
@@ -136,7 +136,7 @@ class _Builder:
     def __init__(self, study, out: Path, metrics, figure_formats):
         self.s, self.out, self.metrics, self.formats = study, out, metrics, figure_formats
         self.plan = study.plan
-        self.doc = Document("")
+        self.doc = Document("", levels=(*LEVELS, self.plan.alpha))
         self.subjects = study.sql("SELECT * FROM subjects")
         self.qc = study.qc()
         self.has_arms = "arm" in self.subjects and self.plan.control is not None and bool(self.plan.treatments)
@@ -238,7 +238,8 @@ class _Builder:
             "estimate (95% CI)": ["" if r.estimate != r.estimate else
                                   f"{r.estimate:.2f} ({r.ci_low:.2f} to {r.ci_high:.2f})"
                                   + (", simultaneous" if r.ci_simultaneous else "") for r in e.itertuples()],
-            "p adjusted" if adjusted_p else "p": [fmt_p(r.p_adjusted if adjusted_p else r.p) for r in e.itertuples()],
+            "p adjusted" if adjusted_p else "p": [fmt_p(r.p_adjusted if adjusted_p else r.p, self.doc.levels)
+                                              for r in e.itertuples()],
             "decision": e["decision"]})
         return self.table(shown, "Headline findings: each endpoint and comparison in testing order, with the "
                                  "plan's decision", self.population("each endpoint's analysis set (its n is in the "
@@ -525,7 +526,7 @@ class _Builder:
             "visit": t["visit"], "n": t["n"],
             "mean % change (95% CI)": [_pct_change(*r) for r in zip(t["mean_pct_change"], t["pct_ci_low"],
                                                                      t["pct_ci_high"], t["pct_n"], t["n"])],
-            "p against baseline": [fmt_p(p) for p in t["p"]],
+            "p against baseline": [fmt_p(p, self.doc.levels) for p in t["p"]],
             "improved": [f"{int(k)}/{n} ({pct:.0f}%)" if k == k else "" for k, n, pct in
                          zip(t["improved"], t["n"], t["improved_pct"])]})
         self.section("Claim table: change from baseline per arm and visit",
