@@ -238,7 +238,7 @@ def test_tables_and_figures_are_numbered_in_order_and_listed(report):
     demographics = next(t for t in doc.tables if t.caption.startswith("Baseline characteristics"))
     assert list(demographics.cells.columns) == ["", "placebo (N=12)", "active (N=12)"]  # control first, N per arm
     methods = " ".join(" ".join(pages).split())
-    assert methods.count("Numbers are rounded to 2 decimals") == methods.count("(below 0.001 as <0.001)") == 1  # once
+    assert methods.count("Numbers are rounded to 2 decimals") == methods.count("(below 0.001 as <0.001;") == 1  # once
 
 
 def test_the_docx_holds_the_same_numbered_tables_as_the_pdf(report):
