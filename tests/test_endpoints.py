@@ -123,6 +123,25 @@ def test_hedges_g_matches_r(rscript, tmp_path):  # noqa: F811
     assert rel(got["g"], ref["b"]) < 1e-9 and rel(got["ci_low"], ref["lo"]) < 1e-6 and rel(got["ci_high"], ref["hi"]) < 1e-6
 
 
+def test_hodges_lehmann_of_tiny_or_constant_arms_is_refused_where_r_refuses(rscript, tmp_path):  # noqa: F811
+    """Arms that each hold one value raised "The function value at x=1.0 is NaN" out of the endpoint (R's
+    wilcox.test stops too); arms of 3 and 3 printed as 95% an exact interval whose level is 90% (R warns "not
+    achievable" and gives 0.9 aside). Where R calls its interval 95% (arms of 4 and 3: 94.3%), ours equals it."""
+    for a, b in (([3.0, 4, 5, 7], [1.0, 2, 0]), ([3.0, 5], [1.0, 2, 0, 4, -2, -3])):
+        got = ep.hodges_lehmann(a, b)
+        ref = r_ref(rscript, tmp_path, "hl", pd.DataFrame({"arm": ["active"] * len(a) + ["placebo"] * len(b),
+                                                           "base": 0, "value": a + b}))
+        assert (got["shift"], got["ci_low"], got["ci_high"]) == (ref["b"], ref["lo"], ref["hi"])
+    for a, b in (([1.0, 1], [0.0, 0]), ([3.0], [1.0]), ([1.0, 1, 1], [0.0, 0, 0, 0])):
+        got = ep.hodges_lehmann(a, b)
+        assert got["shift"] == a[0] - b[0] and np.isnan([got["ci_low"], got["ci_high"]]).all()
+        assert got["method"] == "no interval (each arm holds one value)"
+    for a, b in (([3.0, 4, 5], [1.0, 2, 0]), ([3.0, 5], [1.0, 2, 0, 4, -2])):
+        got = ep.hodges_lehmann(a, b)
+        assert np.isnan([got["ci_low"], got["ci_high"]]).all() and got["shift"] == np.median(np.subtract.outer(a, b))
+        assert got["method"] == f"no 95% interval (arms of {len(a)} and {len(b)}: an exact one reaches 90% at most)"
+
+
 @pytest.mark.parametrize("k_t, n_t, k_c, n_c", [(9, 12, 3, 12), (12, 12, 5, 12), (0, 10, 4, 11), (7, 20, 7, 20)])
 def test_responders_between_arms_match_statsmodels(k_t, n_t, k_c, n_c):
     got = ep.responder_difference(k_t, n_t, k_c, n_c)
@@ -284,6 +303,21 @@ def test_the_supplementary_shift_and_effect_size_of_changes_that_never_vary_are_
     assert np.isnan([g["g"], g["ci_low"], g["ci_high"]]).all()
     assert np.isnan(ep.hedges_g([1.0], [2.0, 3.0])["g"])  # one value in an arm: no SD of it
     assert np.isfinite(ep.hedges_g([1.0, 1.0], [2.0, 3.0])["g"])  # one arm without spread: the pooled SD has some
+
+
+def test_hedges_g_of_arms_that_barely_vary_has_its_interval_or_none_and_stops_nothing():
+    """Arms that differ by thousands of their SD: the search for the interval's limits widened from t by steps
+    of 1 and raised ValueError out of the endpoint (the whole endpoints table and report stopped). The steps
+    now grow with t; where SciPy's noncentral t CDF is NaN the limit is NaN."""
+    from scipy.stats import chi2
+
+    a, b = np.array([5, 5, 5, 5.001]), np.zeros(4)
+    g = ep.hedges_g(a, b)
+    # far out, T = (Z + ncp) / S is ncp / S to 1e-4: each limit is g times a quantile of S = sqrt(chi2_6 / 6)
+    np.testing.assert_allclose([g["ci_low"], g["ci_high"]],
+                               g["g"] * np.sqrt(chi2.ppf([0.025, 0.975], 6) / 6), rtol=2e-4)
+    far = ep.hedges_g(np.array([5, 5, 5, 5.0001]), b)
+    assert far["g"] > 1e5 and np.isnan([far["ci_low"], far["ci_high"]]).all()
 
 
 def test_a_non_estimable_endpoint_stops_no_other(tmp_path, run_cli):

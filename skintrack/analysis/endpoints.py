@@ -243,7 +243,8 @@ def tost_from_interval(fit, visit: str, treatment: str, margin: float, level: fl
 def hedges_g(a, b, level: float = 0.95) -> dict:
     """Hedges' g of `a` against `b` (Cohen's d with the pooled SD, times the small-sample correction J)
     with the interval from the noncentral t distribution of d * sqrt(n_a n_b / (n_a + n_b)); NaN where an arm
-    has fewer than 2 values or no value varies."""
+    has fewer than 2 values or no value varies, and a limit NaN where SciPy's noncentral t CDF is NaN around it
+    (arms that barely vary and differ by 1e5 of their SD)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     na, nb = len(a), len(b)
     df = na + nb - 2
@@ -258,15 +259,20 @@ def hedges_g(a, b, level: float = 0.95) -> dict:
 
     def ncp(prob):
         """The noncentrality at which P(T <= t) = prob. The CDF falls as the noncentrality grows; the bracket
-        widens step by step from t (a fixed wide one reaches where SciPy's CDF is NaN for small df)."""
+        widens step by step from t (a fixed wide one reaches where SciPy's CDF is NaN for small df), by steps
+        in proportion to t (a limit lies near t times a chi quantile). NaN where the CDF is NaN before a
+        bracket is found."""
         f = lambda nc: dist.nct_cdf(t, df, nc) - prob  # noqa: E731
-        lo, hi, step = t - 1, t + 1, 1.0
+        step = max(1.0, abs(t) / 4)
+        lo, hi = t - step, t + step
         for _ in range(12):
             if f(lo) > 0 and f(hi) < 0:
                 return brentq(f, lo, hi, xtol=1e-12)
+            if math.isnan(f(lo)) or math.isnan(f(hi)):
+                return math.nan
             step *= 2
             lo, hi = (lo - step if not f(lo) > 0 else lo), (hi + step if not f(hi) < 0 else hi)
-        raise ValueError(f"Hedges' g: no confidence limit found for t = {t:.3g} with {df} df")
+        return math.nan
 
     return {"g": d * j, "d": d, "ci_low": ncp(1 - q) / scale * j, "ci_high": ncp(q) / scale * j, "df": df}
 
@@ -292,16 +298,25 @@ def hodges_lehmann(a, b, level: float = 0.95) -> dict:
     """The Hodges-Lehmann shift of `a` against `b` (median of the pairwise differences) with the interval
     that inverts the Mann-Whitney test: exact without ties and under 50 per sample, otherwise the normal
     approximation with the tie and continuity corrections (as R's wilcox.test(conf.int = TRUE)); NaN where every
-    value is the same or an arm has none."""
+    value is the same or an arm has none; the interval NaN where each arm holds one value (R stops there) or
+    where the arms are so small that no exact interval comes near `level` (3 and 3: 90% at most; R's rule: a
+    shortfall above half of 1 - level)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     m, n = len(a), len(b)
     if not (m and n) or np.ptp(np.concatenate([a, b])) == 0:  # R's wilcox.test refuses the interval too
         return {"shift": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                 "method": "not estimable (" + ("every value is the same" if m and n else "an arm has no value") + ")"}
     diffs = np.sort(np.subtract.outer(a, b).ravel())
+    if diffs[0] == diffs[-1]:  # each arm one value: a shift, and no spread to draw an interval from (R stops)
+        return {"shift": float(diffs[0]), "ci_low": math.nan, "ci_high": math.nan,
+                "method": "no interval (each arm holds one value)"}
     alpha = 1 - level
     ties = len(np.unique(np.concatenate([a, b]))) < m + n
     if m < 50 and n < 50 and not ties:
+        most = 1 - 2 / math.comb(m + n, m)  # the level of the widest exact interval, the extreme differences
+        if (1 - most) - alpha > alpha / 2:  # where R warns "not achievable" (and gives the achieved level aside)
+            return {"shift": float(np.median(diffs)), "ci_low": math.nan, "ci_high": math.nan,
+                    "method": f"no {level:.0%} interval (arms of {m} and {n}: an exact one reaches {most:.0%} at most)"}
         qu = max(_mann_whitney_quantile(alpha / 2, m, n), 1)
         low, high = diffs[qu - 1], diffs[m * n - qu]
         return {"shift": float(np.median(diffs)), "ci_low": float(low), "ci_high": float(high), "method": "exact"}
