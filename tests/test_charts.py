@@ -222,3 +222,24 @@ def test_one_subjects_regions_in_a_study_without_a_subjects_csv(tmp_path):
     s = skintrack.open(tmp_path / "s")
     assert "S01" in s.subject_ids() and s.sql("SELECT count(*) AS n FROM subjects")["n"].iloc[0] == 0
     assert s.plot.regions("severity.pores", "W12", subject="S01").axes
+
+
+def test_a_photo_fix_downsized_is_cropped_where_the_api_saw_the_face(tmp_path):
+    """`analyze --fix` sends a photo above 4096 px downsized, so its response's face box measures the smaller
+    photo; the report cropped the full-size original with it (a corner of the photo, not the face)."""
+    import numpy as np
+    from PIL import Image
+
+    from skintrack.api.request import prepare_photo, sent_size
+
+    big = Image.new("RGB", (6000, 4500), "white")
+    big.paste((255, 0, 0), (4000, 3000, 4600, 3600))  # the "face": a red square far from the corner
+    big.save(tmp_path / "big.jpg", quality=90)
+    sent = prepare_photo(tmp_path / "big.jpg", fix=True)
+    assert (sent.width, sent.height) == sent_size(6000, 4500) == (4095, 3071)
+    scale = 4095 / 6000
+    box = (4000 * scale, 3000 * scale, 600 * scale, 600 * scale)  # where the API finds it, in the photo it was sent
+    fig = charts.photo_pair([tmp_path / "big.jpg"], [box], ["D0"])
+    pixels = np.asarray(fig.axes[0].images[0].get_array())
+    centre, corner = pixels[240, 240], pixels[5, 5]
+    assert centre[0] > 200 and centre[1] < 60 and corner[0] > 200 and corner[1] > 200  # red face, white margin

@@ -128,8 +128,7 @@ def prepare_photo(path, fix: bool = False) -> Photo:
         if not fix:
             raise PhotoRejected(f"{path}: {w}x{h} px; the API needs less than {MAX_SIDE}x{MAX_SIDE} px (use --fix to "
                                 "downsize)")
-        scale = (MAX_SIDE - 1) / max(w, h)
-        img = img.resize((round(w * scale), round(h * scale)), Image.LANCZOS)
+        img = img.resize(sent_size(w, h), Image.LANCZOS)
         fixes.append(f"downsized {w}x{h} to {img.size[0]}x{img.size[1]}")
         w, h = img.size
     if len(raw) > MAX_BYTES and not fix:
@@ -137,6 +136,19 @@ def prepare_photo(path, fix: bool = False) -> Photo:
     if fixes or len(raw) > MAX_BYTES:
         data = _jpeg(path, img, fixes)
     return Photo(path, data, sha, w, h, tuple(fixes))
+
+
+def sent_size(width: int, height: int) -> tuple[int, int]:
+    """The size a photo of `width` x `height` px is analysed at: its own, or, above the API's largest side,
+    downsized by `--fix` to fit (the frame of the face box and maps of its response).
+
+    >>> sent_size(3000, 2000), sent_size(6000, 4000)
+    ((3000, 2000), (4095, 2730))
+    """
+    if width < MAX_SIDE and height < MAX_SIDE:
+        return width, height
+    scale = (MAX_SIDE - 1) / max(width, height)
+    return round(width * scale), round(height * scale)
 
 
 def _decodes(path: str, raw: bytes) -> None:

@@ -463,18 +463,25 @@ ENDPOINT_MAPS = {"water": "water_area", "rough": "rough_area", "melanin": "brown
 @styled
 def photo_pair(photos: list, boxes: list, titles: list, layers: list | None = None, map_name: str | None = None,
                margin: float = 0.12) -> Figure:
-    """Photographs side by side, each cropped to its face box (left, top, width, height, from the API) with a
-    margin and drawn at the same size; an API face map (`layers`, the photo's own) laid over its photo, or
-    shown alone when the photo is not at hand."""
+    """Photographs side by side, each cropped to its face box (left, top, width, height, from the API, in the
+    frame of the photo as it was sent: `--fix` downsizes one above the API's largest side) with a margin and
+    drawn at the same size; an API face map (`layers`, the photo's own) laid over its photo, or shown alone
+    when the photo is not at hand."""
+    from ..api.request import sent_size
+
     fig, axes = _image_panels(2.6 * len(titles) + 0.4, 3.2, len(titles))
     for i, (ax, title) in enumerate(zip(axes, titles)):
         photo = photos[i] if i < len(photos) else None
         layer = layers[i] if layers else None
         base = _rgba(photo) if photo else None
+        sent = sent_size(*base.size) if base is not None else None
         if layer is not None:
             over = _rgba(layer)
             base = over if base is None else _overlay(base, over.resize(base.size))
         left, top, width, height = (float(v) for v in boxes[i])
+        if sent is not None and sent != base.size:  # the box measures the downsized photo the API saw
+            fx, fy = base.size[0] / sent[0], base.size[1] / sent[1]
+            left, top, width, height = left * fx, top * fy, width * fx, height * fy
         pad = margin * max(width, height)
         side = max(width, height) + 2 * pad
         cx, cy = left + width / 2, top + height / 2
