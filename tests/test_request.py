@@ -31,6 +31,20 @@ def test_fix_downsizes_oversized_photos(tmp_path):
     assert Image.open(io.BytesIO(photo.data)).size == (4095, 2457)
 
 
+def test_a_fix_keeps_which_way_up_the_photo_is_read(tmp_path):
+    """A phone's portrait photo is stored turned, with an EXIF orientation tag saying so: a fix that downsized or
+    converted it dropped the tag, so the API got the photo on its side where the original is read upright."""
+    turned = Image.Exif()
+    turned[0x0112] = 6  # rotate 90 degrees to show
+    Image.open(sample_photo(tmp_path, "portrait.jpg", size=(5000, 3000))).save(tmp_path / "tagged.jpg", exif=turned)
+    Image.open(tmp_path / "tagged.jpg").save(tmp_path / "tagged.png", exif=turned)
+    for name in ("tagged.jpg", "tagged.png"):
+        sent = Image.open(io.BytesIO(prepare_photo(tmp_path / name, fix=True).data))
+        assert sent.getexif().get(0x0112) == 6 and sent.size == (4095, 2457)
+    plain = prepare_photo(sample_photo(tmp_path, "plain.jpg", size=(5000, 3000)), fix=True).data
+    assert 0x0112 not in Image.open(io.BytesIO(plain)).getexif()  # nothing added where there was no tag
+
+
 def test_over_8_mb(tmp_path):
     import os
 

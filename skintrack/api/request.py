@@ -30,6 +30,7 @@ from ..errors import PhotoRejected, UsageError
 from ..tables.schema import MAP_NAMES
 
 MAX_BYTES = 8 * 1024 * 1024
+ORIENTATION = 0x0112  # the EXIF tag of which way up the stored pixels are read
 MIN_SIDE, MAX_SIDE = 200, 4096  # exclusive: larger than 200x200, smaller than 4096x4096
 MAPS = MAP_NAMES + ("left_roi_outline_map", "right_roi_outline_map")
 MARKS = ("wrinkle_mark", "right_nasolabial_list", "right_mouth_list", "right_eye_wrinkle_list", "right_crowsfeet_list",
@@ -134,7 +135,7 @@ def prepare_photo(path, fix: bool = False) -> Photo:
     if len(raw) > MAX_BYTES and not fix:
         raise PhotoRejected(f"{path}: {len(raw) / 2**20:.1f} MiB; the API takes at most 8 MB (use --fix to recompress)")
     if fixes or len(raw) > MAX_BYTES:
-        data = _jpeg(path, img, fixes)
+        data = _jpeg(path, img, fixes, Image.open(io.BytesIO(raw)).getexif().get(ORIENTATION))
     return Photo(path, data, sha, w, h, tuple(fixes))
 
 
@@ -163,10 +164,17 @@ def _decodes(path: str, raw: bytes) -> None:
         raise PhotoRejected(f"{path}: its image data is damaged or cut short ({e}); copy the photo again") from None
 
 
-def _jpeg(path: str, img: Image.Image, fixes: list) -> bytes:
+def _jpeg(path: str, img: Image.Image, fixes: list, orientation: int | None) -> bytes:
+    """`img` as a JPEG under 8 MB, with the photo's EXIF orientation: a phone's portrait photo is stored turned
+    with a tag saying so, and a fix changes its size or format, never which way up it is read (the tag was
+    dropped, so the API got the photo on its side where the original was read upright)."""
+    kept = {}
+    if orientation not in (None, 1):
+        kept["exif"] = Image.Exif()
+        kept["exif"][ORIENTATION] = orientation
     for quality in (95, 90, 85, 80, 70, 60):
         buf = io.BytesIO()
-        img.convert("RGB").save(buf, "JPEG", quality=quality)
+        img.convert("RGB").save(buf, "JPEG", quality=quality, **kept)
         if buf.tell() <= MAX_BYTES:
             if quality != 95:
                 fixes.append(f"recompressed as JPEG quality {quality} to fit 8 MB")
