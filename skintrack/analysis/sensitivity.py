@@ -101,6 +101,7 @@ def sensitivity(study, methods=None, imputations: int | None = None, seed: int |
             better = metric_info(key)["better"]
             direction = -1.0 if better == "higher" else 1.0
             span = 4 * abs(fit.diff(visit, treatments[0])["estimate"]) + 10 * fit.diff(visit, treatments[0])["std_error"]
+
             def adjusted(pooled: list) -> list:  # the p-values the decision compares with alpha
                 return [r["p_adjusted"] for r in decide([_row("", {**r, "visit": visit}, "") for r in pooled])]
 
