@@ -230,7 +230,8 @@ def test_a_photo_fix_downsized_is_cropped_where_the_api_saw_the_face(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from skintrack.api.request import prepare_photo, sent_size
+    from skintrack.api.request import prepare_photo
+    from skintrack.tables.limits import sent_size
 
     big = Image.new("RGB", (6000, 4500), "white")
     big.paste((255, 0, 0), (4000, 3000, 4600, 3600))  # the "face": a red square far from the corner

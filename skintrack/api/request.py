@@ -27,11 +27,10 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import PhotoRejected, UsageError
+from ..tables.limits import MAX_BYTES, MAX_SIDE, MIN_SIDE, sent_size
 from ..tables.schema import MAP_NAMES
 
-MAX_BYTES = 8 * 1024 * 1024
 ORIENTATION = 0x0112  # the EXIF tag of which way up the stored pixels are read
-MIN_SIDE, MAX_SIDE = 200, 4096  # exclusive: larger than 200x200, smaller than 4096x4096
 MAPS = MAP_NAMES + ("left_roi_outline_map", "right_roi_outline_map")
 MARKS = ("wrinkle_mark", "right_nasolabial_list", "right_mouth_list", "right_eye_wrinkle_list", "right_crowsfeet_list",
          "right_cheek_list", "left_nasolabial_list", "left_mouth_list", "left_eye_wrinkle_list", "left_crowsfeet_list",
@@ -137,19 +136,6 @@ def prepare_photo(path, fix: bool = False) -> Photo:
     if fixes or len(raw) > MAX_BYTES:
         data = _jpeg(path, img, fixes, Image.open(io.BytesIO(raw)).getexif().get(ORIENTATION))
     return Photo(path, data, sha, w, h, tuple(fixes))
-
-
-def sent_size(width: int, height: int) -> tuple[int, int]:
-    """The size a photo of `width` x `height` px is analysed at: its own, or, above the API's largest side,
-    downsized by `--fix` to fit (the frame of the face box and maps of its response).
-
-    >>> sent_size(3000, 2000), sent_size(6000, 4000)
-    ((3000, 2000), (4095, 2730))
-    """
-    if width < MAX_SIDE and height < MAX_SIDE:
-        return width, height
-    scale = (MAX_SIDE - 1) / max(width, height)
-    return round(width * scale), round(height * scale)
 
 
 def _decodes(path: str, raw: bytes) -> None:

@@ -30,6 +30,7 @@ from matplotlib.ticker import NullLocator
 from ..errors import UsageError
 from ..sinks import html as escape_html
 from ..tables.catalog import metric_info
+from ..tables.limits import sent_size
 
 # zlib's fastest level: a figure's PNG in about a third of the time of Pillow's default (6), for ~20% more bytes
 PNG_COMPRESSION = {"compress_level": 1}
@@ -467,8 +468,6 @@ def photo_pair(photos: list, boxes: list, titles: list, layers: list | None = No
     frame of the photo as it was sent: `--fix` downsizes one above the API's largest side) with a margin and
     drawn at the same size; an API face map (`layers`, the photo's own) laid over its photo, or shown alone
     when the photo is not at hand."""
-    from ..api.request import sent_size
-
     fig, axes = _image_panels(2.6 * len(titles) + 0.4, 3.2, len(titles))
     for i, (ax, title) in enumerate(zip(axes, titles)):
         photo = photos[i] if i < len(photos) else None
