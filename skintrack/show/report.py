@@ -385,7 +385,8 @@ class _Builder:
         shown = self.in_order(r[["visit", "threshold", *short]].rename(columns=short))
         shown["threshold"] = [f"{t:g} {metric_info(key)['unit']}" if isinstance(t, (int, float)) else str(t)
                               for t in shown["threshold"]]
-        return self.table(shown, f"{title}: responders (risk difference with Newcombe's 95% CI; Fisher's exact p)", pop)
+        return self.table(shown, f"{title}: responders (risk difference with Newcombe's 95% CI; Fisher's exact p, "
+                                 "nominal: the plan's decisions are in the endpoints table)", pop)
 
     @refusable("Measures beside the photographs")
     def measures(self):
