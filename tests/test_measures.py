@@ -232,7 +232,12 @@ def test_raters_equal_r_psych_and_statsmodels(rscript, tmp_path, demo):  # noqa:
             assert got[k] == pytest.approx(ref.at["icc2", k], rel=1e-9), (name, k)
         if x.shape[1] == 2:
             kw = weighted_kappa(x[:, 0], x[:, 1], levels)
-            for k in ("estimate", "ci_low", "ci_high"):
+            assert kw["estimate"] == pytest.approx(ref.at["kappa_w", "estimate"], rel=1e-9), name
+            if name == "the raters agree on every grade":  # the formula's variance is 0: its interval is the point
+                assert ref.at["kappa_w", "ci_low"] == ref.at["kappa_w", "ci_high"] == 1.0  # 1, never a 95% interval
+                assert np.isnan([kw["ci_low"], kw["ci_high"]]).all()
+                continue
+            for k in ("ci_low", "ci_high"):
                 assert kw[k] == pytest.approx(ref.at["kappa_w", k], rel=1e-9), (name, k)
             table = pd.crosstab(pd.Categorical(x[:, 0], levels), pd.Categorical(x[:, 1], levels), dropna=False)
             sm = cohens_kappa(table.to_numpy(), wt="quadratic")
@@ -241,6 +246,8 @@ def test_raters_equal_r_psych_and_statsmodels(rscript, tmp_path, demo):  # noqa:
     same = np.ones((5, 2))  # every grade the same: neither is defined (psych: NaN), and no warning says so
     for got in (icc2(same), weighted_kappa(same[:, 0], same[:, 1], levels)):
         assert np.isnan([got["estimate"], got["ci_low"], got["ci_high"]]).all()
+    one_grade = weighted_kappa([0, 1, 2, 1, 2, 0], [1, 1, 1, 1, 1, 1], levels)  # kappa 0 by construction: it printed
+    assert one_grade["estimate"] == 0 and np.isnan([one_grade["ci_low"], one_grade["ci_high"]]).all()  # "0 to 0"
     table = demo.raters()
     assert table["statistic"].tolist() == ["ICC(2,1)", "weighted kappa (quadratic)"]
     assert table.at[0, "n"] == 96 and table.at[0, "raters"] == "R1, R2"

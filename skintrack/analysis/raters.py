@@ -59,7 +59,8 @@ def icc2(x: np.ndarray, alpha: float = 0.05) -> dict:
 
 def weighted_kappa(a, b, levels) -> dict:
     """Quadratic-weighted kappa of two raters' grades `a`, `b` over `levels` (in order): estimate, ci_low,
-    ci_high (95%, cut at -1 and 1), n."""
+    ci_high (95%, cut at -1 and 1; none where its variance is 0: agreement on every subject, or a rater giving
+    one grade throughout, whose kappa is 0 by construction), n."""
     levels = list(levels)
     m = len(levels)
     index = {v: i for i, v in enumerate(levels)}
@@ -77,7 +78,9 @@ def weighted_kappa(a, b, levels) -> dict:
         var = ((x * (w * (1 - wpc) - np.add.outer(row_w, col_w) * (1 - wpo)) ** 2).sum()
                - (wpo * wpc - 2 * wpc + wpo) ** 2) / (n * (1 - wpc) ** 4)
         kappa = (wpo - wpc) / (1 - wpc)
-    half = Z * math.sqrt(max(var, 0.0))
+    # a variance of 0 (to rounding; psych's can come out negative) where the raters agree on every subject or one
+    # gives a single grade: the large-sample interval collapses to a point, which is no 95% interval
+    half = Z * math.sqrt(var) if var > 1e-14 else math.nan
     return {"estimate": float(kappa), "ci_low": float(np.clip(kappa - half, -1, 1)),  # NaN stays NaN
             "ci_high": float(np.clip(kappa + half, -1, 1)), "n": int(n)}
 
