@@ -115,6 +115,22 @@ def test_the_claim_table_equals_r_on_the_changes_it_summarises(rscript, tmp_path
     assert wil.loc[(wil["arm"] == "active") & (wil["visit"] == "W8"), "p"].iloc[0] == pytest.approx(ref["w"], rel=1e-6)
 
 
+def test_a_change_every_subject_shares_has_no_t_interval_and_no_t_p_value(rscript, tmp_path):  # noqa: F811
+    """Four subjects each +2: the claim table printed "95% CI +2.0 to +2.0, p <0.001" where R's t.test stops
+    ("data are essentially constant"). The Wilcoxon signed-rank p stays, equal to R's."""
+    from skintrack.analysis.claims import _row
+
+    g = pd.DataFrame({"delta": [2.0] * 4, "pct_change": [5.0] * 4, "baseline_value": [40.0] * 4,
+                      "improved": [True] * 4})
+    t = _row(g, "higher", "paired_t")
+    assert np.isnan([t["p"], t["change_ci_low"], t["change_ci_high"], t["pct_ci_low"], t["pct_ci_high"]]).all()
+    assert (t["mean_change"], t["mean_pct_change"], t["improved"]) == (2.0, 5.0, 4)
+    script = "cat(sprintf('%.17g', suppressWarnings(wilcox.test(c(2, 2, 2, 2))$p.value)))"
+    done = subprocess.run([rscript, "-e", script], capture_output=True, text=True, check=True)
+    assert _row(g, "higher", "wilcoxon")["p"] == pytest.approx(float(done.stdout), rel=1e-9)
+    assert _row(g.assign(delta=0.0, pct_change=0.0), "higher", "paired_t")["p"] == 1.0  # no change at all
+
+
 def test_the_percent_change_says_how_many_subjects_it_is_of():
     """A count can start at 0, where no % change exists: the mean % change was of fewer subjects than the n
     beside it (21 of the 23 of count.blackhead.nose each visit in the sample trial), and a row whose every

@@ -6,7 +6,8 @@ better direction, any amount) with its Wilson interval; for a Likert item of a q
 declared with the levels that count as agreeing), the share of subjects agreeing at each visit with its
 Wilson interval, as its answer is already a judgement of change. Captures are taken under the plan's rules. The
 p-values are each visit's own, unadjusted: a claim against baseline is descriptive, the plan's endpoints
-carry the confirmatory tests.
+carry the confirmatory tests. Where every subject changed by the same amount the t interval and the paired
+t p-value are NaN (R's t.test stops: "data are essentially constant"); no change at all has p 1.
 
 Example
 -------
@@ -94,11 +95,14 @@ def _row(g: pd.DataFrame, better: str, test: str) -> dict:
     out = {"n": n, "baseline_mean": float(g["baseline_value"].mean()), "test": test, "pct_n": len(pct)}
     for name, x in (("change", delta), ("pct", pct)):
         mean = float(x.mean()) if len(x) else math.nan
-        low, high = t_interval(mean, x.std(ddof=1) if len(x) > 1 else math.nan, len(x))
+        varies = len(x) > 1 and np.ptp(x) > 0  # every subject the same: no spread, no interval (R's t.test stops)
+        low, high = t_interval(mean, x.std(ddof=1) if varies else math.nan, len(x))
         out["mean_change" if name == "change" else "mean_pct_change"] = mean
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low), float(high)
     if n < 2 or not np.any(delta != 0):
         out["p"] = math.nan if n < 2 else 1.0
+    elif test == "paired_t" and np.ptp(delta) == 0:  # the same change in everyone: t is infinite, p no number
+        out["p"] = math.nan
     elif test == "wilcoxon":
         nonzero = np.abs(delta[delta != 0])
         exact = len(nonzero) == n < 50 and len(np.unique(nonzero)) == n  # as R's wilcox.test decides
