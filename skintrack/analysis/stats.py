@@ -121,7 +121,8 @@ def paired(before: np.ndarray, after: np.ndarray, test: str = "paired_t") -> dic
     """Paired comparison of `after - before`: n, mean_diff with its t interval, statistic, p, Cohen's dz.
 
     `test` is "paired_t" (Student's paired t) or "wilcoxon" (signed-rank; zero differences dropped, as
-    scipy's default). The interval is always the t interval of the mean difference.
+    scipy's default). The interval is always the t interval of the mean difference; where every difference
+    is the same, there is none (nor a t), as in the claim table.
     """
     d = np.asarray(after, float) - np.asarray(before, float)
     n = len(d)
@@ -130,10 +131,11 @@ def paired(before: np.ndarray, after: np.ndarray, test: str = "paired_t") -> dic
     if n < 2:
         return out
     sd = d.std(ddof=1)
-    lo, hi = t_interval(d.mean(), sd, n)
-    out.update(ci_low=float(lo), ci_high=float(hi), dz=float(d.mean() / sd) if sd > 0 else math.nan)
-    if sd == 0 and test == "paired_t":
-        return out  # all differences equal: t is undefined
+    if sd > 0:  # all differences equal: no interval (it would be the point) and no t (R's t.test stops)
+        lo, hi = t_interval(d.mean(), sd, n)
+        out.update(ci_low=float(lo), ci_high=float(hi), dz=float(d.mean() / sd))
+    elif test == "paired_t":
+        return out
     if test == "paired_t":
         statistic, p = one_sample_t(d)
     elif test == "wilcoxon":
