@@ -117,7 +117,8 @@ def test_the_claim_table_equals_r_on_the_changes_it_summarises(rscript, tmp_path
 
 def test_a_change_every_subject_shares_has_no_t_interval_and_no_t_p_value(rscript, tmp_path):  # noqa: F811
     """Four subjects each +2: the claim table printed "95% CI +2.0 to +2.0, p <0.001" where R's t.test stops
-    ("data are essentially constant"), and compare's paired test the same interval. The Wilcoxon signed-rank p
+    ("data are essentially constant"), and compare's paired test and the Bland-Altman bias and limits of an
+    exact offset their points. The Wilcoxon signed-rank p
     stays, equal to R's."""
     from skintrack.analysis.claims import _row
 
@@ -135,6 +136,9 @@ def test_a_change_every_subject_shares_has_no_t_interval_and_no_t_p_value(rscrip
     same = paired(np.array([40.0, 50, 60, 70]), np.array([42.0, 52, 62, 72]))
     assert same["mean_diff"] == 2.0 and np.isnan([same["ci_low"], same["ci_high"], same["p"]]).all()
     assert paired(np.array([40.0, 50, 60, 70]), np.array([42.0, 52, 62, 72]), "wilcoxon")["p"] > 0
+    shifted = statistics(np.array([41.0, 52, 60, 75]), np.array([40.0, 51, 59, 74]), same_unit=True)  # offset 1
+    limits = {r["statistic"]: r for r in shifted if r["statistic"] in ("bias", "loa_low", "loa_high")}
+    assert all(r["estimate"] == 1.0 and np.isnan([r["ci_low"], r["ci_high"]]).all() for r in limits.values())
 
 
 def test_the_percent_change_says_how_many_subjects_it_is_of():

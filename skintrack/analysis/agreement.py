@@ -126,8 +126,9 @@ def _bland_altman(x, y) -> dict:
     n = len(d)
     bias = float(d.mean()) if n else math.nan
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
-    low, high = t_interval(bias, sd, n)
-    half_loa = dist.t_ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1))) if n > 1 else math.nan
+    spread = n > 1 and np.ptp(d) > 0  # every difference the same: the limits are the bias, with no interval
+    low, high = t_interval(bias, sd, n) if spread else (math.nan, math.nan)
+    half_loa = dist.t_ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1))) if spread else math.nan
     out = {"bias": {"estimate": bias, "ci_low": float(low), "ci_high": float(high)}}
     for name, limit in (("loa_low", bias - Z * sd), ("loa_high", bias + Z * sd)):
         out[name] = {"estimate": limit, "ci_low": limit - half_loa, "ci_high": limit + half_loa}
