@@ -117,10 +117,10 @@ def test_the_claim_table_equals_r_on_the_changes_it_summarises(rscript, tmp_path
 
 def test_a_change_every_subject_shares_has_no_t_interval_and_no_t_p_value(rscript, tmp_path):  # noqa: F811
     """Four subjects each +2: the claim table printed "95% CI +2.0 to +2.0, p <0.001" where R's t.test stops
-    ("data are essentially constant"), and compare's paired test and the Bland-Altman bias and limits of an
-    exact offset their points. The Wilcoxon signed-rank p
-    stays, equal to R's."""
+    ("data are essentially constant"); compare's paired test, and the Bland-Altman bias and limits of an exact
+    offset, printed their points as intervals. The Wilcoxon signed-rank p stays, equal to R's."""
     from skintrack.analysis.claims import _row
+    from skintrack.analysis.stats import paired  # compare's within-arm test
 
     g = pd.DataFrame({"delta": [2.0] * 4, "pct_change": [5.0] * 4, "baseline_value": [40.0] * 4,
                       "improved": [True] * 4})
@@ -131,8 +131,6 @@ def test_a_change_every_subject_shares_has_no_t_interval_and_no_t_p_value(rscrip
     done = subprocess.run([rscript, "-e", script], capture_output=True, text=True, check=True)
     assert _row(g, "higher", "wilcoxon")["p"] == pytest.approx(float(done.stdout), rel=1e-9)
     assert _row(g.assign(delta=0.0, pct_change=0.0), "higher", "paired_t")["p"] == 1.0  # no change at all
-    from skintrack.analysis.stats import paired  # compare's within-arm test: the same rule
-
     same = paired(np.array([40.0, 50, 60, 70]), np.array([42.0, 52, 62, 72]))
     assert same["mean_diff"] == 2.0 and np.isnan([same["ci_low"], same["ci_high"], same["p"]]).all()
     assert paired(np.array([40.0, 50, 60, 70]), np.array([42.0, 52, 62, 72]), "wilcoxon")["p"] > 0
