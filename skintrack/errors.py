@@ -79,7 +79,8 @@ class ApiError(SkintrackError):
     """The API answered with an error.
 
     Attributes: ``status`` (HTTP status or None), ``code`` (the documented ``error_detail.code``),
-    ``response`` (the parsed body, if any), ``retryable`` (whether trying again can help),
+    ``response`` (the parsed body, if any), ``body`` (the bytes received, key redacted, if any: the archive keeps
+    a photo's final outcome and what arrived of a lost answer), ``retryable`` (whether trying again can help),
     ``retry_after`` (seconds the server asked to wait, if it said), ``about_photo`` (whether it is the
     photo's own outcome, final for that photo; anything else stops a batch and is tried again later).
     """
@@ -87,9 +88,10 @@ class ApiError(SkintrackError):
     retryable = False
     about_photo = False  # the photo's own final outcome (no face, ...), not the account's, key's or service's
 
-    def __init__(self, message, *, status=None, code=None, response=None, retry_after=None):
+    def __init__(self, message, *, status=None, code=None, response=None, retry_after=None, body=None):
         super().__init__(message)
         self.status, self.code, self.response, self.retry_after = status, code, response, retry_after
+        self.body = body
 
 
 class AuthError(ApiError):

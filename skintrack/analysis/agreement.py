@@ -31,7 +31,7 @@ from ..errors import UsageError
 from ..tables.catalog import metric_info
 from . import dist
 from .selection import observations_sql
-from .stats import Z, t_interval
+from .stats import Z, mean_interval
 
 COLUMNS = ["on", "statistic", "estimate", "ci_low", "ci_high", "n"]
 
@@ -126,10 +126,10 @@ def _bland_altman(x, y) -> dict:
     n = len(d)
     bias = float(d.mean()) if n else math.nan
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
-    spread = n > 1 and np.ptp(d) > 0  # every difference the same: the limits are the bias, with no interval
-    low, high = t_interval(bias, sd, n) if spread else (math.nan, math.nan)
-    half_loa = dist.t_ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1))) if spread else math.nan
-    out = {"bias": {"estimate": bias, "ci_low": float(low), "ci_high": float(high)}}
+    low, high = mean_interval(d)  # none where every difference is the same: the limits are then the bias alone
+    half_loa = (dist.t_ppf(0.975, n - 1) * sd * math.sqrt(1 / n + Z ** 2 / (2 * (n - 1)))
+                if not math.isnan(low) else math.nan)
+    out = {"bias": {"estimate": bias, "ci_low": low, "ci_high": high}}
     for name, limit in (("loa_low", bias - Z * sd), ("loa_high", bias + Z * sd)):
         out[name] = {"estimate": limit, "ci_low": limit - half_loa, "ci_high": limit + half_loa}
     return out

@@ -26,7 +26,7 @@ import scipy  # its submodules load on first use: opening a study stays quick
 
 from ..errors import UsageError
 from ..tables.catalog import metric_info
-from .stats import one_sample_t, t_interval, wilson
+from .stats import mean_interval, one_sample_t, wilson
 
 COLUMNS = ["metric", "arm", "visit", "n", "baseline_mean", "mean_change", "change_ci_low", "change_ci_high",
            "mean_pct_change", "pct_ci_low", "pct_ci_high", "pct_n", "p", "test", "improved", "improved_pct",
@@ -94,11 +94,8 @@ def _row(g: pd.DataFrame, better: str, test: str) -> dict:
     n = len(delta)
     out = {"n": n, "baseline_mean": float(g["baseline_value"].mean()), "test": test, "pct_n": len(pct)}
     for name, x in (("change", delta), ("pct", pct)):
-        mean = float(x.mean()) if len(x) else math.nan
-        varies = len(x) > 1 and np.ptp(x) > 0  # every subject the same: no spread, no interval (R's t.test stops)
-        low, high = t_interval(mean, x.std(ddof=1) if varies else math.nan, len(x))
-        out["mean_change" if name == "change" else "mean_pct_change"] = mean
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low), float(high)
+        out["mean_change" if name == "change" else "mean_pct_change"] = float(x.mean()) if len(x) else math.nan
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = mean_interval(x)
     if n < 2 or not np.any(delta != 0):
         out["p"] = math.nan if n < 2 else 1.0
     elif test == "paired_t" and np.ptp(delta) == 0:  # the same change in everyone: t is infinite, p no number

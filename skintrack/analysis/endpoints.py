@@ -266,12 +266,13 @@ def hedges_g(a, b, level: float = 0.95) -> dict:
         step = max(1.0, abs(t) / 4)
         lo, hi = t - step, t + step
         for _ in range(12):
-            if f(lo) > 0 and f(hi) < 0:
+            f_lo, f_hi = f(lo), f(hi)
+            if f_lo > 0 and f_hi < 0:
                 return brentq(f, lo, hi, xtol=1e-12)
-            if math.isnan(f(lo)) or math.isnan(f(hi)):
+            if math.isnan(f_lo) or math.isnan(f_hi):
                 return math.nan
             step *= 2
-            lo, hi = (lo - step if not f(lo) > 0 else lo), (hi + step if not f(hi) < 0 else hi)
+            lo, hi = (lo if f_lo > 0 else lo - step), (hi if f_hi < 0 else hi + step)
         return math.nan
 
     return {"g": d * j, "d": d, "ci_low": ncp(1 - q) / scale * j, "ci_high": ncp(q) / scale * j, "df": df}

@@ -214,9 +214,9 @@ def tipping_point(imp: Imputations, treatment: str, alpha: float, direction: flo
     def p_at(delta):
         return adjust(imp.pooled("mar", direction * delta))[k]
 
-    raw = imp.pooled("mar", 0.0)[k]["p"]
-    start = p_at(0.0)
-    found = {"delta": math.nan, "p_at_zero": raw, "adjusted_at_zero": start}
+    unshifted = imp.pooled("mar", 0.0)
+    start = adjust(unshifted)[k]
+    found = {"delta": math.nan, "p_at_zero": unshifted[k]["p"], "adjusted_at_zero": start}
     if not imp.imputed[imp.arms == treatment].any():
         return {**found, "note": "no treated subject's value at the visit is imputed"}
     significant = start < alpha

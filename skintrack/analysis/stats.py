@@ -49,6 +49,20 @@ def t_interval(mean, sd, n, level: float = LEVEL):
     return mean - half, mean + half
 
 
+def mean_interval(x) -> tuple[float, float]:
+    """The t interval of the mean of the values `x`; NaN where there are fewer than 2 or they do not vary: the
+    interval would be the mean itself, where R's t.test stops ("data are essentially constant").
+
+    >>> mean_interval([2.0, 2.0, 2.0])
+    (nan, nan)
+    """
+    x = np.asarray(x, float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return math.nan, math.nan
+    low, high = t_interval(x.mean(), x.std(ddof=1), len(x))
+    return float(low), float(high)
+
+
 def wilson(k, n, level: float = LEVEL):
     """Wilson score interval of a proportion k/n (vectorised); NaN where n == 0."""
     k, n = np.asarray(k, float), np.asarray(n, float)
@@ -130,11 +144,10 @@ def paired(before: np.ndarray, after: np.ndarray, test: str = "paired_t") -> dic
            "statistic": math.nan, "p": math.nan, "dz": math.nan}
     if n < 2:
         return out
-    sd = d.std(ddof=1)
-    if sd > 0:  # all differences equal: no interval (it would be the point) and no t (R's t.test stops)
-        lo, hi = t_interval(d.mean(), sd, n)
-        out.update(ci_low=float(lo), ci_high=float(hi), dz=float(d.mean() / sd))
-    elif test == "paired_t":
+    if np.ptp(d) > 0:
+        lo, hi = mean_interval(d)
+        out.update(ci_low=lo, ci_high=hi, dz=float(d.mean() / d.std(ddof=1)))
+    elif test == "paired_t":  # all differences equal: no interval (it would be the point) and no t
         return out
     if test == "paired_t":
         statistic, p = one_sample_t(d)

@@ -301,9 +301,8 @@ def _run(jobs, client, params, archive, concurrency, limiter, progress, report) 
             archive.mark_uncertain(photo, params.key(), envelope(photo, params, error=e, left=left, right=right) | batch)
             err = e
         except ApiError as e:
-            body = getattr(e, "body", None)
-            if e.about_photo and body is not None:  # the photo's own final outcome: archive it
-                archive.write(photo, params.key(), body, envelope(photo, params, error=e, left=left, right=right) |
+            if e.about_photo and e.body is not None:  # the photo's own final outcome: archive it
+                archive.write(photo, params.key(), e.body, envelope(photo, params, error=e, left=left, right=right) |
                               batch, ok=False)
             else:
                 stop.set()

@@ -195,6 +195,6 @@ def envelope(photo, params, reply=None, error=None, left=None, right=None) -> di
     if error is not None:
         out.update(http_status=error.status, attempts=getattr(error, "attempts", 1), error=str(error),
                    error_code=error.code, outcome="failed")
-        if isinstance(error, AnswerLost) and getattr(error, "body", None):  # what arrived of a lost answer, kept
+        if isinstance(error, AnswerLost) and error.body:  # what arrived of a lost answer, kept
             out["received"] = error.body.decode("utf-8", "replace")
     return out

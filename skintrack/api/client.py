@@ -262,13 +262,6 @@ def _never_sent(e: Exception) -> bool:
         reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.NameResolutionError))
 
 
-def _lost(message: str, status: int, body: bytes) -> AnswerLost:
-    """An answer lost after the request was sent whole, carrying what did arrive (the archive keeps it)."""
-    err = AnswerLost(message, status=status)
-    err.body = body
-    return err
-
-
 def check_url(url: str) -> str:
     """`url` if it is an http(s) address with a host (a bare host gets the API's path), else a `UsageError`.
 
@@ -373,8 +366,8 @@ class Client:
             what = f"HTTP {r.status_code}: the body is not JSON ({len(body)} bytes"
             # an answer cut short, a gateway that had an answer it could not pass on (502) or gave up waiting (504)
             if r.status_code in (200, 502, 504):
-                return _lost(f"{what}; cut short or not the API's); it may have been billed", r.status_code,
-                             body), None
+                return AnswerLost(f"{what}; cut short or not the API's); it may have been billed",
+                                  status=r.status_code, body=body), None
             if r.status_code >= 500:
                 return ServerError(f"{what}; not the API's own answer)", status=r.status_code,
                                    retry_after=retry_after), None
@@ -384,6 +377,6 @@ class Client:
             err.body = body
             return err, None
         if not (isinstance(document, dict) and isinstance(document.get("result"), dict)):  # every version has one
-            return _lost(f"HTTP {r.status_code}: JSON that is no analysis (no result object; not the API's own "
-                         "answer); it may have been billed", r.status_code, body), None
+            return AnswerLost(f"HTTP {r.status_code}: JSON that is no analysis (no result object; not the API's "
+                              "own answer); it may have been billed", status=r.status_code, body=body), None
         return None, Reply(body, r.status_code, document, 0, seconds, 0.0)

@@ -44,7 +44,8 @@ import orjson
 from PIL import Image, ImageDraw, ImageStat, UnidentifiedImageError
 
 from ..tables.codes import CODES
-from .request import COLORS, MARKS, MAPS, MAX_BYTES, MAX_SIDE, MIN_SIDE, SIDE_RESULTS
+from ..tables.limits import MAX_BYTES, MAX_SIDE, MIN_SIDE
+from .request import COLORS, MARKS, MAPS, SIDE_RESULTS
 from ..tables.schema import WRINKLE_REGIONS
 from ..errors import UsageError, finite
 from ..sample.simulate import Latent, build_response

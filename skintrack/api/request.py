@@ -108,7 +108,7 @@ def prepare_photo(path, fix: bool = False) -> Photo:
         raise PhotoRejected(f"{path}: cannot be read ({e.strerror})") from None
     sha = hashlib.sha256(raw).hexdigest()
     try:
-        img = Image.open(io.BytesIO(raw))
+        img = opened = Image.open(io.BytesIO(raw))
         fmt, (w, h) = img.format, img.size
     except Image.DecompressionBombError:
         raise PhotoRejected(f"{path}: too many pixels to open safely; the API needs less than {MAX_SIDE}x{MAX_SIDE} "
@@ -134,7 +134,7 @@ def prepare_photo(path, fix: bool = False) -> Photo:
     if len(raw) > MAX_BYTES and not fix:
         raise PhotoRejected(f"{path}: {len(raw) / 2**20:.1f} MiB; the API takes at most 8 MB (use --fix to recompress)")
     if fixes or len(raw) > MAX_BYTES:
-        data = _jpeg(path, img, fixes, Image.open(io.BytesIO(raw)).getexif().get(ORIENTATION))
+        data = _jpeg(path, img, fixes, opened.getexif().get(ORIENTATION))
     return Photo(path, data, sha, w, h, tuple(fixes))
 
 

@@ -29,6 +29,11 @@ ROUNDING = ("Numbers are rounded to 2 decimals (a column whose values are all be
 LEVELS = (0.01, 0.025, 0.05, 0.1)  # the significance levels no printed p-value is rounded across
 
 
+def levels_with(alpha: float) -> tuple:
+    """The significance levels a report's p-values are never rounded across: the common ones and the plan's."""
+    return (*LEVELS, alpha)
+
+
 HEADERS = {"std_error": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high"}  # how tables head these columns
 
 

@@ -48,7 +48,7 @@ from ..sinks import html as html_text
 from ..tables import store
 from ..tables.catalog import metric_info
 from . import charts
-from .document import HEADERS, LEVELS, ROUNDING, Document, Flow, Text, fmt_p
+from .document import HEADERS, ROUNDING, Document, Flow, Text, fmt_p, levels_with
 
 DEFAULT_METRICS = ("score.water", "score.rough", "score.melanin", "score.total", "score.pores")
 PAPER = {"a4": "A4", "letter": "letter"}
@@ -89,7 +89,7 @@ def finding(row, attrs) -> str:
     if row.decision == "not estimable":
         return f"{head}: {row.treatment} against {row.control} {row.reason}."
     adjusted_p = adjusted(attrs)
-    p = fmt_p(row.p_adjusted if adjusted_p else row.p, (*LEVELS, attrs["alpha"]))
+    p = fmt_p(row.p_adjusted if adjusted_p else row.p, levels_with(attrs["alpha"]))
     digits = decimals([row.estimate, row.ci_low, row.ci_high], 1 if row.model == "mmrm" else 2)
     level = "simultaneous 95% CI" if row.ci_simultaneous else "95% CI"
     tail = (f"({level} {row.ci_low:.{digits}f} to {row.ci_high:.{digits}f}; "
@@ -136,7 +136,7 @@ class _Builder:
     def __init__(self, study, out: Path, metrics, figure_formats):
         self.s, self.out, self.metrics, self.formats = study, out, metrics, figure_formats
         self.plan = study.plan
-        self.doc = Document("", levels=(*LEVELS, self.plan.alpha))
+        self.doc = Document("", levels=levels_with(self.plan.alpha))
         self.subjects = study.sql("SELECT * FROM subjects")
         self.qc = study.qc()
         self.has_arms = "arm" in self.subjects and self.plan.control is not None and bool(self.plan.treatments)
